@@ -1,0 +1,3 @@
+from sovkit.cli.main import run
+
+run()

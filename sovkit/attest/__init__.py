@@ -1,0 +1,1 @@
+"""Keys, DSSE envelopes, in-toto statements, and their offline verification."""

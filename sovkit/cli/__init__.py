@@ -1,0 +1,1 @@
+"""The typer CLI: parse, make one library call, print. The only place that exits."""

@@ -1,0 +1,109 @@
+"""`sovkit validate`, `sovkit schema`, `sovkit inventory show|export`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+import yaml
+from rich.table import Table
+
+from sovkit import api
+from sovkit.catalog import load_catalog
+from sovkit.cli.output import console, emit_json
+from sovkit.inventory.capacity import host_power
+
+InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+
+inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args_is_help=True)
+
+
+def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
+    """Check an inventory: schema, jurisdiction codes, references, catalog ids, files."""
+    loaded = api.validate(inventory)
+    site = loaded.site
+    counts = {
+        "racks": len(site.racks), "hosts": len(site.hosts), "models": len(site.models),
+        "deployments": len(site.deployments),
+    }
+    if json_out:
+        emit_json({"valid": True, "site": site.metadata.name, "digest": loaded.digest,
+                   "files": [str(f) for f in loaded.files], "counts": counts})
+        return
+    summary = ", ".join(f"{v} {k}" for k, v in counts.items())
+    console.print(f"[green]✓[/] {site.metadata.name}: inventory is valid ({summary})")
+    console.print(f"  digest sha256:{loaded.digest}")
+
+
+def schema() -> None:
+    """Print the JSON Schema of the inventory (for editors and CI)."""
+    emit_json(api.inventory_schema())
+
+
+@inventory_app.command("show")
+def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
+    """Racks, hosts, accelerators, and power draw against each rack's budget."""
+    loaded = api.validate(inventory)
+    site = loaded.site
+    catalog = load_catalog()
+    racks = api.site_power(loaded)
+    if json_out:
+        emit_json({
+            "site": site.metadata.name,
+            "jurisdiction": site.jurisdiction.model_dump(),
+            "racks": [{"name": r.rack, "hosts": r.hosts, "accelerators": r.accelerators,
+                       "power_w": r.draw.watts, "unknown_tdp_components": r.draw.unknown,
+                       "budget_w": r.budget_w, "ratio": round(r.ratio, 4)} for r in racks],
+            "hosts": [{"name": h.name, "rack": h.rack, "address": h.address, "cpu": h.cpu,
+                       "accelerators": [s.model_dump() for s in h.accelerators],
+                       "power_w": host_power(h, catalog).watts} for h in site.hosts],
+        })
+        return
+    where = site.jurisdiction.region or site.jurisdiction.country
+    console.print(f"[bold]{site.metadata.name}[/] — {site.metadata.description or 'site'} ({where}"
+                  f"{', air-gapped' if site.residency.air_gapped else ''})")
+    rt = Table(title="Racks", title_justify="left")
+    for col in ("rack", "hosts", "accelerators", "power (TDP)", "budget", "use"):
+        rt.add_column(col, justify="right" if col != "rack" else "left")
+    for r in racks:
+        use = f"{r.ratio:.0%}"
+        style = "red" if r.ratio > 1 else "yellow" if r.ratio > 0.9 else "green"
+        lower = f" + {r.draw.unknown} unknown" if r.draw.unknown else ""
+        rt.add_row(r.rack, str(r.hosts), str(r.accelerators), f"{r.draw.watts:,.0f} W{lower}",
+                   f"{r.budget_w:,.0f} W", f"[{style}]{use}[/]")
+    console.print(rt)
+    if len(site.hosts) > 200:
+        console.print(f"{len(site.hosts):,} hosts (use --json for the full list)")
+        return
+    ht = Table(title="Hosts", title_justify="left")
+    for col in ("host", "rack", "address", "cpu", "accelerators", "firmware"):
+        ht.add_column(col)
+    for h in site.hosts:
+        accels = ", ".join(f"{s.count}× {s.kind}" for s in h.accelerators) or "—"
+        fws = ", ".join(s.firmware or "unpinned" for s in h.accelerators) or "—"
+        ht.add_row(h.name, h.rack, h.address if h.connection == "ssh" else "local", h.cpu, accels, fws)
+    console.print(ht)
+
+
+@inventory_app.command("export")
+def export(
+    inventory: InvArg,
+    fmt: Annotated[str, typer.Option("--format", help="Output format: ansible.")] = "ansible",
+    json_out: JsonOpt = False,
+) -> None:
+    """Export the inventory for other tools (an Ansible YAML inventory grouped by rack, role, accelerator)."""
+    if fmt != "ansible":
+        raise typer.BadParameter(f"unknown format {fmt!r}; supported: ansible", param_hint="--format")
+    data: Any = api.export_ansible(api.validate(inventory))
+    if json_out:
+        emit_json(data)
+    else:
+        typer.echo(yaml.safe_dump(data, sort_keys=False, default_flow_style=False), nl=False)
+
+
+def register(app: typer.Typer) -> None:
+    app.command("validate")(validate)
+    app.command("schema")(schema)
+    app.add_typer(inventory_app, name="inventory")

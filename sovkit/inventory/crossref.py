@@ -1,0 +1,162 @@
+"""Cross-reference checks: names unique, references resolve, catalog ids known, files present."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from sovkit.catalog import load_catalog
+from sovkit.errors import Problem
+from sovkit.inventory.yamlsource import Path_, render_path
+
+if TYPE_CHECKING:
+    from sovkit.inventory.loader import LoadedInventory
+
+_NAMED_SECTIONS = (
+    "racks", "hosts", "firmware", "runtimes", "models", "deployments", "data_stores",
+    "endpoints", "telemetry", "log_sinks", "backups", "model_registries",
+)
+
+
+class _Collector:
+    def __init__(self, inv: LoadedInventory) -> None:
+        self.inv = inv
+        self.problems: list[Problem] = []
+
+    def add(self, path: Path_, message: str, hint: str | None = None) -> None:
+        mark = self.inv.source_map.find(path)
+        self.problems.append(Problem(
+            message, mark.file if mark else None, mark.line if mark else None,
+            mark.column if mark else None, render_path(path), hint,
+        ))
+
+    def ref(self, path: Path_, value: str, known: Iterable[str], what: str) -> None:
+        names = set(known)
+        if value in names:
+            return
+        close = difflib.get_close_matches(value, sorted(names), n=1, cutoff=0.6)
+        if close:
+            hint = f"did you mean {close[0]!r}?"
+        elif names:
+            hint = f"known {what}s: {', '.join(sorted(names)[:8])}"
+        else:
+            hint = f"no {what}s are defined"
+        self.add(path, f"unknown {what} {value!r}", hint)
+
+
+def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Problem]:
+    site = inv.site
+    c = _Collector(inv)
+    catalog = load_catalog()
+
+    for section in _NAMED_SECTIONS:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(getattr(site, section)):
+            if item.name in seen:
+                c.add((section, i, "name"), f"duplicate name {item.name!r} (first at {section}[{seen[item.name]}])",
+                      "names must be unique within a section")
+            else:
+                seen[item.name] = i
+    for section in ("publishers", "vendors"):
+        seen = {}
+        for i, key in enumerate(getattr(site.trust_roots, section)):
+            if key.name in seen:
+                c.add(("trust_roots", section, i, "name"), f"duplicate name {key.name!r}")
+            seen[key.name] = i
+
+    addresses: dict[str, str] = {}
+    racks = {r.name for r in site.racks}
+    firmware = {f.name: f for f in site.firmware}
+    for i, host in enumerate(site.hosts):
+        if host.connection == "ssh":
+            other = addresses.get(host.address)
+            if other is not None and other != host.name:
+                c.add(("hosts", i, "address"), f"address {host.address} is also used by host {other!r}",
+                      "each host needs its own address")
+            addresses.setdefault(host.address, host.name)
+        c.ref(("hosts", i, "rack"), host.rack, racks, "rack")
+        if host.cpu not in catalog.cpus:
+            c.add(("hosts", i, "cpu"), f"unknown CPU kind {host.cpu!r}", catalog.suggest("cpus", host.cpu))
+        elif catalog.cpus[host.cpu].arch != host.arch:
+            c.add(("hosts", i, "arch"), f"arch {host.arch} does not match CPU {host.cpu} "
+                  f"({catalog.cpus[host.cpu].arch})")
+        for j, slot in enumerate(host.accelerators):
+            path = ("hosts", i, "accelerators", j)
+            if slot.kind not in catalog.accelerators:
+                c.add((*path, "kind"), f"unknown accelerator kind {slot.kind!r}",
+                      catalog.suggest("accelerators", slot.kind))
+            if slot.firmware is not None:
+                c.ref((*path, "firmware"), slot.firmware, firmware, "firmware")
+                fw = firmware.get(slot.firmware)
+                if fw is not None and fw.accelerator != slot.kind:
+                    c.add((*path, "firmware"), f"firmware {fw.name!r} is for {fw.accelerator}, not {slot.kind}")
+
+    vendors = {v.name for v in site.trust_roots.vendors}
+    publishers = {p.name for p in site.trust_roots.publishers}
+    for i, fw in enumerate(site.firmware):
+        c.ref(("firmware", i, "vendor"), fw.vendor, vendors, "trusted vendor")
+        if fw.accelerator not in catalog.accelerators:
+            c.add(("firmware", i, "accelerator"), f"unknown accelerator kind {fw.accelerator!r}",
+                  catalog.suggest("accelerators", fw.accelerator))
+    for i, rt in enumerate(site.runtimes):
+        if rt.vendor is not None:
+            c.ref(("runtimes", i, "vendor"), rt.vendor, vendors, "trusted vendor")
+    for i, model in enumerate(site.models):
+        c.ref(("models", i, "publisher"), model.publisher, publishers, "trusted publisher")
+
+    hosts = {h.name for h in site.hosts}
+    models_ = {m.name for m in site.models}
+    runtimes = {r.name for r in site.runtimes}
+    for i, dep in enumerate(site.deployments):
+        c.ref(("deployments", i, "model"), dep.model, models_, "model")
+        c.ref(("deployments", i, "runtime"), dep.runtime, runtimes, "runtime")
+        for j, h in enumerate(dep.hosts):
+            c.ref(("deployments", i, "hosts", j), h, hosts, "host")
+    stores = {d.name for d in site.data_stores}
+    for i, backup in enumerate(site.backups):
+        c.ref(("backups", i, "source"), backup.source, stores, "data store")
+
+    if check_files:
+        _check_files(inv, c)
+    return c.problems
+
+
+def _check_files(inv: LoadedInventory, c: _Collector) -> None:
+    site = inv.site
+    for section in ("publishers", "vendors"):
+        for i, key in enumerate(getattr(site.trust_roots, section)):
+            if not inv.resolve(key.public_key).is_file():
+                c.add(("trust_roots", section, i, "public_key"), f"key file {key.public_key} not found",
+                      f"paths are relative to {inv.root}")
+    for i, host in enumerate(site.hosts):
+        if host.ssh.key is not None and not inv.resolve(host.ssh.key).is_file():
+            c.add(("hosts", i, "ssh", "key"), f"SSH key {host.ssh.key} not found", f"paths are relative to {inv.root}")
+    if site.artifact_store.kind != "local":
+        return
+    store = inv.artifact_root
+    if not store.is_dir():
+        c.add(("artifact_store", "path"), f"artifact store {store} not found",
+              "create it, or import a bundle with `sovkit bundle import`")
+        return
+    artifacts: list[tuple[Path_, str, int]] = []
+    for i, fw in enumerate(site.firmware):
+        artifacts.append((("firmware", i, "image", "path"), fw.image.path, fw.image.size))
+        if fw.signature:
+            artifacts.append((("firmware", i, "signature"), fw.signature, -1))
+    for i, rt in enumerate(site.runtimes):
+        for j, art in enumerate(rt.artifacts):
+            artifacts.append((("runtimes", i, "artifacts", j, "path"), art.path, art.size))
+    for i, model in enumerate(site.models):
+        for j, art in enumerate(model.files):
+            artifacts.append((("models", i, "files", j, "path"), art.path, art.size))
+        if model.signature:
+            artifacts.append((("models", i, "signature"), model.signature, -1))
+    for path, rel, size in artifacts:
+        f = store / rel
+        if not f.is_file():
+            c.add(path, f"artifact {rel} not found in the artifact store {store}",
+                  "copy it there or import a bundle")
+        elif size >= 0 and f.stat().st_size != size:
+            c.add(path, f"artifact {rel} is {f.stat().st_size} bytes, the inventory says {size}",
+                  "the file differs from the approved one; fetch the approved artifact")

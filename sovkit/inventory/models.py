@@ -1,0 +1,318 @@
+"""Pydantic v2 models of a site inventory (``apiVersion: sovkit.dev/v1``, ``kind: Site``).
+
+Field names are snake_case in YAML as in Python. Every model forbids unknown
+keys so a misspelt field is an error, never silently ignored. Cross-references
+between sections (a deployment naming a model, a host naming a rack) are
+checked in :mod:`sovkit.inventory.crossref`, where the catalog is known.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import date
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction
+
+API_VERSION = "sovkit.dev/v1"
+
+_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
+
+
+def _jurisdiction(value: str) -> str:
+    if not is_jurisdiction(value):
+        raise ValueError(
+            f"{value!r} is not an ISO 3166-1 alpha-2 country or ISO 3166-2 subdivision code (e.g. KR, DE, KR-11)"
+        )
+    return value
+
+
+def _country(value: str) -> str:
+    if value not in country_codes():
+        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. KR, DE, FR)")
+    return value
+
+
+def _relative_path(value: str) -> str:
+    if value.startswith("/") or "\\" in value or any(part == ".." for part in value.split("/")):
+        raise ValueError(f"{value!r} must be a relative path inside its root (no leading '/', no '..')")
+    return value
+
+
+def _address(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME_RE.match(value):
+            raise ValueError(f"{value!r} is neither an IP address nor a valid host name") from None
+    return value
+
+
+Name = Annotated[str, StringConstraints(pattern=_NAME_RE)]
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Jurisdiction = Annotated[str, AfterValidator(_jurisdiction)]
+Country = Annotated[str, AfterValidator(_country)]
+RelPath = Annotated[str, StringConstraints(min_length=1), AfterValidator(_relative_path)]
+Address = Annotated[str, AfterValidator(_address)]
+NonEmpty = Annotated[str, StringConstraints(min_length=1)]
+Version = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+
+class Metadata(Strict):
+    name: Name
+    description: str = ""
+    operator: str = ""
+    labels: dict[str, str] = {}
+
+
+class SiteJurisdiction(Strict):
+    """Where the site physically is: a country and optionally its ISO 3166-2 region."""
+
+    country: Country
+    region: Jurisdiction | None = None
+
+    @model_validator(mode="after")
+    def _region_in_country(self) -> SiteJurisdiction:
+        if self.region is not None and country_of(self.region) != self.country:
+            raise ValueError(f"region {self.region} is not in country {self.country}")
+        return self
+
+
+class Transfer(Strict):
+    """A recorded legal basis for personal data leaving the jurisdiction (GDPR Arts. 44-46)."""
+
+    name: Name
+    destination: Jurisdiction
+    basis: Literal["adequacy", "scc", "bcr", "consent", "derogation"]
+    reference: NonEmpty
+
+
+class Residency(Strict):
+    allowed_jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1)]
+    air_gapped: bool = False
+    allowed_egress: list[NonEmpty] = []
+    transfers: list[Transfer] = []
+
+
+class TrustedKey(Strict):
+    name: Name
+    public_key: RelPath
+
+
+class TrustRoots(Strict):
+    publishers: list[TrustedKey] = []
+    vendors: list[TrustedKey] = []
+
+
+class ArtifactStore(Strict):
+    """Where artifacts come from.
+
+    ``local``: a directory (relative to the inventory or absolute) that must hold
+    every artifact — what `sovkit bundle import` fills. ``mirror``: a site-local
+    mirror (URL and jurisdiction), whose files are checked at plan time.
+    """
+
+    kind: Literal["local", "mirror"] = "local"
+    path: str = "artifacts"
+    url: str | None = None
+    jurisdiction: Jurisdiction | None = None
+
+    @model_validator(mode="after")
+    def _mirror_has_url(self) -> ArtifactStore:
+        if self.kind == "mirror" and (self.url is None or self.jurisdiction is None):
+            raise ValueError("a mirror artifact store needs url and jurisdiction")
+        return self
+
+
+class Rack(Strict):
+    name: Name
+    power_budget_w: Annotated[float, Field(gt=0)]
+    location: str = ""
+
+
+class SSH(Strict):
+    user: NonEmpty = "root"
+    port: Annotated[int, Field(ge=1, le=65535)] = 22
+    key: RelPath | None = None
+
+
+class AcceleratorSlot(Strict):
+    kind: NonEmpty
+    count: Annotated[int, Field(ge=1, le=64)]
+    firmware: Name | None = None
+
+
+class Artifact(Strict):
+    path: RelPath
+    sha256: Sha256
+    size: Annotated[int, Field(ge=0)]
+
+
+class Host(Strict):
+    name: Name
+    rack: Name
+    address: Address
+    arch: Literal["aarch64", "x86_64"]
+    cpu: NonEmpty
+    connection: Literal["ssh", "local"] = "ssh"
+    ssh: SSH = SSH()
+    root: str | None = Field(
+        default=None, description="Install prefix on the host (demo and test hosts share a machine)."
+    )
+    accelerators: list[AcceleratorSlot] = []
+    labels: dict[str, str] = {}
+
+    @model_validator(mode="after")
+    def _root_absolute(self) -> Host:
+        if self.root is not None and not self.root.startswith("/"):
+            raise ValueError(f"root {self.root!r} must be an absolute path on the host")
+        return self
+
+
+class Firmware(Strict):
+    name: Name
+    vendor: Name
+    accelerator: NonEmpty
+    version: Version
+    image: Artifact
+    signature: RelPath | None = None
+
+
+class Runtime(Strict):
+    name: Name
+    version: Version
+    vendor: Name | None = None
+    package: NonEmpty = Field(description="Package (pip or deb) whose installed version is verified.")
+    format: Literal["wheelhouse", "deb"] = "wheelhouse"
+    artifacts: Annotated[list[Artifact], Field(min_length=1)]
+    signature: RelPath | None = None
+
+
+class BaseModelRef(Strict):
+    name: NonEmpty
+    publisher: NonEmpty
+    origin: Jurisdiction
+    license: NonEmpty
+
+
+class ModelCard(Strict):
+    purpose: NonEmpty
+    datasets: list[NonEmpty] = []
+    metrics: dict[str, float | str] = {}
+    limitations: str = ""
+
+
+class Model(Strict):
+    name: Name
+    version: Version
+    publisher: Name
+    license: NonEmpty
+    origin: Jurisdiction
+    base_models: list[BaseModelRef] = []
+    files: Annotated[list[Artifact], Field(min_length=1)]
+    signature: RelPath | None = None
+    signature_format: Literal["dsse", "model-signing"] = "dsse"
+    dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
+    parameters_b: Annotated[float, Field(gt=0)] | None = None
+    card: ModelCard | None = None
+
+
+class Deployment(Strict):
+    name: Name
+    model: Name
+    runtime: Name
+    hosts: Annotated[list[Name], Field(min_length=1)]
+    role: Literal["prefill", "decode", "both"] = "both"
+    tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
+    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+
+
+class DataStore(Strict):
+    name: Name
+    kind: NonEmpty
+    jurisdiction: Jurisdiction
+    personal_data: bool = False
+    location: str = ""
+
+
+class Endpoint(Strict):
+    """A network endpoint the site talks to; ``egress`` ones leave the site."""
+
+    name: Name
+    url: NonEmpty
+    jurisdiction: Jurisdiction
+    direction: Literal["ingress", "egress"] = "ingress"
+    personal_data: bool = False
+
+
+class TelemetrySink(Strict):
+    name: Name
+    url: NonEmpty
+    jurisdiction: Jurisdiction
+
+
+class LogSink(Strict):
+    name: Name
+    url: NonEmpty
+    jurisdiction: Jurisdiction
+    retention_days: Annotated[int, Field(ge=1)]
+    decision_log: bool = False
+
+
+class Backup(Strict):
+    name: Name
+    source: Name
+    target: NonEmpty
+    jurisdiction: Jurisdiction
+
+
+class ModelRegistry(Strict):
+    name: Name
+    url: NonEmpty
+    jurisdiction: Jurisdiction
+
+
+class Waiver(Strict):
+    rule: NonEmpty
+    resource: NonEmpty
+    reason: NonEmpty
+    expires: date
+
+
+class Site(Strict):
+    """A whole site: the root of the inventory."""
+
+    api_version: Literal["sovkit.dev/v1"] = Field(alias="apiVersion")
+    kind: Literal["Site"]
+    metadata: Metadata
+    jurisdiction: SiteJurisdiction
+    residency: Residency
+    trust_roots: TrustRoots = TrustRoots()
+    artifact_store: ArtifactStore = ArtifactStore()
+    racks: list[Rack] = []
+    hosts: list[Host] = []
+    firmware: list[Firmware] = []
+    runtimes: list[Runtime] = []
+    models: list[Model] = []
+    deployments: list[Deployment] = []
+    data_stores: list[DataStore] = []
+    endpoints: list[Endpoint] = []
+    telemetry: list[TelemetrySink] = []
+    log_sinks: list[LogSink] = []
+    backups: list[Backup] = []
+    model_registries: list[ModelRegistry] = []
+    waivers: list[Waiver] = []
+
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), populate_by_name=False)
+
+    def host(self, name: str) -> Host:
+        return next(h for h in self.hosts if h.name == name)
