@@ -154,6 +154,11 @@ class LocalSigner:
         raise SigningKeyError(f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(ALGORITHMS)}")
 
     @classmethod
+    def from_seed(cls, seed: bytes) -> LocalSigner:
+        """A deterministic Ed25519 key (demo and test fixtures only: the seed *is* the key)."""
+        return cls(ed25519.Ed25519PrivateKey.from_private_bytes(hashlib.sha256(seed).digest()))
+
+    @classmethod
     def load(cls, path: Path, passphrase: bytes | None) -> LocalSigner:
         try:
             data = path.read_bytes()

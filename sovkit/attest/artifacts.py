@@ -1,0 +1,67 @@
+"""Detached signatures over artifacts (firmware images, runtime packages, model files).
+
+Format: a DSSE envelope whose payload is an in-toto Statement v1 listing every
+file as a subject (name = path in the artifact store, sha256 digest), with
+predicate type ``https://sovkit.dev/attestation/artifact-signature/v1``. The
+signer is the vendor (firmware, runtime) or publisher (model) named in the
+inventory's trust roots. Verification checks the envelope against that key and
+that the signed digests are exactly the digests the inventory pins.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from sovkit.attest import dsse
+from sovkit.attest.keys import PublicKey, Signer
+from sovkit.attest.statement import ARTIFACT_SIGNATURE_PREDICATE, Statement, Subject
+from sovkit.errors import VerificationError
+
+
+def sign_artifacts(
+    files: dict[str, str], signer: Signer, kind: str, name: str, version: str
+) -> dsse.Envelope:
+    """Sign ``{store path: sha256}`` as one statement."""
+    statement = Statement(
+        subject=[Subject(name=p, digest={"sha256": d}) for p, d in sorted(files.items())],
+        predicateType=ARTIFACT_SIGNATURE_PREDICATE,
+        predicate={"kind": kind, "name": name, "version": version},
+    )
+    return dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
+
+
+@dataclass(frozen=True)
+class SignatureCheck:
+    """Outcome of checking one artifact signature (recorded in policy input and attestations)."""
+
+    verified: bool
+    keyid: str | None
+    signer: str
+    reason: str
+
+
+def verify_artifact_signature(
+    signature_file: Path, expected: dict[str, str], key: PublicKey, signer_name: str
+) -> SignatureCheck:
+    """Check ``signature_file`` against ``key`` and the pinned ``{path: sha256}``; never raises on bad input."""
+    try:
+        envelope = dsse.Envelope.from_json(signature_file.read_bytes(), str(signature_file))
+        payload = dsse.verify(envelope, [key])
+        statement = Statement.model_validate(json.loads(payload))
+    except OSError as exc:
+        return SignatureCheck(False, None, signer_name, f"cannot read {signature_file.name}: {exc.strerror}")
+    except VerificationError as exc:
+        return SignatureCheck(False, key.keyid, signer_name, exc.message)
+    except (ValueError, ValidationError):
+        return SignatureCheck(False, key.keyid, signer_name, "signed payload is not an in-toto statement")
+    if statement.predicate_type != ARTIFACT_SIGNATURE_PREDICATE:
+        return SignatureCheck(False, key.keyid, signer_name, f"unexpected predicate {statement.predicate_type}")
+    signed = {s.name: s.digest.get("sha256") for s in statement.subject}
+    for path, digest in expected.items():
+        if signed.get(path) != digest:
+            return SignatureCheck(False, key.keyid, signer_name, f"{path}: signed digest differs from the pinned one")
+    return SignatureCheck(True, key.keyid, signer_name, "ok")
