@@ -23,7 +23,7 @@ from pydantic_core import ErrorDetails
 
 from sovkit.errors import InventoryError, Problem
 from sovkit.inventory.crossref import check_references
-from sovkit.inventory.models import Site
+from sovkit.inventory.models import Host, Site
 from sovkit.inventory.yamlsource import Path_, SourceMap, YamlInputError, read_yaml, render_path
 
 _LIST_SECTIONS = frozenset(
@@ -49,6 +49,12 @@ class LoadedInventory:
     @property
     def artifact_root(self) -> Path:
         return (self.root / self.site.artifact_store.path).resolve()
+
+    def host_root(self, host: Host) -> str | None:
+        """The host's install prefix as the host sees it (relative local roots resolve against the inventory)."""
+        if host.root is None or host.root.startswith("/"):
+            return host.root
+        return str(self.resolve(host.root))
 
     def resolve(self, relative: str) -> Path:
         """A path written in the inventory (keys, signatures), relative to the inventory root."""

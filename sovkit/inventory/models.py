@@ -166,14 +166,16 @@ class Host(Strict):
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSH = SSH()
     root: str | None = Field(
-        default=None, description="Install prefix on the host (demo and test hosts share a machine)."
+        default=None,
+        description="Install prefix on the host (lab and demo hosts share one machine). Absolute; a local-connection"
+        " host may give it relative to the inventory.",
     )
     accelerators: list[AcceleratorSlot] = []
     labels: dict[str, str] = {}
 
     @model_validator(mode="after")
     def _root_absolute(self) -> Host:
-        if self.root is not None and not self.root.startswith("/"):
+        if self.root is not None and not self.root.startswith("/") and self.connection != "local":
             raise ValueError(f"root {self.root!r} must be an absolute path on the host")
         return self
 
