@@ -25,6 +25,8 @@ def host_vars(host: Host, key_path: str | None = None) -> dict[str, Any]:
         hv.update(ansible_host=host.address, ansible_user=host.ssh.user, ansible_port=host.ssh.port)
         if key_path is not None:
             hv["ansible_ssh_private_key_file"] = key_path
+    if host.python_interpreter is not None:
+        hv["ansible_python_interpreter"] = host.python_interpreter
     if host.root is not None:
         hv["sovkit_root"] = host.root
     return hv

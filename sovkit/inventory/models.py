@@ -165,6 +165,9 @@ class Host(Strict):
     cpu: NonEmpty
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSH = SSH()
+    python_interpreter: str | None = Field(
+        default=None, description="Python on the host used by Ansible and pip (default: discovered)."
+    )
     root: str | None = Field(
         default=None,
         description="Install prefix on the host (lab and demo hosts share one machine). Absolute; a local-connection"
@@ -194,7 +197,7 @@ class Runtime(Strict):
     version: Version
     vendor: Name | None = None
     package: NonEmpty = Field(description="Package (pip or deb) whose installed version is verified.")
-    format: Literal["wheelhouse", "deb"] = "wheelhouse"
+    format: Literal["wheelhouse"] = "wheelhouse"
     artifacts: Annotated[list[Artifact], Field(min_length=1)]
     signature: RelPath | None = None
 

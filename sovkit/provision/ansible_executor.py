@@ -1,0 +1,143 @@
+"""The ansible-runner executor — the only module that imports ``ansible_runner``.
+
+Each run gets a fresh private data directory: the generated inventory (YAML
+dumped from data, never templated text), per-host variable files, and the
+playbooks and roles copied from sovkit's templates. Runner events are mapped
+to :class:`ExecEvent` so callers never see Ansible's event format.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import yaml
+
+from sovkit.errors import ProvisionError
+from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from sovkit.resources import templates_dir
+
+_TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
+
+
+def _message(res: dict[str, Any]) -> str:
+    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    if isinstance(msg, list):
+        msg = "; ".join(map(str, msg))
+    text = str(msg).strip()
+    if res.get("results"):  # a loop: report the first failing item
+        for item in res["results"]:
+            if isinstance(item, dict) and item.get("failed"):
+                return _message(item)
+    return text.splitlines()[-1] if text.count("\n") > 5 else text
+
+
+class AnsibleRunnerExecutor:
+    """Runs sovkit's playbooks through ansible-runner (and so ansible-core), locally or over SSH."""
+
+    def __init__(self, forks: int = 10, verbosity: int = 0) -> None:
+        self.forks = forks
+        self.verbosity = verbosity
+
+    def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path) -> Path:
+        """Write the private data dir; returns it (also used by the benchmark to run ansible-playbook)."""
+        run_dir = workdir / f"run-{uuid.uuid4().hex[:12]}"
+        project = run_dir / "project"
+        shutil.copytree(templates_dir() / "ansible", project)
+        inv_dir = run_dir / "inventory"
+        (inv_dir / "host_vars").mkdir(parents=True)
+        hosts = {t.name: t.connection_vars for t in targets}
+        (inv_dir / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
+        for t in targets:
+            (inv_dir / "host_vars" / f"{t.name}.json").write_text(json.dumps(t.variables))
+        env = run_dir / "env"
+        env.mkdir()
+        (env / "envvars").write_text(yaml.safe_dump({
+            "ANSIBLE_HOST_KEY_CHECKING": "False",
+            "ANSIBLE_RETRY_FILES_ENABLED": "False",
+            "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=5 "
+                                "-o ServerAliveCountMax=2 -o ConnectTimeout=10 -o UserKnownHostsFile=/dev/null",
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_TIMEOUT": "10",
+            "ANSIBLE_LOCALHOST_WARNING": "False",
+            "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+        }))
+        assert (project / playbook).is_file(), playbook
+        return run_dir
+
+    def run(
+        self,
+        playbook: str,
+        targets: list[HostTarget],
+        on_event: Callable[[ExecEvent], None],
+        workdir: Path,
+        cancel: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        run_dir = self.prepare(playbook, targets, workdir)
+        outcomes = {t.name: HostOutcome() for t in targets}
+        run_id = run_dir.name
+
+        def handle(event: dict[str, Any]) -> bool:
+            kind = event.get("event", "")
+            data = event.get("event_data") or {}
+            host = data.get("host") or data.get("remote_addr") or ""
+            task = str(data.get("task", "")).strip()
+            res = data.get("res") or {}
+            if kind == "runner_on_start" and host:
+                on_event(ExecEvent("task", host, task))
+            elif kind == "runner_on_ok" and host in outcomes:
+                outcomes[host].ok += 1
+                outcomes[host].changed += int(bool(res.get("changed")))
+                msg = res.get("msg")
+                if isinstance(msg, dict) and ("sovkit_record" in msg or "sovkit_observed" in msg):
+                    on_event(ExecEvent("record", host, task, data=msg))
+                else:
+                    on_event(ExecEvent("ok", host, task))
+            elif kind == "runner_on_failed" and host in outcomes and not data.get("ignore_errors"):
+                outcomes[host].failed = True
+                outcomes[host].failed_task = task
+                outcomes[host].error = _message(res)
+                on_event(ExecEvent("failed", host, task, outcomes[host].error))
+            elif kind == "runner_on_unreachable" and host in outcomes:
+                outcomes[host].unreachable = True
+                outcomes[host].failed_task = task
+                outcomes[host].error = _message(res) or "unreachable"
+                on_event(ExecEvent("unreachable", host, task, outcomes[host].error))
+            return True
+
+        try:
+            runner = ansible_runner.run(
+                private_data_dir=str(run_dir),
+                playbook=playbook,
+                inventory=str(run_dir / "inventory"),
+                event_handler=handle,
+                cancel_callback=cancel,
+                quiet=True,
+                forks=self.forks,
+                verbosity=self.verbosity or None,
+                suppress_env_files=False,
+            )
+        except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
+            raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
+        stats = runner.stats or {}
+        for host in stats.get("dark", {}) or {}:
+            if host in outcomes:
+                outcomes[host].unreachable = True
+        for host in stats.get("failures", {}) or {}:
+            if host in outcomes:
+                outcomes[host].failed = True
+        for name, out in outcomes.items():
+            if not (out.failed or out.unreachable):
+                on_event(ExecEvent("host_done", name))
+        if runner.status not in ("successful", "failed", "canceled"):
+            tail = (runner.stdout.read() if runner.stdout else "")[-2000:]
+            raise ProvisionError(f"Ansible run {run_id} ended with status {runner.status}: {tail.strip()}",
+                                 f"see {run_dir} for the full log")
+        return RunResult(run_id=run_id, rc=int(runner.rc or 0), hosts=outcomes,
+                         cancelled=runner.status == "canceled")

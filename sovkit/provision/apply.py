@@ -1,0 +1,141 @@
+"""Execute a plan: preflight, run the apply playbook, and record state as each component completes.
+
+State is written after every completed component (atomic file replace), so a
+crash or a lost host loses at most the component in flight; the next plan
+picks up exactly what is missing.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sovkit.inventory.loader import LoadedInventory
+from sovkit.plan.desired import DesiredHost
+from sovkit.plan.model import Plan
+from sovkit.provision.executor import ExecEvent, Executor, HostOutcome
+from sovkit.provision.hostvars import apply_target
+from sovkit.provision.preflight import Preflight, run_preflight
+from sovkit.state.models import (
+    DeviceRecord,
+    FirmwareRecord,
+    HostRecord,
+    ModelRecord,
+    RuntimeRecord,
+    ServingRecord,
+    State,
+    now,
+)
+from sovkit.state.store import StateStore
+
+
+@dataclass
+class ApplyReport:
+    run_id: str
+    started: str
+    finished: str
+    hosts: dict[str, HostOutcome]
+    state: State
+    preflight: Preflight
+    records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @property
+    def failures(self) -> list[tuple[str, str, str]]:
+        """(host, task, message) for each host that did not complete."""
+        out = [(h, "preflight", msg) for h, msg in self.preflight.failed_hosts.items()]
+        for host, o in self.hosts.items():
+            if o.unreachable:
+                out.append((host, o.failed_task or "connect", f"unreachable: {o.error}"))
+            elif o.failed:
+                out.append((host, o.failed_task, o.error))
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.failures
+
+
+def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
+                 signatures_ok: dict[str, bool]) -> None:
+    """Fold one ``sovkit record`` result from a host into its state record."""
+    component, name = record["component"], record["name"]
+    if record.get("removed"):
+        if component == "model":
+            host.models.pop(name, None)
+        elif component == "runtime":
+            host.runtimes.pop(name, None)
+        elif component == "serving":
+            host.serving.pop(name, None)
+    elif component == "firmware":
+        host.firmware[name] = FirmwareRecord(
+            kind=name, version=record["version"], image_sha256=record["image_sha256"],
+            devices={str(d): DeviceRecord(kind=name, firmware=str(v)) for d, v in record["devices"].items()},
+        )
+    elif component == "runtime":
+        host.runtimes[name] = RuntimeRecord(version=record["version"], package=record["package"],
+                                            artifacts=record["artifacts"], prefix=record["prefix"])
+    elif component == "model":
+        host.models[name] = ModelRecord(
+            version=record["version"], files=record["files"], path=record["path"],
+            previous=record.get("previous") or None,
+            signature_verified=signatures_ok.get(f"model:{name}@{record['version']}", False),
+        )
+    elif component == "serving":
+        host.serving[name] = ServingRecord(
+            role=record["role"], model=record["model"], model_version=str(record["model_version"]),
+            runtime=record["runtime"], runtime_version=str(record["runtime_version"]),
+            config_sha256=record["config_sha256"], port=int(record["port"]),
+        )
+    host.last_apply = run_id
+    host.updated_at = now()
+
+
+def execute_plan(
+    inv: LoadedInventory,
+    plan: Plan,
+    desired: dict[str, DesiredHost],
+    store: StateStore,
+    executor: Executor,
+    workdir: Path,
+    on_event: Callable[[ExecEvent], None] = lambda e: None,
+) -> ApplyReport:
+    """Run ``plan`` (the caller holds the state lock). Never raises for host failures: see ApplyReport."""
+    started = now()
+    state = store.read()
+    state.site = inv.site.metadata.name
+    preflight = run_preflight(inv, desired, plan)
+    for host, msg in preflight.failed_hosts.items():
+        on_event(ExecEvent("failed", host, "preflight", msg))
+    dropped = [c.host for c in plan.changes if c.component == "host" and c.action == "delete"]
+    for host in dropped:
+        state.hosts.pop(host, None)
+    if dropped:
+        state = store.write(state)
+    targets = [
+        apply_target(inv, desired[h], plan.for_host(h), state.hosts.get(h, HostRecord()))
+        for h in plan.hosts() if h in desired and h not in preflight.failed_hosts
+    ]
+    sig_ok = {label: check.verified for label, check in preflight.signatures.items()}
+    records: dict[str, list[dict[str, Any]]] = {}
+    box = [state]
+
+    def handle(event: ExecEvent) -> None:
+        if event.kind == "record" and "sovkit_record" in event.data:
+            record = event.data["sovkit_record"]
+            current = box[0]
+            apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id_box[0], sig_ok)
+            box[0] = store.write(current)
+            records.setdefault(event.host, []).append(record)
+        on_event(event)
+
+    run_id_box = [f"apply-{uuid.uuid4().hex[:12]}"]
+    run_id = run_id_box[0]
+    hosts: dict[str, HostOutcome] = {}
+    if targets:
+        result = executor.run("apply.yml", targets, handle, workdir)
+        hosts = result.hosts
+    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=box[0],
+                       preflight=preflight, records=records)

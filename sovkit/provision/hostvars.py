@@ -1,0 +1,128 @@
+"""Ansible variables for each host, built from the plan and the desired state (data, not templated text)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from sovkit.catalog import load_catalog
+from sovkit.inventory.ansible import host_vars
+from sovkit.inventory.loader import LoadedInventory
+from sovkit.plan.desired import DesiredHost
+from sovkit.plan.model import Change
+from sovkit.provision.executor import HostTarget
+from sovkit.state.models import HostRecord
+
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+# Small helpers run with the host's Python (no shell quoting involved).
+VERSION_PROBE = (
+    "import sys\nfrom importlib import metadata\n"
+    "want = sys.argv[2].lower().replace('_', '-')\n"
+    "print(next((d.version for d in metadata.distributions(path=[sys.argv[1]])"
+    " if d.metadata['Name'].lower().replace('_', '-') == want), ''))"
+)
+SWAP_DIR = (
+    "import os, shutil, sys\nsrc, dst = sys.argv[1:3]\n"
+    "old = dst + '.old'\nshutil.rmtree(old, ignore_errors=True)\n"
+    "os.path.isdir(dst) and os.rename(dst, old)\nos.rename(src, dst)\nshutil.rmtree(old, ignore_errors=True)"
+)
+SWAP_LINK = (
+    "import os, sys\ntarget, link = sys.argv[1:3]\ntmp = link + '.tmp'\n"
+    "os.path.lexists(tmp) and os.unlink(tmp)\nos.symlink(target, tmp)\nos.replace(tmp, link)"
+)
+
+
+def _common(inv: LoadedInventory, name: str, desired: DesiredHost) -> tuple[dict[str, Any], dict[str, Any]]:
+    host = inv.site.host(name)
+    key = str(inv.resolve(host.ssh.key)) if host.ssh.key else None
+    conn = host_vars(host, key)
+    root = desired.root
+    variables: dict[str, Any] = {
+        "sovkit_root": root,
+        "sovkit_path_env": f"{root}/bin:{SYSTEM_PATH}" if root else SYSTEM_PATH,
+        "sovkit_python": host.python_interpreter or "/usr/bin/python3",
+        "sovkit_version_probe": VERSION_PROBE,
+        "sovkit_swap_dir": SWAP_DIR,
+        "sovkit_swap_link": SWAP_LINK,
+        "sovkit_manage_services": False,
+    }
+    return conn, variables
+
+
+def _profile(kind: str) -> dict[str, Any]:
+    catalog = load_catalog()
+    p = catalog.profiles[catalog.accelerators[kind].profile]
+    return {"query": p.query, "flash": p.flash, "reset": p.reset, "devices_key": p.devices_key,
+            "id_key": p.id_key, "firmware_key": p.firmware_key}
+
+
+def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Change],
+                 recorded: HostRecord) -> HostTarget:
+    """Variables for the apply playbook: only the components this host's changes touch."""
+    conn, v = _common(inv, desired.name, desired)
+    store = inv.artifact_root
+    touched = {(c.component, c.name) for c in changes if c.action != "delete"}
+    v["sovkit_firmware"] = [
+        {"kind": f.kind, "version": f.version, "count": f.count, "sha256": f.image.sha256,
+         "image_src": str(store / f.image.store_path), **_profile(f.kind)}
+        for f in desired.firmware.values() if ("firmware", f.kind) in touched
+    ]
+    v["sovkit_runtimes"] = [
+        {"name": r.name, "version": r.version, "package": r.package, "prefix": r.prefix,
+         "staging": f"{desired.root}/var/lib/sovkit/staging/runtime/{r.name}-{r.version}",
+         "artifacts": [{"src": str(store / a.store_path), "name": a.name, "sha256": a.sha256,
+                        "store_path": a.store_path} for a in r.artifacts]}
+        for r in desired.runtimes.values() if ("runtime", r.name) in touched
+    ]
+    v["sovkit_models"] = [
+        {"name": m.name, "version": m.version, "dir": m.path,
+         "signature_src": str(store / m.signature) if m.signature else "",
+         "files": [{"src": str(store / f.store_path), "name": f.name, "sha256": f.sha256} for f in m.files]}
+        for m in desired.models.values() if ("model", m.name) in touched
+    ]
+    v["sovkit_serving"] = [
+        {"deployment": s.deployment, "role": s.role, "model": s.model, "model_version": s.model_version,
+         "runtime": s.runtime, "runtime_version": s.runtime_version, "port": s.port,
+         "config": s.config, "config_path": s.config_path, "unit": s.unit, "unit_path": s.unit_path,
+         "config_sha256": s.config_sha256}
+        for s in desired.serving.values() if ("serving", s.deployment) in touched
+    ]
+    removals = []
+    for c in changes:
+        if c.action != "delete":
+            continue
+        if c.component == "model" and c.name in recorded.models:
+            base = str(Path(recorded.models[c.name].path).parent)
+            removals.append({"component": "model", "name": c.name, "paths": [base]})
+        elif c.component == "runtime" and c.name in recorded.runtimes:
+            removals.append({"component": "runtime", "name": c.name, "paths": [recorded.runtimes[c.name].prefix]})
+        elif c.component == "serving":
+            root = desired.root
+            removals.append({"component": "serving", "name": c.name, "paths": [
+                f"{root}/etc/sovkit/serving/{c.name}.yaml", f"{root}/etc/systemd/system/sovkit-{c.name}.service"]})
+    v["sovkit_remove"] = removals
+    return HostTarget(name=desired.name, connection_vars=conn, variables=v)
+
+
+def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRecord) -> HostTarget:
+    """Variables for the observe playbook: everything desired or recorded on the host."""
+    conn, v = _common(inv, desired.name, desired)
+    kinds = sorted(set(desired.firmware) | set(recorded.firmware))
+    catalog = load_catalog()
+    runtimes = {r.name: {"name": r.name, "package": r.package, "prefix": r.prefix}
+                for r in desired.runtimes.values()}
+    for name, rec in recorded.runtimes.items():
+        runtimes.setdefault(name, {"name": name, "package": rec.package, "prefix": rec.prefix})
+    models = {m.name: {"name": m.name, "dir": m.path, "files": [f.name for f in m.files]}
+              for m in desired.models.values()}
+    for name, mrec in recorded.models.items():
+        models.setdefault(name, {"name": name, "dir": str(Path(mrec.path).parent), "files": sorted(mrec.files)})
+    serving = [{"deployment": s.deployment, "paths": [s.config_path, s.unit_path]} for s in desired.serving.values()]
+    v["sovkit_observe"] = {
+        "firmware": [{"kind": k, **_profile(k)} for k in kinds if k in catalog.accelerators],
+        "runtimes": list(runtimes.values()),
+        "models": list(models.values()),
+        "serving": serving,
+    }
+    return HostTarget(name=desired.name, connection_vars=conn, variables=v)

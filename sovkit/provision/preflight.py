@@ -1,0 +1,119 @@
+"""Controller-side checks before anything reaches a host: artifact digests and publisher/vendor signatures.
+
+Fail closed: a host that needs an artifact whose digest or signature does not
+verify is not provisioned at all; the other hosts go ahead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sovkit.attest.artifacts import SignatureCheck, verify_artifact_signature
+from sovkit.attest.keys import PublicKey
+from sovkit.errors import SovkitError
+from sovkit.inventory.loader import LoadedInventory
+from sovkit.plan.desired import DesiredHost
+from sovkit.plan.model import Plan
+
+CHUNK = 1024 * 1024
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class Preflight:
+    failed_hosts: dict[str, str] = field(default_factory=dict)
+    signatures: dict[str, SignatureCheck] = field(default_factory=dict)
+
+
+class _Checker:
+    def __init__(self, inv: LoadedInventory) -> None:
+        self.inv = inv
+        self.store = inv.artifact_root
+        self.digests: dict[str, str | None] = {}
+        self.keys: dict[str, PublicKey | None] = {}
+
+    def digest_problem(self, store_path: str, pinned: str) -> str | None:
+        if store_path not in self.digests:
+            f = self.store / store_path
+            self.digests[store_path] = sha256_file(f) if f.is_file() else None
+        actual = self.digests[store_path]
+        if actual is None:
+            return f"artifact {store_path} is missing from the store {self.store}"
+        if actual != pinned:
+            return f"artifact {store_path} has sha256 {actual[:16]}…, the inventory pins {pinned[:16]}…"
+        return None
+
+    def key(self, section: str, name: str) -> PublicKey | None:
+        cache_key = f"{section}/{name}"
+        if cache_key not in self.keys:
+            roots = getattr(self.inv.site.trust_roots, section)
+            entry = next((k for k in roots if k.name == name), None)
+            try:
+                self.keys[cache_key] = PublicKey.load(self.inv.resolve(entry.public_key)) if entry else None
+            except SovkitError:
+                self.keys[cache_key] = None
+        return self.keys[cache_key]
+
+    def signature(self, signature: str | None, files: dict[str, str], section: str, signer: str | None,
+                  fmt: str = "dsse") -> SignatureCheck:
+        if signature is None or signer is None:
+            return SignatureCheck(False, None, signer or "", "no signature declared")
+        key = self.key(section, signer)
+        if key is None:
+            return SignatureCheck(False, None, signer, f"no usable trusted key for {signer!r}")
+        if fmt != "dsse":
+            return SignatureCheck(False, key.keyid, signer, f"signature format {fmt!r} is not supported here yet")
+        return verify_artifact_signature(self.store / signature, files, key, signer)
+
+
+def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: Plan) -> Preflight:
+    """Verify every artifact the plan installs; hosts needing a bad one are marked failed."""
+    out = Preflight()
+    checker = _Checker(inv)
+    for change in plan.changes:
+        if change.action == "delete" or change.host not in desired or change.host in out.failed_hosts:
+            continue
+        want = desired[change.host]
+        problem: str | None = None
+        label = f"{change.component}:{change.name}"
+        if change.component == "firmware":
+            fw = want.firmware[change.name]
+            files = {fw.image.store_path: fw.image.sha256}
+            problem = checker.digest_problem(fw.image.store_path, fw.image.sha256)
+            label = f"firmware:{fw.name}"
+            if problem is None and label not in out.signatures:
+                out.signatures[label] = checker.signature(fw.signature, files, "vendors", fw.vendor)
+        elif change.component == "runtime":
+            rt = want.runtimes[change.name]
+            files = {a.store_path: a.sha256 for a in rt.artifacts}
+            for path, pinned in files.items():
+                problem = problem or checker.digest_problem(path, pinned)
+            label = f"runtime:{rt.name}@{rt.version}"
+            if problem is None and label not in out.signatures:
+                out.signatures[label] = checker.signature(rt.signature, files, "vendors", rt.vendor)
+        elif change.component == "model":
+            m = want.models[change.name]
+            files = {f.store_path: f.sha256 for f in m.files}
+            for path, pinned in files.items():
+                problem = problem or checker.digest_problem(path, pinned)
+            label = f"model:{m.name}@{m.version}"
+            if problem is None and label not in out.signatures:
+                out.signatures[label] = checker.signature(m.signature, files, "publishers", m.publisher,
+                                                          m.signature_format)
+        else:
+            continue
+        check = out.signatures.get(label)
+        if problem is None and check is not None and not check.verified:
+            problem = f"{label}: signature by {check.signer or 'unknown'} does not verify ({check.reason})"
+        if problem is not None:
+            out.failed_hosts[change.host] = problem
+    return out

@@ -1,0 +1,1 @@
+"""Recorded state: what sovkit last installed on each host (serial, lineage, per-host components)."""
