@@ -2,14 +2,31 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sovkit.attest.keys import PublicKey, Signer
 from sovkit.catalog import load_catalog
+from sovkit.errors import PolicyDenied
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, rack_power
 from sovkit.inventory.models import Site
+from sovkit.plan.desired import DesiredHost, desired_site, pinned_artifacts
+from sovkit.plan.diff import diff
+from sovkit.plan.model import Change, Plan
+from sovkit.plan.planfile import Bindings, SavedPlan, make_saved_plan, read_plan, write_plan
+from sovkit.plan.planfile import check_bindings as check_bindings_values
+from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_policy, policy_pack_digest
+from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
+from sovkit.provision.apply import ApplyReport, execute_plan
+from sovkit.provision.executor import ExecEvent, Executor
+from sovkit.provision.observe import observe
+from sovkit.provision.preflight import sha256_file
+from sovkit.state.models import HostRecord, LockInfo, State
+from sovkit.state.store import LocalStateStore
 
 
 def validate(path: Path | str) -> LoadedInventory:
@@ -33,3 +50,169 @@ def site_power(loaded: LoadedInventory) -> list[RackPower]:
 def export_ansible(loaded: LoadedInventory) -> dict[str, Any]:
     keys = {h.name: str(loaded.resolve(h.ssh.key)) for h in loaded.site.hosts if h.ssh.key}
     return to_ansible_inventory(loaded.site, keys)
+
+
+# --- plan / apply / refresh -------------------------------------------------------------------------------
+
+
+@dataclass
+class Workspace:
+    """Where sovkit keeps a site's local state: ``.sovkit/`` beside the inventory unless told otherwise."""
+
+    inventory: LoadedInventory
+    directory: Path
+
+    @classmethod
+    def open(cls, inventory: Path | str, state_dir: Path | None = None) -> Workspace:
+        loaded = load_inventory(inventory)
+        return cls(loaded, (state_dir or loaded.root / ".sovkit").resolve())
+
+    @property
+    def store(self) -> LocalStateStore:
+        return LocalStateStore(self.directory)
+
+    @property
+    def runs(self) -> Path:
+        path = self.directory / "runs"
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+@dataclass
+class PlanResult:
+    plan: Plan
+    decision: PolicyDecision
+    bindings: Bindings
+    drift: Plan | None = None
+    unreachable: dict[str, str] = field(default_factory=dict)
+
+
+def _bindings(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan: Plan,
+              extra_policies: Path | None) -> Bindings:
+    touched = {c.host for c in plan.changes}
+    needed = pinned_artifacts({h: d for h, d in desired.items() if h in touched})
+    store = ws.inventory.artifact_root
+    actual = {p: (sha256_file(store / p) if (store / p).is_file() else "missing") for p in needed}
+    return Bindings(state_lineage=state.lineage, state_serial=state.serial, inventory_digest=ws.inventory.digest,
+                    policy_pack_digest=policy_pack_digest(extra_policies), artifact_digests=actual)
+
+
+def make_plan(
+    ws: Workspace,
+    refresh: bool = False,
+    executor: Executor | None = None,
+    extra_policies: Path | None = None,
+    policy_engine: PolicyEngine | None = None,
+    on_event: Callable[[ExecEvent], None] = lambda e: None,
+) -> PlanResult:
+    """Desired (inventory) vs recorded or observed state, with the policy decision. Changes nothing."""
+    state = ws.store.read()
+    desired = desired_site(ws.inventory)
+    decision = evaluate_policy(ws.inventory, state, extra_policies, policy_engine)
+    observed = state.hosts
+    drift = None
+    unreachable: dict[str, str] = {}
+    if refresh:
+        obs = observe(ws.inventory, desired, state.hosts, executor or AnsibleRunnerExecutor(), ws.runs, on_event)
+        unreachable = obs.unreachable
+        observed = {**state.hosts, **obs.hosts}
+        drift = recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts)
+    plan = diff(ws.inventory.site.metadata.name, desired, observed)
+    return PlanResult(plan, decision, _bindings(ws, state, desired, plan, extra_policies), drift, unreachable)
+
+
+def recorded_drift(site: str, recorded: dict[str, HostRecord], observed: dict[str, HostRecord]) -> Plan:
+    """What changed on the hosts behind sovkit's back: observed vs recorded, as changes that would restore it."""
+    changes: list[Change] = []
+    for host, seen in observed.items():
+        rec = recorded.get(host)
+        if rec is None:
+            continue
+        for kind, fw in rec.firmware.items():
+            now_fw = seen.firmware.get(kind)
+            got = {d: r.firmware for d, r in now_fw.devices.items()} if now_fw else {}
+            want = {d: r.firmware for d, r in fw.devices.items()}
+            if got != want:
+                changes.append(Change(host=host, component="firmware", name=kind, action="update",
+                                      reason=f"devices report {got or 'nothing'}, recorded {want}"))
+        for name, rt in rec.runtimes.items():
+            now_rt = seen.runtimes.get(name)
+            if now_rt is None or now_rt.version != rt.version:
+                changes.append(Change(host=host, component="runtime", name=name, action="update",
+                                      reason=f"host has {now_rt.version if now_rt else 'nothing'}, "
+                                             f"recorded {rt.version}"))
+        for name, m in rec.models.items():
+            now_m = seen.models.get(name)
+            if now_m is None:
+                changes.append(Change(host=host, component="model", name=name, action="update",
+                                      reason="model missing on the host"))
+                continue
+            bad = sorted(f for f in m.files if now_m.files.get(f) != m.files[f])
+            if now_m.version != m.version or bad:
+                what = f"active version {now_m.version}, recorded {m.version}" if now_m.version != m.version \
+                    else f"file digests differ from the recorded ones: {', '.join(bad)}"
+                changes.append(Change(host=host, component="model", name=name, action="update", reason=what))
+        for name, s in rec.serving.items():
+            now_s = seen.serving.get(name)
+            if now_s is None or now_s.config_sha256 != s.config_sha256:
+                changes.append(Change(host=host, component="serving", name=name, action="update",
+                                      reason="serving config on the host differs from the recorded one"))
+    return Plan(site=site, changes=tuple(changes))
+
+
+def save_plan(ws: Workspace, result: PlanResult, path: Path, signer: Signer) -> SavedPlan:
+    saved = make_saved_plan(ws.inventory.files[0] if len(ws.inventory.files) == 1 else ws.inventory.root,
+                            result.bindings, result.plan, result.decision.summary())
+    write_plan(path, saved, signer)
+    return saved
+
+
+def load_saved_plan(path: Path, key: PublicKey, state_dir: Path | None = None) -> tuple[Workspace, SavedPlan]:
+    saved = read_plan(path, key)
+    return Workspace.open(saved.inventory, state_dir), saved
+
+
+def apply_plan(
+    ws: Workspace,
+    plan: Plan,
+    decision: PolicyDecision,
+    expected: Bindings | None = None,
+    extra_policies: Path | None = None,
+    executor: Executor | None = None,
+    on_event: Callable[[ExecEvent], None] = lambda e: None,
+) -> ApplyReport:
+    """Apply under the state lock; refuses a denied decision or (for saved plans) any stale binding."""
+    if not decision.allowed:
+        raise PolicyDenied("policy denies this inventory: nothing was applied",
+                           "run `sovkit check` to see the denials, fix them, and plan again")
+    with ws.store.lock("apply"):
+        state = ws.store.read()
+        desired = desired_site(ws.inventory)
+        if expected is not None:
+            check_bindings_for(ws, state, desired, plan, expected, extra_policies)
+        return execute_plan(ws.inventory, plan, desired, ws.store, executor or AnsibleRunnerExecutor(), ws.runs,
+                            on_event)
+
+
+def check_bindings_for(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan: Plan,
+                       expected: Bindings, extra_policies: Path | None) -> None:
+    current = _bindings(ws, state, desired, plan, extra_policies)
+    check_bindings_values(expected, current)
+
+
+def refresh_state(ws: Workspace, executor: Executor | None = None,
+                  on_event: Callable[[ExecEvent], None] = lambda e: None) -> tuple[Plan, dict[str, str], State]:
+    """Read back the hosts, record what is really there, and return the drift found."""
+    with ws.store.lock("refresh"):
+        state = ws.store.read()
+        desired = desired_site(ws.inventory)
+        obs = observe(ws.inventory, desired, state.hosts, executor or AnsibleRunnerExecutor(), ws.runs, on_event)
+        drift = recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts)
+        state.hosts.update(obs.hosts)
+        state.site = ws.inventory.site.metadata.name
+        new = ws.store.write(state)
+    return drift, obs.unreachable, new
+
+
+def force_unlock(ws: Workspace, lock_id: str) -> LockInfo:
+    return ws.store.force_unlock(lock_id)
