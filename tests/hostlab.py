@@ -243,6 +243,47 @@ class HostLab:
             hosts[h.name] = {**self.ansible_host_vars(h), "host_root": str(h.root), **own}
         return {"all": {"children": {group: {"hosts": hosts}}}}
 
+    def ansible_env(self) -> dict[str, str]:
+        """The same connection settings as environment variables, for inventories that only name hosts.
+
+        For code that generates its own Ansible inventory (e.g. sovkit's executor,
+        whose inventory carries ``ansible_host``/``ansible_user``/``ansible_port``):
+        pass these as ansible-runner ``envvars`` or set them in the environment.
+        Host variables in the inventory take precedence over them.
+        """
+        return {
+            "ANSIBLE_REMOTE_USER": "root",
+            "ANSIBLE_PRIVATE_KEY_FILE": str(self.key_path),
+            "ANSIBLE_SSH_COMMON_ARGS": shlex.join(self.ssh_options()),
+            "ANSIBLE_TIMEOUT": "5",
+            "ANSIBLE_SSH_RETRIES": "0",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_PYTHON_INTERPRETER": self.python,
+        }
+
+    def site_hosts(
+        self, *, rack: str, cpu: str, arch: str = "aarch64", accelerators: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """``hosts:`` entries for a sovkit inventory (address, ``root``, ssh as root).
+
+        Connect with :meth:`ansible_env` (key, known_hosts, interpreter).
+        """
+        return [
+            {
+                "name": h.name,
+                "rack": rack,
+                "address": h.address,
+                "arch": arch,
+                "cpu": cpu,
+                "connection": "ssh",
+                "ssh": {"user": "root", "port": SSH_PORT},
+                "root": str(h.root),
+                "accelerators": [dict(a) for a in accelerators or []],
+            }
+            for h in self.hosts
+        ]
+
     def ssh(self, host: LabHost | str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
         """Run a shell command on a host over SSH (same client settings as Ansible)."""
         h = self._resolve(host)

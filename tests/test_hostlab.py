@@ -39,13 +39,16 @@ PLAYBOOK = """\
 """
 
 
-def run_playbook(lab: HostLab, workdir: Path) -> Any:
-    """Run PLAYBOOK over the lab's generated inventory with ansible-runner; return the runner."""
+def run_playbook(lab: HostLab, workdir: Path, inventory: dict[str, Any] | None = None,
+                 envvars: dict[str, str] | None = None) -> Any:
+    """Run PLAYBOOK over a generated inventory (default: the lab's own) with ansible-runner; return the runner."""
     (workdir / "project").mkdir(parents=True)
     (workdir / "inventory").mkdir()
-    (workdir / "inventory" / "hosts.yml").write_text(yaml.safe_dump(lab.ansible_inventory()), encoding="utf-8")
+    inv = lab.ansible_inventory() if inventory is None else inventory
+    (workdir / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inv), encoding="utf-8")
     (workdir / "project" / "site.yml").write_text(PLAYBOOK, encoding="utf-8")
-    return ansible_runner.run(private_data_dir=str(workdir), playbook="site.yml", quiet=True, timeout=300)
+    return ansible_runner.run(private_data_dir=str(workdir), playbook="site.yml", quiet=True, timeout=300,
+                              envvars=envvars or {})
 
 
 def prepare_hosts(lab: HostLab) -> dict[str, str]:
@@ -101,6 +104,20 @@ def test_host_with_link_down_is_dark_and_others_complete(lab_links_up: HostLab, 
     again = run_playbook(lab, tmp_path / "up")
     assert again.status == "successful", again.stdout.read()
     assert_host_ran(lab, "h2", firmware["h2"])
+
+
+def test_connection_settings_from_environment(lab: HostLab, tmp_path: Path) -> None:
+    """An inventory that only names hosts and addresses (as sovkit generates it) plus lab.ansible_env() works."""
+    firmware = prepare_hosts(lab)
+    entries = lab.site_hosts(rack="r1", cpu="test-cpu")
+    assert [e["root"] for e in entries] == [str(h.root) for h in lab.hosts]
+    inventory = {"all": {"children": {"lab": {"hosts": {
+        e["name"]: {"ansible_host": e["address"], "host_root": e["root"]} for e in entries
+    }}}}}
+    runner = run_playbook(lab, tmp_path / "env", inventory=inventory, envvars=lab.ansible_env())
+    assert runner.status == "successful", runner.stdout.read()
+    for h in lab.hosts:
+        assert_host_ran(lab, h.name, firmware[h.name])
 
 
 def test_host_keys_are_checked(lab: HostLab, tmp_path: Path) -> None:
