@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = ["tests.conftest_hostlab"]
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORIES = ROOT / "inventories"
 

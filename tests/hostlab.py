@@ -1,0 +1,581 @@
+"""Real test hosts on one machine: network namespaces, each with its own address and its own sshd.
+
+A lab of N hosts is built like this (all names carry a per-lab prefix ``skl<6 hex>``
+so several labs can coexist on one machine)::
+
+    root namespace                          namespace skl1a2b3c-h1
+    bridge skl1a2b3cbr  10.77.X.1/24  <--->  veth skl1a2b3cv1 | eth0 10.77.X.11/24   sshd -D (ListenAddress 10.77.X.11)
+                                      <--->  veth skl1a2b3cv2 | eth0 10.77.X.12/24   (namespace skl1a2b3c-h2)
+                                      ...
+
+* The /24 is chosen at random inside 10.77.0.0/16 among subnets not already
+  present on the machine (``ip -o addr`` / ``ip -o route``), under a lock file
+  so two labs starting at the same moment cannot pick the same one.
+* Every host has its own sshd (host key, config, pid, log under
+  ``{labdir}/sshd/{name}/``), key-only root login with a client key pair
+  generated for the lab, and a generated ``known_hosts`` so host keys are
+  really checked. Hosts share this machine's filesystem; each gets its own
+  root directory ``{labdir}/hosts/{name}/`` for the files it "installs".
+* The Python interpreter on the hosts is ``sys.executable`` (pip available).
+* :meth:`HostLab.link_down` takes the host's veth (root-namespace end) down:
+  the host becomes unreachable, as if its cable were pulled.
+* :meth:`HostLab.destroy` removes exactly what was created, by name (sshd and
+  any other process inside the lab's namespaces, the namespaces, the veths,
+  the bridge). It is idempotent and is also registered with ``atexit``.
+
+Traffic only ever goes to the lab's own addresses.
+
+Command line (handy for trying sovkit by hand)::
+
+    python -m tests.hostlab up [--hosts 3] [--dir DIR]   # builds a lab, prints an Ansible inventory, waits for Ctrl-C
+    python -m tests.hostlab down DIR                      # tears down a lab left behind (reads DIR/lab.json)
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import fcntl
+import ipaddress
+import json
+import os
+import random
+import re
+import secrets
+import shlex
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+LAB_NETWORK = ipaddress.ip_network("10.77.0.0/16")
+HOST_OFFSET = 10  # host i (1-based) gets .(10 + i); the bridge gets .1
+LOCK_FILE = Path("/run/lock/sovkit-hostlab.lock")
+SSH_PORT = 22
+READY_TIMEOUT = 15.0
+
+
+class LabError(RuntimeError):
+    """The lab could not be built or torn down."""
+
+
+def find_sshd() -> str | None:
+    found = shutil.which("sshd") or ("/usr/sbin/sshd" if os.access("/usr/sbin/sshd", os.X_OK) else None)
+    return os.path.abspath(found) if found else None
+
+
+def unavailable_reason() -> str | None:
+    """Why a lab cannot be built here (None when it can): root, ``ip`` and ``sshd`` are needed."""
+    if os.geteuid() != 0:
+        return "host lab needs root (network namespaces, veth, bridge)"
+    if shutil.which("ip") is None:
+        return "host lab needs the `ip` command (Debian package iproute2)"
+    if find_sshd() is None:
+        return "host lab needs sshd (Debian package openssh-server)"
+    return None
+
+
+def _run(*argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(list(argv), capture_output=True, text=True, timeout=60, check=False)
+    if check and proc.returncode != 0:
+        raise LabError(f"`{shlex.join(argv)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc
+
+
+@contextlib.contextmanager
+def _machine_lock() -> Iterator[None]:
+    LOCK_FILE.parent.mkdir(parents=True, exist_ok=True)
+    with open(LOCK_FILE, "a", encoding="utf-8") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _used_subnets() -> set[ipaddress.IPv4Network]:
+    """/24s inside 10.77.0.0/16 that already have an address or a route on this machine."""
+    text = _run("ip", "-o", "-4", "addr", "show").stdout
+    text += _run("ip", "-o", "-4", "route", "show", "table", "all").stdout
+    used: set[ipaddress.IPv4Network] = set()
+    for match in re.finditer(r"\b(\d+\.\d+\.\d+\.\d+)(?:/(\d+))?", text):
+        addr = ipaddress.ip_address(match.group(1))
+        if isinstance(addr, ipaddress.IPv4Address) and addr in LAB_NETWORK:
+            used.add(ipaddress.ip_network(f"{addr}/24", strict=False))
+        if match.group(2) is not None:  # a wider route covering lab subnets
+            net = ipaddress.ip_network(f"{match.group(1)}/{match.group(2)}", strict=False)
+            if isinstance(net, ipaddress.IPv4Network) and net.prefixlen <= 24 and net.overlaps(LAB_NETWORK):
+                used.update(s for s in LAB_NETWORK.subnets(new_prefix=24) if s.subnet_of(net))
+    return used
+
+
+def _existing_names() -> str:
+    return _run("ip", "netns", "list").stdout + _run("ip", "-o", "link", "show").stdout
+
+
+@dataclass(frozen=True)
+class LabHost:
+    """One test host. ``name`` is its inventory name; ``root`` its own root directory."""
+
+    name: str
+    index: int
+    netns: str
+    veth: str  # root-namespace end of the veth pair, a port of the lab bridge
+    address: str
+    root: Path
+    sshd_dir: Path
+
+    @property
+    def sshd_pidfile(self) -> Path:
+        return self.sshd_dir / "sshd.pid"
+
+    @property
+    def sshd_log(self) -> Path:
+        return self.sshd_dir / "sshd.log"
+
+
+@dataclass
+class HostLab:
+    """A set of test hosts reachable over SSH. Build with :func:`create_lab`."""
+
+    labdir: Path
+    prefix: str
+    subnet: ipaddress.IPv4Network
+    hosts: list[LabHost] = field(default_factory=list)
+    python: str = sys.executable
+    _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
+    _netns: list[str] = field(default_factory=list, repr=False)
+    _links: list[str] = field(default_factory=list, repr=False)
+    _destroyed: bool = field(default=False, repr=False)
+
+    # ----------------------------------------------------------------- names and paths
+
+    @property
+    def bridge(self) -> str:
+        return f"{self.prefix}br"
+
+    @property
+    def gateway(self) -> str:
+        """The bridge's address: where the controller's traffic comes from."""
+        return str(self.subnet.network_address + 1)
+
+    @property
+    def key_path(self) -> Path:
+        """Client private key (ed25519) authorised for root on every host."""
+        return self.labdir / "client" / "id_ed25519"
+
+    @property
+    def known_hosts(self) -> Path:
+        return self.labdir / "client" / "known_hosts"
+
+    @property
+    def control_path_dir(self) -> Path:
+        return self.labdir / "cp"
+
+    def host(self, name: str) -> LabHost:
+        for h in self.hosts:
+            if h.name == name:
+                return h
+        raise KeyError(f"no lab host {name!r}; hosts: {', '.join(h.name for h in self.hosts)}")
+
+    def _resolve(self, host: LabHost | str) -> LabHost:
+        return self.host(host) if isinstance(host, str) else host
+
+    # ----------------------------------------------------------------- SSH / Ansible data
+
+    def ssh_options(self) -> list[str]:
+        """``-o`` options for the OpenSSH client (without the identity): strict host keys from the lab's known_hosts."""
+        opts = {
+            "UserKnownHostsFile": str(self.known_hosts),
+            "GlobalKnownHostsFile": "/dev/null",
+            "StrictHostKeyChecking": "yes",
+            "IdentitiesOnly": "yes",
+            "BatchMode": "yes",
+            "ConnectTimeout": "5",
+            "ServerAliveInterval": "2",
+            "ServerAliveCountMax": "3",
+        }
+        return [arg for k, v in opts.items() for arg in ("-o", f"{k}={v}")]
+
+    @property
+    def ssh_config(self) -> dict[str, Any]:
+        """What a client needs: user, key, known_hosts, options, and the hosts' Python."""
+        return {
+            "user": "root",
+            "port": SSH_PORT,
+            "private_key_file": str(self.key_path),
+            "known_hosts_file": str(self.known_hosts),
+            "options": self.ssh_options(),
+            "python_interpreter": self.python,
+        }
+
+    def ansible_host_vars(self, host: LabHost | str) -> dict[str, Any]:
+        """Ansible connection variables for one host (ssh connection, strict host keys, fast timeouts)."""
+        h = self._resolve(host)
+        return {
+            "ansible_host": h.address,
+            "ansible_port": SSH_PORT,
+            "ansible_user": "root",
+            "ansible_connection": "ssh",
+            "ansible_ssh_private_key_file": str(self.key_path),
+            "ansible_ssh_common_args": shlex.join(self.ssh_options()),
+            "ansible_ssh_timeout": 5,
+            "ansible_ssh_retries": 0,
+            "ansible_control_path_dir": str(self.control_path_dir),
+            "ansible_pipelining": True,
+            "ansible_python_interpreter": self.python,
+            "ansible_remote_tmp": str(h.root / ".ansible" / "tmp"),
+        }
+
+    def ansible_inventory(
+        self, group: str = "lab", extra_vars: dict[str, dict[str, Any]] | None = None
+    ) -> dict[str, Any]:
+        """An Ansible YAML/JSON inventory: every host in ``group`` with its connection vars and ``host_root``."""
+        hosts: dict[str, Any] = {}
+        for h in self.hosts:
+            own = (extra_vars or {}).get(h.name, {})
+            hosts[h.name] = {**self.ansible_host_vars(h), "host_root": str(h.root), **own}
+        return {"all": {"children": {group: {"hosts": hosts}}}}
+
+    def ansible_env(self) -> dict[str, str]:
+        """The same connection settings as environment variables, for inventories that only name hosts.
+
+        For code that generates its own Ansible inventory (e.g. sovkit's executor,
+        whose inventory carries ``ansible_host``/``ansible_user``/``ansible_port``):
+        pass these as ansible-runner ``envvars`` or set them in the environment.
+        Host variables in the inventory take precedence over them.
+        """
+        return {
+            "ANSIBLE_REMOTE_USER": "root",
+            "ANSIBLE_PRIVATE_KEY_FILE": str(self.key_path),
+            "ANSIBLE_SSH_COMMON_ARGS": shlex.join(self.ssh_options()),
+            "ANSIBLE_TIMEOUT": "5",
+            "ANSIBLE_SSH_RETRIES": "0",
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_path_dir),
+            "ANSIBLE_PIPELINING": "True",
+            "ANSIBLE_PYTHON_INTERPRETER": self.python,
+        }
+
+    def site_hosts(
+        self, *, rack: str, cpu: str, arch: str = "aarch64", accelerators: list[dict[str, Any]] | None = None
+    ) -> list[dict[str, Any]]:
+        """``hosts:`` entries for a sovkit inventory (address, ``root``, ssh as root).
+
+        Connect with :meth:`ansible_env` (key, known_hosts, interpreter).
+        """
+        return [
+            {
+                "name": h.name,
+                "rack": rack,
+                "address": h.address,
+                "arch": arch,
+                "cpu": cpu,
+                "connection": "ssh",
+                "ssh": {"user": "root", "port": SSH_PORT},
+                "root": str(h.root),
+                "accelerators": [dict(a) for a in accelerators or []],
+            }
+            for h in self.hosts
+        ]
+
+    def ssh(self, host: LabHost | str, command: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on a host over SSH (same client settings as Ansible)."""
+        h = self._resolve(host)
+        argv = ["ssh", "-i", str(self.key_path), *self.ssh_options(), "-p", str(SSH_PORT), f"root@{h.address}", command]
+        return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=False)
+
+    # ----------------------------------------------------------------- faults
+
+    def link_down(self, host: LabHost | str) -> None:
+        """Make a host unreachable: take its veth (bridge port) down. sshd keeps running."""
+        _run("ip", "link", "set", self._resolve(host).veth, "down")
+
+    def link_up(self, host: LabHost | str) -> None:
+        h = self._resolve(host)
+        _run("ip", "link", "set", h.veth, "up")
+        _wait_for_port(h.address, None, h.sshd_log)
+
+    def link_is_up(self, host: LabHost | str) -> bool:
+        out = _run("ip", "-o", "link", "show", self._resolve(host).veth).stdout
+        return bool(re.search(r"<[^>]*\bUP\b", out))
+
+    # ----------------------------------------------------------------- teardown
+
+    def manifest(self) -> dict[str, Any]:
+        return {
+            "prefix": self.prefix,
+            "subnet": str(self.subnet),
+            "bridge": self.bridge,
+            "hosts": [
+                {"name": h.name, "netns": h.netns, "veth": h.veth, "address": h.address, "root": str(h.root)}
+                for h in self.hosts
+            ],
+            "netns": list(self._netns),
+            "links": list(self._links),
+            "sshd_pids": {name: p.pid for name, p in self._procs.items()},
+        }
+
+    def _save_manifest(self) -> None:
+        (self.labdir / "lab.json").write_text(json.dumps(self.manifest(), indent=2) + "\n", encoding="utf-8")
+
+    def destroy(self) -> None:
+        """Remove exactly what this lab created, by name. Safe to call more than once."""
+        if self._destroyed:
+            return
+        errors: list[str] = []
+        for proc in self._procs.values():
+            _stop(proc)
+        for ns in self._netns:
+            _kill_netns_processes(ns)
+            res = _run("ip", "netns", "del", ns, check=False)
+            if res.returncode != 0 and "No such file" not in res.stderr:
+                errors.append(res.stderr.strip())
+        for link in [*self._links, self.bridge]:
+            res = _run("ip", "link", "del", link, check=False)
+            if res.returncode != 0 and "Cannot find device" not in res.stderr and "does not exist" not in res.stderr:
+                errors.append(res.stderr.strip())
+        self._destroyed = True
+        if errors:
+            raise LabError("teardown incomplete: " + "; ".join(errors))
+
+    def __enter__(self) -> HostLab:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.destroy()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is not None:
+        return
+    with contextlib.suppress(ProcessLookupError):
+        proc.terminate()
+    try:
+        proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        proc.wait(timeout=5)
+
+
+def _kill_netns_processes(ns: str) -> None:
+    """SIGKILL every process living in namespace ``ns`` (sshd sessions, anything a test started there)."""
+    res = _run("ip", "netns", "pids", ns, check=False)
+    for word in res.stdout.split():
+        with contextlib.suppress(ProcessLookupError, ValueError):
+            os.kill(int(word), signal.SIGKILL)
+
+
+def _wait_for_port(address: str, proc: subprocess.Popen[bytes] | None, log: Path) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:
+        if proc is not None and proc.poll() is not None:
+            detail = log.read_text(errors="replace") if log.exists() else ""
+            raise LabError(f"sshd for {address} exited with {proc.returncode}: {detail.strip()}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.settimeout(0.5)
+            try:
+                sock.connect((address, SSH_PORT))
+                if sock.recv(4).startswith(b"SSH-"):
+                    return
+            except OSError as exc:
+                if time.monotonic() > deadline:
+                    raise LabError(f"sshd on {address}:{SSH_PORT} not reachable after {READY_TIMEOUT}s: {exc}") from exc
+        if time.monotonic() > deadline:
+            raise LabError(f"sshd on {address}:{SSH_PORT} not answering after {READY_TIMEOUT}s")
+        time.sleep(0.1)
+
+
+def _keygen(path: Path, comment: str) -> str:
+    """Generate an ed25519 key pair at ``path``; return the public key line."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path))
+    return path.with_name(path.name + ".pub").read_text(encoding="utf-8").strip()
+
+
+def _sshd_config(h: LabHost, authorized_keys: Path) -> str:
+    lines = {
+        "Port": str(SSH_PORT),
+        "ListenAddress": h.address,
+        "AddressFamily": "inet",
+        "HostKey": str(h.sshd_dir / "ssh_host_ed25519_key"),
+        "PidFile": str(h.sshd_pidfile),
+        "AuthorizedKeysFile": str(authorized_keys),
+        "PermitRootLogin": "prohibit-password",
+        "PubkeyAuthentication": "yes",
+        "PasswordAuthentication": "no",
+        "KbdInteractiveAuthentication": "no",
+        "UsePAM": "no",
+        "StrictModes": "no",  # the lab directory lives under a world-writable /tmp
+        "UseDNS": "no",
+        "PrintMotd": "no",
+        "X11Forwarding": "no",
+        "MaxStartups": "100:30:200",
+        "MaxSessions": "100",
+        "LogLevel": "INFO",
+        "Subsystem": "sftp internal-sftp",
+    }
+    return "".join(f"{k} {v}\n" for k, v in lines.items())
+
+
+def _choose_subnet() -> ipaddress.IPv4Network:
+    used = _used_subnets()
+    free = [s for s in LAB_NETWORK.subnets(new_prefix=24) if s not in used]
+    if not free:
+        raise LabError("no free /24 left in 10.77.0.0/16")
+    return random.SystemRandom().choice(free)
+
+
+def _new_prefix() -> str:
+    existing = _existing_names()
+    for _ in range(20):
+        prefix = "skl" + secrets.token_hex(3)
+        if prefix not in existing:
+            return prefix
+    raise LabError("could not find an unused lab prefix")
+
+
+# --------------------------------------------------------------------------- build
+
+
+def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True) -> HostLab:
+    """Build a lab of ``n_hosts`` hosts named ``h1``..``hN`` under ``labdir``; tear down on any failure."""
+    reason = unavailable_reason()
+    if reason:
+        raise LabError(reason)
+    if not 1 <= n_hosts <= 200:
+        raise LabError("a lab has between 1 and 200 hosts")
+    sshd = find_sshd()
+    assert sshd is not None
+    labdir = Path(labdir).resolve()
+    labdir.mkdir(parents=True, exist_ok=True)
+    Path("/run/sshd").mkdir(mode=0o755, parents=True, exist_ok=True)
+
+    with _machine_lock():
+        prefix = _new_prefix()
+        subnet = _choose_subnet()
+        lab = HostLab(labdir=labdir, prefix=prefix, subnet=subnet)
+        if register_atexit:
+            atexit.register(_quiet_destroy, lab)
+        try:
+            _run("ip", "link", "add", lab.bridge, "type", "bridge")
+            _run("ip", "addr", "add", f"{lab.gateway}/{subnet.prefixlen}", "dev", lab.bridge)
+            _run("ip", "link", "set", lab.bridge, "up")
+        except BaseException:
+            _quiet_destroy(lab)
+            raise
+    try:
+        _build_hosts(lab, n_hosts, sshd)
+    except BaseException:
+        _quiet_destroy(lab)
+        raise
+    return lab
+
+
+def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
+    client_pub = _keygen(lab.key_path, f"sovkit-hostlab-{lab.prefix}")
+    authorized = lab.labdir / "client" / "authorized_keys"
+    authorized.write_text(client_pub + "\n", encoding="utf-8")
+    lab.control_path_dir.mkdir(parents=True, exist_ok=True)
+    known: list[str] = []
+    for i in range(1, n_hosts + 1):
+        name = f"h{i}"
+        h = LabHost(
+            name=name,
+            index=i,
+            netns=f"{lab.prefix}-{name}",
+            veth=f"{lab.prefix}v{i}",
+            address=str(lab.subnet.network_address + HOST_OFFSET + i),
+            root=lab.labdir / "hosts" / name,
+            sshd_dir=lab.labdir / "sshd" / name,
+        )
+        lab.hosts.append(h)
+        h.root.mkdir(parents=True, exist_ok=True)
+        (h.root / ".ansible" / "tmp").mkdir(parents=True, exist_ok=True)
+        _run("ip", "netns", "add", h.netns)
+        lab._netns.append(h.netns)
+        _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
+        lab._links.append(h.veth)
+        _run("ip", "link", "set", h.veth, "master", lab.bridge, "up")
+        _run("ip", "-n", h.netns, "addr", "add", f"{h.address}/{lab.subnet.prefixlen}", "dev", "eth0")
+        _run("ip", "-n", h.netns, "link", "set", "lo", "up")
+        _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
+        host_pub = _keygen(h.sshd_dir / "ssh_host_ed25519_key", f"{lab.prefix}-{name}")
+        known.append(f"{h.address} {' '.join(host_pub.split()[:2])}")
+        config = h.sshd_dir / "sshd_config"
+        config.write_text(_sshd_config(h, authorized), encoding="utf-8")
+        with open(h.sshd_dir / "sshd.stdout", "wb") as out:
+            lab._procs[name] = subprocess.Popen(
+                ["ip", "netns", "exec", h.netns, sshd, "-D", "-f", str(config), "-E", str(h.sshd_log)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        lab._save_manifest()
+    lab.known_hosts.write_text("\n".join(known) + "\n", encoding="utf-8")
+    for h in lab.hosts:
+        _wait_for_port(h.address, lab._procs[h.name], h.sshd_log)
+
+
+def _quiet_destroy(lab: HostLab) -> None:
+    with contextlib.suppress(Exception):
+        lab.destroy()
+
+
+def destroy_from_manifest(labdir: Path) -> None:
+    """Tear down a lab left behind by a killed process, from ``{labdir}/lab.json`` (names only ours)."""
+    data = json.loads((Path(labdir) / "lab.json").read_text(encoding="utf-8"))
+    prefix = data["prefix"]
+    if not re.fullmatch(r"skl[0-9a-f]{6}", prefix):
+        raise LabError(f"refusing to tear down {prefix!r}: not a host-lab prefix")
+    for ns in data["netns"]:
+        if ns.startswith(prefix + "-"):
+            _kill_netns_processes(ns)
+            _run("ip", "netns", "del", ns, check=False)
+    for link in [*data["links"], data["bridge"]]:
+        if link.startswith(prefix):
+            _run("ip", "link", "del", link, check=False)
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _main(argv: list[str]) -> int:
+    import argparse
+    import tempfile
+
+    parser = argparse.ArgumentParser(prog="python -m tests.hostlab", description=__doc__.split("\n")[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    up = sub.add_parser("up", help="build a lab and keep it until Ctrl-C")
+    up.add_argument("--hosts", type=int, default=3)
+    up.add_argument("--dir", type=Path, default=None)
+    down = sub.add_parser("down", help="tear down a lab left behind")
+    down.add_argument("dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.cmd == "down":
+        destroy_from_manifest(args.dir)
+        return 0
+    labdir = args.dir or Path(tempfile.mkdtemp(prefix="sovkit-hostlab-"))
+    with create_lab(args.hosts, labdir) as lab:
+        inv = labdir / "inventory.json"
+        inv.write_text(json.dumps(lab.ansible_inventory(), indent=2) + "\n", encoding="utf-8")
+        print(f"lab {lab.prefix} on {lab.subnet}: " + ", ".join(f"{h.name}={h.address}" for h in lab.hosts))
+        print(f"ansible inventory: {inv}\nhost roots: {labdir / 'hosts'}\nCtrl-C to tear down")
+        with contextlib.suppress(KeyboardInterrupt):
+            signal.pause()
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(_main(sys.argv[1:]))
+    except LabError as exc:
+        print(f"hostlab: {exc}", file=sys.stderr)
+        sys.exit(1)

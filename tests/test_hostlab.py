@@ -1,0 +1,157 @@
+"""The host lab: 3 network-namespace hosts, each with its own sshd, reached by real ansible-runner over SSH."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import ansible_runner
+import pytest
+import yaml
+
+from sovkit.simulator import install_simulator
+from tests.hostlab import HostLab, create_lab, unavailable_reason
+
+pytestmark = [pytest.mark.netns]
+
+PLAYBOOK = """\
+- hosts: lab
+  gather_facts: false
+  tasks:
+    - name: record who answered
+      ansible.builtin.shell: |
+        mkdir -p "{{ host_root }}/etc"
+        {
+          echo "{{ inventory_hostname }}"
+          echo "$SSH_CONNECTION"
+          readlink /proc/self/ns/net
+        } > "{{ host_root }}/etc/hostlab-id"
+    - name: query the simulated NPU through the vendor tool on the host
+      ansible.builtin.command:
+        argv: ["{{ host_root }}/bin/rbln-smi", "--json"]
+      register: npu
+    - name: keep what the device reported
+      ansible.builtin.copy:
+        content: "{{ npu.stdout }}"
+        dest: "{{ host_root }}/etc/npu.json"
+"""
+
+
+def run_playbook(lab: HostLab, workdir: Path, inventory: dict[str, Any] | None = None,
+                 envvars: dict[str, str] | None = None) -> Any:
+    """Run PLAYBOOK over a generated inventory (default: the lab's own) with ansible-runner; return the runner."""
+    (workdir / "project").mkdir(parents=True)
+    (workdir / "inventory").mkdir()
+    inv = lab.ansible_inventory() if inventory is None else inventory
+    (workdir / "inventory" / "hosts.yml").write_text(yaml.safe_dump(inv), encoding="utf-8")
+    (workdir / "project" / "site.yml").write_text(PLAYBOOK, encoding="utf-8")
+    return ansible_runner.run(private_data_dir=str(workdir), playbook="site.yml", quiet=True, timeout=300,
+                              envvars=envvars or {})
+
+
+def prepare_hosts(lab: HostLab) -> dict[str, str]:
+    """Give every host its own simulated NPU (distinct firmware) and no id file; return name -> firmware."""
+    firmware = {}
+    for h in lab.hosts:
+        firmware[h.name] = f"1.0.{h.index}"
+        install_simulator(h.root, "rbln-smi", [("rebellions-atom", firmware[h.name])])
+        (h.root / "etc" / "hostlab-id").unlink(missing_ok=True)
+        (h.root / "etc" / "npu.json").unlink(missing_ok=True)
+    return firmware
+
+
+def assert_host_ran(lab: HostLab, name: str, firmware: str) -> str:
+    h = lab.host(name)
+    who, ssh_connection, netns = (h.root / "etc" / "hostlab-id").read_text().splitlines()
+    assert who == name
+    client, _, server, port = ssh_connection.split()
+    assert (client, server, port) == (lab.gateway, h.address, "22")  # came in through this host's own sshd
+    devices = json.loads((h.root / "etc" / "npu.json").read_text())["devices"]
+    assert [d["firmware"] for d in devices] == [firmware]
+    return netns
+
+
+def test_ansible_runner_reaches_every_host_over_ssh(lab: HostLab, tmp_path: Path) -> None:
+    firmware = prepare_hosts(lab)
+    runner = run_playbook(lab, tmp_path / "run")
+    assert runner.status == "successful", runner.stdout.read()
+    names = [h.name for h in lab.hosts]
+    assert sorted(runner.stats["ok"]) == names
+    assert not runner.stats["dark"] and not runner.stats["failures"]
+    netns = [assert_host_ran(lab, n, firmware[n]) for n in names]
+    assert len(set(netns)) == len(names)  # each task ran in a different network namespace
+    ids = [(h.root / "etc" / "hostlab-id").read_bytes() for h in lab.hosts]
+    assert len(set(ids)) == len(ids)
+
+
+def test_host_with_link_down_is_dark_and_others_complete(lab_links_up: HostLab, tmp_path: Path) -> None:
+    lab = lab_links_up
+    firmware = prepare_hosts(lab)
+    lab.link_down("h2")
+    assert not lab.link_is_up("h2")
+    runner = run_playbook(lab, tmp_path / "down")
+    assert runner.status == "failed"
+    assert set(runner.stats["dark"]) == {"h2"}
+    assert {"h1", "h3"} <= set(runner.stats["ok"])
+    assert not runner.stats["failures"]
+    assert_host_ran(lab, "h1", firmware["h1"])
+    assert_host_ran(lab, "h3", firmware["h3"])
+    assert not (lab.host("h2").root / "etc" / "hostlab-id").exists()
+
+    lab.link_up("h2")  # the cable is back: the same host is reachable again
+    again = run_playbook(lab, tmp_path / "up")
+    assert again.status == "successful", again.stdout.read()
+    assert_host_ran(lab, "h2", firmware["h2"])
+
+
+def test_connection_settings_from_environment(lab: HostLab, tmp_path: Path) -> None:
+    """An inventory that only names hosts and addresses (as sovkit generates it) plus lab.ansible_env() works."""
+    firmware = prepare_hosts(lab)
+    entries = lab.site_hosts(rack="r1", cpu="test-cpu")
+    assert [e["root"] for e in entries] == [str(h.root) for h in lab.hosts]
+    inventory = {"all": {"children": {"lab": {"hosts": {
+        e["name"]: {"ansible_host": e["address"], "host_root": e["root"]} for e in entries
+    }}}}}
+    runner = run_playbook(lab, tmp_path / "env", inventory=inventory, envvars=lab.ansible_env())
+    assert runner.status == "successful", runner.stdout.read()
+    for h in lab.hosts:
+        assert_host_ran(lab, h.name, firmware[h.name])
+
+
+def test_host_keys_are_checked(lab: HostLab, tmp_path: Path) -> None:
+    """The generated known_hosts is really used: a wrong host key is refused."""
+    assert lab.ssh("h1", "true").returncode == 0
+    wrong = tmp_path / "known_hosts"
+    h1, h2 = lab.host("h1"), lab.host("h2")
+    real = lab.known_hosts.read_text().splitlines()
+    h2_key = next(line for line in real if line.startswith(h2.address + " ")).split(" ", 1)[1]
+    wrong.write_text(f"{h1.address} {h2_key}\n")
+    opts = [o.replace(str(lab.known_hosts), str(wrong)) for o in lab.ssh_options()]
+    proc = subprocess.run(
+        ["ssh", "-i", str(lab.key_path), *opts, f"root@{h1.address}", "true"],
+        capture_output=True, text=True, timeout=30, check=False,
+    )
+    assert proc.returncode == 255
+    assert "host key" in proc.stderr.lower()
+
+
+def test_second_lab_coexists_and_teardown_removes_exactly_its_parts(lab: HostLab, tmp_path: Path) -> None:
+    assert unavailable_reason() is None
+    other = create_lab(1, tmp_path / "other", register_atexit=False)
+    try:
+        assert other.prefix != lab.prefix
+        assert other.subnet != lab.subnet
+        assert other.ssh("h1", "echo $SSH_CONNECTION").stdout.split()[2] == other.host("h1").address
+        pid = other.manifest()["sshd_pids"]["h1"]
+    finally:
+        other.destroy()
+    other.destroy()  # idempotent
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    links = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    assert other.prefix not in netns and other.prefix not in links
+    assert not Path(f"/proc/{pid}").exists()
+    # the session lab is untouched
+    assert lab.prefix in netns and lab.bridge in links
+    assert lab.ssh("h3", "true").returncode == 0
