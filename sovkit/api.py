@@ -214,5 +214,10 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
     return drift, obs.unreachable, new
 
 
+def decision_from_summary(summary: dict[str, Any]) -> PolicyDecision:
+    """The decision recorded in a saved plan (the policy pack digest binding proves it is still current)."""
+    return PolicyDecision.from_summary(summary)
+
+
 def force_unlock(ws: Workspace, lock_id: str) -> LockInfo:
     return ws.store.force_unlock(lock_id)

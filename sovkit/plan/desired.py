@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
+import sys
 from functools import cache
 
 import jinja2
@@ -136,7 +137,7 @@ def desired_host(inv: LoadedInventory, host: Host) -> DesiredHost:
     models: dict[str, DesiredModel] = {}
     serving: dict[str, DesiredServing] = {}
     devices = [str(i) for i in range(sum(s.count for s in host.accelerators))]
-    python = host.python_interpreter or "/usr/bin/python3"
+    python = host.python_interpreter or (sys.executable if host.connection == "local" else "/usr/bin/python3")
     for dep in deployments:
         rt = runtimes_by_name[dep.runtime]
         rt_prefix = f"{root}/opt/sovkit/runtimes/{rt.name}/{rt.version}"

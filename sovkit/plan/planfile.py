@@ -80,9 +80,8 @@ def read_plan(path: Path, key: PublicKey) -> SavedPlan:
                         "it was written by an incompatible sovkit version; plan again") from exc
 
 
-def check_bindings(saved: SavedPlan, current: Bindings) -> None:
+def check_bindings(b: Bindings, current: Bindings) -> None:
     """Raise PlanError naming the first binding that no longer holds."""
-    b = saved.bindings
     if b.state_lineage != current.state_lineage:
         raise PlanError(f"plan is stale: state lineage changed ({b.state_lineage} → {current.state_lineage})",
                         "the plan was made against another state; run `sovkit plan` again")

@@ -50,11 +50,9 @@ class AnsibleRunnerExecutor:
         project = run_dir / "project"
         shutil.copytree(templates_dir() / "ansible", project)
         inv_dir = run_dir / "inventory"
-        (inv_dir / "host_vars").mkdir(parents=True)
-        hosts = {t.name: t.connection_vars for t in targets}
-        (inv_dir / "hosts.yml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}, sort_keys=True))
-        for t in targets:
-            (inv_dir / "host_vars" / f"{t.name}.json").write_text(json.dumps(t.variables))
+        inv_dir.mkdir(parents=True)
+        hosts = {t.name: {**t.connection_vars, **t.variables} for t in targets}
+        (inv_dir / "hosts.json").write_text(json.dumps({"all": {"hosts": hosts}}, sort_keys=True))
         env = run_dir / "env"
         env.mkdir()
         (env / "envvars").write_text(yaml.safe_dump({
@@ -115,7 +113,7 @@ class AnsibleRunnerExecutor:
             runner = ansible_runner.run(
                 private_data_dir=str(run_dir),
                 playbook=playbook,
-                inventory=str(run_dir / "inventory"),
+                inventory=str(run_dir / "inventory" / "hosts.json"),
                 event_handler=handle,
                 cancel_callback=cancel,
                 quiet=True,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +38,13 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost) -> tuple[dict
     host = inv.site.host(name)
     key = str(inv.resolve(host.ssh.key)) if host.ssh.key else None
     conn = host_vars(host, key)
+    python = host.python_interpreter or (sys.executable if host.connection == "local" else "/usr/bin/python3")
+    conn.setdefault("ansible_python_interpreter", python)
     root = desired.root
     variables: dict[str, Any] = {
         "sovkit_root": root,
         "sovkit_path_env": f"{root}/bin:{SYSTEM_PATH}" if root else SYSTEM_PATH,
-        "sovkit_python": host.python_interpreter or "/usr/bin/python3",
+        "sovkit_python": python,
         "sovkit_version_probe": VERSION_PROBE,
         "sovkit_swap_dir": SWAP_DIR,
         "sovkit_swap_link": SWAP_LINK,

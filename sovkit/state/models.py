@@ -73,7 +73,7 @@ class HostRecord(_M):
 
 class State(_M):
     version: int = STATE_VERSION
-    lineage: str = Field(default_factory=lambda: str(uuid.uuid4()))
+    lineage: str = Field(default="", description="UUID set on the first write; empty before any state exists.")
     serial: int = 0
     site: str = ""
     hosts: dict[str, HostRecord] = {}

@@ -12,6 +12,7 @@ import contextlib
 import getpass
 import os
 import socket
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol
@@ -100,7 +101,7 @@ class LocalStateStore:
 
     def write(self, state: State) -> State:
         """Write ``state`` with serial + 1; keeps the previous file as ``state.json.backup``."""
-        new = state.model_copy(update={"serial": state.serial + 1})
+        new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
         data = (new.model_dump_json(indent=2) + "\n").encode()
         if self.path.exists():
             atomic_write(self.directory / "state.json.backup", self.path.read_bytes())

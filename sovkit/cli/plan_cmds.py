@@ -1,0 +1,241 @@
+"""`sovkit plan`, `apply`, `refresh`, `force-unlock`, `demo`."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from sovkit import api
+from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
+from sovkit.cli.output import console, emit_json, err_console
+from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
+from sovkit.plan.render import plan_json, plan_lines, summary_line
+from sovkit.provision.apply import ApplyReport
+from sovkit.provision.executor import ExecEvent
+
+InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: .sovkit/ beside "
+                                                                       "the inventory).")]
+PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules and data to add to the "
+                                                                     "shipped pack.")]
+KeyOpt = Annotated[Path | None, typer.Option("--key", help="Operator signing key (default: $SOVKIT_SIGNING_KEY or "
+                                                           "<state-dir>/keys/operator.key).")]
+
+
+def _signing_key_path(ws: api.Workspace, key: Path | None) -> Path:
+    if key is not None:
+        return key
+    env = os.environ.get("SOVKIT_SIGNING_KEY")
+    return Path(env) if env else ws.directory / "keys" / "operator.key"
+
+
+def _load_signer(path: Path) -> LocalSigner:
+    if not path.exists():
+        raise SigningKeyError(f"signing key {path} not found",
+                              f"create one with `sovkit keys generate -o {path}` or pass --key")
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    return LocalSigner.load(path, passphrase.encode() if passphrase else None)
+
+
+class _Progress:
+    """Live per-host progress lines; quiet in JSON mode."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.status = console.status("starting Ansible…") if enabled else None
+
+    def __enter__(self) -> _Progress:
+        if self.status:
+            self.status.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.status:
+            self.status.__exit__(None, None, None)
+
+    def __call__(self, event: ExecEvent) -> None:
+        if not self.enabled:
+            return
+        if event.kind == "task" and self.status:
+            self.status.update(f"{escape(event.host)}: {escape(event.task)}")
+        elif event.kind == "record" and "sovkit_record" in event.data:
+            r = event.data["sovkit_record"]
+            what = "removed" if r.get("removed") else r.get("version") or r.get("role") or "done"
+            console.print(f"  [green]✓[/] {escape(event.host)}: {r['component']} {escape(str(r['name']))} → "
+                          f"{escape(str(what))}")
+        elif event.kind in ("failed", "unreachable"):
+            console.print(f"  [red]✗[/] {escape(event.host)}: {escape(event.task)}: {escape(event.message)}")
+
+
+def _print_decision(result: api.PlanResult) -> None:
+    d = result.decision.summary()
+    findings = d.get("findings", [])
+    deny = [f for f in findings if f.get("severity") == "deny" and not f.get("waived")]
+    warn = [f for f in findings if f.get("severity") == "warn"]
+    verdict = "[green]allowed[/]" if result.decision.allowed else "[red]DENIED[/]"
+    console.print(f"Policy: {verdict} ({len(deny)} deny, {len(warn)} warn)")
+    for f in deny:
+        console.print(f"  [red]deny[/] {escape(str(f.get('id')))} {escape(str(f.get('resource')))}: "
+                      f"{escape(str(f.get('msg')))}")
+
+
+def plan(
+    inventory: InvArg,
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Save the signed plan to this file.")] = None,
+    refresh: Annotated[bool, typer.Option("--refresh", help="Read back the hosts first and plan against "
+                                                            "what is really there.")] = False,
+    detailed_exitcode: Annotated[bool, typer.Option("--detailed-exitcode",
+                                                    help="Exit 0 no changes, 2 changes, 1 error.")] = False,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    policies: PoliciesOpt = None,
+    key: KeyOpt = None,
+) -> int:
+    """Show what apply would change on each host and why, with the policy decision."""
+    ws = api.Workspace.open(inventory, state_dir)
+    with _Progress(enabled=refresh and not json_out) as progress:
+        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+    saved = None
+    if out is not None and result.decision.allowed:
+        saved = api.save_plan(ws, result, out, _load_signer(_signing_key_path(ws, key)))
+    if json_out:
+        emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
+                   "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
+                   "drift": plan_json(result.drift) if result.drift else None,
+                   "unreachable": result.unreachable})
+    else:
+        if result.drift is not None:
+            if result.drift.empty:
+                console.print("Refresh: no drift — the hosts match the recorded state.")
+            else:
+                for line in plan_lines(result.drift, "Drift (hosts differ from the recorded state):"):
+                    console.print(line)
+        for host, msg in result.unreachable.items():
+            console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
+        for line in plan_lines(result.plan, f"Site {result.plan.site}:" if not result.plan.empty else ""):
+            console.print(line)
+        _print_decision(result)
+        console.print(f"[bold]{summary_line(result.plan)}[/]")
+        if saved:
+            console.print(f"Saved signed plan to {out} (apply it with `sovkit apply {out}`).")
+    if not result.decision.allowed:
+        raise PolicyDenied("policy denies this inventory", "fix the denials above (or waive them) and plan again")
+    if detailed_exitcode:
+        return 0 if result.plan.empty else 2
+    return 0
+
+
+def _is_plan_file(path: Path) -> bool:
+    if not path.is_file():
+        return False
+    try:
+        head = json.loads(path.read_bytes())
+    except (ValueError, OSError):
+        return False
+    return isinstance(head, dict) and "payloadType" in head
+
+
+def _report(report: ApplyReport, json_out: bool) -> None:
+    if json_out:
+        emit_json({"run_id": report.run_id, "ok": report.ok, "state_serial": report.state.serial,
+                   "failures": [{"host": h, "task": t, "message": m} for h, t, m in report.failures],
+                   "records": report.records})
+        return
+    done = sum(len(v) for v in report.records.values())
+    console.print(f"[bold]Apply {report.run_id}:[/] {done} component(s) recorded across {len(report.records)} "
+                  f"host(s); state serial {report.state.serial}.")
+    for host, task, msg in report.failures:
+        err_console.print(f"[red]✗ {escape(host)}[/] failed at {escape(task)}: {escape(msg)}")
+
+
+def apply(
+    target: Annotated[Path, typer.Argument(help="A saved plan file (from `plan -o`) or an inventory.",
+                                           show_default=False)],
+    auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    plan_key: Annotated[Path | None, typer.Option("--plan-key", help="Public key that signed the plan "
+                                                                     "(default: the signing key's .pub).")] = None,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+    policies: PoliciesOpt = None,
+    key: KeyOpt = None,
+) -> int:
+    """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
+    if _is_plan_file(target):
+        pub_path = plan_key
+        if pub_path is None:
+            env = os.environ.get("SOVKIT_SIGNING_KEY")
+            pub_path = Path(env + ".pub") if env else None
+        if pub_path is None:
+            raise SovkitError("which key signed this plan?", "pass --plan-key PUB (the operator's public key)")
+        ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
+        plan_value, expected = saved.plan, saved.bindings
+        decision = api.decision_from_summary(saved.decision)
+    else:
+        ws = api.Workspace.open(target, state_dir)
+        result = api.make_plan(ws, extra_policies=policies)
+        plan_value, expected, decision = result.plan, result.bindings, result.decision
+        if not json_out:
+            for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):
+                console.print(line)
+            _print_decision(result)
+            console.print(f"[bold]{summary_line(plan_value)}[/]")
+    if plan_value.empty:
+        if not json_out:
+            console.print("Nothing to apply.")
+        else:
+            emit_json({"run_id": None, "ok": True, "failures": [], "records": {}})
+        return 0
+    confirmed = auto_approve or _is_plan_file(target) or typer.confirm("Apply these changes?", default=False)
+    if not confirmed:
+        err_console.print("Apply cancelled; nothing was changed.")
+        return 1
+    with _Progress(enabled=not json_out) as progress:
+        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress)
+    _report(report, json_out)
+    if not report.ok:
+        raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
+                             "fix the causes above and run `sovkit plan` / `sovkit apply` again: completed "
+                             "work is recorded and will not be redone")
+    return 0
+
+
+def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None) -> int:
+    """Read back firmware, runtimes, models and serving configs from the hosts; record them; show drift."""
+    ws = api.Workspace.open(inventory, state_dir)
+    with _Progress(enabled=not json_out) as progress:
+        drift, unreachable, state = api.refresh_state(ws, on_event=progress)
+    if json_out:
+        emit_json({"drift": plan_json(drift), "unreachable": unreachable, "state_serial": state.serial})
+    else:
+        if drift.empty:
+            console.print("No drift: the hosts match the recorded state.")
+        for line in plan_lines(drift, "Drift (hosts differ from the recorded state):"):
+            console.print(line)
+        for host, msg in unreachable.items():
+            console.print(f"[red]✗[/] {escape(host)}: unreachable ({escape(msg)})")
+        console.print(f"State recorded (serial {state.serial}).")
+    return 1 if unreachable else 0
+
+
+def force_unlock(
+    lock_id: Annotated[str, typer.Argument(help="The lock id printed by the locked run.")],
+    inventory: InvArg,
+    state_dir: StateDirOpt = None,
+) -> None:
+    """Remove a state lock left behind by a crashed or killed run."""
+    ws = api.Workspace.open(inventory, state_dir)
+    held = api.force_unlock(ws, lock_id)
+    console.print(f"Unlocked state (lock {held.id}: {held.operation} by {held.owner}, pid {held.pid}).")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("plan")(plan)
+    app.command("apply")(apply)
+    app.command("refresh")(refresh)
+    app.command("force-unlock")(force_unlock)

@@ -1,0 +1,53 @@
+"""Prepare the one-machine demo site: copy the shipped demo inventory, give each host a simulated NPU.
+
+The hosts are local-connection hosts with their own root directories; the
+simulated vendor tool is installed into each root, exactly where a lab host
+would have the vendor's real tool. Everything after this is the product path.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.catalog import load_catalog
+from sovkit.errors import SovkitError
+from sovkit.inventory import load_inventory
+from sovkit.resources import data_dir
+from sovkit.simulator import install_simulator
+
+FACTORY_FIRMWARE = "1.0.0"
+
+
+def demo_source() -> Path:
+    return data_dir("inventories") / "demo"
+
+
+def prepare_demo(workdir: Path, fresh: bool = False) -> Path:
+    """Create (or reuse) the demo site in ``workdir``; returns the inventory path."""
+    site = workdir / "site.yaml"
+    if fresh and workdir.exists():
+        shutil.rmtree(workdir)
+    if not site.exists():
+        if workdir.exists() and any(workdir.iterdir()):
+            raise SovkitError(f"{workdir} exists and is not a sovkit demo",
+                              "choose an empty directory with --workdir, or pass --fresh")
+        shutil.copytree(demo_source(), workdir, ignore=shutil.ignore_patterns("generate.py", "*.in"),
+                        dirs_exist_ok=True)
+    loaded = load_inventory(site)
+    catalog = load_catalog()
+    for host in loaded.site.hosts:
+        root = Path(loaded.host_root(host) or "")
+        if (root / "bin").is_dir():
+            continue
+        for slot_kind in {s.kind for s in host.accelerators}:
+            profile = catalog.profiles[catalog.accelerators[slot_kind].profile]
+            devices = [(s.kind, FACTORY_FIRMWARE) for s in host.accelerators if s.kind == slot_kind for _ in
+                       range(s.count)]
+            install_simulator(root, profile.tool, devices, interpreter=sys.executable)
+    key = workdir / ".sovkit" / "keys" / "operator.key"
+    if not key.exists():
+        write_keypair(LocalSigner.generate(), key, None)
+    return site

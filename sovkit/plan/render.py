@@ -1,0 +1,38 @@
+"""Render plans for people (Terraform-like ``+ ~ -`` lines) and for machines (JSON)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+
+from sovkit.plan.model import SYMBOL, Plan
+
+_STYLE = {"create": "green", "update": "yellow", "delete": "red"}
+
+
+def plan_lines(plan: Plan, title: str = "") -> list[Text]:
+    lines: list[Text] = []
+    if title:
+        lines.append(Text(title, style="bold"))
+    for host in plan.hosts():
+        lines.append(Text(f"  {host}", style="bold"))
+        for c in plan.for_host(host):
+            line = Text("    ")
+            line.append(f"{SYMBOL[c.action]} ", style=_STYLE[c.action])
+            line.append(f"{c.component} {c.name}", style=_STYLE[c.action])
+            line.append(f": {c.reason}")
+            lines.append(line)
+    return lines
+
+
+def summary_line(plan: Plan) -> str:
+    s = plan.summary()
+    if plan.empty:
+        return "No changes. The hosts match the inventory."
+    return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete."
+
+
+def plan_json(plan: Plan) -> dict[str, Any]:
+    return {"site": plan.site, "summary": plan.summary(), "unchanged": plan.unchanged,
+            "changes": [c.model_dump() for c in plan.changes]}
