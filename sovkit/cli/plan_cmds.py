@@ -158,6 +158,8 @@ def apply(
     target: Annotated[Path, typer.Argument(help="A saved plan file (from `plan -o`) or an inventory.",
                                            show_default=False)],
     auto_approve: Annotated[bool, typer.Option("--auto-approve", help="Apply without asking.")] = False,
+    refresh: Annotated[bool, typer.Option("--refresh", help="(inventory only) Read back the hosts first, so "
+                                                            "drift is repaired.")] = False,
     plan_key: Annotated[Path | None, typer.Option("--plan-key", help="Public key that signed the plan "
                                                                      "(default: the signing key's .pub).")] = None,
     json_out: JsonOpt = False,
@@ -178,7 +180,8 @@ def apply(
         decision = api.decision_from_summary(saved.decision)
     else:
         ws = api.Workspace.open(target, state_dir)
-        result = api.make_plan(ws, extra_policies=policies)
+        with _Progress(enabled=refresh and not json_out) as progress:
+            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
             for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):

@@ -143,6 +143,11 @@ class SSH(Strict):
     user: NonEmpty = "root"
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     key: RelPath | None = None
+    known_hosts: RelPath | None = Field(
+        default=None,
+        description="Pinned host keys (strict checking). Without it, keys are trusted on first use and "
+        "kept in <state-dir>/known_hosts.",
+    )
 
 
 class AcceleratorSlot(Strict):

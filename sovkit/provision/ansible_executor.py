@@ -56,17 +56,17 @@ class AnsibleRunnerExecutor:
         env = run_dir / "env"
         env.mkdir()
         (env / "envvars").write_text(yaml.safe_dump({
-            "ANSIBLE_HOST_KEY_CHECKING": "False",
             "ANSIBLE_RETRY_FILES_ENABLED": "False",
             "ANSIBLE_SSH_ARGS": "-o ControlMaster=auto -o ControlPersist=60s -o ServerAliveInterval=5 "
-                                "-o ServerAliveCountMax=2 -o ConnectTimeout=10 -o UserKnownHostsFile=/dev/null",
+                                "-o ServerAliveCountMax=2 -o ConnectTimeout=10",
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_TIMEOUT": "10",
             "ANSIBLE_LOCALHOST_WARNING": "False",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
         }))
-        assert (project / playbook).is_file(), playbook
+        if not (project / playbook).is_file():
+            raise ProvisionError(f"playbook {playbook} is missing from sovkit's templates", "reinstall sovkit")
         return run_dir
 
     def run(

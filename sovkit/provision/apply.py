@@ -115,7 +115,8 @@ def execute_plan(
     if dropped:
         state = store.write(state)
     targets = [
-        apply_target(inv, desired[h], plan.for_host(h), state.hosts.get(h, HostRecord()))
+        apply_target(inv, desired[h], plan.for_host(h), state.hosts.get(h, HostRecord()),
+                     workdir.parent / "known_hosts")
         for h in plan.hosts() if h in desired and h not in preflight.failed_hosts
     ]
     sig_ok = {label: check.verified for label, check in preflight.signatures.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 from typing import Any
@@ -34,10 +35,19 @@ SWAP_LINK = (
 )
 
 
-def _common(inv: LoadedInventory, name: str, desired: DesiredHost) -> tuple[dict[str, Any], dict[str, Any]]:
+def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
+            known_hosts: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     host = inv.site.host(name)
     key = str(inv.resolve(host.ssh.key)) if host.ssh.key else None
     conn = host_vars(host, key)
+    if host.connection == "ssh":
+        pinned = host.ssh.known_hosts
+        checking = "yes" if pinned else "accept-new"
+        hosts_file = inv.resolve(pinned) if pinned else known_hosts
+        conn["ansible_ssh_common_args"] = (
+            f"-o StrictHostKeyChecking={checking} -o UserKnownHostsFile={shlex.quote(str(hosts_file))} "
+            "-o GlobalKnownHostsFile=/dev/null -o BatchMode=yes"
+        )
     python = host.python_interpreter or (sys.executable if host.connection == "local" else "/usr/bin/python3")
     conn.setdefault("ansible_python_interpreter", python)
     root = desired.root
@@ -61,9 +71,9 @@ def _profile(kind: str) -> dict[str, Any]:
 
 
 def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Change],
-                 recorded: HostRecord) -> HostTarget:
+                 recorded: HostRecord, known_hosts: Path) -> HostTarget:
     """Variables for the apply playbook: only the components this host's changes touch."""
-    conn, v = _common(inv, desired.name, desired)
+    conn, v = _common(inv, desired.name, desired, known_hosts)
     store = inv.artifact_root
     touched = {(c.component, c.name) for c in changes if c.action != "delete"}
     v["sovkit_firmware"] = [
@@ -108,9 +118,10 @@ def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Chang
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
 
 
-def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRecord) -> HostTarget:
+def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRecord,
+                   known_hosts: Path) -> HostTarget:
     """Variables for the observe playbook: everything desired or recorded on the host."""
-    conn, v = _common(inv, desired.name, desired)
+    conn, v = _common(inv, desired.name, desired, known_hosts)
     kinds = sorted(set(desired.firmware) | set(recorded.firmware))
     catalog = load_catalog()
     runtimes = {r.name: {"name": r.name, "package": r.package, "prefix": r.prefix}

@@ -92,7 +92,8 @@ def observe(
     workdir: Path,
     on_event: Callable[[ExecEvent], None] = lambda e: None,
 ) -> Observation:
-    targets = {h: observe_target(inv, d, recorded.get(h, HostRecord())) for h, d in desired.items()}
+    known_hosts = workdir.parent / "known_hosts"
+    targets = {h: observe_target(inv, d, recorded.get(h, HostRecord()), known_hosts) for h, d in desired.items()}
     raw: dict[str, dict[str, Any]] = {}
 
     def handle(event: ExecEvent) -> None:
