@@ -1,0 +1,104 @@
+"""Build test sites from the demo inventory: local or lab hosts, extra firmware/models, broken artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sovkit.attest.artifacts import sign_artifacts
+from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.simulator import install_simulator, make_firmware_image
+from tests.conftest import INVENTORIES
+
+DEMO = INVENTORIES / "demo"
+PUBLISHER = LocalSigner.from_seed(b"sovkit demo publisher (public seed, demo only)")
+VENDOR = LocalSigner.from_seed(b"sovkit demo npu vendor (public seed, demo only)")
+KIND = "rebellions-atom-max"
+
+
+class Site:
+    """A writable copy of the demo site whose YAML can be edited as data."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.path = root / "site.yaml"
+        self.data: dict[str, Any] = yaml.safe_load(self.path.read_text())
+
+    @property
+    def store(self) -> Path:
+        return self.root / "artifacts"
+
+    def save(self) -> Path:
+        self.path.write_text(yaml.safe_dump(self.data, sort_keys=False))
+        return self.path
+
+    def put(self, rel: str, data: bytes) -> dict[str, Any]:
+        f = self.store / rel
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_bytes(data)
+        return {"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data)}
+
+    def add_firmware(self, name: str, version: str, image: bytes | None = None) -> None:
+        rel = f"firmware/{name}.fw"
+        art = self.put(rel, image if image is not None else make_firmware_image(KIND, version, seed="test"))
+        env = sign_artifacts({rel: art["sha256"]}, VENDOR, "firmware", name, version)
+        self.put(rel + ".sig", env.to_json().encode())
+        self.data["firmware"].append({"name": name, "vendor": "rebellions", "accelerator": KIND,
+                                      "version": version, "image": art, "signature": rel + ".sig"})
+
+    def add_model(self, name: str, version: str, files: dict[str, bytes], sign: bool = True) -> None:
+        arts = [self.put(f"models/{name}/{version}/{fname}", data) for fname, data in files.items()]
+        sig = f"models/{name}/{version}/model.sig"
+        if sign:
+            env = sign_artifacts({a["path"]: a["sha256"] for a in arts}, PUBLISHER, "model", name, version)
+            self.put(sig, env.to_json().encode())
+        self.data["models"].append({
+            "name": name, "version": version, "publisher": "sovkit-demo-lab", "license": "apache-2.0",
+            "origin": "KR", "files": arts, "signature": sig,
+            "base_models": [{"name": "demo-ko-base", "publisher": "sovkit-demo-lab", "origin": "KR",
+                             "license": "apache-2.0"}],
+            "card": {"purpose": "test model", "datasets": ["synthetic"], "limitations": "test only"},
+        })
+
+    def model(self, name: str) -> dict[str, Any]:
+        return next(m for m in self.data["models"] if m["name"] == name)
+
+    def host(self, name: str) -> dict[str, Any]:
+        return next(h for h in self.data["hosts"] if h["name"] == name)
+
+    def host_root(self, name: str) -> Path:
+        root = Path(self.host(name)["root"])
+        return root if root.is_absolute() else self.root / root
+
+
+def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
+    """Copy the demo site to ``tmp``; optionally replace its hosts (deployments are re-spread over them)."""
+    root = tmp / "site"
+    shutil.copytree(DEMO, root, ignore=shutil.ignore_patterns("generate.py", "*.in", ".sovkit", "hosts"))
+    site = Site(root)
+    if hosts is not None:
+        site.data["hosts"] = hosts
+        names = [h["name"] for h in hosts]
+        site.data["deployments"][0]["hosts"] = names[:1]
+        site.data["deployments"][1]["hosts"] = names[1:] or names[:1]
+    key = root / ".sovkit" / "keys" / "operator.key"
+    write_keypair(LocalSigner.generate(), key, None)
+    site.save()
+    for h in site.data["hosts"]:
+        count = sum(a["count"] for a in h.get("accelerators", []))
+        install_simulator(site.host_root(h["name"]), "rbln-smi", [(KIND, "1.0.0")] * count,
+                          interpreter=sys.executable)
+    return site
+
+
+def corrupt_image(version: str) -> bytes:
+    """A firmware image whose payload does not match its header digest (the device must refuse it)."""
+    good = make_firmware_image(KIND, version, seed="corrupt")
+    return good[:-10] + bytes(10)
+
+

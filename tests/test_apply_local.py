@@ -1,0 +1,184 @@
+"""plan/apply on local-connection demo hosts (real Ansible, simulated NPUs): failures, kills, saved plans."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from sovkit.simulator import read_devices
+from sovkit.state.models import State
+from tests.conftest import ROOT, run_cli
+from tests.sitefactory import corrupt_image, make_site
+
+pytestmark = pytest.mark.slow
+
+
+def _state(site_root: Path) -> State:
+    return State.model_validate_json((site_root / ".sovkit" / "state.json").read_bytes())
+
+
+def _firmware(root: Path) -> set[str]:
+    return {d["firmware"] for d in read_devices(root)}
+
+
+def test_apply_installs_everything_and_converges(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 0, r.text
+    assert "8 component(s) recorded across 2 host(s)" in r.out
+    for host in ("npu-node-1", "npu-node-2"):
+        root = site.host_root(host)
+        assert _firmware(root) == {"1.2.0"}
+        current = root / "opt/sovkit/models/demo-ko-chat/current"
+        assert current.is_symlink() and os.readlink(current).endswith("/1.0")
+        assert (current / "model.safetensors").read_bytes() == (
+            site.store / "models/demo-ko-chat/1.0/model.safetensors").read_bytes()
+        runtime = root / "opt/sovkit/runtimes/simnpu-serve/1.0.0/simnpu_serve/__init__.py"
+        assert '__version__ = "1.0.0"' in runtime.read_text()
+    assert "role: prefill" in (site.host_root("npu-node-1") / "etc/sovkit/serving/chat-prefill.yaml").read_text()
+    state = _state(site.root)
+    assert set(state.hosts) == {"npu-node-1", "npu-node-2"}
+    assert state.hosts["npu-node-2"].models["demo-ko-chat"].signature_verified is True
+    again = run_cli("plan", site.path, "--detailed-exitcode")
+    assert again.code == 0, again.text
+    assert "No changes" in again.out
+
+
+def test_corrupt_firmware_fails_that_host_only_and_activates_nothing(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    site.add_firmware("atom-max-fw-1.2.1", "1.2.1", image=corrupt_image("1.2.1"))
+    site.host("npu-node-2")["accelerators"][0]["firmware"] = "atom-max-fw-1.2.1"
+    site.save()
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 1
+    assert "npu-node-2" in r.err and "firmware | flash" in r.err
+    assert "Traceback" not in r.err
+    bad = site.host_root("npu-node-2")
+    assert _firmware(bad) == {"1.0.0"}, "the device must keep its old firmware"
+    assert not (bad / "opt/sovkit/models/demo-ko-chat/current").exists(), "nothing may be activated"
+    assert not (bad / "etc/sovkit/serving/chat-decode.yaml").exists()
+    good = site.host_root("npu-node-1")
+    assert _firmware(good) == {"1.2.0"}
+    assert (good / "opt/sovkit/models/demo-ko-chat/current").is_symlink()
+    state = _state(site.root)
+    assert "npu-node-2" not in state.hosts or not state.hosts["npu-node-2"].firmware
+    assert set(state.hosts["npu-node-1"].serving) == {"chat-prefill"}
+
+
+def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    site.add_model("ko-chat-b", "2.0", {"config.json": b'{"a": 1}\n', "model.safetensors": b"w" * 4096})
+    site.data["deployments"][1]["model"] = "ko-chat-b"
+    site.save()
+    weights = site.store / "models/ko-chat-b/2.0/model.safetensors"
+    weights.write_bytes(b"x" * 4096)  # same size, other bytes: passes validate, must fail the digest check
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 1
+    assert re.search(r"npu-node-2.*preflight.*models/ko-chat-b/2.0/model.safetensors has sha256", r.err), r.err
+    bad = site.host_root("npu-node-2")
+    assert _firmware(bad) == {"1.0.0"}
+    assert not (bad / "opt/sovkit/models").exists()
+    assert (site.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat/current").is_symlink()
+
+
+def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
+    from sovkit.attest.artifacts import sign_artifacts
+    from sovkit.attest.keys import LocalSigner
+
+    site = make_site(tmp_path)
+    model = site.model("demo-ko-chat")
+    rogue = sign_artifacts({f["path"]: f["sha256"] for f in model["files"]}, LocalSigner.generate(), "model",
+                           "demo-ko-chat", "1.0")
+    (site.store / model["signature"]).write_text(rogue.to_json())
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 1
+    assert "signature by sovkit-demo-lab does not verify" in r.err
+    assert "unknown key" in r.err
+    for host in ("npu-node-1", "npu-node-2"):
+        assert not (site.host_root(host) / "opt/sovkit/models").exists()
+
+
+def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "sovkit", "apply", str(site.path), "--auto-approve"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    state_file = site.root / ".sovkit" / "state.json"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if state_file.exists() and json.loads(state_file.read_text())["serial"] >= 2:
+            break
+        time.sleep(0.05)
+    else:
+        proc.kill()
+        pytest.fail("apply never recorded two components")
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = _state(site.root)  # parses: the file is whole
+    assert 2 <= state.serial < 8
+    locked = run_cli("apply", site.path, "--auto-approve")
+    assert locked.code == 1
+    assert "stale lock" in locked.err and "Traceback" not in locked.err
+    lock_id = re.search(r"sovkit force-unlock ([0-9a-f-]{36})", locked.err)
+    assert lock_id, locked.err
+    assert _state(site.root).serial == state.serial, "a refused run must not touch the state"
+    unlocked = run_cli("force-unlock", lock_id.group(1), site.path)
+    assert unlocked.code == 0, unlocked.text
+    done = run_cli("apply", site.path, "--auto-approve")
+    assert done.code == 0, done.text
+    assert run_cli("plan", site.path, "--detailed-exitcode").code == 0
+
+
+def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    key = site.root / ".sovkit" / "keys" / "operator.key"
+    env = {"SOVKIT_SIGNING_KEY": str(key)}
+    plan_file = tmp_path / "p.json"
+    made = run_cli("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
+    assert made.code == 2, made.text
+    envelope = json.loads(plan_file.read_text())
+    assert envelope["payloadType"] == "application/vnd.sovkit.plan+json"
+
+    tampered = tmp_path / "tampered.json"
+    payload = bytearray(envelope["payload"].encode())
+    payload[40] = ord("A") if payload[40] != ord("A") else ord("B")
+    tampered.write_text(json.dumps({**envelope, "payload": payload.decode()}))
+    r = run_cli("apply", tampered, env=env)
+    assert r.code == 1 and "failed verification" in r.err, r.text
+
+    other = tmp_path / "other.json"
+    from sovkit.attest.keys import LocalSigner, write_keypair
+
+    write_keypair(LocalSigner.generate(), tmp_path / "other.key", None)
+    r = run_cli("apply", plan_file, "--plan-key", tmp_path / "other.key.pub", env=env)
+    assert r.code == 1 and "unknown key" in r.err, r.text
+    del other
+
+    store_file = site.store / "runtime/simnpu_serve-1.0.0-py3-none-any.whl"
+    original = store_file.read_bytes()
+    store_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
+    r = run_cli("apply", plan_file, env=env)
+    assert r.code == 1 and "artifact runtime/simnpu_serve-1.0.0-py3-none-any.whl changed" in r.err, r.text
+    store_file.write_bytes(original)
+
+    site.data["racks"][0]["power_budget_w"] = 3100
+    site.save()
+    r = run_cli("apply", plan_file, env=env)
+    assert r.code == 1 and "the inventory changed" in r.err, r.text
+    site.data["racks"][0]["power_budget_w"] = 3000
+    site.save()
+
+    ok = run_cli("apply", plan_file, env=env)
+    assert ok.code == 0, ok.text
+    r = run_cli("apply", plan_file, env=env)
+    assert r.code == 1 and "state serial changed" in r.err, r.text
+    for host in ("npu-node-1", "npu-node-2"):
+        assert _firmware(site.host_root(host)) == {"1.2.0"}
