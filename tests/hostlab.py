@@ -319,6 +319,7 @@ class HostLab:
             "netns": list(self._netns),
             "links": list(self._links),
             "sshd_pids": {name: p.pid for name, p in self._procs.items()},
+            "owner_pid": os.getpid(),
         }
 
     def _save_manifest(self) -> None:
@@ -467,6 +468,7 @@ def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True) -> H
         if register_atexit:
             atexit.register(_quiet_destroy, lab)
         try:
+            lab._save_manifest()
             _run("ip", "link", "add", lab.bridge, "type", "bridge")
             _run("ip", "addr", "add", f"{lab.gateway}/{subnet.prefixlen}", "dev", lab.bridge)
             _run("ip", "link", "set", lab.bridge, "up")
@@ -563,11 +565,16 @@ def _main(argv: list[str]) -> int:
         destroy_from_manifest(args.dir)
         return 0
     labdir = args.dir or Path(tempfile.mkdtemp(prefix="sovkit-hostlab-"))
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     with create_lab(args.hosts, labdir) as lab:
         inv = labdir / "inventory.json"
         inv.write_text(json.dumps(lab.ansible_inventory(), indent=2) + "\n", encoding="utf-8")
         print(f"lab {lab.prefix} on {lab.subnet}: " + ", ".join(f"{h.name}={h.address}" for h in lab.hosts))
-        print(f"ansible inventory: {inv}\nhost roots: {labdir / 'hosts'}\nCtrl-C to tear down")
+        print(f"ansible inventory: {inv}\nhost roots: {labdir / 'hosts'}\nCtrl-C to tear down", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0
