@@ -48,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -176,7 +177,9 @@ class HostLab:
 
     @property
     def control_path_dir(self) -> Path:
-        return self.labdir / "cp"
+        """Where ssh keeps its ControlMaster sockets for the lab (short: unix socket paths are limited to 107 bytes)."""
+        own = self.labdir / "cp"
+        return own if len(str(own)) <= 56 else Path(tempfile.gettempdir()) / f"{self.prefix}-cp"
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -337,6 +340,8 @@ class HostLab:
             res = _run("ip", "netns", "del", ns, check=False)
             if res.returncode != 0 and "No such file" not in res.stderr:
                 errors.append(res.stderr.strip())
+        if self.control_path_dir != self.labdir / "cp":
+            shutil.rmtree(self.control_path_dir, ignore_errors=True)
         for link in [*self._links, self.bridge]:
             res = _run("ip", "link", "del", link, check=False)
             if res.returncode != 0 and "Cannot find device" not in res.stderr and "does not exist" not in res.stderr:
@@ -551,7 +556,6 @@ def destroy_from_manifest(labdir: Path) -> None:
 
 def _main(argv: list[str]) -> int:
     import argparse
-    import tempfile
 
     parser = argparse.ArgumentParser(prog="python -m tests.hostlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
