@@ -130,7 +130,8 @@ class LabHost:
     veth: str  # root-namespace end of the veth pair, a port of the lab bridge
     address: str
     root: Path
-    sshd_dir: Path
+    sshd_dir: Path  # host key, sshd_config, pid, log
+    remote_tmp: Path  # Ansible's remote temp dir, kept out of ``root`` so ``root`` holds only what was installed
 
     @property
     def sshd_pidfile(self) -> Path:
@@ -233,7 +234,7 @@ class HostLab:
             "ansible_control_path_dir": str(self.control_path_dir),
             "ansible_pipelining": True,
             "ansible_python_interpreter": self.python,
-            "ansible_remote_tmp": str(h.root / ".ansible" / "tmp"),
+            "ansible_remote_tmp": str(h.remote_tmp),
         }
 
     def ansible_inventory(
@@ -504,10 +505,11 @@ def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
             address=str(lab.subnet.network_address + HOST_OFFSET + i),
             root=lab.labdir / "hosts" / name,
             sshd_dir=lab.labdir / "sshd" / name,
+            remote_tmp=lab.labdir / "remote-tmp" / name,
         )
         lab.hosts.append(h)
         h.root.mkdir(parents=True, exist_ok=True)
-        (h.root / ".ansible" / "tmp").mkdir(parents=True, exist_ok=True)
+        h.remote_tmp.mkdir(parents=True, exist_ok=True)
         _run("ip", "netns", "add", h.netns)
         lab._netns.append(h.netns)
         _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
