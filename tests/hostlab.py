@@ -347,9 +347,9 @@ class HostLab:
             res = _run("ip", "link", "del", link, check=False)
             if res.returncode != 0 and "Cannot find device" not in res.stderr and "does not exist" not in res.stderr:
                 errors.append(res.stderr.strip())
-        self._destroyed = True
         if errors:
             raise LabError("teardown incomplete: " + "; ".join(errors))
+        self._destroyed = True
 
     def __enter__(self) -> HostLab:
         return self
@@ -544,13 +544,17 @@ def destroy_from_manifest(labdir: Path) -> None:
     prefix = data["prefix"]
     if not re.fullmatch(r"skl[0-9a-f]{6}", prefix):
         raise LabError(f"refusing to tear down {prefix!r}: not a host-lab prefix")
-    for ns in data["netns"]:
+    # everything named with the lab's prefix: also what was created after the manifest was last saved
+    listed = _run("ip", "netns", "list").stdout.split()
+    for ns in sorted({*data["netns"], *(n for n in listed if n.startswith(prefix + "-"))}):
         if ns.startswith(prefix + "-"):
             _kill_netns_processes(ns)
             _run("ip", "netns", "del", ns, check=False)
-    for link in [*data["links"], data["bridge"]]:
+    links = re.findall(r"^\d+: ([^:@\s]+)", _run("ip", "-o", "link", "show").stdout, flags=re.M)
+    for link in sorted({*data["links"], data["bridge"], *(n for n in links if n.startswith(prefix))}):
         if link.startswith(prefix):
             _run("ip", "link", "del", link, check=False)
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"{prefix}-cp", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- CLI
