@@ -48,6 +48,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -129,7 +130,8 @@ class LabHost:
     veth: str  # root-namespace end of the veth pair, a port of the lab bridge
     address: str
     root: Path
-    sshd_dir: Path
+    sshd_dir: Path  # host key, sshd_config, pid, log
+    remote_tmp: Path  # Ansible's remote temp dir, kept out of ``root`` so ``root`` holds only what was installed
 
     @property
     def sshd_pidfile(self) -> Path:
@@ -176,7 +178,9 @@ class HostLab:
 
     @property
     def control_path_dir(self) -> Path:
-        return self.labdir / "cp"
+        """Where ssh keeps its ControlMaster sockets for the lab (short: unix socket paths are limited to 107 bytes)."""
+        own = self.labdir / "cp"
+        return own if len(str(own)) <= 56 else Path(tempfile.gettempdir()) / f"{self.prefix}-cp"
 
     def host(self, name: str) -> LabHost:
         for h in self.hosts:
@@ -230,7 +234,7 @@ class HostLab:
             "ansible_control_path_dir": str(self.control_path_dir),
             "ansible_pipelining": True,
             "ansible_python_interpreter": self.python,
-            "ansible_remote_tmp": str(h.root / ".ansible" / "tmp"),
+            "ansible_remote_tmp": str(h.remote_tmp),
         }
 
     def ansible_inventory(
@@ -319,6 +323,7 @@ class HostLab:
             "netns": list(self._netns),
             "links": list(self._links),
             "sshd_pids": {name: p.pid for name, p in self._procs.items()},
+            "owner_pid": os.getpid(),
         }
 
     def _save_manifest(self) -> None:
@@ -336,13 +341,15 @@ class HostLab:
             res = _run("ip", "netns", "del", ns, check=False)
             if res.returncode != 0 and "No such file" not in res.stderr:
                 errors.append(res.stderr.strip())
+        if self.control_path_dir != self.labdir / "cp":
+            shutil.rmtree(self.control_path_dir, ignore_errors=True)
         for link in [*self._links, self.bridge]:
             res = _run("ip", "link", "del", link, check=False)
             if res.returncode != 0 and "Cannot find device" not in res.stderr and "does not exist" not in res.stderr:
                 errors.append(res.stderr.strip())
-        self._destroyed = True
         if errors:
             raise LabError("teardown incomplete: " + "; ".join(errors))
+        self._destroyed = True
 
     def __enter__(self) -> HostLab:
         return self
@@ -467,6 +474,7 @@ def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True) -> H
         if register_atexit:
             atexit.register(_quiet_destroy, lab)
         try:
+            lab._save_manifest()
             _run("ip", "link", "add", lab.bridge, "type", "bridge")
             _run("ip", "addr", "add", f"{lab.gateway}/{subnet.prefixlen}", "dev", lab.bridge)
             _run("ip", "link", "set", lab.bridge, "up")
@@ -497,10 +505,11 @@ def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
             address=str(lab.subnet.network_address + HOST_OFFSET + i),
             root=lab.labdir / "hosts" / name,
             sshd_dir=lab.labdir / "sshd" / name,
+            remote_tmp=lab.labdir / "remote-tmp" / name,
         )
         lab.hosts.append(h)
         h.root.mkdir(parents=True, exist_ok=True)
-        (h.root / ".ansible" / "tmp").mkdir(parents=True, exist_ok=True)
+        h.remote_tmp.mkdir(parents=True, exist_ok=True)
         _run("ip", "netns", "add", h.netns)
         lab._netns.append(h.netns)
         _run("ip", "link", "add", h.veth, "type", "veth", "peer", "name", "eth0", "netns", h.netns)
@@ -535,13 +544,17 @@ def destroy_from_manifest(labdir: Path) -> None:
     prefix = data["prefix"]
     if not re.fullmatch(r"skl[0-9a-f]{6}", prefix):
         raise LabError(f"refusing to tear down {prefix!r}: not a host-lab prefix")
-    for ns in data["netns"]:
+    # everything named with the lab's prefix: also what was created after the manifest was last saved
+    listed = _run("ip", "netns", "list").stdout.split()
+    for ns in sorted({*data["netns"], *(n for n in listed if n.startswith(prefix + "-"))}):
         if ns.startswith(prefix + "-"):
             _kill_netns_processes(ns)
             _run("ip", "netns", "del", ns, check=False)
-    for link in [*data["links"], data["bridge"]]:
+    links = re.findall(r"^\d+: ([^:@\s]+)", _run("ip", "-o", "link", "show").stdout, flags=re.M)
+    for link in sorted({*data["links"], data["bridge"], *(n for n in links if n.startswith(prefix))}):
         if link.startswith(prefix):
             _run("ip", "link", "del", link, check=False)
+    shutil.rmtree(Path(tempfile.gettempdir()) / f"{prefix}-cp", ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- CLI
@@ -549,7 +562,6 @@ def destroy_from_manifest(labdir: Path) -> None:
 
 def _main(argv: list[str]) -> int:
     import argparse
-    import tempfile
 
     parser = argparse.ArgumentParser(prog="python -m tests.hostlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -563,11 +575,16 @@ def _main(argv: list[str]) -> int:
         destroy_from_manifest(args.dir)
         return 0
     labdir = args.dir or Path(tempfile.mkdtemp(prefix="sovkit-hostlab-"))
+
+    def _terminate(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _terminate)
     with create_lab(args.hosts, labdir) as lab:
         inv = labdir / "inventory.json"
         inv.write_text(json.dumps(lab.ansible_inventory(), indent=2) + "\n", encoding="utf-8")
         print(f"lab {lab.prefix} on {lab.subnet}: " + ", ".join(f"{h.name}={h.address}" for h in lab.hosts))
-        print(f"ansible inventory: {inv}\nhost roots: {labdir / 'hosts'}\nCtrl-C to tear down")
+        print(f"ansible inventory: {inv}\nhost roots: {labdir / 'hosts'}\nCtrl-C to tear down", flush=True)
         with contextlib.suppress(KeyboardInterrupt):
             signal.pause()
     return 0

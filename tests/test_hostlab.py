@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,8 @@ import yaml
 
 from sovkit.simulator import install_simulator
 from tests.hostlab import HostLab, create_lab, unavailable_reason
+
+ROOT = Path(__file__).resolve().parent.parent
 
 pytestmark = [pytest.mark.netns]
 
@@ -84,6 +89,8 @@ def test_ansible_runner_reaches_every_host_over_ssh(lab: HostLab, tmp_path: Path
     assert len(set(netns)) == len(names)  # each task ran in a different network namespace
     ids = [(h.root / "etc" / "hostlab-id").read_bytes() for h in lab.hosts]
     assert len(set(ids)) == len(ids)
+    # a host's root holds what was put there, not Ansible's scratch files
+    assert {p.name for p in lab.host("h1").root.iterdir()} == {"bin", "etc", "var"}
 
 
 def test_host_with_link_down_is_dark_and_others_complete(lab_links_up: HostLab, tmp_path: Path) -> None:
@@ -155,3 +162,54 @@ def test_second_lab_coexists_and_teardown_removes_exactly_its_parts(lab: HostLab
     # the session lab is untouched
     assert lab.prefix in netns and lab.bridge in links
     assert lab.ssh("h3", "true").returncode == 0
+
+
+def _lab_names() -> str:
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=True).stdout
+    return netns + subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+
+
+def _start_cli_lab(labdir: Path) -> tuple[subprocess.Popen[str], dict[str, Any]]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tests.hostlab", "up", "--hosts", "1", "--dir", str(labdir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if "Ctrl-C" in line:
+            break
+    assert proc.poll() is None, "".join(lines)
+    manifest = json.loads((labdir / "lab.json").read_text())
+    assert manifest["prefix"] in _lab_names()
+    return proc, manifest
+
+
+def test_cli_lab_torn_down_on_sigterm(tmp_path: Path) -> None:
+    if unavailable_reason():
+        pytest.skip(unavailable_reason() or "")
+    proc, manifest = _start_cli_lab(tmp_path / "cli")
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=60) == 0
+    assert manifest["prefix"] not in _lab_names()
+
+
+def test_lab_left_by_killed_process_is_removed_by_down(tmp_path: Path) -> None:
+    if unavailable_reason():
+        pytest.skip(unavailable_reason() or "")
+    proc, manifest = _start_cli_lab(tmp_path / "killed")
+    proc.kill()  # SIGKILL: no cleanup ran, the namespaces and sshd are left behind
+    proc.wait(timeout=30)
+    assert manifest["prefix"] in _lab_names()
+    sshd_pid = manifest["sshd_pids"]["h1"]
+    assert Path(f"/proc/{sshd_pid}").exists()
+    down = subprocess.run([sys.executable, "-m", "tests.hostlab", "down", str(tmp_path / "killed")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+    assert down.returncode == 0, down.stderr
+    assert manifest["prefix"] not in _lab_names()
+    deadline = 50
+    while Path(f"/proc/{sshd_pid}/status").exists() and "zombie" not in Path(f"/proc/{sshd_pid}/status").read_text():
+        deadline -= 1
+        assert deadline, "sshd survived `down`"
+        time.sleep(0.1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from sovkit.catalog import VendorProfile, load_catalog
-from sovkit.simulator import TOOLS, install_simulator, make_firmware_image, read_devices, state_path
+from sovkit.simulator import TOOLS, install_simulator, make_firmware_image, read_devices, set_fault, state_path
 
 # one accelerator kind per vendor profile, from the catalog
 KIND_FOR_PROFILE = {"rebellions": "rebellions-atom", "furiosa": "furiosa-rngd", "nvidia": "nvidia-h100-sxm"}
@@ -203,3 +203,36 @@ def test_interpreter_override(tmp_path: Path) -> None:
     tool = install_simulator(tmp_path, "rbln-smi", [("rebellions-atom", "1.0.0")], interpreter=sys.executable)
     assert tool.read_bytes().startswith(f"#!{sys.executable}\n".encode())
     assert query(tmp_path, profile("rebellions")) == {"0": "1.0.0"}
+
+
+def test_fault_flash_error(tmp_path: Path) -> None:
+    install_simulator(tmp_path, "rbln-smi", [("rebellions-atom", "1.0.0"), ("rebellions-atom", "1.0.0")])
+    set_fault(tmp_path, "1", "flash-error")
+    prof = profile("rebellions")
+    image = tmp_path / "fw.bin"
+    image.write_bytes(make_firmware_image("rebellions-atom", "1.1.0"))
+    proc = run_tool(tmp_path, prof.flash, device="1", image=str(image))
+    assert proc.returncode == 1
+    assert "I/O error" in proc.stderr
+    assert run_tool(tmp_path, prof.flash, device="0", image=str(image)).returncode == 0
+    for dev in ("0", "1"):
+        assert run_tool(tmp_path, prof.reset, device=dev).returncode == 0
+    assert query(tmp_path, prof) == {"0": "1.1.0", "1": "1.0.0"}
+
+
+def test_fault_reset_does_not_activate(tmp_path: Path) -> None:
+    """The device accepts the image but falls back on reset: only a read-back reveals it."""
+    install_simulator(tmp_path, "furiosa-smi", [("furiosa-rngd", "1.0.0")])
+    set_fault(tmp_path, "0", "reset-no-activate")
+    prof = profile("furiosa")
+    image = tmp_path / "fw.bin"
+    image.write_bytes(make_firmware_image("furiosa-rngd", "1.1.0"))
+    assert run_tool(tmp_path, prof.flash, device="0", image=str(image)).returncode == 0
+    assert run_tool(tmp_path, prof.reset, device="0").returncode == 0
+    assert query(tmp_path, prof) == {"0": "1.0.0"}
+    set_fault(tmp_path, "0", None)
+    assert run_tool(tmp_path, prof.flash, device="0", image=str(image)).returncode == 0
+    assert run_tool(tmp_path, prof.reset, device="0").returncode == 0
+    assert query(tmp_path, prof) == {"0": "1.1.0"}
+    with pytest.raises(ValueError, match="unknown fault"):
+        set_fault(tmp_path, "0", "on-fire")

@@ -25,9 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from sovkit.simulator import npu
-from sovkit.simulator.npu import MAGIC, STATE_FORMAT, STATE_RELPATH, TOOLS, build_image, parse_image
+from sovkit.simulator.npu import FAULTS, MAGIC, STATE_FORMAT, STATE_RELPATH, TOOLS, build_image, parse_image
 
 __all__ = [
+    "FAULTS",
     "MAGIC",
     "TOOLS",
     "install_simulator",
@@ -35,6 +36,7 @@ __all__ = [
     "parse_image",
     "read_devices",
     "script_path",
+    "set_fault",
     "state_path",
 ]
 
@@ -122,3 +124,15 @@ def read_devices(root: Path) -> list[dict[str, Any]]:
     devices: list[dict[str, Any]] = state["devices"]
     return devices
 
+
+
+def set_fault(root: Path, device_id: str, fault: str | None) -> None:
+    """Inject (or clear, with ``None``) a simulated hardware fault on one device; see :data:`FAULTS`."""
+    if fault is not None and fault not in FAULTS:
+        raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+    path = state_path(root)
+    with npu.locked(path):
+        state = npu.read_state(path)
+        dev = npu.find_device(state, device_id)
+        dev["fault"] = fault
+        npu.write_state(path, state)

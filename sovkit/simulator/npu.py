@@ -32,7 +32,13 @@ file + fsync + rename) under an exclusive ``flock`` on a sibling lock file::
      "devices": [{"id": "0", "kind": "rebellions-atom", "firmware": "1.0.0",
                   "serial": "SIM-...", "staged": null}]}
 
-``staged`` is ``null`` or ``{"version": V, "image_sha256": HEX}``.
+``staged`` is ``null`` or ``{"version": V, "image_sha256": HEX}``. An optional
+``fault`` per device injects a hardware failure for tests:
+
+* ``"flash-error"``: every flash fails (exit 1, "I/O error"), nothing is staged;
+* ``"reset-no-activate"``: reset exits 0 but the device falls back to the
+  firmware it had (the staged image is dropped), so a read-back after the
+  reset still reports the old version.
 
 Firmware image format ``SOVKIT-SIMFW/1``::
 
@@ -86,6 +92,8 @@ TOOLS: dict[str, dict[str, list[str]]] = {
         "reset": ["-r", "-i", "{device}"],
     },
 }
+
+FAULTS = ("flash-error", "reset-no-activate")
 
 EXIT_OK = 0
 EXIT_FAIL = 1
@@ -247,6 +255,8 @@ def cmd_flash(state_file: Path, device_id: str, image: str) -> str:
                 f"device {device_id}: rejected image {image}: built for accelerator "
                 f"{header['accelerator']!r}, device is {dev['kind']!r}"
             )
+        if dev.get("fault") == "flash-error":
+            raise SimError(f"device {device_id}: flash failed: I/O error writing firmware (simulated hardware fault)")
         dev["staged"] = {"version": header["version"], "image_sha256": hashlib.sha256(data).hexdigest()}
         write_state(state_file, state)
     return f"device {device_id}: firmware {header['version']} staged (active: {dev['firmware']}); reset to activate"
@@ -260,8 +270,11 @@ def cmd_reset(state_file: Path, device_id: str) -> str:
         if not isinstance(staged, dict):
             return f"device {device_id}: reset; firmware {dev['firmware']}"
         previous = dev["firmware"]
-        dev["firmware"] = staged["version"]
         dev["staged"] = None
+        if dev.get("fault") == "reset-no-activate":
+            write_state(state_file, state)
+            return f"device {device_id}: reset; firmware {staged['version']} did not boot, running {previous}"
+        dev["firmware"] = staged["version"]
         write_state(state_file, state)
     return f"device {device_id}: reset; firmware {previous} -> {dev['firmware']}"
 
