@@ -82,7 +82,7 @@ def read_plan(path: Path, key: PublicKey) -> SavedPlan:
 
 def check_bindings(b: Bindings, current: Bindings) -> None:
     """Raise PlanError naming the first binding that no longer holds."""
-    if b.state_lineage != current.state_lineage:
+    if b.state_lineage and b.state_lineage != current.state_lineage:
         raise PlanError(f"plan is stale: state lineage changed ({b.state_lineage} → {current.state_lineage})",
                         "the plan was made against another state; run `sovkit plan` again")
     if b.state_serial != current.state_serial:
