@@ -9,7 +9,7 @@ from typing import Any
 
 from sovkit.attest.keys import PublicKey, Signer
 from sovkit.catalog import load_catalog
-from sovkit.errors import PolicyDenied
+from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, rack_power
@@ -21,11 +21,12 @@ from sovkit.plan.planfile import Bindings, SavedPlan, make_saved_plan, read_plan
 from sovkit.plan.planfile import check_bindings as check_bindings_values
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_policy, policy_pack_digest
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
-from sovkit.provision.apply import ApplyReport, execute_plan
+from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent, Executor
+from sovkit.provision.hostvars import rollback_target
 from sovkit.provision.observe import observe
-from sovkit.provision.preflight import sha256_file
-from sovkit.state.models import HostRecord, LockInfo, State
+from sovkit.provision.preflight import Preflight, sha256_file
+from sovkit.state.models import HostRecord, LockInfo, State, now
 from sovkit.state.store import LocalStateStore
 
 
@@ -212,6 +213,36 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
         state.site = ws.inventory.site.metadata.name
         new = ws.store.write(state)
     return drift, obs.unreachable, new
+
+
+def rollback(
+    ws: Workspace,
+    model: str,
+    hosts: list[str] | None = None,
+    executor: Executor | None = None,
+    on_event: Callable[[ExecEvent], None] = lambda e: None,
+) -> ApplyReport:
+    """Switch ``model`` back to the version kept as ``previous`` on each host (all hosts that have one).
+
+    An emergency lever: the inventory still pins the newer version, so the next
+    plan shows the update again until the inventory is changed too.
+    """
+    with ws.store.lock("rollback"):
+        state = ws.store.read()
+        desired = desired_site(ws.inventory)
+        candidates = [h for h, rec in state.hosts.items()
+                      if model in rec.models and rec.models[model].previous and h in desired]
+        chosen = [h for h in candidates if hosts is None or h in hosts]
+        if not chosen:
+            raise SovkitError(f"no host has a previous version of model {model!r} recorded",
+                              "rollback needs an earlier apply of another version on the host")
+        known = ws.directory / "known_hosts"
+        targets = [rollback_target(ws.inventory, desired[h], model, state.hosts[h], known) for h in chosen]
+        started = now()
+        new_state, run_id, outcomes, records = run_recording(
+            "rollback.yml", targets, state, ws.store, executor or AnsibleRunnerExecutor(), ws.runs, on_event, {})
+    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=outcomes, state=new_state,
+                       preflight=Preflight(), records=records)
 
 
 def decision_from_summary(summary: dict[str, Any]) -> PolicyDecision:

@@ -65,6 +65,14 @@ class Site:
             "card": {"purpose": "test model", "datasets": ["synthetic"], "limitations": "test only"},
         })
 
+    def bump_model(self, name: str, version: str, files: dict[str, bytes]) -> None:
+        """Give model ``name`` a new version with new files, signed by the demo publisher."""
+        arts = [self.put(f"models/{name}/{version}/{fname}", data) for fname, data in files.items()]
+        sig = f"models/{name}/{version}/model.sig"
+        env = sign_artifacts({a["path"]: a["sha256"] for a in arts}, PUBLISHER, "model", name, version)
+        self.put(sig, env.to_json().encode())
+        self.model(name).update(version=version, files=arts, signature=sig)
+
     def model(self, name: str) -> dict[str, Any]:
         return next(m for m in self.data["models"] if m["name"] == name)
 

@@ -182,3 +182,35 @@ def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None
     assert r.code == 1 and "state serial changed" in r.err, r.text
     for host in ("npu-node-1", "npu-node-2"):
         assert _firmware(site.host_root(host)) == {"1.2.0"}
+
+
+def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    assert run_cli("apply", site.path, "--auto-approve").code == 0
+    site.bump_model("demo-ko-chat", "1.1", {"config.json": b'{"v": "1.1"}\n', "model.safetensors": b"n" * 2048})
+    site.save()
+    plan = run_cli("plan", site.path)
+    assert "~ model demo-ko-chat: 1.0 → 1.1; previous kept for rollback" in plan.out, plan.out
+    assert run_cli("apply", site.path, "--auto-approve").code == 0
+    models = site.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat"
+    assert os.readlink(models / "current").endswith("/1.1")
+    assert os.readlink(models / "previous").endswith("/1.0")
+    assert (models / "current/config.json").read_bytes() == b'{"v": "1.1"}\n'
+    assert _state(site.root).hosts["npu-node-1"].models["demo-ko-chat"].previous == "1.0"
+
+    back = run_cli("rollback", site.path, "--model", "demo-ko-chat", "--host", "npu-node-1")
+    assert back.code == 0, back.text
+    assert os.readlink(models / "current").endswith("/1.0")
+    assert os.readlink(models / "previous").endswith("/1.1")
+    rec = _state(site.root).hosts["npu-node-1"].models["demo-ko-chat"]
+    assert (rec.version, rec.previous) == ("1.0", "1.1")
+    assert "tokenizer.json" in rec.files
+    assert os.readlink(site.host_root("npu-node-2") / "opt/sovkit/models/demo-ko-chat/current").endswith("/1.1")
+    again = run_cli("plan", site.path)
+    assert "~ model demo-ko-chat: 1.0 → 1.1" in again.out and "npu-node-2" not in again.out, again.out
+
+
+def test_rollback_without_a_previous_version_is_a_clear_error(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    r = run_cli("rollback", site.path, "--model", "demo-ko-chat")
+    assert r.code == 1 and "no host has a previous version" in r.err and "Traceback" not in r.err

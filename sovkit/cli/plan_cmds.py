@@ -237,8 +237,29 @@ def force_unlock(
     console.print(f"Unlocked state (lock {held.id}: {held.operation} by {held.owner}, pid {held.pid}).")
 
 
+def rollback(
+    inventory: InvArg,
+    model: Annotated[str, typer.Option("--model", help="The model to switch back.")],
+    host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    json_out: JsonOpt = False,
+    state_dir: StateDirOpt = None,
+) -> int:
+    """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
+    ws = api.Workspace.open(inventory, state_dir)
+    with _Progress(enabled=not json_out) as progress:
+        report = api.rollback(ws, model, host or None, on_event=progress)
+    _report(report, json_out)
+    if not report.ok:
+        raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")
+    if not json_out:
+        console.print("[yellow]The inventory still pins the newer version: change it, or the next apply "
+                      "re-installs it.[/]")
+    return 0
+
+
 def register(app: typer.Typer) -> None:
     app.command("plan")(plan)
     app.command("apply")(apply)
     app.command("refresh")(refresh)
     app.command("force-unlock")(force_unlock)
+    app.command("rollback")(rollback)

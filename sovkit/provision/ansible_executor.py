@@ -89,6 +89,10 @@ class AnsibleRunnerExecutor:
             res = data.get("res") or {}
             if kind == "runner_on_start" and host:
                 on_event(ExecEvent("task", host, task))
+            elif kind == "runner_item_on_ok" and host in outcomes:
+                msg = res.get("msg")
+                if isinstance(msg, dict) and ("sovkit_record" in msg or "sovkit_observed" in msg):
+                    on_event(ExecEvent("record", host, task, data=msg))
             elif kind == "runner_on_ok" and host in outcomes:
                 outcomes[host].ok += 1
                 outcomes[host].changed += int(bool(res.get("changed")))

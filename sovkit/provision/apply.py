@@ -16,7 +16,7 @@ from typing import Any
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
-from sovkit.provision.executor import ExecEvent, Executor, HostOutcome
+from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import apply_target
 from sovkit.provision.preflight import Preflight, run_preflight
 from sovkit.state.models import (
@@ -120,6 +120,24 @@ def execute_plan(
         for h in plan.hosts() if h in desired and h not in preflight.failed_hosts
     ]
     sig_ok = {label: check.verified for label, check in preflight.signatures.items()}
+    state, run_id, hosts, records = run_recording("apply.yml", targets, state, store, executor, workdir, on_event,
+                                                  sig_ok)
+    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=state,
+                       preflight=preflight, records=records)
+
+
+def run_recording(
+    playbook: str,
+    targets: list[HostTarget],
+    state: State,
+    store: StateStore,
+    executor: Executor,
+    workdir: Path,
+    on_event: Callable[[ExecEvent], None],
+    signatures_ok: dict[str, bool],
+) -> tuple[State, str, dict[str, HostOutcome], dict[str, list[dict[str, Any]]]]:
+    """Run a playbook whose roles emit ``sovkit record`` results; write the state after each one."""
+    run_id = f"{playbook.removesuffix('.yml')}-{uuid.uuid4().hex[:12]}"
     records: dict[str, list[dict[str, Any]]] = {}
     box = [state]
 
@@ -127,16 +145,12 @@ def execute_plan(
         if event.kind == "record" and "sovkit_record" in event.data:
             record = event.data["sovkit_record"]
             current = box[0]
-            apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id_box[0], sig_ok)
+            apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id, signatures_ok)
             box[0] = store.write(current)
             records.setdefault(event.host, []).append(record)
         on_event(event)
 
-    run_id_box = [f"apply-{uuid.uuid4().hex[:12]}"]
-    run_id = run_id_box[0]
     hosts: dict[str, HostOutcome] = {}
     if targets:
-        result = executor.run("apply.yml", targets, handle, workdir)
-        hosts = result.hosts
-    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=box[0],
-                       preflight=preflight, records=records)
+        hosts = executor.run(playbook, targets, handle, workdir).hosts
+    return box[0], run_id, hosts, records

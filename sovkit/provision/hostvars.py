@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -13,26 +14,16 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Change
 from sovkit.provision.executor import HostTarget
+from sovkit.resources import templates_dir
 from sovkit.state.models import HostRecord
 
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-# Small helpers run with the host's Python (no shell quoting involved).
-VERSION_PROBE = (
-    "import sys\nfrom importlib import metadata\n"
-    "want = sys.argv[2].lower().replace('_', '-')\n"
-    "print(next((d.version for d in metadata.distributions(path=[sys.argv[1]])"
-    " if d.metadata['Name'].lower().replace('_', '-') == want), ''))"
-)
-SWAP_DIR = (
-    "import os, shutil, sys\nsrc, dst = sys.argv[1:3]\n"
-    "old = dst + '.old'\nshutil.rmtree(old, ignore_errors=True)\n"
-    "os.path.isdir(dst) and os.rename(dst, old)\nos.rename(src, dst)\nshutil.rmtree(old, ignore_errors=True)"
-)
-SWAP_LINK = (
-    "import os, sys\ntarget, link = sys.argv[1:3]\ntmp = link + '.tmp'\n"
-    "os.path.lexists(tmp) and os.unlink(tmp)\nos.symlink(target, tmp)\nos.replace(tmp, link)"
-)
+
+@cache
+def helper(name: str) -> str:
+    """Source of a small helper program (templates/ansible/helpers/) run on the host with ``python -c``."""
+    return (templates_dir() / "ansible" / "helpers" / f"{name}.py").read_text(encoding="utf-8")
 
 
 def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
@@ -55,9 +46,10 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
         "sovkit_root": root,
         "sovkit_path_env": f"{root}/bin:{SYSTEM_PATH}" if root else SYSTEM_PATH,
         "sovkit_python": python,
-        "sovkit_version_probe": VERSION_PROBE,
-        "sovkit_swap_dir": SWAP_DIR,
-        "sovkit_swap_link": SWAP_LINK,
+        "sovkit_version_probe": helper("version_probe"),
+        "sovkit_swap_dir": helper("swap_dir"),
+        "sovkit_swap_link": helper("swap_link"),
+        "sovkit_rollback_probe": helper("rollback"),
         "sovkit_manage_services": False,
     }
     return conn, variables
@@ -139,4 +131,13 @@ def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRec
         "models": list(models.values()),
         "serving": serving,
     }
+    return HostTarget(name=desired.name, connection_vars=conn, variables=v)
+
+
+def rollback_target(inv: LoadedInventory, desired: DesiredHost, model: str, recorded: HostRecord,
+                    known_hosts: Path) -> HostTarget:
+    """Variables for the rollback playbook: switch ``model`` back to its previous version."""
+    conn, v = _common(inv, desired.name, desired, known_hosts)
+    rec = recorded.models[model]
+    v["sovkit_rollback"] = [{"name": model, "dir": str(Path(rec.path).parent)}]
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
