@@ -108,8 +108,13 @@ def _merge(files: tuple[Path, ...], smap: SourceMap) -> dict[str, Any]:
         smap.record((), Mark(str(file), 1, 1))
         for key in _HEADER_KEYS:
             if key not in data:
-                problems.append(Problem(f"missing {key!r}", str(file), 1, 1, key,
-                                        "every inventory file starts with apiVersion: sovkit.dev/v1 and kind: Site"))
+                near = [k for k in data if k.lower() == key.lower()] or difflib.get_close_matches(key, list(data), 1, 0.8)
+                mark = file_map.find((near[0],)) if near else None
+                problems.append(Problem(
+                    f"missing {key!r}" + (f" (found {near[0]!r})" if near else ""), str(file),
+                    mark.line if mark else 1, mark.column if mark else 1, near[0] if near else key,
+                    f"did you mean {key!r}?" if near else
+                    "every inventory file starts with apiVersion: sovkit.dev/v1 and kind: Site"))
         offsets: dict[str, int] = {}
         for key, value in data.items():
             mark = file_map.find((key,))

@@ -189,13 +189,13 @@ class _Builder:
         return self.attach(value)
 
     def take_key(self, event: Any, top: _Frame) -> None:
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.implicit[0]:
+            raise self.fail(event, "YAML merge keys ('<<') are not supported", top.path,
+                            "write the fields out, or use a directory of files")
         if not isinstance(event, yaml.ScalarEvent) or self.tag_of(event) != _TAG + "str":
             raise self.fail(event, "mapping keys must be plain strings", top.path,
                             "quote the key or fix the indentation")
         key = event.value
-        if key == "<<":
-            raise self.fail(event, "YAML merge keys ('<<') are not supported", top.path,
-                            "write the fields out, or use a directory of files")
         assert isinstance(top.value, dict)
         if key in top.value:
             raise self.fail(event, f"duplicate key {key!r}", (*top.path, key), "each key may appear once in a mapping")
@@ -292,6 +292,8 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if exc.context_mark is not None and "end of stream" in str(exc.problem):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it was opened
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise YamlInputError(Problem(f"YAML syntax error: {msg}", name, line, col)) from None
