@@ -108,7 +108,8 @@ def _merge(files: tuple[Path, ...], smap: SourceMap) -> dict[str, Any]:
         smap.record((), Mark(str(file), 1, 1))
         for key in _HEADER_KEYS:
             if key not in data:
-                near = [k for k in data if k.lower() == key.lower()] or difflib.get_close_matches(key, list(data), 1, 0.8)
+                near = [k for k in data if k.lower() == key.lower()]
+                near = near or difflib.get_close_matches(key, list(data), 1, 0.8)
                 mark = file_map.find((near[0],)) if near else None
                 problems.append(Problem(
                     f"missing {key!r}" + (f" (found {near[0]!r})" if near else ""), str(file),
