@@ -20,7 +20,7 @@ import sovkit
 from sovkit.inventory import load_inventory
 from tests.conftest import INVENTORIES, ROOT
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(3600)]
 
 
 def _tracked_copy(dest: Path) -> Path:
