@@ -8,6 +8,7 @@ subprocess to prove that stderr carries no traceback and the exit code is real.
 
 from __future__ import annotations
 
+import os
 import resource
 import shutil
 import time
@@ -591,6 +592,22 @@ def _missing_inventory(root: Path) -> tuple[Path, int | None, str | None, str]:
     return root / "nope.yaml", None, None, "file not found"
 
 
+def _dev_zero(root: Path) -> tuple[Path, int | None, str | None, str]:
+    return Path("/dev/zero"), None, None, "not a regular file"
+
+
+def _fifo(root: Path) -> tuple[Path, int | None, str | None, str]:
+    fifo = root / "site.fifo"
+    os.mkfifo(fifo)
+    return fifo, None, None, "not a regular file"
+
+
+def _fifo_named_yaml_in_dir(root: Path) -> tuple[Path, int | None, str | None, str]:
+    os.mkfifo(root / "50-pipe.yaml")
+    (root / "51-real.yaml").write_text(HEADER + "hosts: 3\n")
+    return root / "51-real.yaml", 3, "hosts", "must be a list"
+
+
 DIRECTORY_CASES: dict[str, DirSetup] = {
     "dir-metadata-twice": _dir_metadata_twice,
     "dir-apiversion-differs": _dir_api_version_differs,
@@ -604,7 +621,11 @@ DIRECTORY_CASES: dict[str, DirSetup] = {
     "dir-empty-member": _dir_empty_member,
     "dir-unknown-key-in-member": _dir_unknown_key_in_member,
     "inventory-not-found": _missing_inventory,
+    "dev-zero": _dev_zero,
+    "fifo": _fifo,
+    "fifo-in-dir-skipped": _fifo_named_yaml_in_dir,
 }
+PASS_PATH = {"inventory-not-found", "dev-zero", "fifo"}
 
 
 @pytest.mark.parametrize("name", list(DIRECTORY_CASES))
@@ -613,7 +634,7 @@ def test_malformed_directory(name: str, tmp_path: Path, cli: Callable[..., CliRe
     split_demo(root)
     assert cli("validate", root).code == 0  # the split demo is valid on its own
     file, line, fld, message = DIRECTORY_CASES[name](root)
-    result = cli("validate", root if name != "inventory-not-found" else file)
+    result = cli("validate", file if name in PASS_PATH else root)
     assert_reported(result, file, line, fld, message)
 
 

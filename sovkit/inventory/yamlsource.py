@@ -13,6 +13,7 @@ are booleans, so a country code ``NO`` stays the string ``"NO"``.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -273,10 +274,18 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
     """Read one YAML file into plain data, recording marks in ``smap``."""
     name = display or str(file)
     try:
-        size = file.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise YamlInputError(Problem(f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,} limit", name))
-        raw = file.read_bytes()
+        info = file.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO would never end (or never start)
+            raise YamlInputError(Problem("not a regular file", name, hint="pass the inventory .yaml file"))
+        if info.st_size > MAX_FILE_BYTES:
+            raise YamlInputError(Problem(f"file is {info.st_size:,} bytes, over the {MAX_FILE_BYTES:,} limit",
+                                         name))
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
+        if len(raw) > MAX_FILE_BYTES:
+            raise YamlInputError(Problem(f"file is over the {MAX_FILE_BYTES:,} byte limit", name))
     except FileNotFoundError:
         raise YamlInputError(Problem("file not found", name, hint="check the path")) from None
     except IsADirectoryError:
