@@ -370,3 +370,12 @@ def test_help_lists_inventory_commands() -> None:
     assert result.code == 0
     for cmd in ("validate", "schema", "inventory"):
         assert cmd in result.out
+
+
+@pytest.mark.parametrize("args", [["validate"], ["inventory", "show"]])
+def test_ascii_terminal_does_not_crash(args: list[str]) -> None:
+    """✓, — and × are replaced on a terminal that cannot encode them, instead of an internal error."""
+    result = run_cli(*args, INVENTORIES / "demo", env={"PYTHONIOENCODING": "ascii"})
+    assert result.code == 0, result.text
+    assert "internal error" not in result.text
+    assert "demo" in result.out

@@ -141,5 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def _tolerate_narrow_encodings() -> None:
+    """On a terminal that cannot encode ✓ or — (PYTHONIOENCODING=ascii) print '?' instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            reconfigure(errors="replace")
+
+
 def run() -> None:
+    _tolerate_narrow_encodings()
     sys.exit(main())
