@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from sovkit.attest.keys import PublicKey, Signer
+from sovkit.audit.drift import write_refresh_record
 from sovkit.catalog import load_catalog
 from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
@@ -212,6 +213,7 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
         state.hosts.update(obs.hosts)
         state.site = ws.inventory.site.metadata.name
         new = ws.store.write(state)
+        write_refresh_record(ws.directory, drift, obs.unreachable)  # the audit reports the last drift found
     return drift, obs.unreachable, new
 
 

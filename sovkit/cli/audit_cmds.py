@@ -10,7 +10,6 @@ from rich.markup import escape
 
 from sovkit import api
 from sovkit.attest.keys import load_public_keys
-from sovkit.audit import build_audit_pack, verify_audit_pack
 from sovkit.cli.output import console, emit_json
 from sovkit.cli.plan_cmds import InvArg, JsonOpt, KeyOpt, PoliciesOpt, StateDirOpt, _load_signer, _signing_key_path
 from sovkit.errors import VerificationError
@@ -26,6 +25,8 @@ def audit(
     json_out: JsonOpt = False,
 ) -> None:
     """Write the regulator audit pack: HTML + JSON report, ML-BOMs, attestations, policy bundle, signed manifest."""
+    from sovkit.audit.pack import build_audit_pack  # CycloneDX loads only when auditing
+
     ws = api.Workspace.open(inventory, state_dir)
     signer = _load_signer(_signing_key_path(ws, key))
     pack = build_audit_pack(ws, out, signer, policies)
@@ -51,6 +52,8 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Check an audit pack offline: manifest signature, every file, ML-BOMs, the attestation log."""
+    from sovkit.audit.verify import verify_audit_pack
+
     result = verify_audit_pack(pack, load_public_keys(key))
     if json_out:
         emit_json({"path": str(pack), "ok": result.ok, "site": result.site,
