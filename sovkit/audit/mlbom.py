@@ -111,6 +111,9 @@ def validate_ml_bom(text: str) -> str | None:
     if error is not None:
         return str(error)
     data = json.loads(text)
+    if data.get("bomFormat") != "CycloneDX" or data.get("specVersion") != "1.6":
+        return f"not a CycloneDX 1.6 document (bomFormat {data.get('bomFormat')!r}, " \
+               f"specVersion {data.get('specVersion')!r})"
     models = [c for c in data.get("components", []) if c.get("type") == ML_MODEL]
     if len(models) != 1:
         return f"expected one {ML_MODEL} component, found {len(models)}"
