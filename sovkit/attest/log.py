@@ -199,8 +199,15 @@ def _locked(log_dir: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _head_envelope(index: int, digest: str, signer: Signer) -> dsse.Envelope:
-    body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now()}
+def payload_digest(envelope: dsse.Envelope) -> str:
+    return "sha256:" + hashlib.sha256(envelope.payload_bytes()).hexdigest()
+
+
+def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer) -> dsse.Envelope:
+    """The head also lists every entry's payload digest, signed apart from the entries' own signatures,
+    so a failed entry signature can be told apart: altered statement vs altered signature bytes."""
+    body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now(),
+            "payloads": payloads}
     return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
 
 
@@ -220,6 +227,7 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
             index, previous = int(last["index"]) + 1, line_digest(lines[-1])
         else:
             index, previous = 0, None
+        payloads = [payload_digest(dsse.Envelope.model_validate(json.loads(raw)["envelope"])) for raw in lines]
         new_lines: list[bytes] = []
         out: list[LogEntry] = []
         for statement in statements:
@@ -230,9 +238,10 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
                                 statement=statement.model_dump(by_alias=True, mode="json"),
                                 predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1))
             new_lines.append(raw)
+            payloads.append(payload_digest(envelope))
             index, previous = index + 1, digest
         atomic_write(path, existing + b"".join(raw + b"\n" for raw in new_lines))
-        head = _head_envelope(out[-1].index, out[-1].digest, signer)
+        head = _head_envelope(out[-1].index, out[-1].digest, payloads, signer)
         atomic_write(log_dir / HEAD_FILE, (json.dumps(head.to_dict(), indent=2) + "\n").encode())
     return out
 
@@ -262,7 +271,8 @@ def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
     return StepResult("keyid", False, err.message, err)
 
 
-def _check_signatures(entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
+def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_payloads: list[str] | None
+                      ) -> StepResult:
     by_id = {k.keyid: k for k in keys}
     verified = 0
     for e in entries:
@@ -282,9 +292,17 @@ def _check_signatures(entries: list[LogEntry], keys: list[PublicKey]) -> StepRes
         if good:
             verified += 1
         elif any(s.keyid in by_id for s in e.envelope.signatures):
-            err = _fail("signature", f"entry {e.index} (line {e.line}): the signature does not verify with the "
-                                     "trusted key it names: the signature or the signed statement was altered",
-                        "restore the log from a trusted copy and investigate who changed it")
+            recorded = signed_payloads[e.index] if signed_payloads and e.index < len(signed_payloads) else None
+            if recorded is not None and recorded != payload_digest(e.envelope):
+                msg = (f"entry {e.index} (line {e.line}): the statement was altered: its signature does not verify "
+                       "and its payload digest differs from the one the signed head records")
+            elif recorded is not None:
+                msg = (f"entry {e.index} (line {e.line}): the signature bytes were altered or replaced: the "
+                       "statement is the one the signed head records, but its signature does not verify")
+            else:
+                msg = (f"entry {e.index} (line {e.line}): the signature does not verify with the trusted key it "
+                       "names: the signature or the signed statement was altered")
+            err = _fail("signature", msg, "restore the log from a trusted copy and investigate who changed it")
             return StepResult("signature", False, err.message, err)
     skipped = len(entries) - verified
     return StepResult("signature", True, f"{verified} signatures verify" +
@@ -375,6 +393,18 @@ def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -
     return StepResult("head", True, f"signed head names entry {index}, the last one")
 
 
+def _signed_payloads(log_dir: Path, keys: list[PublicKey]) -> list[str] | None:
+    """The payload digests in the head, only if the head verifies (used to diagnose, never to accept)."""
+    try:
+        envelope = read_head(log_dir)
+        if envelope is None or envelope.payload_type != HEAD_PAYLOAD_TYPE:
+            return None
+        payloads = json.loads(dsse.verify(envelope, keys)).get("payloads")
+    except (VerificationError, ValueError, AttributeError):
+        return None
+    return [str(p) for p in payloads] if isinstance(payloads, list) else None
+
+
 def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
     """Verify a log in named steps; each failed step carries a :class:`VerificationError` with its message.
 
@@ -396,7 +426,7 @@ def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
     result.steps.append(StepResult("envelope-format", True, f"{len(entries)} DSSE envelopes with in-toto v1 "
                                                             "statements"))
     result.steps.append(_check_keyids(entries, keys))
-    result.steps.append(_check_signatures(entries, keys))
+    result.steps.append(_check_signatures(entries, keys, _signed_payloads(log_dir, keys)))
     result.steps.append(_check_chain(entries))
     result.steps.append(_check_head(log_dir, entries, keys))
     return result
