@@ -39,7 +39,7 @@ from sovkit.inventory.models import (
 )
 from sovkit.state.models import State
 
-INPUT_API_VERSION = "sovkit.dev/policy-input/v1"
+INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
 
 
 class _Doc(BaseModel):
