@@ -98,13 +98,18 @@ def overview(inv: LoadedInventory, state: State) -> Overview:
     )
 
 
+def _finding(f: dict[str, Any]) -> Finding:
+    waiver = f.get("waived")
+    detail = waiver if isinstance(waiver, dict) else {}
+    return Finding(id=str(f.get("id", "")), severity=str(f.get("severity", "")), msg=str(f.get("msg", "")),
+                   resource=str(f.get("resource", "")), remediation=str(f.get("remediation", "") or ""),
+                   waived=bool(waiver), waiver_reason=detail.get("reason"), waiver_expires=detail.get("expires"))
+
+
 def policy_section(inv: LoadedInventory, decision: PolicyDecision, pack_digest: str, bundle: str,
                    today: date | None = None) -> PolicySection:
     today = today or date.today()
-    findings = [Finding(id=str(f.get("id", "")), severity=str(f.get("severity", "")), msg=str(f.get("msg", "")),
-                        resource=str(f.get("resource", "")), remediation=str(f.get("remediation", "") or ""),
-                        waived=bool(f.get("waived", False)))
-                for f in decision.findings]
+    findings = [_finding(f) for f in decision.findings]
     waivers = [WaiverSummary(rule=w.rule, resource=w.resource, reason=w.reason, expires=w.expires.isoformat(),
                              expired=w.expires < today) for w in inv.site.waivers]
     return PolicySection(allowed=decision.allowed, pack_digest=pack_digest, bundle=bundle, findings=findings,
@@ -208,6 +213,7 @@ def timeline(entries: Iterable[LogEntry]) -> list[TimelineEntry]:
             outcome = "allowed" if pred["allowed"] else "denied"
         rows.append(TimelineEntry(
             index=e.index, digest=e.digest, previous=e.previous, predicate_type=e.predicate_type,
+            operation=_first(pred, "operation"),
             time=_first(pred, "finished", "finished_at", "time", "timestamp", "started", "evaluated_at"),
             host=_first(pred, "host"), outcome=str(outcome) if outcome is not None else None,
             subjects=len(e.statement.get("subject") or []),

@@ -6,47 +6,25 @@ Kept in one module so the audit depends on exactly two contracts:
 
 from __future__ import annotations
 
-import hashlib
-import io
 import shutil
-import tarfile
 from pathlib import Path
 
 from sovkit.attest.keys import PublicKey
-from sovkit.attest.log import HEAD_FILE, LOG_DIRNAME, LOG_FILE, LogEntry, read_log, verify_log
+from sovkit.attest.log import HEAD_FILE, LOG_DIRNAME, LOG_FILE, LogEntry, log_dir_for, read_log, verify_log
 from sovkit.errors import VerificationError
-from sovkit.policy import api as policy_api
-from sovkit.resources import policies_dir
+from sovkit.policy.api import write_policy_bundle
 
 ATTESTATIONS_DIR = LOG_DIRNAME
 LOG_FILES = (LOG_FILE, HEAD_FILE)
 
 
 def write_bundle(path: Path, extra: Path | None) -> str:
-    """Write the OPA bundle (tar.gz) of the policy pack in force; returns its sha256."""
-    writer = getattr(policy_api, "write_policy_bundle", None)
-    if writer is not None:
-        writer(path, extra)
-    else:  # until the policy engine's bundle builder lands: the same sources, OPA bundle layout
-        _write_source_bundle(path, extra)
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def _write_source_bundle(path: Path, extra: Path | None) -> None:
-    with tarfile.open(path, "w:gz") as tar:
-        for root, prefix in ((policies_dir(), ""), (extra, "extra/")):
-            if root is None:
-                continue
-            files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
-            for f in files:
-                data = f.read_bytes()
-                info = tarfile.TarInfo(prefix + (f.name if root.is_file() else f.relative_to(root).as_posix()))
-                info.size, info.mode = len(data), 0o644
-                tar.addfile(info, io.BytesIO(data))
+    """Write the OPA bundle (tar.gz) of the policy pack in force; returns the pack digest."""
+    return write_policy_bundle(path, extra)
 
 
 def log_dir(state_dir: Path) -> Path:
-    return state_dir / LOG_DIRNAME
+    return log_dir_for(state_dir)
 
 
 def copy_log(source: Path, target: Path) -> bool:

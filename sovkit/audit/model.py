@@ -73,6 +73,8 @@ class Finding(_M):
     resource: str
     remediation: str = ""
     waived: bool = False
+    waiver_reason: str | None = None
+    waiver_expires: str | None = None
 
 
 class WaiverSummary(_M):
@@ -152,6 +154,7 @@ class TimelineEntry(_M):
     digest: str
     previous: str | None
     predicate_type: str
+    operation: str | None
     time: str | None
     host: str | None
     outcome: str | None

@@ -21,7 +21,7 @@ from sovkit.audit.mlbom import bom_file_name, build_ml_bom
 from sovkit.audit.model import AuditReport, ModelBomRef
 from sovkit.audit.report_html import render_html
 from sovkit.errors import SovkitError
-from sovkit.policy.api import PolicyEngine, evaluate_policy, policy_pack_digest
+from sovkit.policy.api import PolicyEngine, evaluate_policy
 
 if TYPE_CHECKING:
     from sovkit.api import Workspace
@@ -68,7 +68,10 @@ def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, eng
     state = ws.store.read()
     decision = evaluate_policy(inv, state, extra, engine)
     (root / "policy").mkdir()
-    evidence.write_bundle(root / POLICY_BUNDLE, extra)
+    bundle_digest = evidence.write_bundle(root / POLICY_BUNDLE, extra)
+    if decision.pack_digest and decision.pack_digest != bundle_digest:
+        raise SovkitError("the policy pack changed while the audit was being written",
+                          "run `sovkit audit` again")
 
     copied = evidence.copy_log(evidence.log_dir(ws.directory), root / evidence.ATTESTATIONS_DIR)
     log_copy = evidence.ATTESTATIONS_DIR + "/" if copied else None
@@ -88,7 +91,7 @@ def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, eng
         (root / rel).write_text(build_ml_bom(inv.site, model), encoding="utf-8")
         boms.append(ModelBomRef(model=model.name, version=model.version, path=rel))
 
-    report = build_report(inv, state, decision, policy_pack_digest(extra), POLICY_BUNDLE, entries, log_copy,
+    report = build_report(inv, state, decision, bundle_digest, POLICY_BUNDLE, entries, log_copy,
                           read_refresh_record(ws.directory), boms)
     (root / "report.json").write_text(report.to_json(), encoding="utf-8")
     (root / "report.html").write_text(render_html(report), encoding="utf-8")
