@@ -94,25 +94,63 @@ def test_residency_of_each_flow_follows_the_allowed_jurisdictions(example_packs:
         assert (f["residency"] == "inside") == inside, f
 
 
-def test_outside_flow_and_transfer_are_reported(tmp_path: Path) -> None:
+def test_outside_flow_is_reported_and_denied(tmp_path: Path) -> None:
     root = tmp_path / "site"
     shutil.copytree(INVENTORIES / "eu-sovereign", root)
     site = Site(root)
-    site.data["telemetry"].append({"name": "vendor-apm", "url": "https://apm.example.com", "jurisdiction": "US"})
-    site.data["residency"]["transfers"] = [{"name": "us-apm", "destination": "US", "basis": "scc",
-                                            "reference": "SCC 2021/914 module 2"}]
     site.data["log_sinks"].append({"name": "offshore", "url": "https://logs.example.sg", "jurisdiction": "SG",
                                    "retention_days": 30})
     site.save()
     key, _ = _keypair(tmp_path)
     r = run_cli("audit", site.path, "-o", tmp_path / "pack", "--key", key, "--state-dir", tmp_path / "state")
-    assert r.code == 0, r.text
-    flows = {f["name"]: f for f in json.loads((tmp_path / "pack/report.json").read_text())["data_flows"]}
-    assert flows["vendor-apm"]["residency"] == "transfer"
-    assert flows["vendor-apm"]["transfer_basis"] == "scc (SCC 2021/914 module 2)"
-    assert flows["offshore"]["residency"] == "outside"
+    assert r.code == 0, r.text  # a denied site still gets its audit pack: the denial is the finding
+    assert "policy: DENIED" in r.out
+    report = json.loads((tmp_path / "pack/report.json").read_text())
+    flows = {f["name"]: f for f in report["data_flows"]}
+    assert flows["offshore"]["residency"] == "outside" and flows["offshore"]["jurisdiction"] == "SG"
     html = (tmp_path / "pack/report.html").read_text()
-    assert "OUTSIDE" in html and "https://logs.example.sg" in html
+    assert "OUTSIDE" in html and "https://logs.example.sg" in html and "DENIED" in html
+    policy = report["policy"]
+    assert policy["allowed"] is False, "a log sink outside the allowed jurisdictions must be denied"
+    denied = [f for f in policy["findings"] if f["severity"] == "deny" and not f["waived"]]
+    assert any("offshore" in f["resource"] or "offshore" in f["msg"] for f in denied), denied
+
+
+def test_flow_to_a_transfer_destination_names_its_legal_basis(tmp_path: Path) -> None:
+    from sovkit.audit.collect import data_flows
+    from sovkit.inventory import load_inventory
+
+    root = tmp_path / "site"
+    shutil.copytree(INVENTORIES / "eu-sovereign", root)
+    site = Site(root)
+    site.data["telemetry"].append({"name": "vendor-apm", "url": "https://apm.example.com", "jurisdiction": "US"})
+    site.data["residency"]["transfers"].append({"name": "us-apm", "destination": "US", "basis": "scc",
+                                                "reference": "SCC 2021/914 module 2"})
+    site.save()
+    flows = {f.name: f for f in data_flows(load_inventory(site.path))}
+    assert flows["vendor-apm"].residency == "transfer"
+    assert flows["vendor-apm"].transfer_basis == "scc (SCC 2021/914 module 2)"
+    assert flows["registry"].residency == "inside"
+
+
+def test_waived_findings_are_reported_with_their_waiver(tmp_path: Path) -> None:
+    root = tmp_path / "site"
+    shutil.copytree(INVENTORIES / "kr-telco", root)
+    site = Site(root)
+    site.data["waivers"] = [{"rule": "PRV-008", "resource": "models/ax-4-light",
+                             "reason": "base model reviewed: MSIT review 2026-031", "expires": "2099-12-31"}]
+    site.save()
+    key, _ = _keypair(tmp_path)
+    r = run_cli("audit", site.path, "-o", tmp_path / "pack", "--key", key, "--state-dir", tmp_path / "state")
+    assert r.code == 0, r.text
+    policy = json.loads((tmp_path / "pack/report.json").read_text())["policy"]
+    (waived,) = [f for f in policy["findings"] if f["id"] == "PRV-008"]
+    assert waived["waived"] is True and waived["waiver_reason"] == "base model reviewed: MSIT review 2026-031"
+    assert policy["waivers"] == [{"rule": "PRV-008", "resource": "models/ax-4-light",
+                                  "reason": "base model reviewed: MSIT review 2026-031", "expires": "2099-12-31",
+                                  "expired": False}]
+    html = (tmp_path / "pack/report.html").read_text()
+    assert "waived: base model reviewed: MSIT review 2026-031 (until 2099-12-31)" in html
 
 
 def test_manifest_signature_verifies_with_securesystemslib_and_files_with_sha256sum(
