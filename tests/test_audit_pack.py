@@ -178,8 +178,8 @@ def test_policy_bundle_is_a_gzip_tar_of_the_policy_pack(example_packs: dict[str,
     pack, _ = example_packs["demo"]
     with tarfile.open(pack / "policy/bundle.tar.gz", "r:gz") as tar:
         names = tar.getnames()
-    assert names, "empty policy bundle"
-    assert any(n.endswith(".rego") for n in names), names
+    assert ".manifest" in names and "data.json" in names, names
+    assert "sovkit/main.rego" in names and "sovkit/residency.rego" in names, names
     report = json.loads((pack / "report.json").read_text())
     assert report["policy"]["bundle"] == "policy/bundle.tar.gz"
     assert len(report["policy"]["pack_digest"]) == 64
@@ -411,3 +411,36 @@ def test_wrong_key_fails_the_signature_and_the_log(applied: tuple[Site, Path, Pa
     assert "manifest signature: signed by an unknown key" in steps["manifest-signature"]["problems"][0]  # type: ignore[index]
     assert steps["file-digests"]["skipped"] is True
     assert any("wrong key" in p for p in steps["attestation-log"]["problems"])  # type: ignore[attr-defined]
+
+
+def test_operator_policies_are_evaluated_and_shipped_in_the_bundle(tmp_path: Path, cli: Cli) -> None:
+    extra = tmp_path / "my-policies"
+    extra.mkdir()
+    rule = """package sovkit.custom.labels
+
+import rego.v1
+
+warn contains {"id": "OPS-001", "severity": "warn", "msg": sprintf("host %s has no owner label", [h.name]),
+    "resource": sprintf("hosts/%s", [h.name]), "remediation": "add labels.owner"} if {
+	some h in input.hosts
+	not h.labels.owner
+}
+"""
+    (extra / "labels.rego").write_text(rule)
+    key, pub = _keypair(tmp_path)
+    out = tmp_path / "pack"
+    r = cli("audit", INVENTORIES / "demo", "-o", out, "--key", key, "--policies", extra, "--state-dir",
+            tmp_path / "s", "--json")
+    assert r.code == 0, r.text
+    summary = json.loads(r.out)
+    assert summary["site"] == "demo" and summary["policy_allowed"] is True
+    assert {f["path"] for f in summary["files"]} >= {"report.html", "report.json", "policy/bundle.tar.gz"}
+    report = json.loads((out / "report.json").read_text())
+    ops = [f for f in report["policy"]["findings"] if f["id"] == "OPS-001"]
+    assert {f["resource"] for f in ops} == {"hosts/npu-node-1", "hosts/npu-node-2"}
+    with tarfile.open(out / "policy/bundle.tar.gz", "r:gz") as tar:
+        member = tar.extractfile("custom/labels.rego")
+        assert member is not None and member.read().decode() == rule
+        manifest = json.loads(tar.extractfile(".manifest").read())  # type: ignore[union-attr]
+    assert manifest["metadata"]["pack_digest"] == report["policy"]["pack_digest"]
+    assert cli("verify", out, "--key", pub).code == 0
