@@ -9,8 +9,10 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import os
 import shutil
 import subprocess
+import sys
 import tarfile
 from collections.abc import Callable
 from pathlib import Path
@@ -24,7 +26,7 @@ from securesystemslib.signer import SSlibKey
 from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.audit.manifest import MANIFEST, SIGNATURE
 from sovkit.audit.model import REPORT_SCHEMA
-from tests.conftest import INVENTORIES, CliResult, run_cli
+from tests.conftest import INVENTORIES, ROOT, CliResult, run_cli
 from tests.sitefactory import Site, make_site
 
 EXAMPLES = ["demo", "eu-sovereign", "kr-telco"]
@@ -172,6 +174,25 @@ def test_manifest_signature_verifies_with_securesystemslib_and_files_with_sha256
     finally:
         (pack / "report.json.bak").rename(pack / "report.json")
     assert bad.returncode != 0 and "report.json: FAILED open or read" in bad.stdout
+
+
+def test_verify_needs_no_network(example_packs: dict[str, tuple[Path, Path]], tmp_path: Path) -> None:
+    """`sovkit verify` in a namespace with no network at all: the regulator's air-gapped laptop."""
+    pack, pub = example_packs["demo"]
+    ok = run_cli_offline(["verify", str(pack), "--key", str(pub)])
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "audit pack verifies" in ok.stdout
+    copy = tmp_path / "pack"
+    shutil.copytree(pack, copy)
+    _flip(copy / "report.html")
+    bad = run_cli_offline(["verify", str(copy), "--key", str(pub)])
+    assert bad.returncode == 1 and "report.html: sha256" in bad.stdout
+
+
+def run_cli_offline(args: list[str]) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
+    return subprocess.run(["unshare", "-n", sys.executable, "-m", "sovkit", *args], capture_output=True, text=True,
+                          env=env, timeout=300, check=False)
 
 
 def test_policy_bundle_is_a_gzip_tar_of_the_policy_pack(example_packs: dict[str, tuple[Path, Path]]) -> None:
