@@ -81,8 +81,8 @@ def run(n: int, alg: Algorithm, repeat: int = 5) -> tuple[float, float]:
 
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
-    print(f"verifying {n} attestations (best of 5 each, interleaved; ratio = sovkit full log verification / bare cryptography "
-          "verify loop)")
+    print(f"verifying {n} attestations (best of 5 each, interleaved; ratio = sovkit full log verification / "
+          "bare cryptography verify loop)")
     for alg in ("ed25519", "ecdsa-p256"):
         ours, bare = run(n, alg)  # type: ignore[arg-type]
         print(f"  {alg:<11} ratio {ours / bare:.2f}x  (goal <= 1.5x)")
