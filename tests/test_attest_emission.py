@@ -10,10 +10,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from sovkit import api
 from sovkit.attest.keys import LocalSigner
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
+from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
@@ -123,3 +126,19 @@ def test_record_policy_decision_keeps_waived_findings(tmp_path: Path) -> None:
     assert p["operation"] == "check" and p["allowed"] is True and p["site"] == ws.inventory.site.metadata.name
     assert p["findings"] == findings and p["inventory_digest"] == ws.inventory.digest
     assert entry.subjects[0]["digest"]["sha256"] == ws.inventory.digest
+
+
+def test_apply_refuses_up_front_when_the_log_cannot_take_an_append(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    ws = api.Workspace.open(site.path)
+    api.record_policy_decision(ws, PolicyDecision(True), OPERATOR)
+    log_file = ws.attestations / "log.jsonl"
+    log_file.write_bytes(b'{"index": 0, "garbage": true}\n')
+    result = api.make_plan(ws)
+    desired = dict(api.desired_site(ws.inventory))
+    with pytest.raises(VerificationError, match="refusing to append to a damaged log") as exc:
+        api.apply_plan(ws, result.plan, result.decision, result.bindings, executor=ScriptedExecutor(desired),
+                       signer=OPERATOR)
+    assert exc.value.step == "envelope-format"
+    assert not ws.store.path.exists(), "nothing was applied"
+    assert log_file.read_bytes() == b'{"index": 0, "garbage": true}\n'

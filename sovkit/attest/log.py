@@ -223,23 +223,39 @@ def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer)
     return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
 
 
+def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
+    """The current log bytes, its lines and payload digests; refuses a damaged log (never appends to one)."""
+    path = log_dir / LOG_FILE
+    existing = path.read_bytes() if path.exists() else b""
+    hint = "run `sovkit attest verify` and restore the log from a trusted copy"
+    if existing and not existing.endswith(b"\n"):
+        raise _fail("envelope-format", f"{path}: the last line is incomplete; refusing to append to a damaged log",
+                    hint)
+    lines = existing.split(b"\n")[:-1] if existing else []
+    try:
+        payloads = [payload_digest(_LogLine.model_validate_json(raw).envelope) for raw in lines]
+    except (ValueError, VerificationError) as exc:
+        raise _fail("envelope-format", f"{path}: a line is not a valid log entry; refusing to append to a damaged "
+                                       "log", hint) from exc
+    return existing, lines, payloads
+
+
+def check_appendable(log_dir: Path) -> None:
+    """Raise before any work is done if the log could not take an append (run before apply)."""
+    _tail(log_dir)
+
+
 def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> list[LogEntry]:
     """Sign each statement, chain it after the current last entry, and re-sign the head (under the lock)."""
     if not statements:
         return []
     with _locked(log_dir):
         path = log_dir / LOG_FILE
-        existing = path.read_bytes() if path.exists() else b""
-        if existing and not existing.endswith(b"\n"):
-            raise _fail("envelope-format", f"{path}: the last line is incomplete; refusing to append to a "
-                                           "damaged log", "run `sovkit attest verify` and restore the log")
-        lines = existing.split(b"\n")[:-1] if existing else []
+        existing, lines, payloads = _tail(log_dir)
         if lines:
-            last = json.loads(lines[-1])
-            index, previous = int(last["index"]) + 1, line_digest(lines[-1])
+            index, previous = _LogLine.model_validate_json(lines[-1]).index + 1, line_digest(lines[-1])
         else:
             index, previous = 0, None
-        payloads = [payload_digest(dsse.Envelope.model_validate(json.loads(raw)["envelope"])) for raw in lines]
         new_lines: list[bytes] = []
         out: list[LogEntry] = []
         for statement in statements:
