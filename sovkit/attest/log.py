@@ -104,6 +104,7 @@ class StepResult:
     ok: bool
     message: str
     error: VerificationError | None = None
+    skipped: bool = False  # nothing to check against (reported, not a failure)
 
     @property
     def title(self) -> str:
