@@ -13,13 +13,14 @@ from typing import Any
 import pytest
 
 from sovkit import api
-from sovkit.attest.keys import LocalSigner
+from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
 from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from tests.conftest import CliResult
 from tests.sitefactory import make_site
 
 OPERATOR = LocalSigner.from_seed(b"operator")
@@ -142,3 +143,24 @@ def test_apply_refuses_up_front_when_the_log_cannot_take_an_append(tmp_path: Pat
     assert exc.value.step == "envelope-format"
     assert not ws.store.path.exists(), "nothing was applied"
     assert log_file.read_bytes() == b'{"index": 0, "garbage": true}\n'
+
+
+def test_plan_records_its_decision_with_an_encrypted_operator_key(tmp_path: Path, cli: Callable[..., CliResult],
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    site = make_site(tmp_path)
+    key = tmp_path / "enc.key"
+    write_keypair(OPERATOR, key, b"s3cret")
+    monkeypatch.delenv("SOVKIT_KEY_PASSPHRASE", raising=False)
+    refused = cli("plan", site.path, "--key", key)
+    assert refused.code == 1 and "encrypted and no passphrase" in refused.err
+    assert not (site.root / ".sovkit" / "attestations" / "log.jsonl").exists()
+    monkeypatch.setenv("SOVKIT_KEY_PASSPHRASE", "s3cret")
+    r = cli("plan", site.path, "--key", key)
+    assert r.code == 0, r.text
+    (entry,) = read_log(site.root / ".sovkit" / "attestations")
+    assert entry.predicate_type == POLICY_DECISION_PREDICATE and entry.predicate["operation"] == "plan"
+    assert entry.envelope.signatures[0].keyid == OPERATOR.keyid
+    (site.root / ".sovkit" / "keys" / "operator.key").unlink()
+    warned = cli("plan", site.path)
+    assert warned.code == 0 and "the policy decision was not attested" in warned.err
+    assert len(read_log(site.root / ".sovkit" / "attestations")) == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -40,6 +41,8 @@ def _load_signer(path: Path) -> LocalSigner:
         raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
                               f"create one with `sovkit keys generate -o {path}` or pass --key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
+        passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
 
 
