@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -37,9 +38,11 @@ def _signing_key_path(ws: api.Workspace, key: Path | None) -> Path:
 
 def _load_signer(path: Path) -> LocalSigner:
     if not path.exists():
-        raise SigningKeyError(f"signing key {path} not found",
+        raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
                               f"create one with `sovkit keys generate -o {path}` or pass --key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
+        passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
 
 
@@ -101,9 +104,17 @@ def plan(
     ws = api.Workspace.open(inventory, state_dir)
     with _Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+    key_path = _signing_key_path(ws, key)
+    signer = _load_signer(key_path) if key_path.exists() or key is not None or out is not None else None
+    if signer is not None:
+        api.record_policy_decision(ws, result.decision, signer, operation="plan", extra_policies=policies)
+    elif not json_out:
+        err_console.print(f"[yellow]warning:[/] no operator key at {escape(str(key_path))}: the policy decision "
+                          "was not attested (create one with `sovkit keys generate`)")
     saved = None
     if out is not None and result.decision.allowed:
-        saved = api.save_plan(ws, result, out, _load_signer(_signing_key_path(ws, key)))
+        assert signer is not None
+        saved = api.save_plan(ws, result, out, signer)
     if json_out:
         emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
                    "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
@@ -178,8 +189,10 @@ def apply(
         ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
         plan_value, expected = saved.plan, saved.bindings
         decision = api.decision_from_summary(saved.decision)
+        signer = _load_signer(_signing_key_path(ws, key))
     else:
         ws = api.Workspace.open(target, state_dir)
+        signer = _load_signer(_signing_key_path(ws, key))
         with _Progress(enabled=refresh and not json_out) as progress:
             result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
@@ -199,7 +212,7 @@ def apply(
         err_console.print("Apply cancelled; nothing was changed.")
         return 1
     with _Progress(enabled=not json_out) as progress:
-        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress)
+        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
@@ -243,11 +256,13 @@ def rollback(
     host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
     ws = api.Workspace.open(inventory, state_dir)
+    signer = _load_signer(_signing_key_path(ws, key))
     with _Progress(enabled=not json_out) as progress:
-        report = api.rollback(ws, model, host or None, on_event=progress)
+        report = api.rollback(ws, model, host or None, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")
