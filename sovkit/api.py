@@ -11,6 +11,7 @@ from sovkit.attest import log as attest_log
 from sovkit.attest.keys import PublicKey, Signer
 from sovkit.attest.predicates import PolicyDecisionPredicate, policy_decision_statement
 from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
+from sovkit.audit.drift import write_refresh_record
 from sovkit.catalog import load_catalog
 from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
@@ -23,6 +24,7 @@ from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, make_saved_plan, read_plan, write_plan
 from sovkit.plan.planfile import check_bindings as check_bindings_values
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_policy, policy_pack_digest
+from sovkit.policy.input import build_input
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent, Executor
@@ -235,6 +237,7 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
         state.hosts.update(obs.hosts)
         state.site = ws.inventory.site.metadata.name
         new = ws.store.write(state)
+        write_refresh_record(ws.directory, drift, obs.unreachable)  # the audit reports the last drift found
     return drift, obs.unreachable, new
 
 
@@ -275,6 +278,17 @@ def rollback(
                                policy_allowed=True, findings=[])
             attest_log.append(ws.attestations, provision_statements(report, ctx, chosen, desired), signer)
     return report
+
+
+def check_policy(ws: Workspace, extra_policies: Path | None = None, policy_engine: PolicyEngine | None = None
+                 ) -> PolicyDecision:
+    """The policy decision for the inventory (and its recorded state, when there is one). Changes nothing."""
+    return evaluate_policy(ws.inventory, ws.store.read(), extra_policies, policy_engine)
+
+
+def policy_input(ws: Workspace) -> dict[str, Any]:
+    """The exact input document the pack is evaluated on (docs/policy-input.md)."""
+    return build_input(ws.inventory, ws.store.read())
 
 
 def decision_from_summary(summary: dict[str, Any]) -> PolicyDecision:

@@ -14,6 +14,7 @@ from rich.markup import escape
 from sovkit import api
 from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.cli.output import console, emit_json, err_console
+from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
 from sovkit.plan.render import plan_json, plan_lines, summary_line
 from sovkit.provision.apply import ApplyReport
@@ -77,15 +78,7 @@ class _Progress:
 
 
 def _print_decision(result: api.PlanResult) -> None:
-    d = result.decision.summary()
-    findings = d.get("findings", [])
-    deny = [f for f in findings if f.get("severity") == "deny" and not f.get("waived")]
-    warn = [f for f in findings if f.get("severity") == "warn"]
-    verdict = "[green]allowed[/]" if result.decision.allowed else "[red]DENIED[/]"
-    console.print(f"Policy: {verdict} ({len(deny)} deny, {len(warn)} warn)")
-    for f in deny:
-        console.print(f"  [red]deny[/] {escape(str(f.get('id')))} {escape(str(f.get('resource')))}: "
-                      f"{escape(str(f.get('msg')))}")
+    print_findings(result.decision)
 
 
 def plan(
@@ -99,11 +92,16 @@ def plan(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
+    engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.Workspace.open(inventory, state_dir)
     with _Progress(enabled=refresh and not json_out) as progress:
-        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                               on_event=progress)
     key_path = _signing_key_path(ws, key)
     signer = _load_signer(key_path) if key_path.exists() or key is not None or out is not None else None
     if signer is not None:
@@ -177,6 +175,9 @@ def apply(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     if _is_plan_file(target):
@@ -193,8 +194,10 @@ def apply(
     else:
         ws = api.Workspace.open(target, state_dir)
         signer = _load_signer(_signing_key_path(ws, key))
+        engine = engine_from_options(opa_url, opa_token, opa_timeout)
         with _Progress(enabled=refresh and not json_out) as progress:
-            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                                   on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
             for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):
