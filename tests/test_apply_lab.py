@@ -90,7 +90,7 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     assert "12 component(s) recorded across 3 host(s)" in applied.out
     logins = _accepted_logins(lab)
     assert all(logins[h] > logins_before[h] for h in HOSTS), (logins_before, logins)  # each host's own sshd
-    inventory = json.loads(next((site.root / ".sovkit" / "runs").glob("run-*/inventory/hosts.json")).read_text())
+    inventory = json.loads(next((site.root / ".sovkit" / "runs").glob("apply-*/inventory/hosts.json")).read_text())
     for h in lab.hosts:
         conn = inventory["all"]["hosts"][h.name]
         assert (conn["ansible_host"], conn.get("ansible_connection", "ssh")) == (h.address, "ssh")
