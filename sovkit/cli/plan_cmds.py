@@ -16,7 +16,7 @@ from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
-from sovkit.plan.render import plan_json, plan_lines, summary_line
+from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
 
@@ -123,12 +123,11 @@ def plan(
             if result.drift.empty:
                 console.print("Refresh: no drift — the hosts match the recorded state.")
             else:
-                for line in plan_lines(result.drift, "Drift (hosts differ from the recorded state):"):
-                    console.print(line)
+                console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in result.unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
-        for line in plan_lines(result.plan, f"Site {result.plan.site}:" if not result.plan.empty else ""):
-            console.print(line)
+        if not result.plan.empty:
+            console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
         _print_decision(result)
         console.print(f"[bold]{summary_line(result.plan)}[/]")
         if saved:
@@ -200,8 +199,8 @@ def apply(
                                    on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
-            for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):
-                console.print(line)
+            if not plan_value.empty:
+                console.print(plan_text(plan_value, f"Site {plan_value.site}:"))
             _print_decision(result)
             console.print(f"[bold]{summary_line(plan_value)}[/]")
     if plan_value.empty:
@@ -234,8 +233,8 @@ def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt
     else:
         if drift.empty:
             console.print("No drift: the hosts match the recorded state.")
-        for line in plan_lines(drift, "Drift (hosts differ from the recorded state):"):
-            console.print(line)
+        else:
+            console.print(plan_text(drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable ({escape(msg)})")
         console.print(f"State recorded (serial {state.serial}).")
