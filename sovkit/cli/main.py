@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from sovkit import __version__
-from sovkit.cli import demo_cmds, inventory_cmds, plan_cmds
+from sovkit.cli import bundle_cmds, demo_cmds, inventory_cmds, plan_cmds
 from sovkit.cli.output import err_console
 from sovkit.errors import SovkitError
 
@@ -39,7 +39,7 @@ def _root(
     """sovkit: from bare OS to a serving, approved local model — with evidence a regulator can verify."""
 
 
-for _module in (inventory_cmds, plan_cmds, demo_cmds):
+for _module in (inventory_cmds, plan_cmds, demo_cmds, bundle_cmds):
     _module.register(app)
 
 
