@@ -30,7 +30,7 @@ from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import Job, digest_file, digest_many, sha256_path
 from sovkit.bundle.ledger import Ledger, fsync_dir
 from sovkit.bundle.manifest import Entry, Manifest
-from sovkit.bundle.verify import inspect
+from sovkit.bundle.verify import check_digests, inspect
 from sovkit.errors import BundleError
 
 WORK = ".sovkit-import"
@@ -118,6 +118,7 @@ def import_bundle(
     """Verify ``bundle`` and commit it into ``store``; raises and leaves the store unchanged on any failure."""
     ins = inspect(bundle, keys)
     if ins.problems or ins.manifest is None:
+        check_digests(ins, on_event, workers)  # so the report names every problem, not only the first kind
         raise BundleInvalid(ins.problems or ["the manifest could not be read"])
     manifest = ins.manifest
     store = store.absolute()

@@ -28,7 +28,7 @@ from sovkit.errors import SigningKeyError
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-PubKeyOpt = Annotated[list[Path], typer.Option("--key", help="Public key(s) trusted to sign bundles (.pub).",
+PubKeyOpt = Annotated[list[Path] | None, typer.Option("--key", help="Public key(s) trusted to sign bundles (.pub).",
                                                show_default=False)]
 
 
@@ -72,7 +72,7 @@ def _signer(key: Path | None) -> LocalSigner:
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
 
 
-def _keys(paths: list[Path]) -> list[PublicKey]:
+def _keys(paths: list[Path] | None) -> list[PublicKey]:
     if not paths:
         raise SigningKeyError("no public key given", "pass the bundle signer's public key with --key KEY.pub")
     return [PublicKey.load(p) for p in paths]
@@ -122,7 +122,7 @@ def create(
 @bundle_app.command("verify")
 def verify(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
-    key: PubKeyOpt,
+    key: PubKeyOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check signature, every size and digest, nothing missing or extra, no unsafe paths or links."""
@@ -141,7 +141,7 @@ def verify(
 def import_(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
     store: Annotated[Path, typer.Option("--store", help="The site's artifact store directory.")],
-    key: PubKeyOpt,
+    key: PubKeyOpt = None,
     site_dir: Annotated[Path | None, typer.Option("--site-dir", help="Also write the inventory, policy pack, "
                                                   "templates and wheels under this directory.")] = None,
     json_out: JsonOpt = False,
