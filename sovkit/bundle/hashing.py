@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 CHUNK = 4 << 20
+INLINE_BELOW = 64 << 20
 _counter: Synchronized[int] | None = None
 
 OnBytes = Callable[[int], None]
@@ -54,11 +55,23 @@ def _write_all(fd: int, data: memoryview) -> None:
         data = data[n:]
 
 
+_local = threading.local()
+
+
+def _buffers() -> tuple[bytearray, bytearray]:
+    """Two chunk buffers per thread, allocated once: fresh 4 MiB buffers per file cost page faults."""
+    bufs: tuple[bytearray, bytearray] | None = getattr(_local, "bufs", None)
+    if bufs is None:
+        bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        _local.bufs = bufs
+    return bufs
+
+
 def digest_stream(reader: Readable, dst_fd: int | None = None, on_bytes: OnBytes | None = None,
                   limit: int | None = None) -> tuple[int, str]:
     """sha256 and size of everything ``reader`` yields (up to ``limit`` bytes), copying to ``dst_fd``."""
     h = hashlib.sha256()
-    bufs = (bytearray(CHUNK), bytearray(CHUNK))
+    bufs = _buffers()
     size = 0
     k = 0
     pending: Future[None] | None = None
@@ -140,11 +153,15 @@ def digest_many(jobs: Sequence[Job], on_bytes: OnBytes | None = None, workers: i
     from a helper thread while workers run (single-file runs call it inline).
     """
     n = workers or workers_for(len(jobs))
+    if workers is None and _total(jobs) < INLINE_BELOW:
+        n = 1  # starting a pool costs more than hashing a few MiB
     if n <= 1 or len(jobs) <= 1:
         for job in jobs:
             yield digest_file(job, on_bytes, durable)
         return
-    ctx = multiprocessing.get_context("forkserver")
+    # fork: workers start in milliseconds and do not re-import the CLI (spawn/forkserver re-run __main__'s
+    # imports in each worker). Workers touch only os/hashlib, never locks another thread may hold.
+    ctx = multiprocessing.get_context("fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn")
     counter: Synchronized[int] = ctx.Value("q", 0)
     stop = threading.Event()
     poller = threading.Thread(target=_poll, args=(counter, on_bytes, stop), daemon=True) if on_bytes else None
@@ -161,6 +178,14 @@ def digest_many(jobs: Sequence[Job], on_bytes: OnBytes | None = None, workers: i
                 poller.join()
     if on_bytes is not None:
         on_bytes(_take(counter))
+
+
+def _total(jobs: Sequence[Job]) -> int:
+    total = 0
+    for job in jobs:
+        with contextlib.suppress(OSError):
+            total += os.stat(job.src).st_size
+    return total
 
 
 def _take(counter: Synchronized[int]) -> int:
