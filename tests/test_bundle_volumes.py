@@ -138,3 +138,38 @@ def test_cli_create_with_volumes_then_join_and_verify(tmp_path: Path) -> None:
     assert r.code == 0 and "joined into" in r.out, r.text
     r = run_cli("bundle", "verify", tmp_path / "b", "--key", pub)
     assert r.code == 0 and "bundle is intact and signed" in r.out, r.text
+
+
+def test_bootstrap_extracts_wheels_from_parts_with_stdlib_only(tmp_path: Path) -> None:
+    import hashlib
+    import subprocess
+    import sys
+
+    from sovkit.bundle.gather import Source
+    from sovkit.bundle.volumes import BOOTSTRAP
+    from tests.bundlekit import SIGNER
+
+    wheel = tmp_path / "demo_pkg-1.0-py3-none-any.whl"
+    wheel.write_bytes(b"PK" + bytes(range(256)) * 9000)  # ~2.2 MiB: spans parts
+    from sovkit.bundle.create import create_bundle
+
+    create_bundle(tmp_path / "b", [Source(f"wheels/{wheel.name}", wheel, "wheel")], SIGNER, "demo", "0" * 64)
+    split_bundle(tmp_path / "b", tmp_path / "vols", MiB)
+    disk1, disk2 = tmp_path / "usb1", tmp_path / "usb2"
+    parts = sorted((tmp_path / "vols").glob("part-*.svb"))
+    for disk, chunk in ((disk1, parts[:1]), (disk2, parts[1:])):
+        disk.mkdir()
+        for p in [*chunk, tmp_path / "vols" / INDEX]:
+            shutil.copy(p, disk)
+    script = tmp_path / "vols" / BOOTSTRAP
+    proc = subprocess.run([sys.executable, "-I", script, disk1, disk2, "-o", tmp_path / "wh"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    digest = hashlib.sha256((tmp_path / "b" / "manifest.json").read_bytes()).hexdigest()
+    assert f"manifest sha256:{digest}" in proc.stdout
+    assert (tmp_path / "wh" / wheel.name).read_bytes() == wheel.read_bytes()
+    req = (tmp_path / "wh" / "requirements.txt").read_text()
+    assert f"--hash=sha256:{hashlib.sha256(wheel.read_bytes()).hexdigest()}" in req
+    proc = subprocess.run([sys.executable, "-I", script, disk1, "-o", tmp_path / "wh2"], capture_output=True,
+                          text=True)
+    assert proc.returncode == 1 and "pass the directory of the medium that holds it" in proc.stderr

@@ -34,6 +34,7 @@ from sovkit.errors import BundleError
 
 INDEX = "volumes.json"
 LEDGER = ".join-ledger.jsonl"
+BOOTSTRAP = "sovkit-bootstrap.py"  # stdlib-only first install of sovkit from the parts (see bootstrap.py)
 TMP = ".join-tmp"
 FORMAT: Literal["sovkit.dev/bundle-volumes/v1"] = "sovkit.dev/bundle-volumes/v1"
 _FILE_RE = r"^(manifest\.dsse\.json|manifest\.json|blobs/sha256/[0-9a-f]{64})$"
@@ -155,6 +156,7 @@ def split_bundle(bundle: Path, out: Path, part_size: int, on_event: OnEvent = ig
         raise
     index = VolumeIndex(manifest_sha256=manifest.digest(), part_size=part_size, parts=writer.parts, files=files)
     (out / INDEX).write_text(index.model_dump_json(indent=2) + "\n")
+    shutil.copyfile(Path(__file__).with_name("bootstrap.py"), out / BOOTSTRAP)
     fsync_dir(out)
     return SplitReport(index, out)
 
