@@ -206,6 +206,8 @@ def apply_plan(
         desired = desired_site(ws.inventory)
         if expected is not None:
             check_bindings_for(ws, state, desired, plan, expected, extra_policies)
+        if signer is not None:
+            attest_log.check_appendable(ws.attestations)
         report = execute_plan(ws.inventory, plan, desired, ws.store, executor or AnsibleRunnerExecutor(), ws.runs,
                               on_event)
         if signer is not None:
@@ -261,6 +263,8 @@ def rollback(
         if not chosen:
             raise SovkitError(f"no host has a previous version of model {model!r} recorded",
                               "rollback needs an earlier apply of another version on the host")
+        if signer is not None:
+            attest_log.check_appendable(ws.attestations)
         known = ws.directory / "known_hosts"
         targets = [rollback_target(ws.inventory, desired[h], model, state.hosts[h], known) for h in chosen]
         started = now()

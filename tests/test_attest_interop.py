@@ -117,3 +117,28 @@ def test_cli_keys_generate_refusals(tmp_path: Path, cli: Callable[..., CliResult
     write_keypair(LocalSigner.generate(), tmp_path / "enc.key", b"right")
     with pytest.raises(Exception, match="cannot decrypt"):
         LocalSigner.load(tmp_path / "enc.key", b"wrong")
+
+
+def test_regulator_recipe_verifies_without_sovkit(tmp_path: Path) -> None:
+    """docs/examples/verify_attestation_log.py (securesystemslib + cryptography only) accepts and rejects logs."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    signer = LocalSigner.generate("ecdsa-p256")
+    alog.append(tmp_path, [_statement(), _statement()], signer)
+    alog.append(tmp_path, [_statement()], signer)
+    pub = tmp_path / "op.pub"
+    pub.write_bytes(signer.public_key.pem())
+    script = ROOT / "docs" / "examples" / "verify_attestation_log.py"
+    env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": ""}
+    ok = subprocess.run([sys.executable, "-I", str(script), str(tmp_path), str(pub)], capture_output=True, text=True,
+                        env=env, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert "3 entries verified; head at entry 2" in ok.stdout
+    lines = (tmp_path / "log.jsonl").read_bytes().split(b"\n")[:-1]
+    (tmp_path / "log.jsonl").write_bytes(b"".join(x + b"\n" for x in lines[:-1]))
+    cut = subprocess.run([sys.executable, "-I", str(script), str(tmp_path), str(pub)], capture_output=True,
+                         text=True, env=env, timeout=120)
+    assert cut.returncode != 0 and "does not end at the signed head" in cut.stderr

@@ -25,8 +25,11 @@ import hashlib
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.attest import dsse
 from sovkit.attest.keys import PublicKey, Signer
@@ -74,9 +77,15 @@ class LogEntry:
     previous: str | None
     digest: str
     envelope: dsse.Envelope
-    statement: dict[str, Any]
     predicate_type: str
-    line: int = 0  # 1-based line number in log.jsonl
+    line: int  # 1-based line number in log.jsonl
+    payload: bytes = field(repr=False)  # the decoded DSSE payload: the statement's canonical JSON bytes
+
+    @cached_property
+    def statement(self) -> dict[str, Any]:
+        """The in-toto statement as a dict (decoded on first use: verification does not need it)."""
+        data: dict[str, Any] = json.loads(self.payload)
+        return data
 
     @property
     def subjects(self) -> list[dict[str, Any]]:
@@ -95,6 +104,7 @@ class StepResult:
     ok: bool
     message: str
     error: VerificationError | None = None
+    skipped: bool = False  # nothing to check against (reported, not a failure)
 
     @property
     def title(self) -> str:
@@ -134,22 +144,25 @@ def _fail(step: str, message: str, hint: str | None = None) -> VerificationError
     return VerificationError(message, hint, step=step)
 
 
+class _LogLine(BaseModel):
+    """One line as stored; validated in one pass (the hot path when verifying large logs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    index: Annotated[int, Field(ge=0, strict=True)]
+    previous: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None
+    envelope: dsse.Envelope
+
+
 def _parse_line(raw: bytes, lineno: int, source: Path) -> LogEntry:
     where = f"{source.name}:{lineno}"
     try:
-        obj = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise _fail("envelope-format", f"{where}: not a JSON object ({exc.msg}): the line was altered or cut",
-                    "restore the log from a trusted copy") from exc
-    if not isinstance(obj, dict) or set(obj) != {"index", "previous", "envelope"}:
-        raise _fail("envelope-format", f"{where}: a log line must have exactly index, previous and envelope",
-                    "restore the log from a trusted copy")
-    index, previous = obj["index"], obj["previous"]
-    if not isinstance(index, int) or isinstance(index, bool) or index < 0:
-        raise _fail("envelope-format", f"{where}: index must be a non-negative integer")
-    if previous is not None and not (isinstance(previous, str) and previous.startswith("sha256:")):
-        raise _fail("envelope-format", f"{where}: previous must be null or 'sha256:<hex>'")
-    envelope = dsse.Envelope.from_json(json.dumps(obj["envelope"]), where)
+        line = _LogLine.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "line"
+        raise _fail("envelope-format", f"{where}: not a valid log line ({loc}: {first['msg']}): the line was "
+                                       "altered or cut", "restore the log from a trusted copy") from exc
+    envelope = line.envelope
     if envelope.payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
         raise _fail("envelope-format", f"{where}: payload type {envelope.payload_type!r} is not an in-toto "
                                        "statement")
@@ -161,9 +174,8 @@ def _parse_line(raw: bytes, lineno: int, source: Path) -> LogEntry:
                                        "the payload was altered", "restore the log from a trusted copy") from exc
     if statement.type_ != STATEMENT_TYPE:
         raise _fail("envelope-format", f"{where}: statement type {statement.type_!r} is not in-toto v1")
-    return LogEntry(index=index, previous=previous, digest=line_digest(raw), envelope=envelope,
-                    statement=statement.model_dump(by_alias=True, mode="json"),
-                    predicate_type=statement.predicate_type, line=lineno)
+    return LogEntry(index=line.index, previous=line.previous, digest=line_digest(raw), envelope=envelope,
+                    predicate_type=statement.predicate_type, line=lineno, payload=payload)
 
 
 def _raw_lines(log_dir: Path) -> list[bytes]:
@@ -182,7 +194,8 @@ def _raw_lines(log_dir: Path) -> list[bytes]:
 
 def read_log(log_dir: Path) -> list[LogEntry]:
     """Parse every entry (no signature checks). An absent log is empty; a malformed line raises."""
-    return [_parse_line(raw, n, log_dir / LOG_FILE) for n, raw in enumerate(_raw_lines(log_dir), start=1)]
+    source = log_dir / LOG_FILE
+    return [_parse_line(raw, n, source) for n, raw in enumerate(_raw_lines(log_dir), start=1)]
 
 
 # --- appending -----------------------------------------------------------------------------------------------
@@ -211,23 +224,39 @@ def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer)
     return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
 
 
+def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
+    """The current log bytes, its lines and payload digests; refuses a damaged log (never appends to one)."""
+    path = log_dir / LOG_FILE
+    existing = path.read_bytes() if path.exists() else b""
+    hint = "run `sovkit attest verify` and restore the log from a trusted copy"
+    if existing and not existing.endswith(b"\n"):
+        raise _fail("envelope-format", f"{path}: the last line is incomplete; refusing to append to a damaged log",
+                    hint)
+    lines = existing.split(b"\n")[:-1] if existing else []
+    try:
+        payloads = [payload_digest(_LogLine.model_validate_json(raw).envelope) for raw in lines]
+    except (ValueError, VerificationError) as exc:
+        raise _fail("envelope-format", f"{path}: a line is not a valid log entry; refusing to append to a damaged "
+                                       "log", hint) from exc
+    return existing, lines, payloads
+
+
+def check_appendable(log_dir: Path) -> None:
+    """Raise before any work is done if the log could not take an append (run before apply)."""
+    _tail(log_dir)
+
+
 def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> list[LogEntry]:
     """Sign each statement, chain it after the current last entry, and re-sign the head (under the lock)."""
     if not statements:
         return []
     with _locked(log_dir):
         path = log_dir / LOG_FILE
-        existing = path.read_bytes() if path.exists() else b""
-        if existing and not existing.endswith(b"\n"):
-            raise _fail("envelope-format", f"{path}: the last line is incomplete; refusing to append to a "
-                                           "damaged log", "run `sovkit attest verify` and restore the log")
-        lines = existing.split(b"\n")[:-1] if existing else []
+        existing, lines, payloads = _tail(log_dir)
         if lines:
-            last = json.loads(lines[-1])
-            index, previous = int(last["index"]) + 1, line_digest(lines[-1])
+            index, previous = _LogLine.model_validate_json(lines[-1]).index + 1, line_digest(lines[-1])
         else:
             index, previous = 0, None
-        payloads = [payload_digest(dsse.Envelope.model_validate(json.loads(raw)["envelope"])) for raw in lines]
         new_lines: list[bytes] = []
         out: list[LogEntry] = []
         for statement in statements:
@@ -235,8 +264,8 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
             raw = _canonical({"index": index, "previous": previous, "envelope": envelope.to_dict()})
             digest = line_digest(raw)
             out.append(LogEntry(index=index, previous=previous, digest=digest, envelope=envelope,
-                                statement=statement.model_dump(by_alias=True, mode="json"),
-                                predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1))
+                                predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1,
+                                payload=statement.to_bytes()))
             new_lines.append(raw)
             payloads.append(payload_digest(envelope))
             index, previous = index + 1, digest
@@ -276,7 +305,7 @@ def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_pay
     by_id = {k.keyid: k for k in keys}
     verified = 0
     for e in entries:
-        message = dsse.pae(e.envelope.payload_type, e.envelope.payload_bytes())
+        message = dsse.pae(e.envelope.payload_type, e.payload)
         good = False
         for s in e.envelope.signatures:
             key = by_id.get(s.keyid)

@@ -150,6 +150,9 @@ def check_subjects(entries: list[LogEntry], state: State | None, artifact_root: 
         return StepResult("subjects", False, err.message, err)
 
     latest = latest_per_host(entries)
+    if state is None and artifact_root is None:
+        return StepResult("subjects", True, "not checked: no state.json beside the log and no artifact store "
+                                            "(pass the inventory or the state directory)", skipped=True)
     checked = 0
     for host, entry in sorted(latest.items()):
         subjects = {str(s["name"]): str(s["digest"].get("sha256")) for s in entry.subjects}
@@ -182,6 +185,6 @@ def check_subjects(entries: list[LogEntry], state: State | None, artifact_root: 
         checked += 1
     if not latest:
         return StepResult("subjects", True, "no provision attestations to check")
-    where = ", ".join(w for w, on in (("recorded state", state is not None), ("artifact store",
-                                                                              artifact_root is not None)) if on)
-    return StepResult("subjects", True, f"latest attestation of {checked} host(s) matches the {where or 'nothing'}")
+    where = " and ".join(w for w, on in (("recorded state", state is not None),
+                                         ("artifact store", artifact_root is not None)) if on)
+    return StepResult("subjects", True, f"latest attestation of {checked} host(s) matches the {where}")

@@ -86,15 +86,16 @@ def verify(
     result = api.verify_attestations(target, keys)
     if json_out:
         emit_json({"log": str(target.log_dir), "ok": result.ok, "entries": len(result.entries),
-                   "steps": [{"step": s.step, "ok": s.ok, "message": s.message} for s in result.steps]})
+                   "steps": [{"step": s.step, "ok": s.ok, "skipped": s.skipped, "message": s.message}
+                             for s in result.steps]})
     else:
         table = Table(title=f"Attestation log {target.log_dir} ({len(result.entries)} entries)")
         table.add_column("step")
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for s in result.steps:
-            table.add_row(STEP_TITLES.get(s.step, s.step), "[green]ok[/]" if s.ok else "[red]FAILED[/]",
-                          escape(s.message))
+            verdict = "[yellow]skipped[/]" if s.skipped else "[green]ok[/]" if s.ok else "[red]FAILED[/]"
+            table.add_row(STEP_TITLES.get(s.step, s.step), verdict, escape(s.message))
         console.print(table)
     if not result.ok:
         first = next(s for s in result.steps if not s.ok)
@@ -102,7 +103,8 @@ def verify(
         raise VerificationError(f"attestation log failed at step {first.title}: {first.message}",
                                 first.error.hint, step=first.step)
     if not json_out:
-        console.print("[green]All steps verified.[/]")
+        skipped = [s.title for s in result.steps if s.skipped]
+        console.print("[green]All steps verified[/]" + (f" ({', '.join(skipped)}: not checked)." if skipped else "."))
     return 0
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -15,7 +16,7 @@ from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
-from sovkit.plan.render import plan_json, plan_lines, summary_line
+from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
 
@@ -41,6 +42,8 @@ def _load_signer(path: Path) -> LocalSigner:
         raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
                               f"create one with `sovkit keys generate -o {path}` or pass --key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
+        passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
 
 
@@ -120,12 +123,11 @@ def plan(
             if result.drift.empty:
                 console.print("Refresh: no drift — the hosts match the recorded state.")
             else:
-                for line in plan_lines(result.drift, "Drift (hosts differ from the recorded state):"):
-                    console.print(line)
+                console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in result.unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
-        for line in plan_lines(result.plan, f"Site {result.plan.site}:" if not result.plan.empty else ""):
-            console.print(line)
+        if not result.plan.empty:
+            console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
         _print_decision(result)
         console.print(f"[bold]{summary_line(result.plan)}[/]")
         if saved:
@@ -197,8 +199,8 @@ def apply(
                                    on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
-            for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):
-                console.print(line)
+            if not plan_value.empty:
+                console.print(plan_text(plan_value, f"Site {plan_value.site}:"))
             _print_decision(result)
             console.print(f"[bold]{summary_line(plan_value)}[/]")
     if plan_value.empty:
@@ -231,8 +233,8 @@ def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt
     else:
         if drift.empty:
             console.print("No drift: the hosts match the recorded state.")
-        for line in plan_lines(drift, "Drift (hosts differ from the recorded state):"):
-            console.print(line)
+        else:
+            console.print(plan_text(drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable ({escape(msg)})")
         console.print(f"State recorded (serial {state.serial}).")

@@ -32,7 +32,7 @@ class _Collector:
         ))
 
     def ref(self, path: Path_, value: str, known: Iterable[str], what: str) -> None:
-        names = set(known)
+        names = known if isinstance(known, (set, frozenset, dict)) else set(known)  # callers pass sets: O(1)
         if value in names:
             return
         close = difflib.get_close_matches(value, sorted(names), n=1, cutoff=0.6)

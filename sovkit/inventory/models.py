@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction
+from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction, suggest_jurisdiction
 
 API_VERSION = "sovkit.dev/v1"
 
@@ -24,17 +24,25 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
+def _did_you_mean(value: str) -> str:
+    better = suggest_jurisdiction(value)
+    return f"; did you mean {better!r}?" if better else ""
+
+
 def _jurisdiction(value: str) -> str:
     if not is_jurisdiction(value):
         raise ValueError(
             f"{value!r} is not an ISO 3166-1 alpha-2 country or ISO 3166-2 subdivision code (e.g. KR, DE, KR-11)"
+            + _did_you_mean(value)
         )
     return value
 
 
 def _country(value: str) -> str:
     if value not in country_codes():
-        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. KR, DE, FR)")
+        raise ValueError(
+            f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. KR, DE, FR)" + _did_you_mean(value)
+        )
     return value
 
 
@@ -48,7 +56,8 @@ def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if not _HOSTNAME_RE.match(value):
+        # RFC 1123: a name's last label is never all digits, so "10.0.0.300" is a bad IP, not a host name.
+        if not _HOSTNAME_RE.match(value) or value.rstrip(".").rsplit(".", 1)[-1].isdigit():
             raise ValueError(f"{value!r} is neither an IP address nor a valid host name") from None
     return value
 
@@ -135,7 +144,7 @@ class ArtifactStore(Strict):
 
 class Rack(Strict):
     name: Name
-    power_budget_w: Annotated[float, Field(gt=0)]
+    power_budget_w: Annotated[float, Field(gt=0, allow_inf_nan=False)]
     location: str = ""
 
 
@@ -232,7 +241,7 @@ class Model(Strict):
     signature: RelPath | None = None
     signature_format: Literal["dsse", "model-signing"] = "dsse"
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
-    parameters_b: Annotated[float, Field(gt=0)] | None = None
+    parameters_b: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     card: ModelCard | None = None
 
 

@@ -44,9 +44,10 @@ class AnsibleRunnerExecutor:
         self.forks = forks
         self.verbosity = verbosity
 
-    def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path) -> Path:
-        """Write the private data dir; returns it (also used by the benchmark to run ansible-playbook)."""
-        run_dir = workdir / f"run-{uuid.uuid4().hex[:12]}"
+    def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path, run_id: str | None = None) -> Path:
+        """Write the private data dir ``workdir/RUN_ID``; it is kept after the run, so the exact playbook,
+        inventory and variables can be inspected or replayed with plain ``ansible-playbook``."""
+        run_dir = workdir / (run_id or f"run-{uuid.uuid4().hex[:12]}")
         project = run_dir / "project"
         shutil.copytree(templates_dir() / "ansible", project)
         inv_dir = run_dir / "inventory"
@@ -76,8 +77,9 @@ class AnsibleRunnerExecutor:
         on_event: Callable[[ExecEvent], None],
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
+        run_id: str | None = None,
     ) -> RunResult:
-        run_dir = self.prepare(playbook, targets, workdir)
+        run_dir = self.prepare(playbook, targets, workdir, run_id)
         outcomes = {t.name: HostOutcome() for t in targets}
         run_id = run_dir.name
 
