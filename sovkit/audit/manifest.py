@@ -56,7 +56,7 @@ def pack_files(root: Path) -> list[str]:
     out = []
     for p in sorted(root.rglob("*")):
         rel = p.relative_to(root).as_posix()
-        if rel in (MANIFEST, SIGNATURE) or p.is_dir() and not p.is_symlink():
+        if rel in (MANIFEST, SIGNATURE) or (p.is_dir() and not p.is_symlink()):
             continue
         out.append(rel)
     return out
