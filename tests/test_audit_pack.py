@@ -465,3 +465,15 @@ warn contains {"id": "OPS-001", "severity": "warn", "msg": sprintf("host %s has 
         manifest = json.loads(tar.extractfile(".manifest").read())  # type: ignore[union-attr]
     assert manifest["metadata"]["pack_digest"] == report["policy"]["pack_digest"]
     assert cli("verify", out, "--key", pub).code == 0
+
+
+def test_a_damaged_attestation_log_stops_the_audit_and_writes_nothing(tmp_path: Path, cli: Cli) -> None:
+    state = tmp_path / "state"
+    (state / "attestations").mkdir(parents=True)
+    (state / "attestations/log.jsonl").write_text('{"index": 0, "previous": null, "envelope": {"payload": "x"\n')
+    key, _ = _keypair(tmp_path)
+    out = tmp_path / "out"
+    r = cli("audit", INVENTORIES / "demo", "-o", out, "--key", key, "--state-dir", state)
+    assert r.code == 1 and "log.jsonl:1" in r.err and "Traceback" not in r.err, r.text
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".out.")] == []
