@@ -21,12 +21,20 @@ test_every_finding_has_the_shape if {
 	}
 }
 
-test_allowed_is_consistent_with_deny if {
+test_custom_operator_rules_are_aggregated if {
+	extra := {{"id": "ACME-1", "severity": "deny", "msg": "m", "resource": "site/s", "remediation": "r"}}
+	d := main.decision with data.sovkit.custom.acme.deny as extra
+	d.allowed == false
+	some f in d.deny
+	f.id == "ACME-1"
+}
+
+test_allowed_follows_the_denials if {
 	r := {"allowed_jurisdictions": ["KR"], "air_gapped": false, "allowed_egress": [], "transfers": []}
-	t := [{"name": "t", "url": "x", "jurisdiction": "KR"}]
-	d := main.decision with input.residency as r with input.telemetry as t
-	d.allowed == true
-	t2 := [{"name": "t", "url": "x", "jurisdiction": "US"}]
-	d2 := main.decision with input.residency as r with input.telemetry as t2
+	inside := [{"name": "t", "url": "x", "jurisdiction": "KR"}]
+	outside := [{"name": "t", "url": "x", "jurisdiction": "US"}]
+	d1 := main.decision with input.residency as r with input.telemetry as inside
+	d1.allowed == true
+	d2 := main.decision with input.residency as r with input.telemetry as outside
 	d2.allowed == false
 }
