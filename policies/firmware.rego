@@ -37,7 +37,7 @@ deny contains lib.finding(
 	"obtain the vendor's signature for the image and set firmware[].signature",
 ) if {
 	some fw in input.firmware
-	not fw.signature.path
+	fw.signature.path == null
 }
 
 # FW-004: the signature verifies with the vendor's key in the trust roots, over the pinned digest.
@@ -48,7 +48,7 @@ deny contains lib.finding(
 	"fetch the approved image and signature again, or check trust_roots.vendors holds the vendor's real key",
 ) if {
 	some fw in input.firmware
-	fw.signature.path
+	fw.signature.path != null
 	fw.signature.checked == true
 	fw.signature.verified != true
 }
@@ -76,6 +76,6 @@ warn contains lib.finding(
 	"it is verified at apply time; to check it now, import the artifacts into a local store",
 ) if {
 	some fw in input.firmware
-	fw.signature.path
+	fw.signature.path != null
 	fw.signature.checked != true
 }

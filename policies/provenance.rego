@@ -47,7 +47,7 @@ model_deny contains lib.finding(
 	"obtain the publisher's signature over the model files and set models[].signature",
 ) if {
 	some m in input.models
-	not m.signature.path
+	m.signature.path == null
 }
 
 # PRV-003: the signature verifies against the publisher key in the trust roots, over the pinned digests.
@@ -58,7 +58,7 @@ model_deny contains lib.finding(
 	"fetch the approved files and signature again, or check trust_roots.publishers holds the publisher's real key",
 ) if {
 	some m in input.models
-	m.signature.path
+	m.signature.path != null
 	m.signature.checked == true
 	m.signature.verified != true
 }
@@ -106,7 +106,7 @@ warn contains lib.finding(
 	"it is verified at apply time; to check it now, import the artifacts into a local store",
 ) if {
 	some m in input.models
-	m.signature.path
+	m.signature.path != null
 	m.signature.checked != true
 }
 

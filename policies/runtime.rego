@@ -26,7 +26,7 @@ deny contains lib.finding(
 	"set runtimes[].vendor to the vendor whose key signs the runtime",
 ) if {
 	some rt in input.runtimes
-	not rt.vendor
+	rt.vendor == null
 }
 
 deny contains lib.finding(
@@ -36,7 +36,7 @@ deny contains lib.finding(
 	"use an approved runtime, or add the vendor to data.sovkit.config.runtime_vendors after review",
 ) if {
 	some rt in input.runtimes
-	rt.vendor
+	rt.vendor != null
 	not rt.vendor in _vendors
 }
 
@@ -48,7 +48,7 @@ deny contains lib.finding(
 	"obtain the vendor's signature over the runtime artifacts and set runtimes[].signature",
 ) if {
 	some rt in input.runtimes
-	not rt.signature.path
+	rt.signature.path == null
 }
 
 # RT-004: the signature verifies with the vendor's trusted key, over the pinned digests.
@@ -59,7 +59,7 @@ deny contains lib.finding(
 	"fetch the approved artifacts and signature again, or check trust_roots.vendors",
 ) if {
 	some rt in input.runtimes
-	rt.signature.path
+	rt.signature.path != null
 	rt.signature.checked == true
 	rt.signature.verified != true
 }
@@ -87,6 +87,6 @@ warn contains lib.finding(
 	"it is verified at apply time; to check it now, import the artifacts into a local store",
 ) if {
 	some rt in input.runtimes
-	rt.signature.path
+	rt.signature.path != null
 	rt.signature.checked != true
 }

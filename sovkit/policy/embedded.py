@@ -103,16 +103,30 @@ def query_value(modules: dict[str, str], data: dict[str, Any], input_doc: Any, q
 
 def run_rego_tests(modules: dict[str, str], data: dict[str, Any], tests: dict[str, list[str]]
                    ) -> dict[tuple[str, str], RegoTestOutcome]:
-    """Run each ``test_*`` rule (``{package: [rule, …]}``) like `opa test`: pass when it evaluates to true."""
+    """Run each ``test_*`` rule (``{package: [rule, …]}``) like `opa test`: pass when it evaluates to true.
+
+    rego-cpp compiles the whole module set on every query, so all tests run in one
+    batched query; only if that fails is each test run alone to say which one errs.
+    """
     rego = _interpreter(modules, data)
     rego.set_input_term("{}")
+    names = [(pkg, rule) for pkg, rules in tests.items() for rule in rules]
+    if not names:
+        return {}
+    batch = ", ".join(f'["{pkg}.{rule}" | data.{pkg}.{rule} == true]' for pkg, rule in names)
+    try:
+        passed = _query(rego, f"[{batch}]", modules)
+    except PolicyError:
+        passed = _UNDEFINED
+    if isinstance(passed, list):
+        ok = {item for group in passed for item in group}
+        return {(pkg, rule): RegoTestOutcome(f"{pkg}.{rule}" in ok) for pkg, rule in names}
     results: dict[tuple[str, str], RegoTestOutcome] = {}
-    for package, rules in tests.items():
-        for rule in rules:
-            try:
-                value = _query(rego, f"data.{package}.{rule}", modules)
-            except PolicyError as exc:
-                results[(package, rule)] = RegoTestOutcome(False, exc.message)
-                continue
-            results[(package, rule)] = RegoTestOutcome(value is True)
+    for pkg, rule in names:
+        try:
+            value = _query(rego, f"data.{pkg}.{rule}", modules)
+        except PolicyError as exc:
+            results[(pkg, rule)] = RegoTestOutcome(False, exc.message)
+            continue
+        results[(pkg, rule)] = RegoTestOutcome(value is True)
     return results
