@@ -155,6 +155,14 @@ def test_schema_rejects_what_sovkit_rejects(path: tuple[Any, ...], value: Any, f
     assert any(fragment in e for e in errors), errors
 
 
+def test_schema_json_flag_and_subprocess(schema: dict[str, Any], cli: Cli) -> None:
+    result = cli("schema", "--json")
+    assert result.code == 0
+    assert json.loads(result.out) == schema
+    proc = run_cli("schema")
+    assert proc.code == 0 and json.loads(proc.out) == schema
+
+
 def test_schema_documents_fields(schema: dict[str, Any]) -> None:
     host = schema["$defs"]["Host"]["properties"]
     assert "Install prefix" in host["root"]["description"]

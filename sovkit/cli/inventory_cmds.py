@@ -46,7 +46,8 @@ def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     console.print(f"  digest sha256:{loaded.digest}")
 
 
-def schema() -> None:
+def schema(json_out: Annotated[bool, typer.Option("--json", help="Accepted for symmetry; the schema is JSON.")]
+           = False) -> None:
     """Print the JSON Schema of the inventory (for editors and CI)."""
     emit_json(api.inventory_schema())
 

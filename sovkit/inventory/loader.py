@@ -13,8 +13,11 @@ section may appear in one file only. Each file carries ``apiVersion`` and ``kind
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -277,9 +280,32 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building a large acyclic structure.
+
+    Each full collection walks every live object, so with the GC running the
+    cost of loading grows faster than the inventory (10k/1k CPU-time ratio
+    ~12.5 measured; ~10.6 paused). The data built here has no cycles (recursive
+    aliases are refused), so reference counting frees it all.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_inventory(path: Path | str, check_files: bool = True) -> LoadedInventory:
     """Read, merge, validate and cross-check an inventory. Raises :class:`InventoryError`."""
-    root, files = inventory_files(Path(path))
+    with _gc_paused():
+        return _load(Path(path), check_files)
+
+
+def _load(path: Path, check_files: bool) -> LoadedInventory:
+    root, files = inventory_files(path)
     smap = SourceMap()
     data = _merge(files, smap)
     try:

@@ -106,9 +106,14 @@ class Transfer(Strict):
 
 
 class Residency(Strict):
-    allowed_jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1)]
-    air_gapped: bool = False
-    allowed_egress: list[NonEmpty] = []
+    """What may leave the site, and to where; the policy pack judges every section against it."""
+
+    allowed_jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1)] = Field(
+        description="Where data, models, logs, telemetry and backups may be (a country covers its regions)."
+    )
+    air_gapped: bool = Field(default=False, description="No egress at all: every endpoint must be on-site.")
+    allowed_egress: list[NonEmpty] = Field(default=[], description="Destinations (host names or URLs) that egress "
+                                           "endpoints may reach.")
     transfers: list[Transfer] = []
 
 
@@ -144,7 +149,9 @@ class ArtifactStore(Strict):
 
 class Rack(Strict):
     name: Name
-    power_budget_w: Annotated[float, Field(gt=0, allow_inf_nan=False)]
+    power_budget_w: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        description="Power the rack may draw; `inventory show` compares the catalog TDP of its hosts with it."
+    )
     location: str = ""
 
 
@@ -160,9 +167,11 @@ class SSH(Strict):
 
 
 class AcceleratorSlot(Strict):
-    kind: NonEmpty
+    """Identical accelerator cards in one host."""
+
+    kind: NonEmpty = Field(description="A catalog accelerator id (see Catalog ids).")
     count: Annotated[int, Field(ge=1, le=64)]
-    firmware: Name | None = None
+    firmware: Name | None = Field(default=None, description="The `firmware[]` entry pinned on these cards.")
 
 
 class Artifact(Strict):
@@ -176,7 +185,7 @@ class Host(Strict):
     rack: Name
     address: Address
     arch: Literal["aarch64", "x86_64"]
-    cpu: NonEmpty
+    cpu: NonEmpty = Field(description="A catalog CPU id (see Catalog ids); must match `arch`.")
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSH = SSH()
     python_interpreter: str | None = Field(
@@ -250,7 +259,10 @@ class Deployment(Strict):
     model: Name
     runtime: Name
     hosts: Annotated[list[Name], Field(min_length=1)]
-    role: Literal["prefill", "decode", "both"] = "both"
+    role: Literal["prefill", "decode", "both"] = Field(
+        default="both", description="Disaggregated serving role of these hosts (prefill is compute-bound, decode "
+        "memory-bound)."
+    )
     tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
 

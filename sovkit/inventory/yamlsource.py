@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -35,8 +35,9 @@ ALIAS_FACTOR = 4  # ... or to this many times the nodes written out, whichever i
 Path_ = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
+    """Where a value was written (1-based line and column). A tuple: one is made per node."""
+
     file: str
     line: int
     column: int
@@ -108,6 +109,7 @@ class _Builder:
         self.expanded = 0  # nodes after expanding aliases
         self.anchors: dict[str, tuple[Any, int]] = {}
         self.stack: list[_Frame] = []
+        self._tags: dict[tuple[str, Any], str] = {}
 
     def mark(self, event: Any) -> Mark:
         return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
@@ -222,7 +224,7 @@ class _Builder:
         return None, False
 
     def check_budget(self, event: Any, path: Path_) -> None:
-        if self.expanded > self.budget():
+        if self.expanded > ALIAS_FREE_NODES and self.expanded > self.budget():
             raise self.fail(
                 event,
                 f"aliases expand the document to more than {self.budget():,} nodes (alias bomb?)",
@@ -233,8 +235,13 @@ class _Builder:
     def tag_of(self, event: Any) -> str:
         tag: str | None = event.tag
         if tag is None or tag == "!":
-            resolved: str = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-            return resolved
+            key = (event.value, event.implicit)
+            resolved = self._tags.get(key)
+            if resolved is None:  # keys and many values repeat; resolving runs several regexes
+                resolved = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                if len(self._tags) < 100_000:
+                    self._tags[key] = resolved
+            return str(resolved)
         return tag
 
     def scalar(self, event: Any, path: Path_) -> Any:
