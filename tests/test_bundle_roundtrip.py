@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from sovkit.bundle.verify import verify_bundle
 from sovkit.errors import BundleError
 from sovkit.inventory import load_inventory
 from tests.bundlekit import KEYS, SIGNER, demo_copy, make_bundle, snapshot
+from tests.conftest import CliResult
 
 
 def test_round_trip_carries_everything_and_imports_byte_for_byte(tmp_path: Path) -> None:
@@ -154,3 +156,27 @@ def test_since_accepts_bundle_dir_and_plain_manifest(tmp_path: Path) -> None:
     (tmp_path / "junk.json").write_text("{nope")
     with pytest.raises(BundleError, match="is not JSON"):
         load_any_manifest(tmp_path / "junk.json")
+
+
+def test_cli_create_verify_import_and_clear_errors(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    from sovkit.attest.keys import LocalSigner, write_keypair
+
+    inv = demo_copy(tmp_path)
+    key = tmp_path / "k" / "bundle.key"
+    pub = write_keypair(LocalSigner.generate(), key, None)
+    r = cli("bundle", "create", inv, "-o", tmp_path / "b", "--no-self")
+    assert r.code == 1 and "no signing key given" in r.err and not (tmp_path / "b").exists(), r.text
+    r = cli("bundle", "create", inv, "-o", tmp_path / "b", "--no-self", "--key", key, "--volume-size", "lots")
+    assert r.code == 1 and "volume size 'lots' is not a size" in r.err, r.text
+    r = cli("bundle", "create", inv, "-o", tmp_path / "b", "--no-self", "--key", key, "--json")
+    assert r.code == 0, r.text
+    created = json.loads(r.out)
+    assert created["carried_blobs"] > 20 and created["since"] is None
+    r = cli("bundle", "verify", tmp_path / "b", "--key", pub, "--json")
+    assert r.code == 0 and json.loads(r.out)["manifest_sha256"] == created["manifest_sha256"], r.text
+    r = cli("bundle", "import", tmp_path / "b", "--store", tmp_path / "store", "--key", pub)
+    assert r.code == 0 and "file(s) written" in r.out, r.text
+    r = cli("bundle", "verify", tmp_path / "nope", "--key", pub)
+    assert r.code == 1 and "is not a bundle directory" in r.err, r.text
+    r = cli("bundle", "create", inv, "-o", tmp_path / "b2", "--no-self", "--key", key, "--since", tmp_path / "x.json")
+    assert r.code == 1 and "cannot read manifest" in r.err and not (tmp_path / "b2").exists(), r.text

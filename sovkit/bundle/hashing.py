@@ -58,6 +58,15 @@ def _write_all(fd: int, data: memoryview) -> None:
 _local = threading.local()
 
 
+def _reset_after_fork() -> None:
+    """A forked worker inherits the writer executor but not its thread: start afresh."""
+    global _local
+    _local = threading.local()
+
+
+os.register_at_fork(after_in_child=_reset_after_fork)
+
+
 def _buffers() -> tuple[bytearray, bytearray]:
     """Two chunk buffers per thread, allocated once: fresh 4 MiB buffers per file cost page faults."""
     bufs: tuple[bytearray, bytearray] | None = getattr(_local, "bufs", None)
@@ -65,6 +74,15 @@ def _buffers() -> tuple[bytearray, bytearray]:
         bufs = (bytearray(CHUNK), bytearray(CHUNK))
         _local.bufs = bufs
     return bufs
+
+
+def _writer() -> ThreadPoolExecutor:
+    """One writer thread per calling thread, kept for the life of the process (not one per file)."""
+    pool: ThreadPoolExecutor | None = getattr(_local, "writer", None)
+    if pool is None:
+        pool = ThreadPoolExecutor(1, thread_name_prefix="sovkit-blob-writer")
+        _local.writer = pool
+    return pool
 
 
 def digest_stream(reader: Readable, dst_fd: int | None = None, on_bytes: OnBytes | None = None,
@@ -75,7 +93,7 @@ def digest_stream(reader: Readable, dst_fd: int | None = None, on_bytes: OnBytes
     size = 0
     k = 0
     pending: Future[None] | None = None
-    writer = ThreadPoolExecutor(1) if dst_fd is not None else None
+    writer = _writer() if dst_fd is not None else None
     try:
         while limit is None or size < limit:
             buf = bufs[k]
@@ -94,11 +112,9 @@ def digest_stream(reader: Readable, dst_fd: int | None = None, on_bytes: OnBytes
             if on_bytes is not None:
                 on_bytes(n)
             k ^= 1
+    finally:
         if pending is not None:
             pending.result()
-    finally:
-        if writer is not None:
-            writer.shutdown(wait=True)
     return size, h.hexdigest()
 
 
