@@ -110,3 +110,29 @@ def corrupt_image(version: str) -> bytes:
     return good[:-10] + bytes(10)
 
 
+
+
+def make_lab_site(tmp: Path, lab: Any, roots: Path | None = None) -> Site:
+    """A site whose hosts are the lab's SSH test hosts (``lab`` is a tests.hostlab.HostLab).
+
+    Each host connects over SSH with the lab's client key and pinned known_hosts
+    (copied into the site, since inventory paths are relative), uses the test
+    run's Python, and installs under its own root — by default a fresh directory
+    under ``tmp`` so tests sharing the session lab never see each other's files.
+    """
+    roots = roots or tmp / "hosts"
+    entries = lab.site_hosts(rack="demo-rack", cpu="arm-neoverse-v2",
+                             accelerators=[{"kind": KIND, "count": 2, "firmware": "atom-max-fw-1.2.0"}])
+    for e in entries:
+        e["root"] = str(roots / e["name"])
+        e["ssh"].update(key="ssh/id_ed25519", known_hosts="ssh/known_hosts")
+        e["python_interpreter"] = sys.executable
+    site = make_site(tmp, hosts=entries)
+    ssh_dir = site.root / "ssh"
+    ssh_dir.mkdir()
+    shutil.copy(lab.key_path, ssh_dir / "id_ed25519")
+    (ssh_dir / "id_ed25519").chmod(0o600)
+    shutil.copy(lab.known_hosts, ssh_dir / "known_hosts")
+    site.data["racks"][0]["power_budget_w"] = 6000
+    site.save()
+    return site

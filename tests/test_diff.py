@@ -118,6 +118,7 @@ def test_a_deployment_change_updates_only_its_serving_config(tmp_path: Path) -> 
         changed_file.unlink()
     plan = diff("demo", changed, converged())
     assert [(c.host, c.component, c.action) for c in plan.changes] == [("npu-node-1", "serving", "update")]
+    assert plan.changes[0].reason == "serving configuration changed: port 8101 → 9999"
     assert "port: 9999" in changed["npu-node-1"].serving["chat-prefill"].config
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -13,8 +14,9 @@ from rich.markup import escape
 from sovkit import api
 from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.cli.output import console, emit_json, err_console
+from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
-from sovkit.plan.render import plan_json, plan_lines, summary_line
+from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
 
@@ -37,9 +39,11 @@ def _signing_key_path(ws: api.Workspace, key: Path | None) -> Path:
 
 def _load_signer(path: Path) -> LocalSigner:
     if not path.exists():
-        raise SigningKeyError(f"signing key {path} not found",
+        raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
                               f"create one with `sovkit keys generate -o {path}` or pass --key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
+    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
+        passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
 
 
@@ -74,15 +78,7 @@ class _Progress:
 
 
 def _print_decision(result: api.PlanResult) -> None:
-    d = result.decision.summary()
-    findings = d.get("findings", [])
-    deny = [f for f in findings if f.get("severity") == "deny" and not f.get("waived")]
-    warn = [f for f in findings if f.get("severity") == "warn"]
-    verdict = "[green]allowed[/]" if result.decision.allowed else "[red]DENIED[/]"
-    console.print(f"Policy: {verdict} ({len(deny)} deny, {len(warn)} warn)")
-    for f in deny:
-        console.print(f"  [red]deny[/] {escape(str(f.get('id')))} {escape(str(f.get('resource')))}: "
-                      f"{escape(str(f.get('msg')))}")
+    print_findings(result.decision)
 
 
 def plan(
@@ -96,14 +92,27 @@ def plan(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
+    engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.Workspace.open(inventory, state_dir)
     with _Progress(enabled=refresh and not json_out) as progress:
-        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                               on_event=progress)
+    key_path = _signing_key_path(ws, key)
+    signer = _load_signer(key_path) if key_path.exists() or key is not None or out is not None else None
+    if signer is not None:
+        api.record_policy_decision(ws, result.decision, signer, operation="plan", extra_policies=policies)
+    elif not json_out:
+        err_console.print(f"[yellow]warning:[/] no operator key at {escape(str(key_path))}: the policy decision "
+                          "was not attested (create one with `sovkit keys generate`)")
     saved = None
     if out is not None and result.decision.allowed:
-        saved = api.save_plan(ws, result, out, _load_signer(_signing_key_path(ws, key)))
+        assert signer is not None
+        saved = api.save_plan(ws, result, out, signer)
     if json_out:
         emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
                    "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
@@ -114,12 +123,11 @@ def plan(
             if result.drift.empty:
                 console.print("Refresh: no drift — the hosts match the recorded state.")
             else:
-                for line in plan_lines(result.drift, "Drift (hosts differ from the recorded state):"):
-                    console.print(line)
+                console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in result.unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
-        for line in plan_lines(result.plan, f"Site {result.plan.site}:" if not result.plan.empty else ""):
-            console.print(line)
+        if not result.plan.empty:
+            console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
         _print_decision(result)
         console.print(f"[bold]{summary_line(result.plan)}[/]")
         if saved:
@@ -166,6 +174,9 @@ def apply(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     if _is_plan_file(target):
@@ -178,14 +189,18 @@ def apply(
         ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
         plan_value, expected = saved.plan, saved.bindings
         decision = api.decision_from_summary(saved.decision)
+        signer = _load_signer(_signing_key_path(ws, key))
     else:
         ws = api.Workspace.open(target, state_dir)
+        signer = _load_signer(_signing_key_path(ws, key))
+        engine = engine_from_options(opa_url, opa_token, opa_timeout)
         with _Progress(enabled=refresh and not json_out) as progress:
-            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                                   on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
-            for line in plan_lines(plan_value, f"Site {plan_value.site}:" if not plan_value.empty else ""):
-                console.print(line)
+            if not plan_value.empty:
+                console.print(plan_text(plan_value, f"Site {plan_value.site}:"))
             _print_decision(result)
             console.print(f"[bold]{summary_line(plan_value)}[/]")
     if plan_value.empty:
@@ -199,7 +214,7 @@ def apply(
         err_console.print("Apply cancelled; nothing was changed.")
         return 1
     with _Progress(enabled=not json_out) as progress:
-        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress)
+        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
@@ -218,8 +233,8 @@ def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt
     else:
         if drift.empty:
             console.print("No drift: the hosts match the recorded state.")
-        for line in plan_lines(drift, "Drift (hosts differ from the recorded state):"):
-            console.print(line)
+        else:
+            console.print(plan_text(drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable ({escape(msg)})")
         console.print(f"State recorded (serial {state.serial}).")
@@ -243,11 +258,13 @@ def rollback(
     host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
     ws = api.Workspace.open(inventory, state_dir)
+    signer = _load_signer(_signing_key_path(ws, key))
     with _Progress(enabled=not json_out) as progress:
-        report = api.rollback(ws, model, host or None, on_event=progress)
+        report = api.rollback(ws, model, host or None, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sovkit.catalog import load_catalog
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.inventory.models import Host
+from sovkit.inventory.models import Deployment, Host
 from sovkit.resources import templates_dir
 
 
@@ -112,11 +112,31 @@ def _model_files(paths: list[tuple[str, str, int]]) -> tuple[StoreFile, ...]:
     )
 
 
-def desired_host(inv: LoadedInventory, host: Host) -> DesiredHost:
+class _SiteIndex:
+    """Lookups shared by every host of a site, built once (a 10,000-host plan must stay linear)."""
+
+    def __init__(self, inv: LoadedInventory) -> None:
+        site = inv.site
+        self.catalog = load_catalog()
+        self.firmware = {f.name: f for f in site.firmware}
+        self.runtimes = {r.name: r for r in site.runtimes}
+        self.models = {m.name: m for m in site.models}
+        self.deployments: dict[str, list[Deployment]] = {}
+        for dep in site.deployments:
+            for name in dict.fromkeys(dep.hosts):
+                self.deployments.setdefault(name, []).append(dep)
+        self.model_files = {m.name: _model_files([(f.path, f.sha256, f.size) for f in m.files]) for m in site.models}
+        self.runtime_files = {r.name: tuple(StoreFile(store_path=a.path, sha256=a.sha256, size=a.size,
+                                                      name=posixpath.basename(a.path)) for a in r.artifacts)
+                              for r in site.runtimes}
+
+
+def desired_host(inv: LoadedInventory, host: Host, index: _SiteIndex | None = None) -> DesiredHost:
     site = inv.site
-    catalog = load_catalog()
+    ix = index or _SiteIndex(inv)
+    catalog = ix.catalog
     root = host_prefix(inv.host_root(host))
-    firmware = {f.name: f for f in site.firmware}
+    firmware = ix.firmware
     fw: dict[str, DesiredFirmware] = {}
     for slot in host.accelerators:
         if slot.firmware is None:
@@ -130,28 +150,23 @@ def desired_host(inv: LoadedInventory, host: Host) -> DesiredHost:
             signature=f.signature, count=slot.count + (prev.count if prev else 0),
             profile=catalog.accelerators[slot.kind].profile,
         )
-    deployments = [d for d in site.deployments if host.name in d.hosts]
-    runtimes_by_name = {r.name: r for r in site.runtimes}
-    models_by_name = {m.name: m for m in site.models}
+    deployments = ix.deployments.get(host.name, [])
     runtimes: dict[str, DesiredRuntime] = {}
     models: dict[str, DesiredModel] = {}
     serving: dict[str, DesiredServing] = {}
     devices = [str(i) for i in range(sum(s.count for s in host.accelerators))]
     python = host.python_interpreter or (sys.executable if host.connection == "local" else "/usr/bin/python3")
     for dep in deployments:
-        rt = runtimes_by_name[dep.runtime]
+        rt = ix.runtimes[dep.runtime]
         rt_prefix = f"{root}/opt/sovkit/runtimes/{rt.name}/{rt.version}"
         runtimes[rt.name] = DesiredRuntime(
             name=rt.name, version=rt.version, package=rt.package, vendor=rt.vendor,
-            artifacts=tuple(StoreFile(store_path=a.path, sha256=a.sha256, size=a.size,
-                                      name=posixpath.basename(a.path)) for a in rt.artifacts),
-            signature=rt.signature, prefix=rt_prefix,
+            artifacts=ix.runtime_files[rt.name], signature=rt.signature, prefix=rt_prefix,
         )
-        m = models_by_name[dep.model]
+        m = ix.models[dep.model]
         model_dir = f"{root}/opt/sovkit/models/{m.name}"
         models[m.name] = DesiredModel(
-            name=m.name, version=m.version, publisher=m.publisher,
-            files=_model_files([(f.path, f.sha256, f.size) for f in m.files]),
+            name=m.name, version=m.version, publisher=m.publisher, files=ix.model_files[m.name],
             signature=m.signature, signature_format=m.signature_format, path=model_dir,
         )
         config_path = f"{root}/etc/sovkit/serving/{dep.name}.yaml"
@@ -175,7 +190,8 @@ def desired_host(inv: LoadedInventory, host: Host) -> DesiredHost:
 
 
 def desired_site(inv: LoadedInventory) -> dict[str, DesiredHost]:
-    return {h.name: desired_host(inv, h) for h in inv.site.hosts}
+    index = _SiteIndex(inv)
+    return {h.name: desired_host(inv, h, index) for h in inv.site.hosts}
 
 
 def pinned_artifacts(hosts: dict[str, DesiredHost]) -> dict[str, str]:

@@ -79,10 +79,12 @@ def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], in
             changes.append(Change(host=h, component="serving", name=name, action="create", after=after,
                                   reason=f"{s.role} server for {s.model} {s.model_version} on port {s.port}"))
         elif srec.config_sha256 != s.config_sha256:
-            changes.append(Change(host=h, component="serving", name=name, action="update",
-                                  before={"role": srec.role, "model": f"{srec.model} {srec.model_version}",
-                                          "port": srec.port, "config_sha256": srec.config_sha256},
-                                  after=after, reason="serving configuration changed"))
+            before = {"role": srec.role, "model": f"{srec.model} {srec.model_version}", "port": srec.port,
+                      "config_sha256": srec.config_sha256}
+            moved = [f"{k} {before[k]} → {after[k]}" for k in ("role", "model", "port") if before[k] != after[k]]
+            changes.append(Change(host=h, component="serving", name=name, action="update", before=before,
+                                  after=after, reason="serving configuration changed"
+                                  + (f": {', '.join(moved)}" if moved else "")))
         else:
             same += 1
     for component, recorded, wanted in (

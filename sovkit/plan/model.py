@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
@@ -39,11 +40,16 @@ class Plan(BaseModel):
             counts[c.action] += 1
         return counts
 
-    def hosts(self) -> list[str]:
-        seen: dict[str, None] = {}
+    @cached_property
+    def _by_host(self) -> dict[str, list[Change]]:
+        """Changes grouped by host, in plan order (built once: per-host lookups on big plans stay linear)."""
+        out: dict[str, list[Change]] = {}
         for c in self.changes:
-            seen.setdefault(c.host)
-        return list(seen)
+            out.setdefault(c.host, []).append(c)
+        return out
+
+    def hosts(self) -> list[str]:
+        return list(self._by_host)
 
     def for_host(self, host: str) -> list[Change]:
-        return [c for c in self.changes if c.host == host]
+        return list(self._by_host.get(host, ()))

@@ -26,6 +26,11 @@ def plan_lines(plan: Plan, title: str = "") -> list[Text]:
     return lines
 
 
+def plan_text(plan: Plan, title: str = "") -> Text:
+    """All of :func:`plan_lines` as one Text: printing it once is ~3x cheaper than line by line on big plans."""
+    return Text("\n").join(plan_lines(plan, title))
+
+
 def summary_line(plan: Plan) -> str:
     s = plan.summary()
     if plan.empty:

@@ -26,14 +26,14 @@ _TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
 
 
 def _message(res: dict[str, Any]) -> str:
+    if res.get("results"):  # a loop: report the first failing item, not the summary ("All items completed")
+        for item in res["results"]:
+            if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
+                return _message(item)
     msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
     if isinstance(msg, list):
         msg = "; ".join(map(str, msg))
     text = str(msg).strip()
-    if res.get("results"):  # a loop: report the first failing item
-        for item in res["results"]:
-            if isinstance(item, dict) and item.get("failed"):
-                return _message(item)
     return text.splitlines()[-1] if text.count("\n") > 5 else text
 
 
@@ -44,9 +44,10 @@ class AnsibleRunnerExecutor:
         self.forks = forks
         self.verbosity = verbosity
 
-    def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path) -> Path:
-        """Write the private data dir; returns it (also used by the benchmark to run ansible-playbook)."""
-        run_dir = workdir / f"run-{uuid.uuid4().hex[:12]}"
+    def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path, run_id: str | None = None) -> Path:
+        """Write the private data dir ``workdir/RUN_ID``; it is kept after the run, so the exact playbook,
+        inventory and variables can be inspected or replayed with plain ``ansible-playbook``."""
+        run_dir = workdir / (run_id or f"run-{uuid.uuid4().hex[:12]}")
         project = run_dir / "project"
         shutil.copytree(templates_dir() / "ansible", project)
         inv_dir = run_dir / "inventory"
@@ -61,6 +62,9 @@ class AnsibleRunnerExecutor:
                                 "-o ServerAliveCountMax=2 -o ConnectTimeout=10",
             "ANSIBLE_PIPELINING": "True",
             "ANSIBLE_TIMEOUT": "10",
+            # a connection that fails (ssh exit 255) is retried twice before the host counts as unreachable:
+            # one slow handshake on a busy network must not fail a whole host
+            "ANSIBLE_SSH_RETRIES": "2",
             "ANSIBLE_LOCALHOST_WARNING": "False",
             "ANSIBLE_INVENTORY_UNPARSED_WARNING": "False",
             "ANSIBLE_DEPRECATION_WARNINGS": "False",
@@ -76,8 +80,9 @@ class AnsibleRunnerExecutor:
         on_event: Callable[[ExecEvent], None],
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
+        run_id: str | None = None,
     ) -> RunResult:
-        run_dir = self.prepare(playbook, targets, workdir)
+        run_dir = self.prepare(playbook, targets, workdir, run_id)
         outcomes = {t.name: HostOutcome() for t in targets}
         run_id = run_dir.name
 

@@ -152,5 +152,5 @@ def run_recording(
 
     hosts: dict[str, HostOutcome] = {}
     if targets:
-        hosts = executor.run(playbook, targets, handle, workdir).hosts
+        hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id).hosts
     return box[0], run_id, hosts, records

@@ -59,4 +59,5 @@ class Executor(Protocol):
         on_event: Callable[[ExecEvent], None],
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
+        run_id: str | None = None,
     ) -> RunResult: ...

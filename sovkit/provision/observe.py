@@ -6,6 +6,7 @@ import base64
 import hashlib
 import json
 import os
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,7 +102,8 @@ def observe(
             raw[event.host] = event.data["sovkit_observed"]
         on_event(event)
 
-    result = executor.run("observe.yml", list(targets.values()), handle, workdir)
+    result = executor.run("observe.yml", list(targets.values()), handle, workdir,
+                          run_id=f"observe-{uuid.uuid4().hex[:12]}")
     out = Observation(hosts={})
     for host, target in targets.items():
         outcome: HostOutcome = result.hosts.get(host, HostOutcome())

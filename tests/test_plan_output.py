@@ -1,0 +1,145 @@
+"""`sovkit plan` output: per-host `+ ~ -` lines with a summary, `--json`, and `--detailed-exitcode` 0/2/1."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sovkit.inventory import load_inventory
+from sovkit.plan.desired import desired_site
+from sovkit.state.models import HostRecord, State
+from sovkit.state.store import LocalStateStore
+from tests.conftest import CliResult
+from tests.sitefactory import KIND, Site, make_site
+
+Cli = Callable[..., CliResult]
+
+
+def _converged(site: Site) -> dict[str, HostRecord]:
+    """What a successful apply of ``site`` records."""
+    out = {}
+    for name, want in desired_site(load_inventory(site.path)).items():
+        out[name] = HostRecord.model_validate({
+            "firmware": {k: {"kind": k, "version": f.version, "image_sha256": f.image.sha256,
+                             "devices": {str(i): {"kind": k, "firmware": f.version} for i in range(f.count)}}
+                         for k, f in want.firmware.items()},
+            "runtimes": {n: {"version": r.version, "package": r.package, "prefix": r.prefix,
+                             "artifacts": {a.store_path: a.sha256 for a in r.artifacts}}
+                         for n, r in want.runtimes.items()},
+            "models": {n: {"version": m.version, "files": {f.name: f.sha256 for f in m.files},
+                           "path": f"{m.path}/{m.version}"} for n, m in want.models.items()},
+            "serving": {n: {"role": s.role, "model": s.model, "model_version": s.model_version, "runtime": s.runtime,
+                            "runtime_version": s.runtime_version, "config_sha256": s.config_sha256, "port": s.port}
+                        for n, s in want.serving.items()},
+        })
+    return out
+
+
+def _record(site: Site, hosts: dict[str, HostRecord]) -> State:
+    return LocalStateStore(site.root / ".sovkit").write(State(site="demo", hosts=hosts))
+
+
+@pytest.fixture
+def mixed(tmp_path: Path) -> Site:
+    """npu-node-1 recorded with old firmware and a model no longer deployed; npu-node-2 never applied."""
+    site = make_site(tmp_path)
+    hosts = _converged(site)
+    node1 = hosts["npu-node-1"]
+    node1.firmware[KIND].version = "1.0.0"
+    node1.models["old-model"] = node1.models["demo-ko-chat"].model_copy(update={"version": "0.1"})
+    del hosts["npu-node-2"]
+    _record(site, hosts)
+    return site
+
+
+def test_human_output_groups_changes_per_host_with_markers_and_a_summary(mixed: Site, cli: Cli) -> None:
+    r = cli("plan", mixed.path)
+    assert r.code == 0, r.text
+    lines = r.out.splitlines()
+    start = lines.index("Site demo:")
+    assert lines[start + 1:start + 9] == [
+        "  npu-node-1",
+        "    ~ firmware rebellions-atom-max: upgrade 1.0.0 → 1.2.0",
+        "    - model old-model: no longer deployed on this host",
+        "  npu-node-2",
+        "    + firmware rebellions-atom-max: flash 1.2.0 on 2 device(s)",
+        "    + runtime simnpu-serve: install simnpu-serve 1.0.0",
+        "    + model demo-ko-chat: install demo-ko-chat 1.0 (3 files) and activate",
+        "    + serving chat-decode: decode server for demo-ko-chat 1.0 on port 8102",
+    ]
+    assert "Plan: 4 to create, 1 to update, 1 to delete." in lines
+    assert "Policy: allowed" in r.out
+
+
+def test_converged_site_says_no_changes(tmp_path: Path, cli: Cli) -> None:
+    site = make_site(tmp_path)
+    _record(site, _converged(site))
+    r = cli("plan", site.path)
+    assert r.code == 0, r.text
+    assert "No changes. The hosts match the inventory." in r.out
+    assert "Site demo:" not in r.out and "npu-node" not in r.out
+
+
+def test_json_output(mixed: Site, cli: Cli) -> None:
+    r = cli("plan", mixed.path, "--json")
+    assert r.code == 0, r.text
+    doc = json.loads(r.out)
+    assert set(doc) == {"plan", "decision", "bindings", "saved", "drift", "unreachable"}
+    plan = doc["plan"]
+    assert plan["site"] == "demo"
+    assert plan["summary"] == {"create": 4, "update": 1, "delete": 1}
+    assert plan["unchanged"] == 3  # npu-node-1: runtime, model, serving
+    got = [(c["host"], c["action"], c["component"], c["name"]) for c in plan["changes"]]
+    assert got == [
+        ("npu-node-1", "update", "firmware", KIND), ("npu-node-1", "delete", "model", "old-model"),
+        ("npu-node-2", "create", "firmware", KIND), ("npu-node-2", "create", "runtime", "simnpu-serve"),
+        ("npu-node-2", "create", "model", "demo-ko-chat"), ("npu-node-2", "create", "serving", "chat-decode"),
+    ]
+    fw = plan["changes"][0]
+    assert (fw["before"]["version"], fw["after"]["version"]) == ("1.0.0", "1.2.0")
+    assert fw["reason"] == "upgrade 1.0.0 → 1.2.0"
+    state = json.loads((mixed.root / ".sovkit" / "state.json").read_text())
+    assert doc["bindings"]["state_serial"] == state["serial"] and doc["bindings"]["state_lineage"] == state["lineage"]
+    assert doc["bindings"]["inventory_digest"] == load_inventory(mixed.path).digest
+    assert doc["decision"]["allowed"] is True
+    assert doc["saved"] is None and doc["drift"] is None
+
+
+@pytest.mark.parametrize(("prepare", "expected"), [
+    ("mixed", 2),
+    ("converged", 0),
+    ("broken-inventory", 1),
+    ("corrupt-state", 1),
+])
+def test_detailed_exitcode(tmp_path: Path, cli: Cli, prepare: str, expected: int) -> None:
+    site = make_site(tmp_path)
+    hosts = _converged(site)
+    if prepare == "mixed":
+        hosts["npu-node-1"].firmware[KIND].version = "1.0.0"
+    _record(site, hosts)
+    if prepare == "broken-inventory":
+        site.host("npu-node-2")["accelerators"][0]["firmware"] = "no-such-firmware"
+        site.save()
+    elif prepare == "corrupt-state":
+        state = site.root / ".sovkit" / "state.json"
+        state.write_text(state.read_text()[:50])
+    r = cli("plan", site.path, "--detailed-exitcode")
+    assert r.code == expected, r.text
+    assert "Traceback" not in r.text
+    if expected == 1:
+        assert r.err.startswith("error:"), r.err
+        assert ("no-such-firmware" if prepare == "broken-inventory" else "state.json.backup") in r.err
+        assert "Plan:" not in r.out
+    else:
+        assert ("Plan: 0 to create, 1 to update" if expected == 2 else "No changes") in r.out
+
+
+def test_detailed_exitcode_with_json(mixed: Site, cli: Cli) -> None:
+    r = cli("plan", mixed.path, "--json", "--detailed-exitcode")
+    assert r.code == 2
+    doc: dict[str, Any] = json.loads(r.out)
+    assert doc["plan"]["summary"]["create"] == 4
