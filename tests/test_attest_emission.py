@@ -164,3 +164,21 @@ def test_plan_records_its_decision_with_an_encrypted_operator_key(tmp_path: Path
     warned = cli("plan", site.path)
     assert warned.code == 0 and "the policy decision was not attested" in warned.err
     assert len(read_log(site.root / ".sovkit" / "attestations")) == 1
+
+
+def test_check_records_its_decision_allowed_or_denied(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    site = make_site(tmp_path)
+    log_dir = site.root / ".sovkit" / "attestations"
+    allowed = cli("check", site.path)
+    assert allowed.code == 0, allowed.text
+    (entry,) = read_log(log_dir)
+    assert entry.predicate_type == POLICY_DECISION_PREDICATE
+    assert entry.predicate["operation"] == "check" and entry.predicate["allowed"] is True
+    # a denial is evidence too: it is recorded before the command exits 3
+    site.data["data_stores"].append({"name": "offshore", "kind": "s3", "jurisdiction": "US"})
+    site.save()
+    denied = cli("check", site.path)
+    assert denied.code == 3, denied.text
+    last = read_log(log_dir)[-1]
+    assert last.predicate["operation"] == "check" and last.predicate["allowed"] is False
+    assert any(f["id"].startswith("RES") for f in last.predicate["findings"])

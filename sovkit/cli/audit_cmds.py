@@ -11,7 +11,8 @@ from rich.markup import escape
 from sovkit import api
 from sovkit.attest.keys import load_public_keys
 from sovkit.cli.output import console, emit_json
-from sovkit.cli.plan_cmds import InvArg, JsonOpt, KeyOpt, PoliciesOpt, StateDirOpt, _load_signer, _signing_key_path
+from sovkit.cli.plan_cmds import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
 from sovkit.errors import VerificationError
 
 
@@ -28,7 +29,7 @@ def audit(
     from sovkit.audit.pack import build_audit_pack  # CycloneDX loads only when auditing
 
     ws = api.Workspace.open(inventory, state_dir)
-    signer = _load_signer(_signing_key_path(ws, key))
+    signer = load_signer(signing_key_path(ws, key))
     pack = build_audit_pack(ws, out, signer, policies)
     r = pack.report
     if json_out:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -12,10 +11,11 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
+from sovkit.attest.keys import PublicKey
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
-from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
+from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
+from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
 from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
@@ -26,26 +26,6 @@ StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State dir
                                                                        "the inventory).")]
 PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules and data to add to the "
                                                                      "shipped pack.")]
-KeyOpt = Annotated[Path | None, typer.Option("--key", help="Operator signing key (default: $SOVKIT_SIGNING_KEY or "
-                                                           "<state-dir>/keys/operator.key).")]
-
-
-def _signing_key_path(ws: api.Workspace, key: Path | None) -> Path:
-    if key is not None:
-        return key
-    env = os.environ.get("SOVKIT_SIGNING_KEY")
-    return Path(env) if env else ws.directory / "keys" / "operator.key"
-
-
-def _load_signer(path: Path) -> LocalSigner:
-    if not path.exists():
-        raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
-                              f"create one with `sovkit keys generate -o {path}` or pass --key")
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
-        passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
-    return LocalSigner.load(path, passphrase.encode() if passphrase else None)
-
 
 class _Progress:
     """Live per-host progress lines; quiet in JSON mode."""
@@ -102,13 +82,7 @@ def plan(
     with _Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
                                on_event=progress)
-    key_path = _signing_key_path(ws, key)
-    signer = _load_signer(key_path) if key_path.exists() or key is not None or out is not None else None
-    if signer is not None:
-        api.record_policy_decision(ws, result.decision, signer, operation="plan", extra_policies=policies)
-    elif not json_out:
-        err_console.print(f"[yellow]warning:[/] no operator key at {escape(str(key_path))}: the policy decision "
-                          "was not attested (create one with `sovkit keys generate`)")
+    signer = attest_decision(ws, result.decision, key, policies, "plan", quiet=json_out, required=out is not None)
     saved = None
     if out is not None and result.decision.allowed:
         assert signer is not None
@@ -189,10 +163,10 @@ def apply(
         ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
         plan_value, expected = saved.plan, saved.bindings
         decision = api.decision_from_summary(saved.decision)
-        signer = _load_signer(_signing_key_path(ws, key))
+        signer = load_signer(signing_key_path(ws, key))
     else:
         ws = api.Workspace.open(target, state_dir)
-        signer = _load_signer(_signing_key_path(ws, key))
+        signer = load_signer(signing_key_path(ws, key))
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         with _Progress(enabled=refresh and not json_out) as progress:
             result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
@@ -262,7 +236,7 @@ def rollback(
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
     ws = api.Workspace.open(inventory, state_dir)
-    signer = _load_signer(_signing_key_path(ws, key))
+    signer = load_signer(signing_key_path(ws, key))
     with _Progress(enabled=not json_out) as progress:
         report = api.rollback(ws, model, host or None, on_event=progress, signer=signer)
     _report(report, json_out)

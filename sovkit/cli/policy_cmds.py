@@ -16,6 +16,7 @@ from rich.table import Table
 
 from sovkit import api
 from sovkit.cli.output import console, emit_json
+from sovkit.cli.signing import KeyOpt, attest_decision
 from sovkit.errors import PolicyDenied, PolicyError
 from sovkit.policy.api import PolicyDecision, write_policy_bundle
 from sovkit.policy.engine import PolicyEngine
@@ -80,11 +81,13 @@ def check(
     opa_timeout: OpaTimeoutOpt = 5.0,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    key: KeyOpt = None,
 ) -> int:
     """Evaluate the policy pack against the inventory: exit 0 allowed, 3 denied, 1 error."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.Workspace.open(inventory, state_dir)
     decision = api.check_policy(ws, policies, engine)
+    attest_decision(ws, decision, key, policies, "check", quiet=json_out)
     if json_out:
         emit_json(decision.summary())
     else:
