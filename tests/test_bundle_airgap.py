@@ -63,6 +63,9 @@ def test_usb_to_serving_model_with_networking_disabled(tmp_path: Path) -> None:
         install_simulator(inv.parent / h["root"], "rbln-smi", [(KIND, "1.0.0")] * count, interpreter=sys.executable)
     assert not (inv.parent / "artifacts").exists(), "apply must use the imported store only"
 
+    keyed = offline("keys", "generate", "-o", inv.parent / ".sovkit" / "keys" / "operator.key",
+                    "--insecure-no-passphrase")  # the site's own operator key: plans and attestations
+    assert keyed.code == 0, keyed.text
     applied = offline("apply", inv, "--auto-approve")
     assert applied.code == 0, applied.text
     state = State.model_validate_json((inv.parent / ".sovkit" / "state.json").read_bytes())
