@@ -1,0 +1,34 @@
+"""The README's main-job command: `sovkit demo`, end to end, twice (the second run has nothing to do)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sovkit.attest.log import read_log
+from tests.conftest import run_cli
+
+pytestmark = pytest.mark.slow
+
+
+def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path) -> None:
+    work = tmp_path / "demo"
+    first = run_cli("demo", "--workdir", work, timeout=1500)
+    assert first.code == 0, first.text
+    for step in ("1/8", "evaluate the policy pack", "apply the saved plan", "No changes", "8/8", "demo complete"):
+        assert step in first.out, step
+    state = json.loads((work / ".sovkit" / "state.json").read_text())
+    assert set(state["hosts"]) == {"npu-node-1", "npu-node-2"}
+    assert all(h["models"]["demo-ko-chat"]["version"] == "1.0" for h in state["hosts"].values())
+    report = json.loads((work / "audit-pack" / "report.json").read_text())
+    assert report["overview"]["site"] == "demo" and report["policy"]["allowed"] is True
+    kinds = [e.predicate.get("operation") for e in read_log(work / ".sovkit" / "attestations")]
+    assert kinds.count("apply") == 2 and "check" in kinds and "plan" in kinds
+
+    second = run_cli("demo", "--workdir", work, timeout=1500)
+    assert second.code == 0, second.text
+    assert "No changes" in second.out and "apply the saved plan" in second.out
+    again = json.loads((work / ".sovkit" / "state.json").read_text())
+    assert again["hosts"] == state["hosts"], "a converged site must not be re-installed"
