@@ -10,7 +10,7 @@ _vendors := {v | some v in data.sovkit.config.runtime_vendors}
 # RT-001: an exact version.
 deny contains lib.finding(
 	"RT-001", "deny",
-	sprintf("runtime %s version %q is not pinned", [rt.name, rt.version]),
+	sprintf("runtime %s version %s is not pinned", [rt.name, rt.version]),
 	lib.res("runtimes", rt.name),
 	"pin the exact runtime version (e.g. 0.9.2)",
 ) if {
@@ -54,7 +54,7 @@ deny contains lib.finding(
 # RT-004: the signature verifies with the vendor's trusted key, over the pinned digests.
 deny contains lib.finding(
 	"RT-004", "deny",
-	sprintf("runtime %s signature does not verify with vendor %s's trusted key: %s", [rt.name, object.get(rt, "vendor", "?"), rt.signature.reason]),
+	sprintf("runtime %s signature does not verify with vendor %s's trusted key: %s", [rt.name, rt.vendor, rt.signature.reason]),
 	lib.res("runtimes", rt.name),
 	"fetch the approved artifacts and signature again, or check trust_roots.vendors",
 ) if {
