@@ -64,7 +64,7 @@ deny contains lib.finding(
 	some slot in h.accelerators
 	some fw in input.firmware
 	fw.name == slot.firmware
-	recorded := input.state.hosts[h.name].firmware[slot.kind]
+	recorded := h.recorded.firmware[slot.kind]
 	lib.older(fw.version, recorded)
 }
 

@@ -67,16 +67,14 @@ deny contains lib.finding(
 # RT-005: no downgrade below the version recorded on a host that runs it (state given).
 deny contains lib.finding(
 	"RT-005", "deny",
-	sprintf("host %s would downgrade runtime %s from %s to %s", [host, rt.name, recorded, rt.version]),
-	lib.res("hosts", host),
+	sprintf("host %s would downgrade runtime %s from %s to %s", [p.host, p.runtime, p.recorded_runtime, p.runtime_version]),
+	lib.res("hosts", p.host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) if {
-	some rt in input.runtimes
-	some d in input.deployments
-	d.runtime == rt.name
-	some host in d.hosts
-	recorded := input.state.hosts[host].runtimes[rt.name]
-	lib.older(rt.version, recorded)
+	some p in input.placements
+	p.recorded_runtime != null
+	p.runtime_version != null
+	lib.older(p.runtime_version, p.recorded_runtime)
 }
 
 # RT-006: the signature could not be checked here (mirror store).

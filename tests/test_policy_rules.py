@@ -241,4 +241,6 @@ def test_recorded_state_is_part_of_the_input(tmp_path: Path, cli: Callable[..., 
     r = cli("policy", "input", site.save())
     assert r.code == 0
     doc = json.loads(r.out)
-    assert doc["state"]["hosts"]["npu-node-1"]["firmware"] == {"rebellions-atom-max": "1.10.0"}
+    host = next(h for h in doc["hosts"] if h["name"] == "npu-node-1")
+    assert host["recorded"]["firmware"] == {"rebellions-atom-max": "1.10.0"}
+    assert doc["state"]["serial"] == 1
