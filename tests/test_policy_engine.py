@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import tarfile
 import textwrap
@@ -123,7 +122,7 @@ def test_undefined_decision_fails_closed() -> None:
 def test_engine_error_fails_closed() -> None:
     pack = load_pack()
     broken = PolicyPack({**pack.modules, "main.rego": pack.modules["main.rego"] + "\nboom := 1 +\n"}, data=pack.data)
-    with pytest.raises(PolicyError, match="main.rego"):
+    with pytest.raises(PolicyError, match=r"main\.rego"):
         EmbeddedEngine().evaluate(broken, build_input(load_inventory(DEMO)))
 
 
