@@ -128,7 +128,8 @@ def test_engine_error_fails_closed() -> None:
 
 def test_a_decision_that_contradicts_its_denials_is_refused() -> None:
     pack = load_pack()
-    lie = pack.modules["main.rego"].replace('"allowed": allowed,', '"allowed": true,')
+    lie = pack.modules["main.rego"].replace('"allowed": count(deny_set) == 0,', '"allowed": true,')
+    assert lie != pack.modules["main.rego"]
     tampered = PolicyPack({**pack.modules, "main.rego": lie}, data=pack.data)
     doc = build_input(load_inventory(DEMO))
     doc["telemetry"][0]["jurisdiction"] = "US"
