@@ -32,37 +32,32 @@ warn contains lib.finding(
 	r.draw_w > _warn_ratio * r.power_budget_w
 }
 
-_hosts := {h.name: h | some h in input.hosts}
-
-_models := {m.name: m | some m in input.models}
+# Placements (one per deployment and host) carry the joined facts: joins by name are quadratic in rego-cpp.
 
 # CAP-003: one replica's weights fit in the memory of the tensor_parallel devices it spans on each host.
 deny contains lib.finding(
 	"CAP-003", "deny",
-	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [d.name, d.model, m.weights_bytes / 1e9, d.tensor_parallel, hn, usable]),
-	lib.res("deployments", d.name),
+	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [p.deployment, p.model, p.weights_bytes / 1e9, p.tensor_parallel, p.host, usable]),
+	lib.res("deployments", p.deployment),
 	"raise tensor_parallel, use hosts with more accelerator memory, or a smaller (quantized) model",
 ) if {
-	some d in input.deployments
-	m := _models[d.model]
-	some hn in d.hosts
-	h := _hosts[hn]
-	h.accelerator_count > 0
-	h.accelerator_memory_gb != null
-	usable := (h.accelerator_memory_gb / h.accelerator_count) * d.tensor_parallel
-	m.weights_bytes > usable * 1e9
+	some p in input.placements
+	p.accelerator_count > 0
+	p.accelerator_memory_gb != null
+	p.weights_bytes != null
+	usable := (p.accelerator_memory_gb / p.accelerator_count) * p.tensor_parallel
+	p.weights_bytes > usable * 1e9
 }
 
 # CAP-004: tensor_parallel cannot exceed the accelerators a host has.
 deny contains lib.finding(
 	"CAP-004", "deny",
-	sprintf("deployment %s wants tensor_parallel %d on host %s, which has %d accelerator(s)", [d.name, d.tensor_parallel, hn, _hosts[hn].accelerator_count]),
-	lib.res("deployments", d.name),
+	sprintf("deployment %s wants tensor_parallel %d on host %s, which has %d accelerator(s)", [p.deployment, p.tensor_parallel, p.host, p.accelerator_count]),
+	lib.res("deployments", p.deployment),
 	"lower tensor_parallel or deploy on hosts with enough accelerators",
 ) if {
-	some d in input.deployments
-	some hn in d.hosts
-	d.tensor_parallel > _hosts[hn].accelerator_count
+	some p in input.placements
+	p.tensor_parallel > p.accelerator_count
 }
 
 # CAP-005: a figure the checks need is unknown in the catalog, so a limit cannot be proven.
@@ -78,11 +73,10 @@ warn contains lib.finding(
 
 warn contains lib.finding(
 	"CAP-005", "warn",
-	sprintf("deployment %s: accelerator memory of host %s is unknown; cannot check that model %s fits", [d.name, hn, d.model]),
-	lib.res("deployments", d.name),
+	sprintf("deployment %s: accelerator memory of host %s is unknown; cannot check that model %s fits", [p.deployment, p.host, p.model]),
+	lib.res("deployments", p.deployment),
 	"confirm the accelerator's memory and add it to the catalog",
 ) if {
-	some d in input.deployments
-	some hn in d.hosts
-	_hosts[hn].accelerator_memory_gb == null
+	some p in input.placements
+	p.accelerator_memory_gb == null
 }

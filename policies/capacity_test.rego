@@ -8,11 +8,7 @@ _ids(fs) := {f.id | some f in fs}
 
 _rack(draw) := {"name": "r", "power_budget_w": 1000, "hosts": 1, "accelerators": 2, "draw_w": draw, "unknown_tdp": 0}
 
-_host := {"name": "h", "accelerator_count": 2, "accelerator_memory_gb": 128}
-
-_model := {"name": "m", "weights_bytes": 70000000000}
-
-_dep(tp) := {"name": "dep", "model": "m", "runtime": "rt", "hosts": ["h"], "role": "both", "tensor_parallel": tp, "port": 8000}
+_place(tp, mem) := {"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
 
 test_cap_001_over_budget if {
 	rs := [_rack(1001)]
@@ -38,32 +34,24 @@ test_cap_002_ratio_is_data if {
 }
 
 test_cap_003_weights_do_not_fit if {
-	hs := [_host]
-	ms := [_model]
-	ds := [_dep(1)]
-	_ids(capacity.deny) == {"CAP-003"} with input.hosts as hs with input.models as ms with input.deployments as ds
+	ps := [_place(1, 128)]
+	_ids(capacity.deny) == {"CAP-003"} with input.placements as ps
 }
 
 test_cap_003_weights_fit_with_tensor_parallel if {
-	hs := [_host]
-	ms := [_model]
-	ds := [_dep(2)]
-	count(capacity.deny) == 0 with input.hosts as hs with input.models as ms with input.deployments as ds
+	ps := [_place(2, 128)]
+	count(capacity.deny) == 0 with input.placements as ps
 }
 
 test_cap_004_tensor_parallel_beyond_devices if {
-	hs := [_host]
-	ms := [_model]
-	ds := [_dep(4)]
-	_ids(capacity.deny) == {"CAP-004"} with input.hosts as hs with input.models as ms with input.deployments as ds
+	ps := [_place(4, 1024)]
+	_ids(capacity.deny) == {"CAP-004"} with input.placements as ps
 }
 
 test_cap_005_unknown_figures_warn if {
 	rs := [object.union(_rack(100), {"unknown_tdp": 2})]
-	hs := [object.union(_host, {"accelerator_memory_gb": null})]
-	ms := [_model]
-	ds := [_dep(1)]
-	w := capacity.warn with input.racks as rs with input.hosts as hs with input.models as ms with input.deployments as ds
+	ps := [_place(1, null)]
+	w := capacity.warn with input.racks as rs with input.placements as ps
 	_ids(w) == {"CAP-005"}
 	count(w) == 2
 }

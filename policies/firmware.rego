@@ -10,7 +10,7 @@ _vendors := {v | some v in data.sovkit.config.firmware_vendors}
 # FW-001: an exact version, never latest, a range or a wildcard.
 deny contains lib.finding(
 	"FW-001", "deny",
-	sprintf("firmware %s version %q is not pinned", [fw.name, fw.version]),
+	sprintf("firmware %s version %s is not pinned", [fw.name, fw.version]),
 	lib.res("firmware", fw.name),
 	"pin the exact vendor version (e.g. 1.9.2)",
 ) if {
@@ -64,7 +64,7 @@ deny contains lib.finding(
 	some slot in h.accelerators
 	some fw in input.firmware
 	fw.name == slot.firmware
-	recorded := input.state.hosts[h.name].firmware[slot.kind]
+	recorded := h.recorded.firmware[slot.kind]
 	lib.older(fw.version, recorded)
 }
 

@@ -60,9 +60,8 @@ test_fw_004_signature_does_not_verify if {
 
 test_fw_005_downgrade_against_state if {
 	fws := [_fw]
-	hs := _hosts
-	st := {"serial": 3, "lineage": "l", "hosts": {"h": {"firmware": {"rebellions-atom-max": "1.10.0"}, "runtimes": {}, "models": {}}}}
-	d := firmware.deny with input.firmware as fws with input.hosts as hs with input.state as st
+	hs := [object.union(_hosts[0], {"recorded": {"firmware": {"rebellions-atom-max": "1.10.0"}, "runtimes": {}, "models": {}}})]
+	d := firmware.deny with input.firmware as fws with input.hosts as hs
 	_ids(d) == {"FW-005"}
 	some f in d
 	f.resource == "hosts/h"
@@ -72,8 +71,8 @@ test_fw_005_upgrade_and_same_pass if {
 	fws := [_fw]
 	hs := _hosts
 	every recorded in ["1.2.0", "1.3.0", "1.2.10"] {
-		st := {"serial": 3, "lineage": "l", "hosts": {"h": {"firmware": {"rebellions-atom-max": recorded}, "runtimes": {}, "models": {}}}}
-		count(firmware.deny) == 0 with input.firmware as fws with input.hosts as hs with input.state as st
+		hr := [object.union(hs[0], {"recorded": {"firmware": {"rebellions-atom-max": recorded}, "runtimes": {}, "models": {}}})]
+		count(firmware.deny) == 0 with input.firmware as fws with input.hosts as hr
 	}
 }
 

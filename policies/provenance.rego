@@ -10,7 +10,7 @@ _licenses := {l | some l in data.sovkit.config.licenses}
 # PRV-001: the model version and every file digest are pinned.
 model_deny contains lib.finding(
 	"PRV-001", "deny",
-	sprintf("model %s version %q is not pinned", [m.name, m.version]),
+	sprintf("model %s version %s is not pinned", [m.name, m.version]),
 	lib.res("models", m.name),
 	"pin an exact version (e.g. 1.0 or 24b-2503), never latest or a range",
 ) if {
@@ -20,7 +20,7 @@ model_deny contains lib.finding(
 
 model_deny contains lib.finding(
 	"PRV-001", "deny",
-	sprintf("model %s version %q is not pinned", [m.name, m.version]),
+	sprintf("model %s version %s is not pinned", [m.name, m.version]),
 	lib.res("models", m.name),
 	"pin an exact version (e.g. 1.0 or 24b-2503), never latest or a range",
 ) if {
@@ -66,7 +66,7 @@ model_deny contains lib.finding(
 # PRV-004: the model's licence, and each base model's, is on the allowlist.
 model_deny contains lib.finding(
 	"PRV-004", "deny",
-	sprintf("model %s licence %q is not on the licence allowlist", [m.name, m.license]),
+	sprintf("model %s licence %s is not on the licence allowlist", [m.name, m.license]),
 	lib.res("models", m.name),
 	"use an approved model, or add the licence to data.sovkit.config.licenses after legal review",
 ) if {
@@ -76,7 +76,7 @@ model_deny contains lib.finding(
 
 model_deny contains lib.finding(
 	"PRV-004", "deny",
-	sprintf("base model %s of %s has licence %q, not on the licence allowlist", [b.name, m.name, b.license]),
+	sprintf("base model %s of %s has licence %s, not on the licence allowlist", [b.name, m.name, b.license]),
 	lib.res("models", m.name),
 	"use an approved base model, or add the licence to data.sovkit.config.licenses after legal review",
 ) if {
@@ -93,7 +93,7 @@ model_deny contains lib.finding(
 	"add models[].card with purpose, datasets and limitations",
 ) if {
 	some m in input.models
-	not m.card
+	object.get(m, "card", null) == null
 }
 
 deny contains f if some f in model_deny
@@ -113,7 +113,7 @@ warn contains lib.finding(
 # PRV-007: only models that pass provenance may be deployed.
 deny contains lib.finding(
 	"PRV-007", "deny",
-	sprintf("deployment %s uses model %s, which fails %s", [d.name, d.model, concat(", ", sort({f.id | some f in model_deny; f.resource == lib.res("models", d.model)}))]),
+	concat("", ["deployment ", d.name, " uses model ", d.model, ", which fails ", concat(", ", sort({f.id | some f in model_deny; f.resource == lib.res("models", d.model)}))]),
 	lib.res("deployments", d.name),
 	"fix the model's provenance findings (or deploy an approved model)",
 ) if {

@@ -86,7 +86,7 @@ deny contains lib.finding(
 # RES-011: egress only to destinations the operator allowed.
 deny contains lib.finding(
 	"RES-011", "deny",
-	sprintf("egress endpoint %s goes to %s, which is not in residency.allowed_egress", [e.name, lib.url_host(e.url)]),
+	concat("", ["egress endpoint ", e.name, " goes to ", lib.url_host(e.url), ", which is not in residency.allowed_egress"]),
 	lib.res("endpoints", e.name),
 	"add the host to residency.allowed_egress (after review) or remove the endpoint",
 ) if {
@@ -117,7 +117,7 @@ _transfer_basis(j) if {
 
 deny contains lib.finding(
 	"RES-012", "deny",
-	sprintf("personal data in %s goes to %s, outside %s, with no recorded legal basis", [lib.res(p[0], p[1]), p[2], input.site.jurisdiction.country]),
+	sprintf("personal data in %s/%s goes to %s, outside %s, with no recorded legal basis", [p[0], p[1], p[2], input.site.jurisdiction.country]),
 	lib.res(p[0], p[1]),
 	sprintf("record the transfer under residency.transfers (destination %s, basis adequacy/scc/bcr/consent/derogation, reference)", [p[2]]),
 ) if {

@@ -10,7 +10,7 @@ _vendors := {v | some v in data.sovkit.config.runtime_vendors}
 # RT-001: an exact version.
 deny contains lib.finding(
 	"RT-001", "deny",
-	sprintf("runtime %s version %q is not pinned", [rt.name, rt.version]),
+	sprintf("runtime %s version %s is not pinned", [rt.name, rt.version]),
 	lib.res("runtimes", rt.name),
 	"pin the exact runtime version (e.g. 0.9.2)",
 ) if {
@@ -54,7 +54,7 @@ deny contains lib.finding(
 # RT-004: the signature verifies with the vendor's trusted key, over the pinned digests.
 deny contains lib.finding(
 	"RT-004", "deny",
-	sprintf("runtime %s signature does not verify with vendor %s's trusted key: %s", [rt.name, object.get(rt, "vendor", "?"), rt.signature.reason]),
+	sprintf("runtime %s signature does not verify with vendor %s's trusted key: %s", [rt.name, rt.vendor, rt.signature.reason]),
 	lib.res("runtimes", rt.name),
 	"fetch the approved artifacts and signature again, or check trust_roots.vendors",
 ) if {
@@ -67,16 +67,14 @@ deny contains lib.finding(
 # RT-005: no downgrade below the version recorded on a host that runs it (state given).
 deny contains lib.finding(
 	"RT-005", "deny",
-	sprintf("host %s would downgrade runtime %s from %s to %s", [host, rt.name, recorded, rt.version]),
-	lib.res("hosts", host),
+	sprintf("host %s would downgrade runtime %s from %s to %s", [p.host, p.runtime, p.recorded_runtime, p.runtime_version]),
+	lib.res("hosts", p.host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) if {
-	some rt in input.runtimes
-	some d in input.deployments
-	d.runtime == rt.name
-	some host in d.hosts
-	recorded := input.state.hosts[host].runtimes[rt.name]
-	lib.older(rt.version, recorded)
+	some p in input.placements
+	p.recorded_runtime != null
+	p.runtime_version != null
+	lib.older(p.runtime_version, p.recorded_runtime)
 }
 
 # RT-006: the signature could not be checked here (mirror store).

@@ -46,25 +46,30 @@ deny contains lib.finding(
 	not active(w)
 }
 
-# WVR-002: a waiver that matches no finding is stale.
-warn contains lib.finding(
+# WVR-002: a waiver that matches no finding is stale. ``all`` is every finding before waivers
+# (passed in, so the decision evaluates the rule packages once).
+stale(all) := {lib.finding(
 	"WVR-002", "warn",
 	sprintf("waiver of %s for %s matches no finding", [w.rule, w.resource]),
 	_resource(w),
 	"remove the stale waiver (or correct its rule id / resource name)",
-) if {
+) |
 	some w in input.waivers
 	active(w)
-	not _used(w)
+	not _used(w, all)
 }
 
-_used(w) if {
-	some f in findings.deny | findings.warn
+warn contains f if some f in stale(findings.deny | findings.warn)
+
+_used(w, all) if {
+	some f in all
 	matches(w, f)
 }
 
 # WVR-003: a waiver expiring soon (data.sovkit.config.waiver_warn_days, default 30).
-warn contains lib.finding(
+warn contains f if some f in expiring
+
+expiring contains lib.finding(
 	"WVR-003", "warn",
 	sprintf("waiver of %s for %s expires on %s (in %d day(s))", [w.rule, w.resource, w.expires, days_left(w)]),
 	_resource(w),

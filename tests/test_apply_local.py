@@ -91,6 +91,7 @@ def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path:
 
 
 def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
+    """Policy denies it (PRV-003); even with that waived, preflight still refuses the signature (defence in depth)."""
     from sovkit.attest.artifacts import sign_artifacts
     from sovkit.attest.keys import LocalSigner
 
@@ -99,6 +100,15 @@ def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
     rogue = sign_artifacts({f["path"]: f["sha256"] for f in model["files"]}, LocalSigner.generate(), "model",
                            "demo-ko-chat", "1.0")
     (site.store / model["signature"]).write_text(rogue.to_json())
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 3
+    assert "PRV-003" in r.out and "does not verify" in r.out
+    site.data["waivers"] = [
+        {"rule": rule, "resource": res, "reason": "test: reach preflight", "expires": "2099-01-01"}
+        for rule, res in (("PRV-003", "models/demo-ko-chat"), ("PRV-007", "deployments/chat-prefill"),
+                          ("PRV-007", "deployments/chat-decode"))
+    ]
+    site.save()
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 1
     assert "signature by sovkit-demo-lab does not verify" in r.err

@@ -107,6 +107,30 @@ class AcceleratorInfo(_Doc):
     tdp_w: float | None
 
 
+class HostState(_Doc):
+    firmware: dict[str, str]
+    runtimes: dict[str, str]
+    models: dict[str, str]
+
+
+class Placement(_Doc):
+    """One deployment on one host, joined with the facts capacity and downgrade rules need.
+
+    Precomputed here because joins by name are quadratic in rego-cpp at 10,000 hosts.
+    """
+
+    deployment: str
+    host: str
+    model: str
+    runtime: str
+    tensor_parallel: int
+    accelerator_count: int
+    accelerator_memory_gb: float | None
+    weights_bytes: int | None
+    runtime_version: str | None
+    recorded_runtime: str | None
+
+
 class HostInfo(_Doc):
     name: str
     rack: str
@@ -119,6 +143,7 @@ class HostInfo(_Doc):
     accelerator_count: int
     accelerator_memory_gb: float | None
     labels: dict[str, str]
+    recorded: HostState | None
 
 
 class RackInfo(_Doc):
@@ -130,16 +155,9 @@ class RackInfo(_Doc):
     unknown_tdp: int
 
 
-class HostState(_Doc):
-    firmware: dict[str, str]
-    runtimes: dict[str, str]
-    models: dict[str, str]
-
-
 class StateInfo(_Doc):
     serial: int
     lineage: str
-    hosts: dict[str, HostState]
 
 
 class SiteInfo(_Doc):
@@ -172,6 +190,7 @@ class PolicyInput(_Doc):
     backups: list[Backup]
     model_registries: list[ModelRegistry]
     waivers: list[Waiver]
+    placements: list[Placement]
     state: StateInfo | None
 
 
@@ -222,7 +241,7 @@ def _stored(inv: LoadedInventory, art: Artifact) -> StoredArtifact:
     return StoredArtifact(path=art.path, sha256=art.sha256, size=art.size, stored_size=size)
 
 
-def _host(host: Host, catalog: Catalog, site_location: str) -> HostInfo:
+def _host(host: Host, catalog: Catalog, site_location: str, recorded: HostState | None) -> HostInfo:
     cpu = catalog.cpus.get(host.cpu)
     accels = []
     for slot in host.accelerators:
@@ -235,18 +254,35 @@ def _host(host: Host, catalog: Catalog, site_location: str) -> HostInfo:
         arch=host.arch, cpu=host.cpu, cpu_tdp_w=cpu.tdp_w.value if cpu else None, connection=host.connection,
         accelerators=accels, accelerator_count=sum(s.count for s in host.accelerators),
         accelerator_memory_gb=host_accelerator_memory_gb(host, catalog), labels=dict(host.labels),
+        recorded=recorded,
     )
 
 
-def _state(state: State | None) -> StateInfo | None:
-    if state is None or not state.hosts:
-        return None
-    return StateInfo(serial=state.serial, lineage=state.lineage, hosts={
-        name: HostState(firmware={k: fw.version for k, fw in rec.firmware.items()},
-                        runtimes={k: rt.version for k, rt in rec.runtimes.items()},
-                        models={k: m.version for k, m in rec.models.items()})
-        for name, rec in state.hosts.items()
-    })
+def _recorded(state: State | None) -> dict[str, HostState]:
+    if state is None:
+        return {}
+    return {name: HostState(firmware={k: fw.version for k, fw in rec.firmware.items()},
+                            runtimes={k: rt.version for k, rt in rec.runtimes.items()},
+                            models={k: m.version for k, m in rec.models.items()})
+            for name, rec in state.hosts.items()}
+
+
+def _placements(hosts: list[HostInfo], models: list[ModelInfo], runtimes: list[RuntimeInfo],
+                deployments: list[Deployment]) -> list[Placement]:
+    by_host = {h.name: h for h in hosts}
+    weights = {m.name: m.weights_bytes for m in models}
+    versions = {r.name: r.version for r in runtimes}
+    out = []
+    for d in deployments:
+        for name in d.hosts:
+            h = by_host[name]
+            out.append(Placement(
+                deployment=d.name, host=name, model=d.model, runtime=d.runtime, tensor_parallel=d.tensor_parallel,
+                accelerator_count=h.accelerator_count, accelerator_memory_gb=h.accelerator_memory_gb,
+                weights_bytes=weights.get(d.model), runtime_version=versions.get(d.runtime),
+                recorded_runtime=h.recorded.runtimes.get(d.runtime) if h.recorded else None,
+            ))
+    return out
 
 
 def build_input(inv: LoadedInventory, state: State | None = None, today: date | None = None) -> dict[str, Any]:
@@ -273,6 +309,8 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
               for m in site.models]
     racks = [RackInfo(name=r.rack, power_budget_w=r.budget_w, hosts=r.hosts, accelerators=r.accelerators,
                       draw_w=r.draw.watts, unknown_tdp=r.draw.unknown) for r in rack_power(site, catalog)]
+    recorded = _recorded(state)
+    hosts = [_host(h, catalog, location, recorded.get(h.name)) for h in site.hosts]
     doc = PolicyInput(
         apiVersion=INPUT_API_VERSION,
         evaluated_on=(today or datetime.now(UTC).date()).isoformat(),
@@ -284,12 +322,13 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
         trust_roots={s: [k.name for k in getattr(site.trust_roots, s)] for s in ("publishers", "vendors")},
         artifact_store=site.artifact_store,
         racks=racks,
-        hosts=[_host(h, catalog, location) for h in site.hosts],
+        hosts=hosts,
         firmware=firmware, runtimes=runtimes, models=models,
         deployments=list(site.deployments), data_stores=list(site.data_stores), endpoints=list(site.endpoints),
         telemetry=list(site.telemetry), log_sinks=list(site.log_sinks), backups=list(site.backups),
         model_registries=list(site.model_registries), waivers=list(site.waivers),
-        state=_state(state),
+        placements=_placements(hosts, models, runtimes, list(site.deployments)),
+        state=StateInfo(serial=state.serial, lineage=state.lineage) if state is not None and state.hosts else None,
     )
     return doc.model_dump(mode="json")
 

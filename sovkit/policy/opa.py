@@ -49,7 +49,8 @@ class OpaServerEngine:
 
     def _fail(self, step: str, exc: Exception) -> PolicyError:
         where = f"OPA server {self.url} ({step})"
-        if isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ReadTimeout):
+        timed_out = isinstance(exc, requests.exceptions.ConnectionError) and "timed out" in str(exc).lower()
+        if timed_out or isinstance(exc, requests.exceptions.ConnectTimeout | requests.exceptions.ReadTimeout):
             return PolicyError(f"{where}: no answer within {self.timeout:g} s (timeout)",
                                "check the server, or raise --opa-timeout; nothing is allowed without an answer")
         if isinstance(exc, requests.exceptions.ConnectionError):
