@@ -7,7 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sovkit.attest import log as attest_log
 from sovkit.attest.keys import PublicKey, Signer
+from sovkit.attest.predicates import PolicyDecisionPredicate, policy_decision_statement
+from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
+from sovkit.audit.drift import write_refresh_record
 from sovkit.catalog import load_catalog
 from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
@@ -20,6 +24,7 @@ from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, make_saved_plan, read_plan, write_plan
 from sovkit.plan.planfile import check_bindings as check_bindings_values
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_policy, policy_pack_digest
+from sovkit.policy.input import build_input
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent, Executor
@@ -71,6 +76,11 @@ class Workspace:
     @property
     def store(self) -> LocalStateStore:
         return LocalStateStore(self.directory)
+
+    @property
+    def attestations(self) -> Path:
+        """The append-only attestation log directory."""
+        return attest_log.log_dir_for(self.directory)
 
     @property
     def runs(self) -> Path:
@@ -181,8 +191,13 @@ def apply_plan(
     extra_policies: Path | None = None,
     executor: Executor | None = None,
     on_event: Callable[[ExecEvent], None] = lambda e: None,
+    signer: Signer | None = None,
 ) -> ApplyReport:
-    """Apply under the state lock; refuses a denied decision or (for saved plans) any stale binding."""
+    """Apply under the state lock; refuses a denied decision or (for saved plans) any stale binding.
+
+    With a ``signer``, one provision attestation per host the plan touched is appended to the
+    attestation log before the lock is released (the CLI always passes the operator key).
+    """
     if not decision.allowed:
         raise PolicyDenied("policy denies this inventory: nothing was applied",
                            "run `sovkit check` to see the denials, fix them, and plan again")
@@ -191,8 +206,18 @@ def apply_plan(
         desired = desired_site(ws.inventory)
         if expected is not None:
             check_bindings_for(ws, state, desired, plan, expected, extra_policies)
-        return execute_plan(ws.inventory, plan, desired, ws.store, executor or AnsibleRunnerExecutor(), ws.runs,
-                            on_event)
+        if signer is not None:
+            attest_log.check_appendable(ws.attestations)
+        report = execute_plan(ws.inventory, plan, desired, ws.store, executor or AnsibleRunnerExecutor(), ws.runs,
+                              on_event)
+        if signer is not None:
+            summary = decision.summary()
+            pack = expected.policy_pack_digest if expected is not None else policy_pack_digest(extra_policies)
+            ctx = ApplyContext(operation="apply", site=ws.inventory.site.metadata.name, plan=plan,
+                               inventory_digest=ws.inventory.digest, policy_pack_digest=pack,
+                               policy_allowed=decision.allowed, findings=list(summary.get("findings", [])))
+            attest_log.append(ws.attestations, provision_statements(report, ctx, plan.hosts(), desired), signer)
+        return report
 
 
 def check_bindings_for(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan: Plan,
@@ -212,6 +237,7 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
         state.hosts.update(obs.hosts)
         state.site = ws.inventory.site.metadata.name
         new = ws.store.write(state)
+        write_refresh_record(ws.directory, drift, obs.unreachable)  # the audit reports the last drift found
     return drift, obs.unreachable, new
 
 
@@ -221,6 +247,7 @@ def rollback(
     hosts: list[str] | None = None,
     executor: Executor | None = None,
     on_event: Callable[[ExecEvent], None] = lambda e: None,
+    signer: Signer | None = None,
 ) -> ApplyReport:
     """Switch ``model`` back to the version kept as ``previous`` on each host (all hosts that have one).
 
@@ -236,13 +263,32 @@ def rollback(
         if not chosen:
             raise SovkitError(f"no host has a previous version of model {model!r} recorded",
                               "rollback needs an earlier apply of another version on the host")
+        if signer is not None:
+            attest_log.check_appendable(ws.attestations)
         known = ws.directory / "known_hosts"
         targets = [rollback_target(ws.inventory, desired[h], model, state.hosts[h], known) for h in chosen]
         started = now()
         new_state, run_id, outcomes, records = run_recording(
             "rollback.yml", targets, state, ws.store, executor or AnsibleRunnerExecutor(), ws.runs, on_event, {})
-    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=outcomes, state=new_state,
-                       preflight=Preflight(), records=records)
+        report = ApplyReport(run_id=run_id, started=started, finished=now(), hosts=outcomes, state=new_state,
+                             preflight=Preflight(), records=records)
+        if signer is not None:
+            ctx = ApplyContext(operation="rollback", site=ws.inventory.site.metadata.name, plan=None,
+                               inventory_digest=ws.inventory.digest, policy_pack_digest=policy_pack_digest(None),
+                               policy_allowed=True, findings=[])
+            attest_log.append(ws.attestations, provision_statements(report, ctx, chosen, desired), signer)
+    return report
+
+
+def check_policy(ws: Workspace, extra_policies: Path | None = None, policy_engine: PolicyEngine | None = None
+                 ) -> PolicyDecision:
+    """The policy decision for the inventory (and its recorded state, when there is one). Changes nothing."""
+    return evaluate_policy(ws.inventory, ws.store.read(), extra_policies, policy_engine)
+
+
+def policy_input(ws: Workspace) -> dict[str, Any]:
+    """The exact input document the pack is evaluated on (docs/policy-input.md)."""
+    return build_input(ws.inventory, ws.store.read())
 
 
 def decision_from_summary(summary: dict[str, Any]) -> PolicyDecision:
@@ -252,3 +298,51 @@ def decision_from_summary(summary: dict[str, Any]) -> PolicyDecision:
 
 def force_unlock(ws: Workspace, lock_id: str) -> LockInfo:
     return ws.store.force_unlock(lock_id)
+
+
+# --- attestations --------------------------------------------------------------------------------------------
+
+
+def record_policy_decision(ws: Workspace, decision: PolicyDecision, signer: Signer, operation: str = "check",
+                           extra_policies: Path | None = None) -> attest_log.LogEntry:
+    """Append a policy-decision attestation (every `check` and `plan` records one) and return its entry."""
+    summary = decision.summary()
+    predicate = PolicyDecisionPredicate(
+        operation=operation, site=ws.inventory.site.metadata.name, inventory_digest=ws.inventory.digest,
+        pack_digest=policy_pack_digest(extra_policies), allowed=bool(summary.get("allowed", decision.allowed)),
+        findings=list(summary.get("findings", [])), engine=summary.get("engine"), time=now(),
+    )
+    return attest_log.append(ws.attestations, [policy_decision_statement(predicate)], signer)[0]
+
+
+@dataclass
+class AttestationTarget:
+    """Where to verify: the log, and (when known) the state and artifact store to check subjects against."""
+
+    log_dir: Path
+    state: State | None
+    artifact_root: Path | None
+
+
+def attestation_target(path: Path, state_dir: Path | None = None) -> AttestationTarget:
+    """``path`` is a log directory, a state directory holding ``attestations/``, or an inventory."""
+    if (path / attest_log.LOG_FILE).exists() or (path / attest_log.HEAD_FILE).exists():
+        state_file = path.parent / "state.json"
+        state = LocalStateStore(path.parent).read() if state_file.exists() else None
+        return AttestationTarget(path, state, None)
+    if path.is_dir() and (path / attest_log.LOG_DIRNAME).is_dir():
+        store = LocalStateStore(path)
+        return AttestationTarget(path / attest_log.LOG_DIRNAME, store.read() if store.path.exists() else None, None)
+    # files are not checked here: a changed store file must reach the subjects step, not stop the load
+    loaded = load_inventory(path, check_files=False)
+    ws = Workspace(loaded, (state_dir or loaded.root / ".sovkit").resolve())
+    return AttestationTarget(ws.attestations, ws.store.read() if ws.store.path.exists() else None,
+                             ws.inventory.artifact_root)
+
+
+def verify_attestations(target: AttestationTarget, keys: list[PublicKey]) -> attest_log.LogVerification:
+    """The log's own steps, then subjects against the recorded state (and store files, when known)."""
+    result = attest_log.verify_log(target.log_dir, keys)
+    if result.entries or result.ok:
+        result.steps.append(check_subjects(result.entries, target.state, target.artifact_root))
+    return result

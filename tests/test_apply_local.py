@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -106,6 +107,20 @@ def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
         assert not (site.host_root(host) / "opt/sovkit/models").exists()
 
 
+def _kill_orphaned_playbooks(root: Path) -> None:
+    """ansible-runner runs ansible-playbook in its own pty session, so it outlives a SIGKILLed sovkit."""
+    for proc_dir in Path("/proc").iterdir():
+        if not proc_dir.name.isdigit():
+            continue
+        try:
+            cmdline = (proc_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "ansible-playbook" in cmdline and str(root) in cmdline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(int(proc_dir.name), signal.SIGKILL)
+
+
 def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -122,6 +137,7 @@ def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path) -
         pytest.fail("apply never recorded two components")
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
+    _kill_orphaned_playbooks(site.root)
     state = _state(site.root)  # parses: the file is whole
     assert 2 <= state.serial < 8
     locked = run_cli("apply", site.path, "--auto-approve")

@@ -31,6 +31,7 @@ def demo(
         ("plan, and save the signed plan", ["plan", str(site), "-o", str(plan_file)], 0),
         ("apply the saved plan through Ansible", ["apply", str(plan_file)], 0),
         ("plan again: nothing left to do", ["plan", str(site), "--detailed-exitcode"], 0),
+        ("verify the signed attestations offline", ["attest", "verify", str(site), "--key", f"{key}.pub"], 0),
     ]
     for number, (title, argv, expected) in enumerate(steps, 1):
         console.rule(f"[bold]{number}/{len(steps)}  {title}[/]  [dim]sovkit {' '.join(argv[:1])}[/]")

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 import yaml
+from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
 from sovkit.catalog import load_catalog
 from sovkit.cli.output import console, emit_json
+from sovkit.errors import InventoryError
 from sovkit.inventory.capacity import host_power
 
 InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
@@ -22,7 +25,13 @@ inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args
 
 def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     """Check an inventory: schema, jurisdiction codes, references, catalog ids, files."""
-    loaded = api.validate(inventory)
+    try:
+        loaded = api.validate(inventory)
+    except InventoryError as exc:
+        if json_out:  # machine-readable problems on stdout; the error boundary still reports and exits 1
+            emit_json({"valid": False, "summary": exc.message,
+                       "problems": [dataclasses.asdict(p) for p in exc.problems]})
+        raise
     site = loaded.site
     counts = {
         "racks": len(site.racks), "hosts": len(site.hosts), "models": len(site.models),
@@ -37,7 +46,8 @@ def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     console.print(f"  digest sha256:{loaded.digest}")
 
 
-def schema() -> None:
+def schema(json_out: Annotated[bool, typer.Option("--json", help="Accepted for symmetry; the schema is JSON.")]
+           = False) -> None:
     """Print the JSON Schema of the inventory (for editors and CI)."""
     emit_json(api.inventory_schema())
 
@@ -62,7 +72,7 @@ def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
         })
         return
     where = site.jurisdiction.region or site.jurisdiction.country
-    console.print(f"[bold]{site.metadata.name}[/] — {site.metadata.description or 'site'} ({where}"
+    console.print(f"[bold]{escape(site.metadata.name)}[/] — {escape(site.metadata.description or 'site')} ({where}"
                   f"{', air-gapped' if site.residency.air_gapped else ''})")
     rt = Table(title="Racks", title_justify="left")
     for col in ("rack", "hosts", "accelerators", "power (TDP)", "budget", "use"):
@@ -71,7 +81,7 @@ def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
         use = f"{r.ratio:.0%}"
         style = "red" if r.ratio > 1 else "yellow" if r.ratio > 0.9 else "green"
         lower = f" + {r.draw.unknown} unknown" if r.draw.unknown else ""
-        rt.add_row(r.rack, str(r.hosts), str(r.accelerators), f"{r.draw.watts:,.0f} W{lower}",
+        rt.add_row(escape(r.rack), str(r.hosts), str(r.accelerators), f"{r.draw.watts:,.0f} W{lower}",
                    f"{r.budget_w:,.0f} W", f"[{style}]{use}[/]")
     console.print(rt)
     if len(site.hosts) > 200:
@@ -83,7 +93,8 @@ def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
     for h in site.hosts:
         accels = ", ".join(f"{s.count}× {s.kind}" for s in h.accelerators) or "—"
         fws = ", ".join(s.firmware or "unpinned" for s in h.accelerators) or "—"
-        ht.add_row(h.name, h.rack, h.address if h.connection == "ssh" else "local", h.cpu, accels, fws)
+        ht.add_row(*(escape(c) for c in (h.name, h.rack, h.address if h.connection == "ssh" else "local", h.cpu,
+                                          accels, fws)))
     console.print(ht)
 
 

@@ -5,12 +5,11 @@ from __future__ import annotations
 import sys
 from typing import Annotated
 
-import click
 import typer
 from rich.markup import escape
 
 from sovkit import __version__
-from sovkit.cli import demo_cmds, inventory_cmds, plan_cmds
+from sovkit.cli import attest_cmds, audit_cmds, bundle_cmds, demo_cmds, inventory_cmds, plan_cmds, policy_cmds
 from sovkit.cli.output import err_console
 from sovkit.errors import SovkitError
 
@@ -39,8 +38,66 @@ def _root(
     """sovkit: from bare OS to a serving, approved local model — with evidence a regulator can verify."""
 
 
-for _module in (inventory_cmds, plan_cmds, demo_cmds):
+for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds):
     _module.register(app)
+
+
+def _usage_error_types() -> tuple[type[Exception], ...]:
+    """The exceptions typer raises for bad usage (missing argument, unknown option, bad value).
+
+    typer >= 0.2x vendors its own copy of click (``typer._click``) whose
+    exceptions derive from ``typer.TyperException``, not ``click.ClickException``;
+    older typer raises click's own. Catch whichever exist.
+    """
+    found: list[type[Exception]] = []
+    base = getattr(typer, "TyperException", None)
+    if isinstance(base, type) and issubclass(base, Exception):
+        found.append(base)
+    try:
+        import click
+    except ImportError:  # pragma: no cover - click is optional with a vendoring typer
+        pass
+    else:
+        found.append(click.ClickException)
+    return tuple(found)
+
+
+def _exit_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [typer.Exit]
+    try:
+        import click
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        found.append(click.exceptions.Exit)
+    return tuple(found)
+
+
+def _abort_types() -> tuple[type[BaseException], ...]:
+    found: list[type[BaseException]] = [typer.Abort]
+    try:
+        import click
+    except ImportError:  # pragma: no cover
+        pass
+    else:
+        found.append(click.exceptions.Abort)
+    return tuple(found)
+
+
+_USAGE_ERRORS = _usage_error_types()
+_EXITS = _exit_types()
+_ABORTS = _abort_types()
+
+
+def _show_usage_error(exc: Exception) -> int:
+    """Typer's own rendering of a usage error (usage line, 'Try --help', message); exit 2 for usage."""
+    show = getattr(exc, "show", None)
+    if callable(show):
+        show(file=sys.stderr)
+    else:  # pragma: no cover - every typer/click usage error has show()
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}")
+    code = getattr(exc, "exit_code", 2)
+    return code if isinstance(code, int) else 2
 
 
 def _report(exc: SovkitError) -> int:
@@ -62,14 +119,14 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         return _report(exc)
-    except click.exceptions.Exit as exc:
-        return exc.exit_code
-    except click.exceptions.Abort:
+    except _EXITS as exc:
+        code = getattr(exc, "exit_code", 0)
+        return code if isinstance(code, int) else 0
+    except _ABORTS:
         err_console.print("[bold red]aborted[/]")
         return 130
-    except click.ClickException as exc:
-        exc.show(file=sys.stderr)
-        return exc.exit_code
+    except _USAGE_ERRORS as exc:
+        return _show_usage_error(exc)
     except KeyboardInterrupt:
         err_console.print("[bold red]interrupted[/]")
         return 130
@@ -84,5 +141,14 @@ def main(argv: list[str] | None = None) -> int:
     return result if isinstance(result, int) else 0
 
 
+def _tolerate_narrow_encodings() -> None:
+    """On a terminal that cannot encode ✓ or — (PYTHONIOENCODING=ascii) print '?' instead of failing."""
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if callable(reconfigure):
+            reconfigure(errors="replace")
+
+
 def run() -> None:
+    _tolerate_narrow_encodings()
     sys.exit(main())

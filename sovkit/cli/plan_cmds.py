@@ -11,9 +11,11 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
+from sovkit.attest.keys import PublicKey
 from sovkit.cli.output import console, emit_json, err_console
-from sovkit.errors import PolicyDenied, ProvisionError, SigningKeyError, SovkitError
+from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
+from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
+from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
 from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
@@ -24,24 +26,6 @@ StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State dir
                                                                        "the inventory).")]
 PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules and data to add to the "
                                                                      "shipped pack.")]
-KeyOpt = Annotated[Path | None, typer.Option("--key", help="Operator signing key (default: $SOVKIT_SIGNING_KEY or "
-                                                           "<state-dir>/keys/operator.key).")]
-
-
-def _signing_key_path(ws: api.Workspace, key: Path | None) -> Path:
-    if key is not None:
-        return key
-    env = os.environ.get("SOVKIT_SIGNING_KEY")
-    return Path(env) if env else ws.directory / "keys" / "operator.key"
-
-
-def _load_signer(path: Path) -> LocalSigner:
-    if not path.exists():
-        raise SigningKeyError(f"signing key {path} not found",
-                              f"create one with `sovkit keys generate -o {path}` or pass --key")
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    return LocalSigner.load(path, passphrase.encode() if passphrase else None)
-
 
 class _Progress:
     """Live per-host progress lines; quiet in JSON mode."""
@@ -74,15 +58,7 @@ class _Progress:
 
 
 def _print_decision(result: api.PlanResult) -> None:
-    d = result.decision.summary()
-    findings = d.get("findings", [])
-    deny = [f for f in findings if f.get("severity") == "deny" and not f.get("waived")]
-    warn = [f for f in findings if f.get("severity") == "warn"]
-    verdict = "[green]allowed[/]" if result.decision.allowed else "[red]DENIED[/]"
-    console.print(f"Policy: {verdict} ({len(deny)} deny, {len(warn)} warn)")
-    for f in deny:
-        console.print(f"  [red]deny[/] {escape(str(f.get('id')))} {escape(str(f.get('resource')))}: "
-                      f"{escape(str(f.get('msg')))}")
+    print_findings(result.decision)
 
 
 def plan(
@@ -96,14 +72,21 @@ def plan(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
+    engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.Workspace.open(inventory, state_dir)
     with _Progress(enabled=refresh and not json_out) as progress:
-        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                               on_event=progress)
+    signer = attest_decision(ws, result.decision, key, policies, "plan", quiet=json_out, required=out is not None)
     saved = None
     if out is not None and result.decision.allowed:
-        saved = api.save_plan(ws, result, out, _load_signer(_signing_key_path(ws, key)))
+        assert signer is not None
+        saved = api.save_plan(ws, result, out, signer)
     if json_out:
         emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
                    "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
@@ -165,6 +148,9 @@ def apply(
     state_dir: StateDirOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
+    opa_url: OpaUrlOpt = None,
+    opa_token: OpaTokenOpt = None,
+    opa_timeout: OpaTimeoutOpt = 5.0,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     if _is_plan_file(target):
@@ -177,10 +163,14 @@ def apply(
         ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
         plan_value, expected = saved.plan, saved.bindings
         decision = api.decision_from_summary(saved.decision)
+        signer = load_signer(signing_key_path(ws, key))
     else:
         ws = api.Workspace.open(target, state_dir)
+        signer = load_signer(signing_key_path(ws, key))
+        engine = engine_from_options(opa_url, opa_token, opa_timeout)
         with _Progress(enabled=refresh and not json_out) as progress:
-            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, on_event=progress)
+            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
+                                   on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
         if not json_out:
             if not plan_value.empty:
@@ -198,7 +188,7 @@ def apply(
         err_console.print("Apply cancelled; nothing was changed.")
         return 1
     with _Progress(enabled=not json_out) as progress:
-        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress)
+        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
@@ -242,11 +232,13 @@ def rollback(
     host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
     ws = api.Workspace.open(inventory, state_dir)
+    signer = load_signer(signing_key_path(ws, key))
     with _Progress(enabled=not json_out) as progress:
-        report = api.rollback(ws, model, host or None, on_event=progress)
+        report = api.rollback(ws, model, host or None, on_event=progress, signer=signer)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from sovkit.errors import InventoryError, Problem
 from sovkit.inventory.models import Host, Site
 
 
@@ -45,13 +46,24 @@ def to_ansible_inventory(site: Site, key_paths: dict[str, str] | None = None) ->
     key_paths = key_paths or {}
     hosts = {h.name: host_vars(h, key_paths.get(h.name)) for h in site.hosts}
     groups: dict[str, set[str]] = {}
+    sources: dict[str, str] = {}
     roles = roles_by_host(site)
+
+    def add(prefix: str, value: str, host: str) -> None:
+        name = group_name(prefix, value)
+        if sources.setdefault(name, value) != value:
+            raise InventoryError([Problem(
+                f"{prefix} names {sources[name]!r} and {value!r} both become Ansible group {name!r}",
+                hint="rename one of them (Ansible group names allow only letters, digits and '_')",
+            )], summary="inventory cannot be exported")
+        groups.setdefault(name, set()).add(host)
+
     for h in site.hosts:
-        groups.setdefault(group_name("rack", h.rack), set()).add(h.name)
+        add("rack", h.rack, h.name)
         for role in roles.get(h.name, ()):
-            groups.setdefault(group_name("role", role), set()).add(h.name)
+            add("role", role, h.name)
         for slot in h.accelerators:
-            groups.setdefault(group_name("accel", slot.kind), set()).add(h.name)
+            add("accel", slot.kind, h.name)
     return {
         "all": {
             "hosts": hosts,

@@ -57,8 +57,11 @@ def host_accelerator_memory_gb(host: Host, catalog: Catalog) -> float | None:
 
 def rack_power(site: Site, catalog: Catalog) -> list[RackPower]:
     out = []
+    by_rack: dict[str, list[Host]] = {}
+    for h in site.hosts:
+        by_rack.setdefault(h.rack, []).append(h)
     for rack in site.racks:
-        members = [h for h in site.hosts if h.rack == rack.name]
+        members = by_rack.get(rack.name, [])
         draw = PowerDraw(0.0, 0)
         for h in members:
             draw += host_power(h, catalog)

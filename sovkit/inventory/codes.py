@@ -25,3 +25,23 @@ def is_jurisdiction(code: str) -> bool:
 def country_of(code: str) -> str:
     """The country part of a jurisdiction code (``KR-11`` -> ``KR``)."""
     return code.split("-", 1)[0]
+
+
+_COMMON_MISTAKES = {
+    "UK": "GB",  # the ISO code of the United Kingdom is GB
+    "EL": "GR",  # the EU's code for Greece is not ISO 3166
+}
+
+
+def suggest_jurisdiction(code: str) -> str | None:
+    """A likely intended code for a wrong one (``kr`` -> ``KR``, ``KOR`` -> ``KR``, ``UK`` -> ``GB``)."""
+    upper = code.strip().upper()
+    if upper != code and is_jurisdiction(upper):
+        return upper
+    if upper in _COMMON_MISTAKES:
+        return _COMMON_MISTAKES[upper]
+    if len(upper) == 3:
+        country = pycountry.countries.get(alpha_3=upper)
+        if country is not None:
+            return str(country.alpha_2)
+    return None

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from sovkit.catalog import load_catalog
@@ -31,10 +32,11 @@ class _Collector:
             mark.column if mark else None, render_path(path), hint,
         ))
 
-    def ref(self, path: Path_, value: str, known: Iterable[str], what: str) -> None:
-        names = known if isinstance(known, (set, frozenset, dict)) else set(known)  # callers pass sets: O(1)
-        if value in names:
+    def ref(self, path: Path_, value: str, known: AbstractSet[str] | Mapping[str, object], what: str) -> None:
+        """Check one reference; ``known`` is a set or mapping so the lookup is O(1) (no copy per call)."""
+        if value in known:
             return
+        names = set(known)
         close = difflib.get_close_matches(value, sorted(names), n=1, cutoff=0.6)
         if close:
             hint = f"did you mean {close[0]!r}?"

@@ -3,17 +3,21 @@
 Every problem — YAML syntax, schema, cross-reference — is collected with its
 ``file:line:col`` and field path into one :class:`InventoryError`.
 
-A directory is read file by file in name order (``*.yaml`` and ``*.yml``, not
-recursive). Top-level lists (``hosts``, ``models`` …) are concatenated in that
-order; every other top-level section may appear in one file only. Each file
-carries ``apiVersion`` and ``kind``.
+A directory is read file by file in name order (``*.yaml`` and ``*.yml``, by
+code point, so ``10-x.yaml`` sorts before ``2-x.yaml``: use zero-padded
+prefixes; hidden files and subdirectories are skipped). Top-level lists
+(``hosts``, ``models`` …) are concatenated in that order; every other top-level
+section may appear in one file only. Each file carries ``apiVersion`` and ``kind``.
 """
 
 from __future__ import annotations
 
 import difflib
+import gc
 import hashlib
 import json
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args, get_origin
@@ -23,8 +27,8 @@ from pydantic_core import ErrorDetails
 
 from sovkit.errors import InventoryError, Problem
 from sovkit.inventory.crossref import check_references
-from sovkit.inventory.models import Host, Site
-from sovkit.inventory.yamlsource import Path_, SourceMap, YamlInputError, read_yaml, render_path
+from sovkit.inventory.models import Host, Name, Sha256, Site
+from sovkit.inventory.yamlsource import Mark, SourceMap, YamlInputError, read_yaml, render_path
 
 _LIST_SECTIONS = frozenset(
     name for name, f in Site.model_fields.items() if get_origin(f.annotation) is list
@@ -70,7 +74,11 @@ def site_digest(site: Site) -> str:
 def inventory_files(path: Path) -> tuple[Path, tuple[Path, ...]]:
     """The inventory root directory and its YAML files in merge order."""
     if path.is_dir():
-        files = tuple(sorted(p for p in path.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file()))
+        files = tuple(sorted(
+            (p for p in path.iterdir()
+             if p.suffix in (".yaml", ".yml") and not p.name.startswith(".") and p.is_file()),
+            key=lambda p: p.name,
+        ))
         if not files:
             raise InventoryError(
                 [Problem("directory holds no *.yaml or *.yml files", str(path))],
@@ -97,51 +105,71 @@ def _merge(files: tuple[Path, ...], smap: SourceMap) -> dict[str, Any]:
             problems.append(exc.problem)
             continue
         if not isinstance(data, dict):
-            problems.append(Problem("top level must be a mapping (apiVersion, kind, metadata, …)", str(file), 1, 1))
+            problems.append(Problem("top level must be a mapping (apiVersion, kind, metadata, …)", str(file), 1, 1,
+                                    hint="start the file with `apiVersion: sovkit.dev/v1` and `kind: Site`"))
             continue
+        smap.record((), Mark(str(file), 1, 1))
         for key in _HEADER_KEYS:
             if key not in data:
-                problems.append(Problem(f"missing {key!r}", str(file), 1, 1, key,
-                                        "every inventory file starts with apiVersion: sovkit.dev/v1 and kind: Site"))
+                near = [k for k in data if k.lower() == key.lower()]
+                near = near or difflib.get_close_matches(key, list(data), 1, 0.8)
+                mark = file_map.find((near[0],)) if near else None
+                problems.append(Problem(
+                    f"missing {key!r}" + (f" (found {near[0]!r})" if near else ""), str(file),
+                    mark.line if mark else 1, mark.column if mark else 1, near[0] if near else key,
+                    f"did you mean {key!r}?" if near else
+                    "every inventory file starts with apiVersion: sovkit.dev/v1 and kind: Site"))
+        offsets: dict[str, int] = {}
         for key, value in data.items():
+            mark = file_map.find((key,))
+            line, col = (mark.line, mark.column) if mark else (None, None)
             if key in _LIST_SECTIONS and isinstance(value, list):
-                offset = len(merged.setdefault(key, []))
+                if key in merged and not isinstance(merged[key], list):
+                    problems.append(Problem(f"section {key!r} must be a list (it is not one in {owner[key]})",
+                                            str(file), line, col, key))
+                    continue
+                offsets[key] = len(merged.setdefault(key, []))
                 merged[key].extend(value)
-                smap.record((key,), file_map.find((key,)))  # type: ignore[arg-type]
-                for i in range(len(value)):
-                    _copy_marks(file_map, smap, (key, i), (key, offset + i), value[i])
+                owner.setdefault(key, str(file))
+                continue
+            if key in merged and key in _LIST_SECTIONS:
+                problems.append(Problem(f"section {key!r} must be a list", str(file), line, col, key,
+                                        f"write it as `{key}:` followed by `- ...` items"))
                 continue
             if key in merged and key not in _HEADER_KEYS:
-                mark = file_map.find((key,))
                 problems.append(Problem(
                     f"section {key!r} is already defined in {owner[key]}",
-                    str(file), mark.line if mark else None, mark.column if mark else None, key,
-                    "define each non-list section in one file only",
+                    str(file), line, col, key,
+                    "define each non-list section in one file only (list sections are concatenated)",
                 ))
                 continue
             if key in _HEADER_KEYS and key in merged and merged[key] != value:
-                mark = file_map.find((key,))
                 problems.append(Problem(f"{key} {value!r} differs from {merged[key]!r} in {owner[key]}",
-                                        str(file), mark.line if mark else None, 1, key))
+                                        str(file), line, col, key))
                 continue
             merged[key] = value
             owner.setdefault(key, str(file))
-            _copy_marks(file_map, smap, (key,), (key,), value)
+            offsets[key] = 0
+        _copy_marks(file_map, smap, offsets)
     if problems:
         raise InventoryError(problems, summary="inventory cannot be read")
     return merged
 
 
-def _copy_marks(src: SourceMap, dst: SourceMap, old: Path_, new: Path_, value: Any) -> None:
-    mark = src.find(old)
-    if mark is not None:
-        dst.record(new, mark)
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _copy_marks(src, dst, (*old, k), (*new, k), v)
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            _copy_marks(src, dst, (*old, i), (*new, i), v)
+def _copy_marks(src: SourceMap, dst: SourceMap, offsets: dict[str, int]) -> None:
+    """Move one file's marks into the merged map, shifting list indices by where the file's items landed.
+
+    Works on the recorded marks (what was written), never by walking the values,
+    so aliased subtrees are not expanded again.
+    """
+    for path, mark in src.items():
+        if not path or path[0] not in offsets:
+            continue
+        offset = offsets[path[0]]
+        if offset and len(path) > 1 and isinstance(path[1], int):
+            dst.record((path[0], path[1] + offset, *path[2:]), mark)
+        else:
+            dst.record(path, mark)
 
 
 def _fields_at(loc: tuple[int | str, ...]) -> list[str]:
@@ -181,10 +209,44 @@ _HINTS = {
     "missing": "add the field",
     "literal_error": None,
 }
+_PATTERN_HINTS = {
+    Sha256: "a sha256 digest is 64 lowercase hex digits, without a 'sha256:' prefix (see `sha256sum FILE`)",
+    Name: "names are 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
+}
 
 
-def _problem_from(err: ErrorDetails, smap: SourceMap) -> Problem:
-    loc = tuple(err["loc"])
+def _pattern_hints() -> dict[str, str]:
+    out = {}
+    for annotated, hint in _PATTERN_HINTS.items():
+        for meta in get_args(annotated)[1:]:
+            pattern = getattr(meta, "pattern", None)
+            if pattern:
+                out[pattern] = hint
+    return out
+
+
+def _located(loc: tuple[int | str, ...], data: Any, kind: str) -> tuple[int | str, ...]:
+    """Trim pydantic's location to what exists in the input (drops union-member tags like ``.float``).
+
+    For a missing field the field's own name is kept.
+    """
+    kept: list[int | str] = []
+    node = data
+    for part in loc:
+        present = (isinstance(node, dict) and part in node) or (
+            isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node))
+        if present:
+            node = node[part]
+        else:
+            if kind in ("missing", "extra_forbidden"):
+                kept.append(part)
+            break
+        kept.append(part)
+    return tuple(kept)
+
+
+def _problem_from(err: ErrorDetails, smap: SourceMap, data: Any) -> Problem:
+    loc = _located(tuple(err["loc"]), data, err["type"])
     mark = smap.find(loc)
     message = err["msg"]
     hint = _HINTS.get(err["type"])
@@ -195,7 +257,11 @@ def _problem_from(err: ErrorDetails, smap: SourceMap) -> Problem:
         hint = f"did you mean {close[0]!r}?" if close else "remove it; see `sovkit schema` for the allowed fields"
     elif err["type"] == "missing":
         message = f"missing required field {str(loc[-1])!r}"
-    elif err["type"].endswith("_type") or err["type"] in ("greater_than", "greater_than_equal", "less_than_equal"):
+    elif err["type"] == "string_pattern_mismatch":
+        message = f"{_short(err.get('input'))} is not valid here"
+        hint = _pattern_hints().get(str((err.get("ctx") or {}).get("pattern")), message)
+    elif err["type"].endswith("_type") or err["type"] in ("greater_than", "greater_than_equal", "less_than_equal",
+                                                          "less_than", "too_short", "too_long"):
         message = f"{message} (got {_short(err.get('input'))})"
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
@@ -214,15 +280,38 @@ def _short(value: Any) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
+@contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause the cyclic GC while building a large acyclic structure.
+
+    Each full collection walks every live object, so with the GC running the
+    cost of loading grows faster than the inventory (10k/1k CPU-time ratio
+    ~12.5 measured; ~10.6 paused). The data built here has no cycles (recursive
+    aliases are refused), so reference counting frees it all.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_inventory(path: Path | str, check_files: bool = True) -> LoadedInventory:
     """Read, merge, validate and cross-check an inventory. Raises :class:`InventoryError`."""
-    root, files = inventory_files(Path(path))
+    with _gc_paused():
+        return _load(Path(path), check_files)
+
+
+def _load(path: Path, check_files: bool) -> LoadedInventory:
+    root, files = inventory_files(path)
     smap = SourceMap()
     data = _merge(files, smap)
     try:
         site = Site.model_validate(data)
     except ValidationError as exc:
-        problems = [_problem_from(e, smap) for e in exc.errors(include_url=False)]
+        problems = [_problem_from(e, smap, data) for e in exc.errors(include_url=False)]
         raise InventoryError(problems) from None
     loaded = LoadedInventory(site=site, root=root.resolve(), files=files, source_map=smap)
     ref_problems = check_references(loaded, check_files=check_files)

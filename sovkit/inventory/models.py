@@ -15,7 +15,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction
+from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction, suggest_jurisdiction
 
 API_VERSION = "sovkit.dev/v1"
 
@@ -24,17 +24,25 @@ _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
 
+def _did_you_mean(value: str) -> str:
+    better = suggest_jurisdiction(value)
+    return f"; did you mean {better!r}?" if better else ""
+
+
 def _jurisdiction(value: str) -> str:
     if not is_jurisdiction(value):
         raise ValueError(
             f"{value!r} is not an ISO 3166-1 alpha-2 country or ISO 3166-2 subdivision code (e.g. KR, DE, KR-11)"
+            + _did_you_mean(value)
         )
     return value
 
 
 def _country(value: str) -> str:
     if value not in country_codes():
-        raise ValueError(f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. KR, DE, FR)")
+        raise ValueError(
+            f"{value!r} is not an ISO 3166-1 alpha-2 country code (e.g. KR, DE, FR)" + _did_you_mean(value)
+        )
     return value
 
 
@@ -48,7 +56,8 @@ def _address(value: str) -> str:
     try:
         ipaddress.ip_address(value)
     except ValueError:
-        if not _HOSTNAME_RE.match(value):
+        # RFC 1123: a name's last label is never all digits, so "10.0.0.300" is a bad IP, not a host name.
+        if not _HOSTNAME_RE.match(value) or value.rstrip(".").rsplit(".", 1)[-1].isdigit():
             raise ValueError(f"{value!r} is neither an IP address nor a valid host name") from None
     return value
 
@@ -97,9 +106,14 @@ class Transfer(Strict):
 
 
 class Residency(Strict):
-    allowed_jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1)]
-    air_gapped: bool = False
-    allowed_egress: list[NonEmpty] = []
+    """What may leave the site, and to where; the policy pack judges every section against it."""
+
+    allowed_jurisdictions: Annotated[list[Jurisdiction], Field(min_length=1)] = Field(
+        description="Where data, models, logs, telemetry and backups may be (a country covers its regions)."
+    )
+    air_gapped: bool = Field(default=False, description="No egress at all: every endpoint must be on-site.")
+    allowed_egress: list[NonEmpty] = Field(default=[], description="Destinations (host names or URLs) that egress "
+                                           "endpoints may reach.")
     transfers: list[Transfer] = []
 
 
@@ -135,7 +149,9 @@ class ArtifactStore(Strict):
 
 class Rack(Strict):
     name: Name
-    power_budget_w: Annotated[float, Field(gt=0)]
+    power_budget_w: Annotated[float, Field(gt=0, allow_inf_nan=False)] = Field(
+        description="Power the rack may draw; `inventory show` compares the catalog TDP of its hosts with it."
+    )
     location: str = ""
 
 
@@ -151,9 +167,11 @@ class SSH(Strict):
 
 
 class AcceleratorSlot(Strict):
-    kind: NonEmpty
+    """Identical accelerator cards in one host."""
+
+    kind: NonEmpty = Field(description="A catalog accelerator id (see Catalog ids).")
     count: Annotated[int, Field(ge=1, le=64)]
-    firmware: Name | None = None
+    firmware: Name | None = Field(default=None, description="The `firmware[]` entry pinned on these cards.")
 
 
 class Artifact(Strict):
@@ -167,7 +185,7 @@ class Host(Strict):
     rack: Name
     address: Address
     arch: Literal["aarch64", "x86_64"]
-    cpu: NonEmpty
+    cpu: NonEmpty = Field(description="A catalog CPU id (see Catalog ids); must match `arch`.")
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSH = SSH()
     python_interpreter: str | None = Field(
@@ -232,7 +250,7 @@ class Model(Strict):
     signature: RelPath | None = None
     signature_format: Literal["dsse", "model-signing"] = "dsse"
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
-    parameters_b: Annotated[float, Field(gt=0)] | None = None
+    parameters_b: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     card: ModelCard | None = None
 
 
@@ -241,7 +259,10 @@ class Deployment(Strict):
     model: Name
     runtime: Name
     hosts: Annotated[list[Name], Field(min_length=1)]
-    role: Literal["prefill", "decode", "both"] = "both"
+    role: Literal["prefill", "decode", "both"] = Field(
+        default="both", description="Disaggregated serving role of these hosts (prefill is compute-bound, decode "
+        "memory-bound)."
+    )
     tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
     port: Annotated[int, Field(ge=1, le=65535)] = 8000
 

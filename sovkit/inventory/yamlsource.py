@@ -1,11 +1,11 @@
 """Safe YAML reading that keeps a line and column for every field.
 
-We compose the node graph ourselves (PyYAML's safe composer, C-accelerated when
-available) and build plain Python data while recording where each field came
-from, so every later error can name ``file:line:col``. The builder is also
-where hostile input is refused: duplicate keys, non-string keys, documents
-nested too deeply, and alias bombs ("billion laughs") that would expand to
-more nodes than any real inventory has.
+We stream PyYAML's safe parser events (C-accelerated when available) and build
+plain Python data ourselves, recording where each field came from, so every
+later error can name ``file:line:col``. The builder is also where hostile input
+is refused: duplicate keys, non-string keys, unsupported tags, more than one
+document, documents nested too deeply, and alias bombs ("billion laughs") that
+would expand to far more nodes than were written.
 
 Scalars follow YAML 1.2's core schema for booleans: only ``true``/``false``
 are booleans, so a country code ``NO`` stays the string ``"NO"``.
@@ -13,9 +13,10 @@ are booleans, so a country code ``NO`` stays the string ``"NO"``.
 
 from __future__ import annotations
 
+import stat
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
@@ -29,12 +30,15 @@ except AttributeError:  # pragma: no cover - PyYAML without libyaml
 MAX_FILE_BYTES = 256 * 1024 * 1024
 MAX_DEPTH = 64
 MAX_NODES = 5_000_000
+ALIAS_FREE_NODES = 200_000  # aliases may expand a document to this many nodes
+ALIAS_FACTOR = 4  # ... or to this many times the nodes written out, whichever is more
 
 Path_ = tuple[str | int, ...]
 
 
-@dataclass(frozen=True)
-class Mark:
+class Mark(NamedTuple):
+    """Where a value was written (1-based line and column). A tuple: one is made per node."""
+
     file: str
     line: int
     column: int
@@ -48,6 +52,9 @@ class SourceMap:
 
     def record(self, path: Path_, mark: Mark) -> None:
         self._marks.setdefault(path, mark)
+
+    def items(self) -> list[tuple[Path_, Mark]]:
+        return list(self._marks.items())
 
     def find(self, path: Path_) -> Mark | None:
         """The mark of ``path`` or of its nearest recorded ancestor."""
@@ -69,84 +76,191 @@ class YamlInputError(Exception):
 
 _constructor = yaml.constructor.SafeConstructor()
 _TAG = "tag:yaml.org,2002:"
+_SCALAR_TAGS = frozenset(_TAG + t for t in ("str", "int", "float", "bool", "null", "timestamp"))
+_COLLECTION_TAGS = {_TAG + "map", _TAG + "seq"}
+
+
+@dataclass
+class _Frame:
+    """An open mapping or sequence while streaming events."""
+
+    value: dict[str, Any] | list[Any]
+    path: Path_
+    anchor: str | None
+    start_nodes: int
+    key: str | None = None
 
 
 class _Builder:
-    def __init__(self, file: str, smap: SourceMap) -> None:
+    """Build plain data straight from parser events, with an explicit stack.
+
+    Streaming events (instead of composing a node graph) is what makes hostile
+    input cheap to refuse: libyaml's composer recurses in C and crashes the
+    process on a document nested 100,000 levels deep, while here the depth
+    check fires at level ``MAX_DEPTH + 1`` before the rest is even scanned.
+    An anchor is registered only when its node is complete, so a recursive
+    alias is an error, and every alias adds its expanded size to the budget.
+    """
+
+    def __init__(self, file: str, smap: SourceMap, loader: Any) -> None:
         self.file = file
         self.smap = smap
-        self.nodes = 0
-        self._built: dict[int, tuple[Any, int]] = {}
+        self.loader = loader
+        self.written = 0  # nodes written out in the text
+        self.expanded = 0  # nodes after expanding aliases
+        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.stack: list[_Frame] = []
+        self._tags: dict[tuple[str, Any], str] = {}
 
-    def mark(self, node: yaml.Node) -> Mark:
-        return Mark(self.file, node.start_mark.line + 1, node.start_mark.column + 1)
+    def mark(self, event: Any) -> Mark:
+        return Mark(self.file, event.start_mark.line + 1, event.start_mark.column + 1)
 
-    def fail(self, node: yaml.Node, message: str, path: Path_, hint: str | None = None) -> YamlInputError:
-        m = self.mark(node)
+    def fail(self, event: Any, message: str, path: Path_, hint: str | None = None) -> YamlInputError:
+        m = self.mark(event)
         return YamlInputError(Problem(message, m.file, m.line, m.column, render_path(path), hint))
 
-    def build(self, node: yaml.Node, path: Path_, depth: int = 0) -> Any:
-        """Build data for ``node``; an aliased node is built once and its expanded size counted."""
-        seen = self._built.get(id(node))
-        if seen is not None:
-            value, size = seen
-            self.nodes += size
-            self._check_budget(node, path)
-            return value
-        before = self.nodes
-        value = self._build(node, path, depth)
-        self._built[id(node)] = (value, self.nodes - before)
-        return value
+    def budget(self) -> int:
+        return min(MAX_NODES, max(ALIAS_FREE_NODES, ALIAS_FACTOR * self.written))
 
-    def _check_budget(self, node: yaml.Node, path: Path_) -> None:
-        if self.nodes > MAX_NODES:
+    def run(self) -> Any:
+        """The single document's data (``None`` for an empty one)."""
+        root: Any = None
+        documents = 0
+        get = self.loader.get_event
+        while self.loader.check_event():
+            event = get()
+            if isinstance(event, yaml.DocumentStartEvent):
+                documents += 1
+                if documents > 1:
+                    raise self.fail(event, "more than one YAML document in the file ('---')", (),
+                                    "keep one document per file; split a site over several files in a directory")
+            elif isinstance(event, (yaml.StreamStartEvent, yaml.StreamEndEvent, yaml.DocumentEndEvent)):
+                continue
+            else:
+                value, done = self.step(event)
+                if done:
+                    root = value
+        return root
+
+    def _path(self) -> Path_:
+        """The field path of the node about to be attached."""
+        if not self.stack:
+            return ()
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            return (*top.path, len(top.value))
+        return (*top.path, top.key if top.key is not None else "?")
+
+    def step(self, event: Any) -> tuple[Any, bool]:
+        """Handle one node event; returns (value, True) when the root node is complete."""
+        top = self.stack[-1] if self.stack else None
+        if top is not None and isinstance(top.value, dict) and top.key is None:
+            if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                return self.close(event)
+            self.take_key(event, top)
+            return None, False
+        if isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            return self.close(event)
+        path = self._path()
+        if top is not None and isinstance(top.value, list):
+            self.smap.record(path, self.mark(event))
+        if isinstance(event, yaml.AliasEvent):
+            found = self.anchors.get(str(event.anchor))
+            if found is None:
+                raise self.fail(event, f"alias *{event.anchor} has no complete anchor &{event.anchor} before it",
+                                path, "define the anchor first; an alias cannot refer to its own parent")
+            value, size = found
+            self.expanded += size
+            self.check_budget(event, path)
+            return self.attach(value)
+        self.written += 1
+        self.expanded += 1
+        self.check_budget(event, path)
+        anchor = getattr(event, "anchor", None)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            if len(self.stack) >= MAX_DEPTH:
+                raise self.fail(event, f"document nested deeper than {MAX_DEPTH} levels", path,
+                                "an inventory is never this deep; is this the right file?")
+            is_map = isinstance(event, yaml.MappingStartEvent)
+            if event.tag not in (None, "!") and event.tag not in _COLLECTION_TAGS:
+                raise self.fail(event, f"unsupported YAML tag {event.tag}", path, "remove the tag")
+            self.stack.append(_Frame({} if is_map else [], path, anchor, self.expanded - 1))
+            return None, False
+        value = self.scalar(event, path)
+        if anchor is not None:
+            self.anchors[anchor] = (value, 1)
+        return self.attach(value)
+
+    def take_key(self, event: Any, top: _Frame) -> None:
+        if isinstance(event, yaml.ScalarEvent) and event.value == "<<" and event.implicit[0]:
+            raise self.fail(event, "YAML merge keys ('<<') are not supported", top.path,
+                            "write the fields out, or use a directory of files")
+        if not isinstance(event, yaml.ScalarEvent) or self.tag_of(event) != _TAG + "str":
+            raise self.fail(event, "mapping keys must be plain strings", top.path,
+                            "quote the key or fix the indentation")
+        key = event.value
+        assert isinstance(top.value, dict)
+        if key in top.value:
+            raise self.fail(event, f"duplicate key {key!r}", (*top.path, key), "each key may appear once in a mapping")
+        self.written += 1
+        self.smap.record((*top.path, key), self.mark(event))
+        top.key = key
+
+    def close(self, event: Any) -> tuple[Any, bool]:
+        frame = self.stack.pop()
+        if frame.anchor is not None:
+            self.anchors[frame.anchor] = (frame.value, self.expanded - frame.start_nodes)
+        return self.attach(frame.value)
+
+    def attach(self, value: Any) -> tuple[Any, bool]:
+        if not self.stack:
+            return value, True
+        top = self.stack[-1]
+        if isinstance(top.value, list):
+            top.value.append(value)
+        else:
+            assert top.key is not None
+            top.value[top.key] = value
+            top.key = None
+        return None, False
+
+    def check_budget(self, event: Any, path: Path_) -> None:
+        if self.expanded > ALIAS_FREE_NODES and self.expanded > self.budget():
             raise self.fail(
-                node,
-                f"document expands to more than {MAX_NODES:,} nodes (alias bomb?)",
+                event,
+                f"aliases expand the document to more than {self.budget():,} nodes (alias bomb?)",
                 path,
                 "remove the nested anchors/aliases",
             )
 
-    def _build(self, node: yaml.Node, path: Path_, depth: int) -> Any:
-        self.nodes += 1
-        self._check_budget(node, path)
-        if depth > MAX_DEPTH:
-            raise self.fail(node, f"document nested deeper than {MAX_DEPTH} levels", path)
-        if isinstance(node, yaml.MappingNode):
-            out: dict[str, Any] = {}
-            for key_node, value_node in node.value:
-                if not isinstance(key_node, yaml.ScalarNode) or key_node.tag != _TAG + "str":
-                    raise self.fail(key_node, "mapping keys must be plain strings", path)
-                key = key_node.value
-                if key == "<<":
-                    raise self.fail(key_node, "YAML merge keys ('<<') are not supported", path,
-                                    "write the fields out, or use a directory of files")
-                if key in out:
-                    raise self.fail(key_node, f"duplicate key {key!r}", (*path, key),
-                                    "each key may appear once in a mapping")
-                self.smap.record((*path, key), self.mark(key_node))
-                out[key] = self.build(value_node, (*path, key), depth + 1)
-            return out
-        if isinstance(node, yaml.SequenceNode):
-            items = []
-            for i, item in enumerate(node.value):
-                self.smap.record((*path, i), self.mark(item))
-                items.append(self.build(item, (*path, i), depth + 1))
-            return items
-        return self.scalar(node, path)
+    def tag_of(self, event: Any) -> str:
+        tag: str | None = event.tag
+        if tag is None or tag == "!":
+            key = (event.value, event.implicit)
+            resolved = self._tags.get(key)
+            if resolved is None:  # keys and many values repeat; resolving runs several regexes
+                resolved = self.loader.resolve(yaml.ScalarNode, event.value, event.implicit)
+                if len(self._tags) < 100_000:
+                    self._tags[key] = resolved
+            return str(resolved)
+        return tag
 
-    def scalar(self, node: yaml.Node, path: Path_) -> Any:
-        tag = node.tag
+    def scalar(self, event: Any, path: Path_) -> Any:
+        tag = self.tag_of(event)
         if tag == _TAG + "str":
-            return node.value
-        if tag == _TAG + "bool" and node.value.lower() not in ("true", "false"):
-            return node.value  # YAML 1.2: yes/no/on/off are strings
+            return event.value
+        if tag == _TAG + "bool" and event.value.lower() not in ("true", "false"):
+            return event.value  # YAML 1.2: yes/no/on/off are strings
         if tag == _TAG + "null":
             return None
+        if tag not in _SCALAR_TAGS:
+            raise self.fail(event, f"unsupported YAML tag {tag}", path, "remove the tag; write a plain value")
+        node = yaml.ScalarNode(tag, event.value, event.start_mark, event.end_mark, event.style)
         try:
-            return _constructor.construct_object(node, deep=True)
-        except yaml.YAMLError as exc:
-            raise self.fail(node, f"cannot read value: {exc}", path) from exc
+            # Call the constructor directly: construct_object() would cache every node forever.
+            return _constructor.yaml_constructors[tag](_constructor, node)
+        except (yaml.YAMLError, ValueError) as exc:
+            raise self.fail(event, f"cannot read value {event.value!r}: {exc}", path) from None
 
 
 def render_path(path: Path_) -> str:
@@ -160,10 +274,18 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
     """Read one YAML file into plain data, recording marks in ``smap``."""
     name = display or str(file)
     try:
-        size = file.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise YamlInputError(Problem(f"file is {size:,} bytes, over the {MAX_FILE_BYTES:,} limit", name))
-        raw = file.read_bytes()
+        info = file.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise IsADirectoryError
+        if not stat.S_ISREG(info.st_mode):  # /dev/zero or a FIFO would never end (or never start)
+            raise YamlInputError(Problem("not a regular file", name, hint="pass the inventory .yaml file"))
+        if info.st_size > MAX_FILE_BYTES:
+            raise YamlInputError(Problem(f"file is {info.st_size:,} bytes, over the {MAX_FILE_BYTES:,} limit",
+                                         name))
+        with file.open("rb") as fh:
+            raw = fh.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
+        if len(raw) > MAX_FILE_BYTES:
+            raise YamlInputError(Problem(f"file is over the {MAX_FILE_BYTES:,} byte limit", name))
     except FileNotFoundError:
         raise YamlInputError(Problem("file not found", name, hint="check the path")) from None
     except IsADirectoryError:
@@ -174,24 +296,28 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
         raise YamlInputError(Problem("binary file (contains NUL bytes), not YAML", name,
                                      hint="pass the inventory .yaml file"))
     try:
-        text = raw.decode("utf-8")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise YamlInputError(Problem(f"not UTF-8 text (byte {exc.start})", name,
                                      hint="save the file as UTF-8")) from None
     if not text.strip() or all(ln.strip().startswith("#") or not ln.strip() for ln in text.splitlines()):
         raise YamlInputError(Problem("file is empty", name, hint="start from `sovkit init` or an example"))
+    loader = _Loader(text)
     try:
-        node = yaml.compose(text, Loader=_Loader)
+        data = _Builder(name, smap, loader).run()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)
+        if exc.context_mark is not None and "end of stream" in str(exc.problem):
+            mark = exc.context_mark  # an unclosed quote or bracket: point at where it was opened
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
         raise YamlInputError(Problem(f"YAML syntax error: {msg}", name, line, col)) from None
     except yaml.YAMLError as exc:
         raise YamlInputError(Problem(f"YAML error: {exc}", name)) from None
-    except RecursionError:
-        raise YamlInputError(Problem(f"document nested deeper than {MAX_DEPTH} levels", name)) from None
-    if node is None:
-        raise YamlInputError(Problem("file is empty", name))
-    return _Builder(name, smap).build(node, ())
+    finally:
+        loader.dispose()
+    if data is None:
+        raise YamlInputError(Problem("file is empty (no YAML document)", name, 1, 1))
+    smap.record((), Mark(name, 1, 1))
+    return data

@@ -1,36 +1,60 @@
-"""TEMPORARY shim until the policy engine lands (replaced on merge). Not for release."""
+"""What the rest of sovkit calls: evaluate the pack for an inventory, its digest, its OPA bundle."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from sovkit.inventory.loader import LoadedInventory
+from sovkit.policy.embedded import EmbeddedEngine
+from sovkit.policy.engine import Decision, PolicyEngine
+from sovkit.policy.input import build_input
+from sovkit.policy.pack import load_pack, write_bundle
 from sovkit.state.models import State
 
-
-class PolicyEngine(Protocol):
-    name: str
+__all__ = ["PolicyDecision", "PolicyEngine", "evaluate_policy", "policy_pack_digest", "write_policy_bundle"]
 
 
 @dataclass
 class PolicyDecision:
+    """The decision as plans, attestations and the CLI keep it (findings as plain dicts)."""
+
     allowed: bool
     findings: list[dict[str, Any]] = field(default_factory=list)
+    engine: str = ""
+    pack_digest: str = ""
+
+    @classmethod
+    def from_decision(cls, decision: Decision) -> PolicyDecision:
+        return cls(decision.allowed, [f.as_dict() for f in decision.findings], decision.engine, decision.pack_digest)
 
     @classmethod
     def from_summary(cls, d: dict[str, Any]) -> PolicyDecision:
-        return cls(bool(d["allowed"]), list(d.get("findings", [])))
+        return cls(bool(d["allowed"]), list(d.get("findings", [])), str(d.get("engine", "")),
+                   str(d.get("pack_digest", "")))
 
     def summary(self) -> dict[str, Any]:
-        return {"allowed": self.allowed, "findings": self.findings}
+        return {"allowed": self.allowed, "findings": self.findings, "engine": self.engine,
+                "pack_digest": self.pack_digest}
+
+    def by_severity(self, severity: str, waived: bool = False) -> list[dict[str, Any]]:
+        return [f for f in self.findings if f.get("severity") == severity and bool(f.get("waived")) == waived]
 
 
-def evaluate_policy(inv: LoadedInventory, state: State, extra: Path | None, engine: PolicyEngine | None
-                    ) -> PolicyDecision:
-    return PolicyDecision(True)
+def evaluate_policy(inv: LoadedInventory, state: State | None, extra: Path | None, engine: PolicyEngine | None,
+                    today: date | None = None) -> PolicyDecision:
+    """Evaluate the pack (plus ``extra`` modules/data) for ``inv``; any engine failure raises PolicyError."""
+    pack = load_pack(extra)
+    doc = build_input(inv, state, today)
+    return PolicyDecision.from_decision((engine or EmbeddedEngine()).evaluate(pack, doc))
 
 
 def policy_pack_digest(extra: Path | None) -> str:
-    return "0" * 64
+    return load_pack(extra).digest
+
+
+def write_policy_bundle(path: Path, extra: Path | None = None) -> str:
+    """Write the pack (plus ``extra``) as an OPA bundle tar.gz; returns the pack digest."""
+    return write_bundle(load_pack(extra), path)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from sovkit.attest.artifacts import SignatureCheck, verify_artifact_signature
 from sovkit.attest.keys import PublicKey
+from sovkit.attest.model_signature import common_dir, verify_model
 from sovkit.errors import SovkitError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
@@ -40,6 +41,7 @@ class _Checker:
         self.store = inv.artifact_root
         self.digests: dict[str, str | None] = {}
         self.keys: dict[str, PublicKey | None] = {}
+        self.key_paths: dict[str, Path] = {}
 
     def digest_problem(self, store_path: str, pinned: str) -> str | None:
         if store_path not in self.digests:
@@ -59,6 +61,8 @@ class _Checker:
             entry = next((k for k in roots if k.name == name), None)
             try:
                 self.keys[cache_key] = PublicKey.load(self.inv.resolve(entry.public_key)) if entry else None
+                if entry:
+                    self.key_paths[cache_key] = self.inv.resolve(entry.public_key)
             except SovkitError:
                 self.keys[cache_key] = None
         return self.keys[cache_key]
@@ -70,8 +74,16 @@ class _Checker:
         key = self.key(section, signer)
         if key is None:
             return SignatureCheck(False, None, signer, f"no usable trusted key for {signer!r}")
+        if fmt == "model-signing":
+            # OpenSSF Model Signing names files relative to the model directory (the files' common parent)
+            paths = [self.store / p for p in files]
+            root = common_dir(paths)
+            pinned = {(self.store / p).relative_to(root).as_posix(): d for p, d in files.items()}
+            result = verify_model(paths, self.store / signature, self.key_paths[f"{section}/{signer}"],
+                                  pinned=pinned, signer=signer)
+            return SignatureCheck(result.verified, result.keyid, signer, result.reason)
         if fmt != "dsse":
-            return SignatureCheck(False, key.keyid, signer, f"signature format {fmt!r} is not supported here yet")
+            return SignatureCheck(False, key.keyid, signer, f"unknown signature format {fmt!r}")
         return verify_artifact_signature(self.store / signature, files, key, signer)
 
 

@@ -1,0 +1,81 @@
+# Firmware: pinned, from an allowlisted vendor, signed by that vendor's trusted key, never downgraded.
+package sovkit.firmware
+
+import rego.v1
+
+import data.sovkit.lib
+
+_vendors := {v | some v in data.sovkit.config.firmware_vendors}
+
+# FW-001: an exact version, never latest, a range or a wildcard.
+deny contains lib.finding(
+	"FW-001", "deny",
+	sprintf("firmware %s version %q is not pinned", [fw.name, fw.version]),
+	lib.res("firmware", fw.name),
+	"pin the exact vendor version (e.g. 1.9.2)",
+) if {
+	some fw in input.firmware
+	not lib.pinned_version(fw.version)
+}
+
+# FW-002: the vendor is on the firmware vendor allowlist.
+deny contains lib.finding(
+	"FW-002", "deny",
+	sprintf("firmware %s comes from vendor %s, which is not on the firmware vendor allowlist", [fw.name, fw.vendor]),
+	lib.res("firmware", fw.name),
+	"use firmware from an approved vendor, or add the vendor to data.sovkit.config.firmware_vendors after review",
+) if {
+	some fw in input.firmware
+	not fw.vendor in _vendors
+}
+
+# FW-003: the image carries the vendor's signature.
+deny contains lib.finding(
+	"FW-003", "deny",
+	sprintf("firmware %s %s has no vendor signature", [fw.name, fw.version]),
+	lib.res("firmware", fw.name),
+	"obtain the vendor's signature for the image and set firmware[].signature",
+) if {
+	some fw in input.firmware
+	fw.signature.path == null
+}
+
+# FW-004: the signature verifies with the vendor's key in the trust roots, over the pinned digest.
+deny contains lib.finding(
+	"FW-004", "deny",
+	sprintf("firmware %s signature does not verify with vendor %s's trusted key: %s", [fw.name, fw.vendor, fw.signature.reason]),
+	lib.res("firmware", fw.name),
+	"fetch the approved image and signature again, or check trust_roots.vendors holds the vendor's real key",
+) if {
+	some fw in input.firmware
+	fw.signature.path != null
+	fw.signature.checked == true
+	fw.signature.verified != true
+}
+
+# FW-005: no downgrade below the version recorded on a host (state given).
+deny contains lib.finding(
+	"FW-005", "deny",
+	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, slot.kind, recorded, fw.version]),
+	lib.res("hosts", h.name),
+	"pin a firmware version at least as new as the installed one (a deliberate downgrade needs a waiver)",
+) if {
+	some h in input.hosts
+	some slot in h.accelerators
+	some fw in input.firmware
+	fw.name == slot.firmware
+	recorded := input.state.hosts[h.name].firmware[slot.kind]
+	lib.older(fw.version, recorded)
+}
+
+# FW-006: the signature could not be checked here (mirror store).
+warn contains lib.finding(
+	"FW-006", "warn",
+	sprintf("firmware %s signature was not checked: %s", [fw.name, fw.signature.reason]),
+	lib.res("firmware", fw.name),
+	"it is verified at apply time; to check it now, import the artifacts into a local store",
+) if {
+	some fw in input.firmware
+	fw.signature.path != null
+	fw.signature.checked != true
+}

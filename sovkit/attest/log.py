@@ -1,0 +1,461 @@
+"""The append-only attestation log: hash-chained DSSE envelopes plus a signed head.
+
+Layout of a log directory (default ``<state dir>/attestations/``):
+
+- ``log.jsonl``: one canonical JSON object per line,
+  ``{"envelope": <DSSE envelope>, "index": i, "previous": "sha256:<hex>" | null}``;
+  ``previous`` is the sha256 of the previous line's bytes (without its newline).
+- ``head.json``: a DSSE envelope over ``{"_type", "index", "digest", "count", "updated"}`` naming the
+  last line, re-signed on every append. The chain makes each line commit to every line before it;
+  the signed head commits to the whole chain, so a dropped, inserted, reordered or altered entry
+  breaks a link and a cut-off tail no longer matches the head.
+- ``log.lock``: the ``flock`` taken while appending.
+
+Appends rewrite the file through a temp file and rename, then the head, so a crash leaves the old
+log or the new one (at worst a log one append ahead of its head, which verification reports).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sovkit.attest import dsse
+from sovkit.attest.keys import PublicKey, Signer
+from sovkit.attest.statement import STATEMENT_TYPE, Statement
+from sovkit.errors import VerificationError
+from sovkit.state.models import now
+from sovkit.state.store import atomic_write
+
+LOG_DIRNAME = "attestations"
+LOG_FILE = "log.jsonl"
+HEAD_FILE = "head.json"
+LOCK_FILE = "log.lock"
+HEAD_PAYLOAD_TYPE = "application/vnd.sovkit.attestation-log-head+json"
+HEAD_TYPE = "https://sovkit.dev/attestation-log-head/v1"
+
+STEPS = ("envelope-format", "keyid", "signature", "chain", "head")
+STEP_TITLES = {
+    "envelope-format": "envelope format",
+    "keyid": "keyid",
+    "signature": "signature",
+    "chain": "chain continuity",
+    "head": "signed head",
+    "subjects": "subjects against recorded state",
+}
+
+
+def log_dir_for(state_dir: Path) -> Path:
+    """The default log directory of a workspace's state directory."""
+    return state_dir / LOG_DIRNAME
+
+
+def line_digest(line: bytes) -> str:
+    return "sha256:" + hashlib.sha256(line).hexdigest()
+
+
+def _canonical(obj: Any) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One line of the log, parsed (not verified: see :func:`verify_log`)."""
+
+    index: int
+    previous: str | None
+    digest: str
+    envelope: dsse.Envelope
+    predicate_type: str
+    line: int  # 1-based line number in log.jsonl
+    payload: bytes = field(repr=False)  # the decoded DSSE payload: the statement's canonical JSON bytes
+
+    @cached_property
+    def statement(self) -> dict[str, Any]:
+        """The in-toto statement as a dict (decoded on first use: verification does not need it)."""
+        data: dict[str, Any] = json.loads(self.payload)
+        return data
+
+    @property
+    def subjects(self) -> list[dict[str, Any]]:
+        return list(self.statement.get("subject", []))
+
+    @property
+    def predicate(self) -> dict[str, Any]:
+        return dict(self.statement.get("predicate", {}))
+
+
+@dataclass(frozen=True)
+class StepResult:
+    """The outcome of one named verification step."""
+
+    step: str
+    ok: bool
+    message: str
+    error: VerificationError | None = None
+    skipped: bool = False  # nothing to check against (reported, not a failure)
+
+    @property
+    def title(self) -> str:
+        return STEP_TITLES.get(self.step, self.step)
+
+
+@dataclass
+class LogVerification:
+    """Every step's outcome, in order; ``ok`` only when all passed."""
+
+    log_dir: Path
+    entries: list[LogEntry] = field(default_factory=list)
+    steps: list[StepResult] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(s.ok for s in self.steps)
+
+    @property
+    def errors(self) -> list[VerificationError]:
+        return [s.error for s in self.steps if s.error is not None]
+
+    def step(self, name: str) -> StepResult:
+        return next(s for s in self.steps if s.step == name)
+
+    def raise_for_failure(self) -> None:
+        """Raise the first failed step's error (library callers that want fail-closed)."""
+        for s in self.steps:
+            if s.error is not None:
+                raise s.error
+
+
+# --- reading -------------------------------------------------------------------------------------------------
+
+
+def _fail(step: str, message: str, hint: str | None = None) -> VerificationError:
+    return VerificationError(message, hint, step=step)
+
+
+class _LogLine(BaseModel):
+    """One line as stored; validated in one pass (the hot path when verifying large logs)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    index: Annotated[int, Field(ge=0, strict=True)]
+    previous: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None
+    envelope: dsse.Envelope
+
+
+def _parse_line(raw: bytes, lineno: int, source: Path) -> LogEntry:
+    where = f"{source.name}:{lineno}"
+    try:
+        line = _LogLine.model_validate_json(raw)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"]) or "line"
+        raise _fail("envelope-format", f"{where}: not a valid log line ({loc}: {first['msg']}): the line was "
+                                       "altered or cut", "restore the log from a trusted copy") from exc
+    envelope = line.envelope
+    if envelope.payload_type != dsse.IN_TOTO_PAYLOAD_TYPE:
+        raise _fail("envelope-format", f"{where}: payload type {envelope.payload_type!r} is not an in-toto "
+                                       "statement")
+    try:
+        payload = base64.b64decode(envelope.payload, validate=True)
+        statement = Statement.model_validate_json(payload)
+    except (binascii.Error, ValueError) as exc:
+        raise _fail("envelope-format", f"{where}: the payload is no longer a valid in-toto Statement: "
+                                       "the payload was altered", "restore the log from a trusted copy") from exc
+    if statement.type_ != STATEMENT_TYPE:
+        raise _fail("envelope-format", f"{where}: statement type {statement.type_!r} is not in-toto v1")
+    return LogEntry(index=line.index, previous=line.previous, digest=line_digest(raw), envelope=envelope,
+                    predicate_type=statement.predicate_type, line=lineno, payload=payload)
+
+
+def _raw_lines(log_dir: Path) -> list[bytes]:
+    path = log_dir / LOG_FILE
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise _fail("envelope-format", f"cannot read {path}: {exc.strerror}", "check permissions") from exc
+    if data and not data.endswith(b"\n"):
+        raise _fail("envelope-format", f"{path}: the last line is incomplete (no newline): the log was cut or "
+                                       "an append was interrupted", "restore the log from a trusted copy")
+    return data.split(b"\n")[:-1] if data else []
+
+
+def read_log(log_dir: Path) -> list[LogEntry]:
+    """Parse every entry (no signature checks). An absent log is empty; a malformed line raises."""
+    source = log_dir / LOG_FILE
+    return [_parse_line(raw, n, source) for n, raw in enumerate(_raw_lines(log_dir), start=1)]
+
+
+# --- appending -----------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _locked(log_dir: Path) -> Iterator[None]:
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with (log_dir / LOCK_FILE).open("a") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def payload_digest(envelope: dsse.Envelope) -> str:
+    return "sha256:" + hashlib.sha256(envelope.payload_bytes()).hexdigest()
+
+
+def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer) -> dsse.Envelope:
+    """The head also lists every entry's payload digest, signed apart from the entries' own signatures,
+    so a failed entry signature can be told apart: altered statement vs altered signature bytes."""
+    body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now(),
+            "payloads": payloads}
+    return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
+
+
+def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
+    """The current log bytes, its lines and payload digests; refuses a damaged log (never appends to one)."""
+    path = log_dir / LOG_FILE
+    existing = path.read_bytes() if path.exists() else b""
+    hint = "run `sovkit attest verify` and restore the log from a trusted copy"
+    if existing and not existing.endswith(b"\n"):
+        raise _fail("envelope-format", f"{path}: the last line is incomplete; refusing to append to a damaged log",
+                    hint)
+    lines = existing.split(b"\n")[:-1] if existing else []
+    try:
+        payloads = [payload_digest(_LogLine.model_validate_json(raw).envelope) for raw in lines]
+    except (ValueError, VerificationError) as exc:
+        raise _fail("envelope-format", f"{path}: a line is not a valid log entry; refusing to append to a damaged "
+                                       "log", hint) from exc
+    return existing, lines, payloads
+
+
+def check_appendable(log_dir: Path) -> None:
+    """Raise before any work is done if the log could not take an append (run before apply)."""
+    _tail(log_dir)
+
+
+def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> list[LogEntry]:
+    """Sign each statement, chain it after the current last entry, and re-sign the head (under the lock)."""
+    if not statements:
+        return []
+    with _locked(log_dir):
+        path = log_dir / LOG_FILE
+        existing, lines, payloads = _tail(log_dir)
+        if lines:
+            index, previous = _LogLine.model_validate_json(lines[-1]).index + 1, line_digest(lines[-1])
+        else:
+            index, previous = 0, None
+        new_lines: list[bytes] = []
+        out: list[LogEntry] = []
+        for statement in statements:
+            envelope = dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
+            raw = _canonical({"index": index, "previous": previous, "envelope": envelope.to_dict()})
+            digest = line_digest(raw)
+            out.append(LogEntry(index=index, previous=previous, digest=digest, envelope=envelope,
+                                predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1,
+                                payload=statement.to_bytes()))
+            new_lines.append(raw)
+            payloads.append(payload_digest(envelope))
+            index, previous = index + 1, digest
+        atomic_write(path, existing + b"".join(raw + b"\n" for raw in new_lines))
+        head = _head_envelope(out[-1].index, out[-1].digest, payloads, signer)
+        atomic_write(log_dir / HEAD_FILE, (json.dumps(head.to_dict(), indent=2) + "\n").encode())
+    return out
+
+
+# --- verifying -----------------------------------------------------------------------------------------------
+
+
+def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
+    trusted = {k.keyid for k in keys}
+    if not entries:
+        return StepResult("keyid", True, "no entries")
+    unknown = [e for e in entries if not any(s.keyid in trusted for s in e.envelope.signatures)]
+    if not unknown:
+        return StepResult("keyid", True, f"{len(entries)} entries name a trusted key")
+    given = ", ".join(k.keyid[:16] for k in keys) or "none"
+    if len(unknown) == len(entries):
+        ids = sorted({s.keyid for e in entries for s in e.envelope.signatures})
+        err = _fail("keyid", f"wrong key: none of the given keys ({given}) signed this log; it was signed by "
+                             f"keyid {', '.join(i[:16] for i in ids)}",
+                    "pass the public key of the operator who signed the log with --key")
+    else:
+        first = unknown[0]
+        kid = ", ".join(s.keyid[:16] for s in first.envelope.signatures) or "none"
+        err = _fail("keyid", f"entry {first.index} (line {first.line}) is signed by an unknown key (keyid {kid}), "
+                             f"not by any trusted key; {len(unknown)} such entr{'y' if len(unknown) == 1 else 'ies'}",
+                    "an entry was added by someone else: investigate, or pass that signer's key if it is trusted")
+    return StepResult("keyid", False, err.message, err)
+
+
+def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_payloads: list[str] | None
+                      ) -> StepResult:
+    by_id = {k.keyid: k for k in keys}
+    verified = 0
+    for e in entries:
+        message = dsse.pae(e.envelope.payload_type, e.payload)
+        good = False
+        for s in e.envelope.signatures:
+            key = by_id.get(s.keyid)
+            if key is None:
+                continue
+            try:
+                raw = base64.b64decode(s.sig, validate=True)
+            except (binascii.Error, ValueError):
+                continue
+            if key.verify(raw, message):
+                good = True
+                break
+        if good:
+            verified += 1
+        elif any(s.keyid in by_id for s in e.envelope.signatures):
+            recorded = signed_payloads[e.index] if signed_payloads and e.index < len(signed_payloads) else None
+            if recorded is not None and recorded != payload_digest(e.envelope):
+                msg = (f"entry {e.index} (line {e.line}): the statement was altered: its signature does not verify "
+                       "and its payload digest differs from the one the signed head records")
+            elif recorded is not None:
+                msg = (f"entry {e.index} (line {e.line}): the signature bytes were altered or replaced: the "
+                       "statement is the one the signed head records, but its signature does not verify")
+            else:
+                msg = (f"entry {e.index} (line {e.line}): the signature does not verify with the trusted key it "
+                       "names: the signature or the signed statement was altered")
+            err = _fail("signature", msg, "restore the log from a trusted copy and investigate who changed it")
+            return StepResult("signature", False, err.message, err)
+    skipped = len(entries) - verified
+    return StepResult("signature", True, f"{verified} signatures verify" +
+                      (f"; {skipped} not checked (no trusted key)" if skipped else ""))
+
+
+def _check_chain(entries: list[LogEntry]) -> StepResult:
+    def fail(msg: str) -> StepResult:
+        err = _fail("chain", msg, "the log was edited: restore it from a trusted copy and investigate")
+        return StepResult("chain", False, err.message, err)
+
+    indices = [e.index for e in entries]
+    seen: dict[int, int] = {}
+    for e in entries:
+        if e.index in seen:
+            return fail(f"entry index {e.index} appears twice (lines {seen[e.index]} and {e.line}): "
+                        "an entry was inserted")
+        seen[e.index] = e.line
+    missing = sorted(set(range(max(indices) + 1)) - set(indices)) if indices else []
+    if missing:
+        return fail(f"entr{'y' if len(missing) == 1 else 'ies'} {', '.join(map(str, missing[:5]))} "
+                    f"{'is' if len(missing) == 1 else 'are'} missing from the log: an entry was dropped")
+    for pos, e in enumerate(entries):
+        if e.index != pos:
+            return fail(f"entry index {e.index} is at line {e.line}, where entry {pos} belongs: "
+                        "entries were reordered")
+    by_digest = {e.digest: e for e in entries}
+    for pos, e in enumerate(entries):
+        expected = entries[pos - 1].digest if pos else None
+        if e.previous == expected:
+            continue
+        if pos == 0:
+            return fail(f"entry 0 (line {e.line}) names a previous entry {e.previous}: the log's beginning "
+                        "was dropped")
+        target = by_digest.get(e.previous or "")
+        if target is not None and target.line < entries[pos - 1].line:
+            return fail(f"entry {e.index} (line {e.line}) chains to entry {target.index}, not to the line before "
+                        f"it: lines {target.line + 1}–{e.line - 1} were inserted")
+        return fail(f"entry {e.index} (line {e.line}) does not chain to entry {e.index - 1}: that entry was "
+                    "altered or replaced after it was logged")
+    return StepResult("chain", True, f"{len(entries)} entries, each naming the digest of the one before")
+
+
+def read_head(log_dir: Path) -> dsse.Envelope | None:
+    path = log_dir / HEAD_FILE
+    if not path.exists():
+        return None
+    return dsse.Envelope.from_json(path.read_bytes(), str(path))
+
+
+def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
+    def fail(msg: str, hint: str = "restore the log from a trusted copy and investigate") -> StepResult:
+        err = _fail("head", msg, hint)
+        return StepResult("head", False, err.message, err)
+
+    try:
+        envelope = read_head(log_dir)
+    except VerificationError as exc:
+        return fail(f"head.json is damaged: {exc.message}")
+    if envelope is None:
+        if entries:
+            return fail("head.json is missing: the log's signed head was deleted, so a cut-off tail cannot be "
+                        "ruled out")
+        return StepResult("head", True, "empty log")
+    if envelope.payload_type != HEAD_PAYLOAD_TYPE:
+        return fail(f"head.json has payload type {envelope.payload_type!r}, not a sovkit log head")
+    try:
+        body = json.loads(dsse.verify(envelope, keys))
+        index, digest = int(body["index"]), str(body["digest"])
+    except VerificationError as exc:
+        return fail(f"head.json: {exc.message}")
+    except (ValueError, KeyError, TypeError):
+        return fail("head.json is signed but malformed")
+    if not entries:
+        return fail(f"the signed head names entry {index} but the log is empty: every entry was removed")
+    last = entries[-1]
+    if index > last.index:
+        return fail(f"the log was truncated: the signed head names entry {index} but the log ends at entry "
+                    f"{last.index} ({index - last.index} entr{'y' if index - last.index == 1 else 'ies'} removed "
+                    "from the end)")
+    if index < last.index:
+        return fail(f"the log has {last.index - index} entr{'y' if last.index - index == 1 else 'ies'} after the "
+                    f"signed head (entry {index}): appended without signing the head, or an append was "
+                    "interrupted")
+    if digest != last.digest:
+        return fail(f"the last entry ({last.index}) differs from the one the signed head names: it was altered "
+                    "or replaced")
+    return StepResult("head", True, f"signed head names entry {index}, the last one")
+
+
+def _signed_payloads(log_dir: Path, keys: list[PublicKey]) -> list[str] | None:
+    """The payload digests in the head, only if the head verifies (used to diagnose, never to accept)."""
+    try:
+        envelope = read_head(log_dir)
+        if envelope is None or envelope.payload_type != HEAD_PAYLOAD_TYPE:
+            return None
+        payloads = json.loads(dsse.verify(envelope, keys)).get("payloads")
+    except (VerificationError, ValueError, AttributeError):
+        return None
+    return [str(p) for p in payloads] if isinstance(payloads, list) else None
+
+
+def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
+    """Verify a log in named steps; each failed step carries a :class:`VerificationError` with its message.
+
+    Never raises for a bad log (see :meth:`LogVerification.raise_for_failure`); a missing log
+    directory is reported by the envelope-format step.
+    """
+    result = LogVerification(log_dir)
+    if not (log_dir / LOG_FILE).exists():
+        err = _fail("envelope-format", f"no attestation log at {log_dir}",
+                    "pass the log directory or the inventory whose state directory holds it")
+        result.steps.append(StepResult("envelope-format", False, err.message, err))
+        return result
+    try:
+        entries = read_log(log_dir)
+    except VerificationError as exc:
+        result.steps.append(StepResult("envelope-format", False, exc.message, exc))
+        return result
+    result.entries = entries
+    result.steps.append(StepResult("envelope-format", True, f"{len(entries)} DSSE envelopes with in-toto v1 "
+                                                            "statements"))
+    result.steps.append(_check_keyids(entries, keys))
+    result.steps.append(_check_signatures(entries, keys, _signed_payloads(log_dir, keys)))
+    result.steps.append(_check_chain(entries))
+    result.steps.append(_check_head(log_dir, entries, keys))
+    return result

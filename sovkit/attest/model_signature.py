@@ -1,0 +1,166 @@
+"""Model publisher signatures in two formats: OpenSSF Model Signing (EC keys) and sovkit's own.
+
+- ``model-signing``: a Sigstore bundle (``application/vnd.dev.sigstore.bundle…``) whose DSSE
+  envelope carries an in-toto statement with predicate ``https://model_signing/signature/v1.0``
+  listing every file of the model directory. Verified by the ``model-signing`` package itself
+  (this is its format; we do not re-implement it), with the publisher's EC public key.
+- ``dsse``: sovkit's artifact signature (see :mod:`sovkit.attest.artifacts`).
+
+Either way the signed file digests must also equal the digests the inventory pins, so a validly
+signed but different model is refused too.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from sovkit.attest.artifacts import verify_artifact_signature
+from sovkit.attest.keys import PublicKey
+from sovkit.errors import SovkitError
+
+SignatureFormat = Literal["model-signing", "dsse"]
+MODEL_SIGNING_PREDICATE = "https://model_signing/signature/v1.0"
+_BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
+
+
+@dataclass(frozen=True)
+class ModelSignatureCheck:
+    """The outcome of verifying one model's signature; never raised, always recorded."""
+
+    verified: bool
+    format: SignatureFormat | None
+    keyid: str | None
+    reason: str
+    signer: str = ""
+    files: dict[str, str] = field(default_factory=dict)  # signed name -> sha256
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def detect_format(document: Any) -> SignatureFormat | None:
+    if isinstance(document, dict):
+        if str(document.get("mediaType", "")).startswith(_BUNDLE_MEDIA_PREFIX) and "dsseEnvelope" in document:
+            return "model-signing"
+        if "payloadType" in document and "signatures" in document:
+            return "dsse"
+    return None
+
+
+def _model_dir(model: Path | Sequence[Path]) -> tuple[Path, list[Path]]:
+    if isinstance(model, Path):
+        if model.is_dir():
+            return model, sorted(p for p in model.rglob("*") if p.is_file())
+        return model.parent, [model]
+    files = sorted(model)
+    if not files:
+        raise SovkitError("no model files given", "pass the model directory or its files")
+    return common_dir(files), files
+
+
+def common_dir(files: Sequence[Path]) -> Path:
+    """The deepest directory holding every file (the model directory)."""
+    parts = [f.parent.parts for f in files]
+    first = parts[0]
+    n = 0
+    while all(len(p) > n and p[n] == first[n] for p in parts):
+        n += 1
+    return Path(*first[:n])
+
+
+def _signed_resources(bundle: dict[str, Any]) -> dict[str, str]:
+    try:
+        statement = json.loads(base64.b64decode(bundle["dsseEnvelope"]["payload"]))
+        if statement.get("predicateType") != MODEL_SIGNING_PREDICATE:
+            return {}
+        return {str(r["name"]): str(r["digest"]) for r in statement["predicate"]["resources"]}
+    except (KeyError, TypeError, ValueError):
+        return {}
+
+
+def _verify_model_signing(root: Path, files: list[Path], signature: Path, key_path: Path, key: PublicKey,
+                          bundle: dict[str, Any], pinned: dict[str, str] | None, signer: str) -> ModelSignatureCheck:
+    from model_signing import hashing, verifying  # heavy import, only for this format
+
+    def fail(reason: str) -> ModelSignatureCheck:
+        return ModelSignatureCheck(False, "model-signing", key.keyid, reason, signer)
+
+    if key.keytype != "ecdsa":
+        return fail("OpenSSF Model Signing signatures need the publisher's EC public key; this key is "
+                    f"{key.keytype}")
+    listed = {f.resolve() for f in files}
+    others = [p for p in root.rglob("*") if p.is_file() and p.resolve() not in listed]
+    # the signature file, and store files beside the model that are not part of it (not installed)
+    hashing_config = hashing.Config().set_ignored_paths(paths=[str(p) for p in others])  # type: ignore[no-untyped-call]
+    verifier = verifying.Config().use_elliptic_key_verifier(public_key=key_path)  # type: ignore[no-untyped-call]
+    try:
+        verifier.set_hashing_config(hashing_config).verify(root, signature)
+    except Exception as exc:  # model-signing raises ValueError and others; all mean "does not verify"
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        return fail(f"OpenSSF Model Signing verification failed: {first[:300]}")
+    resources = _signed_resources(bundle)
+    for name, digest in sorted((pinned or {}).items()):
+        if resources.get(name) != digest:
+            return fail(f"{name}: the signed digest differs from the digest the inventory pins")
+    return ModelSignatureCheck(True, "model-signing", key.keyid, "ok", signer, resources)
+
+
+def verify_model(
+    model: Path | Sequence[Path],
+    signature_path: Path,
+    public_key_path: Path,
+    *,
+    pinned: dict[str, str] | None = None,
+    store_root: Path | None = None,
+    signer: str = "",
+) -> ModelSignatureCheck:
+    """Verify a model directory (or its files) against a publisher signature in either format.
+
+    ``pinned`` maps file name -> sha256 as the inventory pins them: names relative to the model
+    directory for ``model-signing``, store paths for ``dsse``. ``store_root`` names files
+    relative to the artifact store when ``pinned`` is not given (dsse). Never raises for a bad
+    signature or key: the result says why.
+    """
+    try:
+        key = PublicKey.load(public_key_path)
+    except SovkitError as exc:
+        return ModelSignatureCheck(False, None, None, exc.message, signer)
+    try:
+        document = json.loads(signature_path.read_bytes())
+    except OSError as exc:
+        return ModelSignatureCheck(False, None, key.keyid, f"cannot read {signature_path.name}: {exc.strerror}",
+                                   signer)
+    except ValueError:
+        return ModelSignatureCheck(False, None, key.keyid, f"{signature_path.name} is not JSON", signer)
+    fmt = detect_format(document)
+    try:
+        root, files = _model_dir(model)
+    except SovkitError as exc:
+        return ModelSignatureCheck(False, fmt, key.keyid, exc.message, signer)
+    files = [f for f in files if f.resolve() != signature_path.resolve()]
+    if fmt == "model-signing":
+        return _verify_model_signing(root, files, signature_path, public_key_path, key, document, pinned, signer)
+    if fmt == "dsse":
+        base = store_root or root
+        actual = {f.resolve().relative_to(base.resolve()).as_posix(): _sha256_file(f) for f in files}
+        expected = pinned if pinned is not None else actual
+        for name, digest in sorted(expected.items()):
+            if name in actual and actual[name] != digest:
+                return ModelSignatureCheck(False, "dsse", key.keyid, f"{name}: file digest differs from the signed "
+                                                                      "one", signer)
+        check = verify_artifact_signature(signature_path, expected, key, signer)
+        return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
+                                   expected if check.verified else {})
+    return ModelSignatureCheck(False, None, key.keyid, f"{signature_path.name} is neither an OpenSSF Model Signing "
+                                                       "bundle nor a sovkit DSSE signature", signer)

@@ -1,0 +1,200 @@
+"""The audit report as data: one model feeds both report.json and report.html, so they cannot disagree.
+
+``report.json`` is this model dumped as JSON; ``REPORT_SCHEMA`` names its
+version so a regulator's tooling can refuse a shape it does not know.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+REPORT_SCHEMA = "https://sovkit.dev/audit-report/v1"
+
+
+class _M(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class HostSummary(_M):
+    name: str
+    rack: str
+    address: str
+    arch: str
+    cpu: str
+    accelerators: list[str] = []
+
+
+class DeploymentSummary(_M):
+    name: str
+    model: str
+    runtime: str
+    hosts: list[str]
+    role: str
+
+
+class Overview(_M):
+    site: str
+    description: str
+    operator: str
+    country: str
+    region: str | None
+    allowed_jurisdictions: list[str]
+    air_gapped: bool
+    allowed_egress: list[str]
+    transfers: list[dict[str, str]]
+    inventory_digest: str
+    state_lineage: str
+    state_serial: int
+    racks: list[dict[str, Any]]
+    hosts: list[HostSummary]
+    deployments: list[DeploymentSummary]
+
+
+class DataFlow(_M):
+    """Somewhere data goes or is kept, with where that is and whether residency allows it."""
+
+    category: Literal["artifact-store", "data-store", "backup", "endpoint", "telemetry", "log-sink",
+                      "model-registry"]
+    name: str
+    target: str
+    jurisdiction: str
+    personal_data: bool = False
+    detail: str = ""
+    residency: Literal["inside", "transfer", "outside"]
+    transfer_basis: str | None = None
+
+
+class Finding(_M):
+    id: str
+    severity: str
+    msg: str
+    resource: str
+    remediation: str = ""
+    waived: bool = False
+    waiver_reason: str | None = None
+    waiver_expires: str | None = None
+
+
+class WaiverSummary(_M):
+    rule: str
+    resource: str
+    reason: str
+    expires: str
+    expired: bool
+
+
+class PolicySection(_M):
+    allowed: bool
+    pack_digest: str
+    bundle: str
+    findings: list[Finding]
+    waivers: list[WaiverSummary]
+
+
+class Provenance(_M):
+    """Where a recorded component came from and whether it is still the approved one."""
+
+    source: str
+    signer: str | None = None
+    signature: str | None = None
+    matches_inventory: bool
+    note: str = ""
+
+
+class InstalledFirmware(_M):
+    kind: str
+    version: str
+    image_sha256: str
+    devices: dict[str, str]
+    provenance: Provenance
+
+
+class InstalledRuntime(_M):
+    name: str
+    version: str
+    package: str
+    artifacts: dict[str, str]
+    provenance: Provenance
+
+
+class InstalledModel(_M):
+    name: str
+    version: str
+    files: dict[str, str]
+    signature_verified: bool
+    previous: str | None
+    provenance: Provenance
+
+
+class InstalledServing(_M):
+    name: str
+    role: str
+    model: str
+    model_version: str
+    runtime: str
+    runtime_version: str
+    config_sha256: str
+    port: int
+
+
+class HostInstall(_M):
+    host: str
+    last_apply: str | None
+    updated_at: str | None
+    firmware: list[InstalledFirmware] = []
+    runtimes: list[InstalledRuntime] = []
+    models: list[InstalledModel] = []
+    serving: list[InstalledServing] = []
+
+
+class TimelineEntry(_M):
+    index: int
+    digest: str
+    previous: str | None
+    predicate_type: str
+    operation: str | None
+    time: str | None
+    host: str | None
+    outcome: str | None
+    subjects: int
+    keyids: list[str]
+
+
+class DriftChange(_M):
+    host: str
+    component: str
+    name: str
+    reason: str
+
+
+class DriftSection(_M):
+    recorded_at: str
+    unreachable: dict[str, str]
+    changes: list[DriftChange]
+
+
+class ModelBomRef(_M):
+    model: str
+    version: str
+    path: str
+
+
+class AuditReport(_M):
+    schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
+    generated_at: str
+    generator: str
+    overview: Overview
+    data_flows: list[DataFlow]
+    policy: PolicySection
+    installed: list[HostInstall]
+    attestations: list[TimelineEntry]
+    attestation_log: str | None
+    drift: DriftSection | None
+    model_boms: list[ModelBomRef]
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True, indent=2) + "\n"

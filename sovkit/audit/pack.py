@@ -1,0 +1,100 @@
+"""Build the regulator audit pack: reports, ML-BOMs, evidence copies, and a signed manifest over all of it.
+
+The pack is assembled in a temporary directory beside the target and renamed
+into place only when complete and signed, so a failure leaves nothing behind.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sovkit.attest.keys import Signer
+from sovkit.audit import evidence
+from sovkit.audit.collect import build_report
+from sovkit.audit.drift import read_refresh_record
+from sovkit.audit.manifest import Manifest, make_manifest, write_signed_manifest
+from sovkit.audit.mlbom import bom_file_name, build_ml_bom
+from sovkit.audit.model import AuditReport, ModelBomRef
+from sovkit.audit.report_html import render_html
+from sovkit.errors import SovkitError
+from sovkit.policy.api import PolicyEngine, evaluate_policy
+
+if TYPE_CHECKING:
+    from sovkit.api import Workspace
+
+POLICY_BUNDLE = "policy/bundle.tar.gz"
+STATE_COPY = "evidence/state.json"
+
+
+@dataclass
+class AuditPack:
+    path: Path
+    report: AuditReport
+    manifest: Manifest
+    keyid: str
+
+
+def _prepare_target(out_dir: Path) -> None:
+    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
+        raise SovkitError(f"{out_dir} already exists and is not an empty directory",
+                          "choose a new output directory; sovkit never overwrites an audit pack")
+
+
+def build_audit_pack(ws: Workspace, out_dir: Path, signer: Signer, extra_policies: Path | None = None,
+                     engine: PolicyEngine | None = None) -> AuditPack:
+    """Write the signed audit pack of ``ws`` to ``out_dir`` (which must not exist or be empty)."""
+    out_dir = out_dir.resolve()
+    _prepare_target(out_dir)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
+    try:
+        report, manifest = _assemble(ws, tmp, signer, extra_policies, engine)
+        if out_dir.exists():
+            out_dir.rmdir()
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return AuditPack(out_dir, report, manifest, signer.keyid)
+
+
+def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, engine: PolicyEngine | None
+              ) -> tuple[AuditReport, Manifest]:
+    inv = ws.inventory
+    state = ws.store.read()
+    decision = evaluate_policy(inv, state, extra, engine)
+    (root / "policy").mkdir()
+    bundle_digest = evidence.write_bundle(root / POLICY_BUNDLE, extra)
+    if decision.pack_digest and decision.pack_digest != bundle_digest:
+        raise SovkitError("the policy pack changed while the audit was being written",
+                          "run `sovkit audit` again")
+
+    copied = evidence.copy_log(evidence.log_dir(ws.directory), root / evidence.ATTESTATIONS_DIR)
+    log_copy = evidence.ATTESTATIONS_DIR + "/" if copied else None
+    entries = evidence.read_entries(root / evidence.ATTESTATIONS_DIR)
+
+    if state.lineage:  # the state exactly as the report read it, not a later write
+        (root / "evidence").mkdir()
+        (root / STATE_COPY).write_text(state.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    (root / "inventory").mkdir()
+    for f in inv.files:
+        shutil.copyfile(f, root / "inventory" / f.name)
+
+    (root / "bom").mkdir()
+    boms = []
+    for model in inv.site.models:
+        rel = f"bom/{bom_file_name(model)}"
+        (root / rel).write_text(build_ml_bom(inv.site, model), encoding="utf-8")
+        boms.append(ModelBomRef(model=model.name, version=model.version, path=rel))
+
+    report = build_report(inv, state, decision, bundle_digest, POLICY_BUNDLE, entries, log_copy,
+                          read_refresh_record(ws.directory), boms)
+    (root / "report.json").write_text(report.to_json(), encoding="utf-8")
+    (root / "report.html").write_text(render_html(report), encoding="utf-8")
+    manifest = make_manifest(root, inv.site.metadata.name, report.generated_at)
+    write_signed_manifest(root, manifest, signer)
+    return report, manifest

@@ -1,0 +1,74 @@
+"""Bundle entry points the CLI calls: gather + create (+ split), verify, import, split, join."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from sovkit.attest.keys import PublicKey, Signer
+from sovkit.bundle.create import CreateReport, create_bundle
+from sovkit.bundle.events import BundleEvent, OnEvent, ignore
+from sovkit.bundle.gather import inventory_sources, shipped_sources
+from sovkit.bundle.importer import ImportReport, import_bundle
+from sovkit.bundle.manifest import load_any_manifest
+from sovkit.bundle.verify import VerifyReport, verify_bundle
+from sovkit.bundle.volumes import JoinReport, SplitReport, join_volumes, split_bundle
+from sovkit.bundle.wheels import default_cache, self_wheels
+from sovkit.inventory import load_inventory
+
+
+@dataclass(frozen=True)
+class CreateResult:
+    bundle: CreateReport
+    volumes: SplitReport | None
+
+
+def create(
+    inventory: Path,
+    out: Path,
+    signer: Signer,
+    artifact_dirs: list[Path] | None = None,
+    since: Path | None = None,
+    volume_size: int | None = None,
+    include_self: bool = True,
+    wheel_cache: Path | None = None,
+    on_event: OnEvent = ignore,
+    workers: int | None = None,
+) -> CreateResult:
+    """Bundle everything ``inventory`` needs; with ``volume_size``, ``out`` receives the parts instead."""
+    loaded = load_inventory(inventory, check_files=False)
+    base = load_any_manifest(since) if since is not None else None
+    sources = [*inventory_sources(loaded, artifact_dirs or []), *shipped_sources()]
+    if include_self:
+        on_event(BundleEvent("note", message="collecting sovkit and its dependency wheels"))
+        sources += self_wheels(wheel_cache or default_cache())
+    target = out if volume_size is None else out.parent / f".{out.name}.whole"
+    if volume_size is not None:
+        shutil.rmtree(target, ignore_errors=True)
+    report = create_bundle(target, sources, signer, loaded.site.metadata.name, loaded.digest, base, on_event,
+                           workers)
+    if volume_size is None:
+        return CreateResult(report, None)
+    try:
+        split = split_bundle(target, out, volume_size, on_event)
+    finally:
+        shutil.rmtree(target, ignore_errors=True)
+    return CreateResult(report, split)
+
+
+def verify(bundle: Path, keys: list[PublicKey], on_event: OnEvent = ignore) -> VerifyReport:
+    return verify_bundle(bundle, keys, on_event)
+
+
+def import_(bundle: Path, store: Path, keys: list[PublicKey], site_dir: Path | None = None,
+            on_event: OnEvent = ignore) -> ImportReport:
+    return import_bundle(bundle, store, keys, site_dir, on_event)
+
+
+def split(bundle: Path, out: Path, part_size: int, on_event: OnEvent = ignore) -> SplitReport:
+    return split_bundle(bundle, out, part_size, on_event)
+
+
+def join(inputs: list[Path], out: Path, on_event: OnEvent = ignore) -> JoinReport:
+    return join_volumes(inputs, out, on_event)

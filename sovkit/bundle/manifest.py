@@ -1,0 +1,185 @@
+"""The bundle format: directory layout, the manifest model, its DSSE signature, and path rules.
+
+A bundle is a directory::
+
+    manifest.dsse.json        DSSE envelope; the payload is the canonical manifest JSON (authoritative)
+    manifest.json             the same bytes, readable without decoding (must equal the signed payload)
+    blobs/sha256/<hex>        one file per distinct content, named by its sha256
+
+Each manifest entry maps a logical path to a blob. The first path segment says
+where an entry goes on the site: ``artifacts/`` into the artifact store, the
+rest (``inventory/``, ``policies/``, ``templates/``, ``wheels/``) into a site
+directory. Paths are checked by :func:`path_problem`, never trusted.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from sovkit.attest import dsse
+from sovkit.attest.keys import PublicKey, Signer
+from sovkit.bundle.errors import BundleInvalid
+from sovkit.errors import BundleError, VerificationError
+
+FORMAT: Literal["sovkit.dev/bundle/v1"] = "sovkit.dev/bundle/v1"
+PAYLOAD_TYPE = "application/vnd.sovkit.bundle-manifest+json"
+ENVELOPE = "manifest.dsse.json"
+READABLE = "manifest.json"
+BLOB_DIR = "blobs/sha256"
+NAMESPACES = ("artifacts", "inventory", "policies", "templates", "wheels")
+
+Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+Kind = Literal[
+    "firmware", "firmware-signature", "runtime", "runtime-signature", "model", "model-signature",
+    "trust-root", "inventory", "policy", "template", "wheel",
+]
+
+
+class Entry(BaseModel):
+    """One file the site receives: where it goes, what it is, and which inventory items need it."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    path: str
+    size: Annotated[int, Field(ge=0)]
+    sha256: Sha256
+    kind: Kind
+    items: list[str] = []
+    carried: bool = Field(default=True, description="False in a differential bundle: the site already has it.")
+
+
+class Manifest(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    format: Literal["sovkit.dev/bundle/v1"] = FORMAT
+    site: str
+    inventory_digest: Sha256
+    created: str
+    sovkit_version: str
+    since: Sha256 | None = Field(default=None, description="sha256 of the manifest this bundle is relative to.")
+    entries: list[Entry]
+
+    def to_bytes(self) -> bytes:
+        data = self.model_dump(mode="json")
+        return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+
+    def digest(self) -> str:
+        return hashlib.sha256(self.to_bytes()).hexdigest()
+
+    def carried_blobs(self) -> dict[str, int]:
+        """``{sha256: size}`` of the blobs this bundle itself carries."""
+        return {e.sha256: e.size for e in self.entries if e.carried}
+
+    def all_digests(self) -> set[str]:
+        """Every content the site has once this bundle is imported (carried or already there)."""
+        return {e.sha256 for e in self.entries}
+
+
+def blob_path(root: Path, digest: str) -> Path:
+    return root / BLOB_DIR / digest
+
+
+_BAD_CHARS = re.compile(r"[\x00-\x1f\\]")
+
+
+def path_problem(path: str) -> str | None:
+    """Why a logical path is unsafe to write on the site, or None when it is fine."""
+    if not path:
+        return "empty path"
+    if path.startswith("/"):
+        return f"{path!r} is an absolute path"
+    if _BAD_CHARS.search(path):
+        return f"{path!r} contains a backslash or control character"
+    parts = path.split("/")
+    if any(p == ".." for p in parts):
+        return f"{path!r} contains '..'"
+    if any(p in ("", ".") for p in parts):
+        return f"{path!r} has an empty or '.' segment"
+    if parts[0] not in NAMESPACES or len(parts) < 2:
+        return f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
+    return None
+
+
+def sign_manifest(manifest: Manifest, signer: Signer) -> dsse.Envelope:
+    return dsse.sign(manifest.to_bytes(), PAYLOAD_TYPE, signer)
+
+
+def write_manifest(root: Path, manifest: Manifest, signer: Signer) -> None:
+    envelope = sign_manifest(manifest, signer)
+    (root / READABLE).write_bytes(manifest.to_bytes())
+    (root / ENVELOPE).write_text(envelope.to_json() + "\n")
+
+
+def parse_manifest(payload: bytes, source: str) -> Manifest:
+    try:
+        return Manifest.model_validate_json(payload)
+    except ValidationError as exc:
+        problems = [f"{source}: {'.'.join(str(p) for p in e['loc']) or 'document'}: {e['msg']}"
+                    for e in exc.errors(include_url=False)]
+        raise BundleInvalid(problems, what="manifest") from None
+
+
+def read_signed(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, bytes | None, list[str]]:
+    """The manifest from the envelope, its payload, and signature problems (the manifest is still returned
+    when only the signature fails, so the rest of the bundle can be reported on too)."""
+    env_file = root / ENVELOPE
+    problems: list[str] = []
+    try:
+        raw = env_file.read_bytes()
+    except OSError as exc:
+        return None, None, [f"{ENVELOPE}: cannot read ({exc.strerror}); is {root} a sovkit bundle?"]
+    try:
+        envelope = dsse.Envelope.from_json(raw, ENVELOPE)
+        payload = envelope.payload_bytes()
+    except VerificationError as exc:
+        return None, None, [exc.message]
+    if envelope.payload_type != PAYLOAD_TYPE:
+        problems.append(f"{ENVELOPE}: payload type {envelope.payload_type!r} is not a bundle manifest")
+    try:
+        dsse.verify(envelope, keys)
+    except VerificationError as exc:
+        problems.append(f"signature: {exc.message}")
+    try:
+        manifest = parse_manifest(payload, ENVELOPE)
+    except BundleInvalid as exc:
+        return None, payload, problems + exc.problems
+    return manifest, payload, problems
+
+
+def load_any_manifest(path: Path) -> Manifest:
+    """A manifest from a bundle directory, its envelope, or a plain manifest.json (for ``--since``)."""
+    if path.is_dir():
+        path = path / ENVELOPE if (path / ENVELOPE).exists() else path / READABLE
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise BundleError(f"cannot read manifest {path}: {exc.strerror}",
+                          "pass the manifest.dsse.json (or bundle directory) of the bundle the site has") from exc
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise BundleError(f"{path} is not JSON", "pass a sovkit bundle manifest") from exc
+    if isinstance(data, dict) and "payloadType" in data:
+        raw = dsse.Envelope.from_json(raw, str(path)).payload_bytes()
+    return parse_manifest(raw, str(path))
+
+
+def merge_items(entries: Iterable[Entry]) -> list[Entry]:
+    """One entry per path (items joined); the same path with two contents is a bug in the caller."""
+    by_path: dict[str, Entry] = {}
+    for e in entries:
+        prev = by_path.get(e.path)
+        if prev is None:
+            by_path[e.path] = e
+            continue
+        if prev.sha256 != e.sha256:
+            raise BundleError(f"{e.path} is referenced with two different contents",
+                              "two inventory items point at the same file but pin different digests")
+        items = sorted(set(prev.items) | set(e.items))
+        by_path[e.path] = prev.model_copy(update={"items": items})
+    return [by_path[p] for p in sorted(by_path)]

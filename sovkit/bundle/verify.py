@@ -1,0 +1,154 @@
+"""Verify a bundle directory and report every problem: signature, paths, listing, sizes, digests.
+
+The directory is walked without following links. Allowed are exactly the
+envelope, the readable manifest (equal to the signed payload) and one regular,
+singly-linked file per carried blob. Anything else — an extra or missing file,
+a symlink, a hard link, a device node, an unsafe manifest path, a wrong size
+or digest — is a problem, and all of them are collected before failing.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sovkit.attest.keys import PublicKey
+from sovkit.bundle.errors import BundleInvalid
+from sovkit.bundle.events import BundleEvent, OnEvent, ignore
+from sovkit.bundle.hashing import Job, digest_many
+from sovkit.bundle.manifest import BLOB_DIR, ENVELOPE, READABLE, Manifest, path_problem, read_signed
+from sovkit.errors import BundleError
+
+
+@dataclass
+class Inspection:
+    """What can be learnt without reading blob contents."""
+
+    root: Path
+    manifest: Manifest | None
+    problems: list[str] = field(default_factory=list)
+    blobs: dict[str, Path] = field(default_factory=dict)  # carried blobs present with the right size
+
+    def paths_of(self, digest: str) -> str:
+        if self.manifest is None:
+            return digest
+        return ", ".join(e.path for e in self.manifest.entries if e.sha256 == digest)
+
+
+@dataclass(frozen=True)
+class VerifyReport:
+    manifest: Manifest
+    files: int
+    bytes: int
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device file"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "not a regular file"
+
+
+def _walk(root: Path, rel: str, expected: dict[str, int], out: Inspection) -> None:
+    allowed_dirs = {"": {"blobs"}, "blobs": {"sha256"}}
+    allowed_files = {"": {ENVELOPE, READABLE}, BLOB_DIR: set(expected)}
+    base = root / rel if rel else root
+    for entry in sorted(os.scandir(base), key=lambda e: e.name):
+        name = f"{rel}/{entry.name}" if rel else entry.name
+        st = entry.stat(follow_symlinks=False)
+        if stat.S_ISLNK(st.st_mode):
+            target = os.readlink(entry.path)
+            resolved = (Path(entry.path).parent / target).resolve()
+            where = "outside the bundle" if not resolved.is_relative_to(root.resolve()) else "inside the bundle"
+            out.problems.append(f"{name} is a symlink to {target} ({where}); links are not allowed")
+        elif stat.S_ISDIR(st.st_mode):
+            if entry.name in allowed_dirs.get(rel, set()):
+                _walk(root, name, expected, out)
+            else:
+                out.problems.append(f"{name}/ is an extra directory")
+        elif stat.S_ISREG(st.st_mode):
+            if st.st_nlink > 1:
+                out.problems.append(f"{name} is a hard link ({st.st_nlink} links); links are not allowed")
+            elif entry.name not in allowed_files.get(rel, set()):
+                out.problems.append(f"{name} is an extra file the manifest does not list")
+            elif rel == BLOB_DIR:
+                want = expected[entry.name]
+                if st.st_size != want:
+                    out.problems.append(f"{name} ({out.paths_of(entry.name)}) is {st.st_size} bytes, the manifest "
+                                        f"says {want} (truncated or altered)")
+                else:
+                    out.blobs[entry.name] = Path(entry.path)
+        else:
+            out.problems.append(f"{name} is {_kind(st.st_mode)}; only regular files are allowed")
+
+
+def inspect(root: Path, keys: list[PublicKey]) -> Inspection:
+    """Check everything but blob contents; never stops at the first problem."""
+    if not root.is_dir():
+        raise BundleError(f"{root} is not a bundle directory",
+                          "pass the directory written by `sovkit bundle create` or `sovkit bundle join`")
+    manifest, payload, problems = read_signed(root, keys)
+    out = Inspection(root, manifest, problems)
+    readable = root / READABLE
+    if payload is not None and readable.is_file() and not readable.is_symlink() and readable.read_bytes() != payload:
+        out.problems.append(f"{READABLE} was edited: it differs from the signed manifest in {ENVELOPE}")
+    expected: dict[str, int] = {}
+    if manifest is not None:
+        seen: set[str] = set()
+        for e in manifest.entries:
+            bad = path_problem(e.path)
+            if bad:
+                out.problems.append(f"manifest entry {bad}")
+            if e.path in seen:
+                out.problems.append(f"manifest lists {e.path!r} twice")
+            seen.add(e.path)
+            if e.carried:
+                if expected.get(e.sha256, e.size) != e.size:
+                    out.problems.append(f"manifest gives two sizes for blob {e.sha256[:16]}…")
+                expected[e.sha256] = e.size
+    _walk(root, "", expected, out)
+    present = _present_names(root)
+    for digest in sorted(set(expected) - present):
+        out.problems.append(f"missing blob {BLOB_DIR}/{digest[:16]}… for {out.paths_of(digest)}")
+    return out
+
+
+def _present_names(root: Path) -> set[str]:
+    d = root / BLOB_DIR
+    try:
+        return {e.name for e in os.scandir(d)} if d.is_dir() and not d.is_symlink() else set()
+    except OSError:
+        return set()
+
+
+def check_digests(ins: Inspection, on_event: OnEvent = ignore, workers: int | None = None) -> int:
+    """Hash every present blob in parallel; add a problem per mismatch. Returns the bytes read."""
+    jobs = [Job(str(p), key=digest) for digest, p in sorted(ins.blobs.items())]
+    total = sum(p.stat().st_size for p in ins.blobs.values())
+    on_event(BundleEvent("start", phase="verify", total=total))
+    by_digest: dict[str, list[str]] = defaultdict(list)
+    for d in digest_many(jobs, lambda n: on_event(BundleEvent("bytes", n=n)), workers):
+        if d.error:
+            by_digest[d.job.key].append(f"cannot read ({d.error})")
+        elif d.sha256 != d.job.key:
+            by_digest[d.job.key].append(f"content has sha256 {d.sha256[:16]}…, not its name (blob altered)")
+    for digest, msgs in sorted(by_digest.items()):
+        ins.problems.extend(f"{BLOB_DIR}/{digest[:16]}… ({ins.paths_of(digest)}): {m}" for m in msgs)
+        ins.blobs.pop(digest, None)
+    return total
+
+
+def verify_bundle(root: Path, keys: list[PublicKey], on_event: OnEvent = ignore,
+                  workers: int | None = None) -> VerifyReport:
+    """Full verification; raises :class:`BundleInvalid` listing every problem."""
+    ins = inspect(root, keys)
+    total = check_digests(ins, on_event, workers)
+    if ins.problems or ins.manifest is None:
+        raise BundleInvalid(ins.problems or ["the manifest could not be read"])
+    return VerifyReport(ins.manifest, len(ins.blobs), total)

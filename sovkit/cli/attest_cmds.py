@@ -1,0 +1,140 @@
+"""`sovkit keys generate|id` and `sovkit attest verify|log`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sovkit import api
+from sovkit.attest.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, LocalSigner, PublicKey, write_keypair
+from sovkit.attest.log import STEP_TITLES, read_log
+from sovkit.cli.output import console, emit_json
+from sovkit.errors import SigningKeyError, VerificationError
+
+keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
+attest_app = typer.Typer(help="Attestations: verify the append-only log offline, list it.", no_args_is_help=True)
+
+
+def _passphrase(allow_empty: bool) -> bytes | None:
+    env = os.environ.get(PASSPHRASE_ENV)
+    if env:
+        return env.encode()
+    if allow_empty:
+        return None
+    if not sys.stdin.isatty():
+        raise SigningKeyError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal to be asked",
+                              "the private key is always written encrypted")
+    value: str = typer.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
+    if not value:
+        raise SigningKeyError("the passphrase is empty", "choose a passphrase: the private key is written encrypted")
+    return value.encode()
+
+
+@keys_app.command("generate")
+def generate(
+    out: Annotated[Path, typer.Option("-o", "--out", help="Private key file; the public key goes beside it as "
+                                                          "<out>.pub.")] = Path("operator.key"),
+    algorithm: Annotated[str, typer.Option("--algorithm", help=f"One of {', '.join(ALGORITHMS)}.")] = "ed25519",
+    no_passphrase: Annotated[bool, typer.Option("--insecure-no-passphrase",
+                                                help="Write the private key unencrypted (test rigs only).")] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+) -> None:
+    """Generate a signing key (Ed25519 by default): the private PEM encrypted with a passphrase, mode 0600."""
+    if algorithm not in ALGORITHMS:
+        raise SigningKeyError(f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(ALGORITHMS)}")
+    alg: Algorithm = "ed25519" if algorithm == "ed25519" else "ecdsa-p256"
+    for p in (out, out.with_name(out.name + ".pub")):
+        if p.exists():
+            raise SigningKeyError(f"{p} already exists", "choose another name or move the old key away")
+    passphrase = _passphrase(no_passphrase)
+    signer = LocalSigner.generate(alg)
+    public = write_keypair(signer, out, passphrase)
+    if json_out:
+        emit_json({"private_key": str(out), "public_key": str(public), "keyid": signer.keyid,
+                   "algorithm": algorithm, "encrypted": passphrase is not None})
+        return
+    console.print(f"Wrote {escape(str(out))} (0600, {'encrypted' if passphrase else '[red]unencrypted[/]'}) and "
+                  f"{escape(str(public))}")
+    console.print(f"keyid {signer.keyid}")
+
+
+@keys_app.command("id")
+def key_id(pub: Annotated[Path, typer.Argument(help="A public key PEM (.pub).", show_default=False)]) -> None:
+    """Print the key id (sha256 of the key as securesystemslib computes it)."""
+    console.print(PublicKey.load(pub).keyid)
+
+
+@attest_app.command("verify")
+def verify(
+    path: Annotated[Path, typer.Argument(help="Attestation log directory, state directory, or inventory.")] = Path(),
+    key: Annotated[list[Path] | None, typer.Option("--key", help="Trusted public key (repeatable).")] = None,
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory when PATH is an "
+                                                                       "inventory.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+) -> int:
+    """Verify the attestation log offline in named steps; exit 1 naming the first step that fails."""
+    if not key:
+        raise SigningKeyError("no trusted key given", "pass the operator's public key with --key PUB")
+    keys = [PublicKey.load(k) for k in key]
+    target = api.attestation_target(path, state_dir)
+    result = api.verify_attestations(target, keys)
+    if json_out:
+        emit_json({"log": str(target.log_dir), "ok": result.ok, "entries": len(result.entries),
+                   "steps": [{"step": s.step, "ok": s.ok, "skipped": s.skipped, "message": s.message}
+                             for s in result.steps]})
+    else:
+        table = Table(title=f"Attestation log {target.log_dir} ({len(result.entries)} entries)")
+        table.add_column("step")
+        table.add_column("result")
+        table.add_column("detail", overflow="fold")
+        for s in result.steps:
+            verdict = "[yellow]skipped[/]" if s.skipped else "[green]ok[/]" if s.ok else "[red]FAILED[/]"
+            table.add_row(STEP_TITLES.get(s.step, s.step), verdict, escape(s.message))
+        console.print(table)
+    if not result.ok:
+        first = next(s for s in result.steps if not s.ok)
+        assert first.error is not None
+        raise VerificationError(f"attestation log failed at step {first.title}: {first.message}",
+                                first.error.hint, step=first.step)
+    if not json_out:
+        skipped = [s.title for s in result.steps if s.skipped]
+        console.print("[green]All steps verified[/]" + (f" ({', '.join(skipped)}: not checked)." if skipped else "."))
+    return 0
+
+
+@attest_app.command("log")
+def show_log(
+    path: Annotated[Path, typer.Argument(help="Attestation log directory, state directory, or inventory.")] = Path(),
+    state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory when PATH is an "
+                                                                       "inventory.")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+) -> None:
+    """List the log's entries (unverified: use `attest verify` for that)."""
+    target = api.attestation_target(path, state_dir)
+    entries = read_log(target.log_dir)
+    if json_out:
+        emit_json([{"index": e.index, "digest": e.digest, "predicateType": e.predicate_type,
+                    "statement": e.statement} for e in entries])
+        return
+    table = Table(title=f"{target.log_dir}")
+    for col in ("#", "kind", "host / site", "outcome", "time"):
+        table.add_column(col)
+    for e in entries:
+        p = e.predicate
+        kind = e.predicate_type.rsplit("/", 2)[-2]
+        what = str(p.get("host") or p.get("site") or "")
+        outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))
+        table.add_row(str(e.index), f"{kind} ({p.get('operation', '')})", escape(what), outcome,
+                      str(p.get("finished") or p.get("time") or ""))
+    console.print(table)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(keys_app, name="keys")
+    app.add_typer(attest_app, name="attest")

@@ -1,0 +1,79 @@
+"""`sovkit audit` (write the regulator pack) and `sovkit verify` (check a pack offline)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from sovkit import api
+from sovkit.attest.keys import load_public_keys
+from sovkit.cli.output import console, emit_json
+from sovkit.cli.plan_cmds import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
+from sovkit.errors import VerificationError
+
+
+def audit(
+    inventory: InvArg,
+    out: Annotated[Path, typer.Option("-o", "--out", help="Directory to write the pack to (must not exist or be "
+                                                          "empty).", show_default=False)],
+    key: KeyOpt = None,
+    policies: PoliciesOpt = None,
+    state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Write the regulator audit pack: HTML + JSON report, ML-BOMs, attestations, policy bundle, signed manifest."""
+    from sovkit.audit.pack import build_audit_pack  # CycloneDX loads only when auditing
+
+    ws = api.Workspace.open(inventory, state_dir)
+    signer = load_signer(signing_key_path(ws, key))
+    pack = build_audit_pack(ws, out, signer, policies)
+    r = pack.report
+    if json_out:
+        emit_json({"path": str(pack.path), "site": r.overview.site, "keyid": pack.keyid,
+                   "files": [e.model_dump() for e in pack.manifest.files], "policy_allowed": r.policy.allowed,
+                   "attestations": len(r.attestations), "model_boms": [b.path for b in r.model_boms]})
+        return
+    console.print(f"[green]✓[/] audit pack for {escape(r.overview.site)} written to {escape(str(pack.path))}")
+    console.print(f"  {len(pack.manifest.files)} files signed (keyid {pack.keyid[:16]}…): report.html, report.json, "
+                  f"{len(r.model_boms)} ML-BOM(s), {len(r.attestations)} attestation(s), policy bundle")
+    console.print(f"  policy: {'allowed' if r.policy.allowed else 'DENIED'}, {len(r.policy.findings)} finding(s); "
+                  f"drift: {'not recorded' if r.drift is None else f'{len(r.drift.changes)} change(s)'}")
+    console.print(f"  verify offline with: sovkit verify {escape(str(pack.path))} --key <operator public key>")
+
+
+def verify(
+    pack: Annotated[Path, typer.Argument(help="An audit pack directory (from `sovkit audit -o`).",
+                                         show_default=False)],
+    key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (repeatable): the pack signer's and "
+                                                          "the attestation signers'.", show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
+    """Check an audit pack offline: manifest signature, every file, ML-BOMs, the attestation log."""
+    from sovkit.audit.verify import verify_audit_pack
+
+    result = verify_audit_pack(pack, load_public_keys(key))
+    if json_out:
+        emit_json({"path": str(pack), "ok": result.ok, "site": result.site,
+                   "steps": [{"step": s.name, "ok": s.ok, "skipped": s.skipped, "detail": s.detail,
+                              "problems": s.problems} for s in result.steps]})
+    else:
+        for s in result.steps:
+            mark = "[green]✓[/]" if s.ok else ("[yellow]-[/]" if s.skipped else "[red]✗[/]")
+            console.print(f"{mark} {s.name}" + (f": {escape(s.detail)}" if s.detail else ""))
+            for p in s.problems:
+                console.print(f"    {escape(p)}")
+    if not result.ok:
+        failed = [s.name for s in result.steps if not s.ok and not s.skipped]
+        raise VerificationError(f"audit pack {pack} does not verify ({', '.join(failed)})",
+                                "do not rely on this pack: obtain an untampered copy from the operator")
+    if not json_out:
+        console.print(f"[bold green]audit pack verifies[/] (site {escape(result.site or '?')})")
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit)
+    app.command("verify")(verify)

@@ -1,0 +1,194 @@
+"""`sovkit bundle create|verify|import|split|join`: air-gapped transfer with a progress bar."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
+
+from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
+from sovkit.bundle import api
+from sovkit.bundle.events import BundleEvent
+from sovkit.bundle.volumes import parse_size
+from sovkit.cli.output import console, emit_json, err_console
+from sovkit.errors import SigningKeyError
+
+bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+PubKeyOpt = Annotated[list[Path] | None, typer.Option("--key", help="Public key(s) trusted to sign bundles (.pub).",
+                                               show_default=False)]
+
+
+class _Bar:
+    """Turns bundle events into a rich progress bar with throughput (on stderr; off with --json)."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.progress = Progress(
+            TextColumn("{task.description}"), BarColumn(), DownloadColumn(binary_units=True),
+            TransferSpeedColumn(), TimeRemainingColumn(), console=err_console, transient=False,
+        ) if enabled else None
+        self.task: TaskID | None = None
+
+    def __enter__(self) -> _Bar:
+        if self.progress is not None:
+            self.progress.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.progress is not None:
+            self.progress.__exit__(None, None, None)
+
+    def __call__(self, event: BundleEvent) -> None:
+        if self.progress is None:
+            return
+        if event.kind == "start":
+            self.task = self.progress.add_task(event.phase, total=event.total)
+        elif event.kind == "bytes" and self.task is not None:
+            self.progress.advance(self.task, event.n)
+        elif event.kind == "note":
+            self.progress.console.print(f"[dim]{escape(event.message)}[/]")
+
+
+def _signer(key: Path | None) -> LocalSigner:
+    path = key or (Path(os.environ["SOVKIT_SIGNING_KEY"]) if os.environ.get("SOVKIT_SIGNING_KEY") else None)
+    if path is None:
+        raise SigningKeyError("no signing key given", "pass --key PRIVATE_KEY or set SOVKIT_SIGNING_KEY")
+    if not path.exists():
+        raise SigningKeyError(f"signing key {path} not found", "pass the private key that signs bundles with --key")
+    passphrase = os.environ.get(PASSPHRASE_ENV)
+    return LocalSigner.load(path, passphrase.encode() if passphrase else None)
+
+
+def _keys(paths: list[Path] | None) -> list[PublicKey]:
+    if not paths:
+        raise SigningKeyError("no public key given", "pass the bundle signer's public key with --key KEY.pub")
+    return [PublicKey.load(p) for p in paths]
+
+
+@bundle_app.command("create")
+def create(
+    inventory: Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="New bundle directory (or volumes directory).")],
+    artifacts: Annotated[list[Path] | None, typer.Option("--artifacts", help="Directories to find artifacts in "
+                                                         "(before the inventory's own store).")] = None,
+    since: Annotated[Path | None, typer.Option("--since", help="Manifest of the bundle the site already has: "
+                                               "carry only what is new.")] = None,
+    volume_size: Annotated[str | None, typer.Option("--volume-size", help="Split into parts of this size "
+                                                    "(e.g. 4G) for removable media.")] = None,
+    key: Annotated[Path | None, typer.Option("--key", help="Private key that signs the manifest "
+                                             "(default: $SOVKIT_SIGNING_KEY).")] = None,
+    no_self: Annotated[bool, typer.Option("--no-self", help="Leave out sovkit's own wheel and its "
+                                          "dependencies.")] = False,
+    wheel_cache: Annotated[Path | None, typer.Option("--wheel-cache", help="Cache for built/downloaded wheels "
+                                                     "(default ~/.cache/sovkit/wheels).")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Bundle every artifact the inventory needs, the policy pack, the Ansible content and sovkit itself."""
+    size = parse_size(volume_size) if volume_size else None
+    signer = _signer(key)
+    with _Bar(not json_out) as bar:
+        result = api.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar)
+    m = result.bundle.manifest
+    if json_out:
+        emit_json({"out": str(out), "manifest_sha256": m.digest(), "entries": len(m.entries),
+                   "carried_blobs": result.bundle.carried_files, "carried_bytes": result.bundle.carried_bytes,
+                   "since": m.since, "parts": [p.model_dump() for p in result.volumes.index.parts]
+                   if result.volumes else None})
+        return
+    console.print(f"[green]✓[/] bundle for site {escape(m.site)}: {len(m.entries)} file(s), "
+                  f"{result.bundle.carried_files} blob(s) carried ({result.bundle.carried_bytes} bytes)"
+                  + (f", differential since {m.since[:16]}…" if m.since else ""))
+    console.print(f"  manifest sha256:{m.digest()}  signed by {signer.keyid[:16]}…")
+    if result.volumes:
+        parts = result.volumes.index.parts
+        console.print(f"  {len(parts)} volume(s) in {escape(str(out))}: "
+                      + ", ".join(f"{p.name} ({p.size} bytes)" for p in parts))
+        console.print("  copy volumes.json and the parts to each medium; join with `sovkit bundle join`")
+
+
+@bundle_app.command("verify")
+def verify(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
+    key: PubKeyOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Check signature, every size and digest, nothing missing or extra, no unsafe paths or links."""
+    keys = _keys(key)
+    with _Bar(not json_out) as bar:
+        report = api.verify(bundle, keys, bar)
+    if json_out:
+        emit_json({"valid": True, "manifest_sha256": report.manifest.digest(), "blobs": report.files,
+                   "bytes": report.bytes})
+        return
+    console.print(f"[green]✓[/] bundle is intact and signed: {len(report.manifest.entries)} file(s), "
+                  f"{report.files} blob(s), {report.bytes} bytes checked")
+
+
+@bundle_app.command("import")
+def import_(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
+    store: Annotated[Path, typer.Option("--store", help="The site's artifact store directory.")],
+    key: PubKeyOpt = None,
+    site_dir: Annotated[Path | None, typer.Option("--site-dir", help="Also write the inventory, policy pack, "
+                                                  "templates and wheels under this directory.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Verify, then commit into the artifact store atomically per file; a failure changes nothing."""
+    keys = _keys(key)
+    with _Bar(not json_out) as bar:
+        report = api.import_(bundle, store, keys, site_dir, bar)
+    if json_out:
+        emit_json({"manifest_sha256": report.manifest.digest(), "committed": report.committed,
+                   "unchanged": report.unchanged, "hashed": report.hashed, "reused": report.reused})
+        return
+    console.print(f"[green]✓[/] imported into {escape(str(store))}: {len(report.committed)} file(s) written, "
+                  f"{len(report.unchanged)} already there"
+                  + (f" ({report.reused} blob(s) verified by an earlier run, not hashed again)"
+                     if report.reused else ""))
+
+
+@bundle_app.command("split")
+def split(
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="New directory for the parts.")],
+    size: Annotated[str, typer.Option("--size", help="Part size, e.g. 4G.")],
+) -> None:
+    """Cut a bundle into fixed-size parts for removable media."""
+    part_size = parse_size(size)
+    with _Bar(True) as bar:
+        report = api.split(bundle, out, part_size, bar)
+    console.print(f"[green]✓[/] {len(report.index.parts)} part(s) in {escape(str(out))}")
+
+
+@bundle_app.command("join")
+def join(
+    parts: Annotated[list[Path], typer.Argument(help="Part files and/or directories holding them and "
+                                                "volumes.json.", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Bundle directory to (re)build.")],
+    json_out: JsonOpt = False,
+) -> None:
+    """Rebuild a bundle from its parts; resumable, and can be run disk by disk."""
+    with _Bar(not json_out) as bar:
+        report = api.join(parts, out, bar)
+    if json_out:
+        emit_json({"out": str(out), "written": report.written, "reused": report.reused})
+        return
+    console.print(f"[green]✓[/] joined into {escape(str(out))}: {report.written} file(s) written, "
+                  f"{report.reused} verified earlier; now run `sovkit bundle verify`")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(bundle_app, name="bundle")

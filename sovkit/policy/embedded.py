@@ -1,0 +1,132 @@
+"""The embedded engine: Rego evaluated in-process by regopy (rego-cpp). The only regopy importer.
+
+One interpreter per evaluation: the pack's modules and data, the whole input
+document, one query of ``data.sovkit.main.decision`` (a batched evaluation:
+every host and rule at once, never one query per host).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import regopy
+from regopy.rego_shared import rego_get_error
+
+from sovkit.errors import PolicyError
+from sovkit.policy.engine import DECISION_QUERY, Decision, decision_from_raw
+from sovkit.policy.pack import PolicyPack
+
+_UNDEFINED = object()
+_ERROR_AT = re.compile(r"\(error \d+:([^|\s]+)\|(\d+)\|")
+_ERROR_MSG = re.compile(r"\(errormsg \d+:([^\n]*?)\)?\n")
+
+
+def _describe(error: str, sources: dict[str, str]) -> str:
+    """rego-cpp reports errors as an AST dump; turn it into ``file:line: message`` lines."""
+    lines = []
+    for at, msg in zip(_ERROR_AT.finditer(error), _ERROR_MSG.finditer(error), strict=False):
+        name, offset = at.group(1), int(at.group(2))
+        line = sources[name][:offset].count("\n") + 1 if name in sources else None
+        lines.append(f"{name}:{line}: {msg.group(1).strip()}" if line else f"{name}: {msg.group(1).strip()}")
+    return "; ".join(dict.fromkeys(lines)) or error.strip()[:400]
+
+
+@dataclass(frozen=True)
+class RegoTestOutcome:
+    passed: bool
+    error: str | None = None
+
+
+def _interpreter(modules: dict[str, str], data: dict[str, Any]) -> Any:
+    rego = regopy.Interpreter()
+    rego.log_level = regopy.LogLevel.NONE  # errors come back as exceptions; keep stdout clean for --json
+    for name, source in sorted(modules.items()):
+        try:
+            rego.add_module(name, source)
+        except regopy.RegoError as exc:
+            raise PolicyError(f"policy module {name} is malformed: {_describe(str(exc), modules)}",
+                              "fix the Rego and run `sovkit policy test`") from exc
+    try:
+        rego.add_data_json(json.dumps(data))
+    except regopy.RegoError as exc:
+        raise PolicyError(f"policy data is malformed: {exc}", "fix data.json") from exc
+    return rego
+
+
+def _query(rego: Any, query: str, sources: dict[str, str], var: str = "x") -> Any:
+    """Evaluate ``var := <query>``; returns _UNDEFINED when it has no value, raises PolicyError on error."""
+    try:
+        out = rego.query(f"{var} := {query}")
+    except regopy.RegoError as exc:
+        raise PolicyError(f"policy evaluation failed: {_describe(str(exc), sources)}",
+                          "a module in the pack is invalid; run `sovkit policy test`") from exc
+    except ValueError as exc:  # regopy could not parse its own output as JSON
+        raise PolicyError(f"policy evaluation returned an unreadable value: {exc}",
+                          "a rule produced a value JSON cannot hold") from exc
+    if not out.ok():
+        try:
+            detail = rego_get_error(rego._impl)
+        except Exception:  # the error text is only a courtesy; failing closed does not depend on it
+            detail = "no detail available"
+        raise PolicyError(f"policy evaluation failed: {_describe(detail, sources)}",
+                          "fix the module named above (compile and runtime errors fail closed)")
+    if len(out) == 0 or var not in out[0].bindings:
+        return _UNDEFINED
+    return out[0].bindings[var]
+
+
+class EmbeddedEngine:
+    """Default engine: no server, the same Rego semantics as OPA for the constructs the pack uses."""
+
+    name = "embedded"
+
+    def evaluate(self, pack: PolicyPack, input_doc: dict[str, Any]) -> Decision:
+        rego = _interpreter(pack.modules, pack.data)
+        try:
+            rego.set_input_term(json.dumps(input_doc))
+        except regopy.RegoError as exc:
+            raise PolicyError(f"policy input rejected by the engine: {exc}") from exc
+        raw = _query(rego, DECISION_QUERY, pack.modules)
+        return decision_from_raw(None if raw is _UNDEFINED else raw, self.name, pack.digest)
+
+
+def query_value(modules: dict[str, str], data: dict[str, Any], input_doc: Any, query: str) -> Any:
+    """A bare query (benchmarks, tools); None when undefined."""
+    rego = _interpreter(modules, data)
+    rego.set_input_term(json.dumps(input_doc))
+    raw = _query(rego, query, modules)
+    return None if raw is _UNDEFINED else raw
+
+
+def run_rego_tests(modules: dict[str, str], data: dict[str, Any], tests: dict[str, list[str]]
+                   ) -> dict[tuple[str, str], RegoTestOutcome]:
+    """Run each ``test_*`` rule (``{package: [rule, …]}``) like `opa test`: pass when it evaluates to true.
+
+    rego-cpp compiles the whole module set on every query, so all tests run in one
+    batched query; only if that fails is each test run alone to say which one errs.
+    """
+    rego = _interpreter(modules, data)
+    rego.set_input_term("{}")
+    names = [(pkg, rule) for pkg, rules in tests.items() for rule in rules]
+    if not names:
+        return {}
+    batch = ", ".join(f'["{pkg}.{rule}" | data.{pkg}.{rule} == true]' for pkg, rule in names)
+    try:
+        passed = _query(rego, f"[{batch}]", modules)
+    except PolicyError:
+        passed = _UNDEFINED
+    if isinstance(passed, list):
+        ok = {item for group in passed for item in group}
+        return {(pkg, rule): RegoTestOutcome(f"{pkg}.{rule}" in ok) for pkg, rule in names}
+    results: dict[tuple[str, str], RegoTestOutcome] = {}
+    for pkg, rule in names:
+        try:
+            value = _query(rego, f"data.{pkg}.{rule}", modules)
+        except PolicyError as exc:
+            results[(pkg, rule)] = RegoTestOutcome(False, exc.message)
+            continue
+        results[(pkg, rule)] = RegoTestOutcome(value is True)
+    return results

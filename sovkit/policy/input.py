@@ -1,0 +1,309 @@
+"""Build the one policy-input document (docs/policy-input.md) from an inventory.
+
+The document is the validated inventory in JSON, plus what the Rego needs but
+cannot compute itself: catalog figures (TDP, accelerator memory) and rack
+totals, each artifact signature's check result, stored file sizes, the
+recorded state's installed versions (when given) and the evaluation date
+(for waiver expiry). `sovkit policy input INV` prints exactly this.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from sovkit.attest.artifacts import verify_artifact_signature
+from sovkit.attest.keys import PublicKey
+from sovkit.catalog import Catalog, load_catalog
+from sovkit.errors import SovkitError
+from sovkit.inventory.capacity import host_accelerator_memory_gb, rack_power
+from sovkit.inventory.loader import LoadedInventory
+from sovkit.inventory.models import (
+    Artifact,
+    ArtifactStore,
+    Backup,
+    BaseModelRef,
+    DataStore,
+    Deployment,
+    Endpoint,
+    Host,
+    LogSink,
+    ModelCard,
+    ModelRegistry,
+    Residency,
+    TelemetrySink,
+    Waiver,
+)
+from sovkit.state.models import State
+
+INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
+
+
+class _Doc(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class SignatureInfo(_Doc):
+    """Outcome of checking one detached signature before policy runs."""
+
+    path: str | None
+    format: str
+    signer: str | None
+    checked: bool
+    verified: bool
+    keyid: str | None
+    reason: str
+
+
+class StoredArtifact(_Doc):
+    path: str
+    sha256: str
+    size: int
+    stored_size: int | None
+
+
+class FirmwareInfo(_Doc):
+    name: str
+    vendor: str
+    accelerator: str
+    version: str
+    image: StoredArtifact
+    signature: SignatureInfo
+
+
+class RuntimeInfo(_Doc):
+    name: str
+    version: str
+    vendor: str | None
+    package: str
+    format: str
+    artifacts: list[StoredArtifact]
+    signature: SignatureInfo
+
+
+class ModelInfo(_Doc):
+    name: str
+    version: str
+    publisher: str
+    license: str
+    origin: str
+    base_models: list[BaseModelRef]
+    files: list[StoredArtifact]
+    weights_bytes: int
+    signature: SignatureInfo
+    dtype: str
+    parameters_b: float | None
+    card: ModelCard | None
+
+
+class AcceleratorInfo(_Doc):
+    kind: str
+    count: int
+    firmware: str | None
+    memory_gb: float | None
+    tdp_w: float | None
+
+
+class HostInfo(_Doc):
+    name: str
+    rack: str
+    jurisdiction: str
+    arch: str
+    cpu: str
+    cpu_tdp_w: float | None
+    connection: str
+    accelerators: list[AcceleratorInfo]
+    accelerator_count: int
+    accelerator_memory_gb: float | None
+    labels: dict[str, str]
+
+
+class RackInfo(_Doc):
+    name: str
+    power_budget_w: float
+    hosts: int
+    accelerators: int
+    draw_w: float
+    unknown_tdp: int
+
+
+class HostState(_Doc):
+    firmware: dict[str, str]
+    runtimes: dict[str, str]
+    models: dict[str, str]
+
+
+class StateInfo(_Doc):
+    serial: int
+    lineage: str
+    hosts: dict[str, HostState]
+
+
+class SiteInfo(_Doc):
+    name: str
+    operator: str
+    jurisdiction: dict[str, str | None]
+    location: str
+
+
+class PolicyInput(_Doc):
+    """The policy input document (its JSON Schema is published in docs/policy-input.md)."""
+
+    apiVersion: Literal["sovkit.dev/policy-input/v1"]
+    evaluated_on: str
+    inventory_digest: str
+    site: SiteInfo
+    residency: Residency
+    trust_roots: dict[str, list[str]]
+    artifact_store: ArtifactStore
+    racks: list[RackInfo]
+    hosts: list[HostInfo]
+    firmware: list[FirmwareInfo]
+    runtimes: list[RuntimeInfo]
+    models: list[ModelInfo]
+    deployments: list[Deployment]
+    data_stores: list[DataStore]
+    endpoints: list[Endpoint]
+    telemetry: list[TelemetrySink]
+    log_sinks: list[LogSink]
+    backups: list[Backup]
+    model_registries: list[ModelRegistry]
+    waivers: list[Waiver]
+    state: StateInfo | None
+
+
+class _Signatures:
+    """Checks artifact signatures against the trust roots (a local store only; a mirror is checked at apply)."""
+
+    def __init__(self, inv: LoadedInventory) -> None:
+        self.inv = inv
+        self.local = inv.site.artifact_store.kind == "local"
+        self.keys: dict[tuple[str, str], PublicKey | None] = {}
+
+    def _key(self, section: str, name: str) -> PublicKey | None:
+        if (section, name) not in self.keys:
+            entry = next((k for k in getattr(self.inv.site.trust_roots, section) if k.name == name), None)
+            try:
+                self.keys[(section, name)] = PublicKey.load(self.inv.resolve(entry.public_key)) if entry else None
+            except SovkitError:
+                self.keys[(section, name)] = None
+        return self.keys[(section, name)]
+
+    def check(self, signature: str | None, files: list[Artifact], section: str, signer: str | None,
+              fmt: str = "dsse") -> SignatureInfo:
+        def info(checked: bool, verified: bool, keyid: str | None, reason: str) -> SignatureInfo:
+            return SignatureInfo(path=signature, format=fmt, signer=signer, checked=checked, verified=verified,
+                                 keyid=keyid, reason=reason)
+
+        if signature is None:
+            return info(False, False, None, "no signature declared")
+        if signer is None:
+            return info(True, False, None, "no signer declared (set the vendor)")
+        key = self._key(section, signer)
+        if key is None:
+            return info(True, False, None, f"no usable trusted key for {signer!r} in trust_roots.{section}")
+        if not self.local:
+            return info(False, False, key.keyid, "artifact store is a mirror; verified at apply time")
+        if fmt != "dsse":
+            return info(False, False, key.keyid, f"{fmt} signatures are verified at apply time")
+        check = verify_artifact_signature(self.inv.artifact_root / signature, {a.path: a.sha256 for a in files},
+                                          key, signer)
+        return info(True, check.verified, check.keyid or key.keyid, check.reason)
+
+
+def _stored(inv: LoadedInventory, art: Artifact) -> StoredArtifact:
+    size = None
+    if inv.site.artifact_store.kind == "local":
+        f = inv.artifact_root / art.path
+        size = f.stat().st_size if f.is_file() else None
+    return StoredArtifact(path=art.path, sha256=art.sha256, size=art.size, stored_size=size)
+
+
+def _host(host: Host, catalog: Catalog, site_location: str) -> HostInfo:
+    cpu = catalog.cpus.get(host.cpu)
+    accels = []
+    for slot in host.accelerators:
+        kind = catalog.accelerators.get(slot.kind)
+        accels.append(AcceleratorInfo(kind=slot.kind, count=slot.count, firmware=slot.firmware,
+                                      memory_gb=kind.memory_gb.value if kind else None,
+                                      tdp_w=kind.tdp_w.value if kind else None))
+    return HostInfo(
+        name=host.name, rack=host.rack, jurisdiction=host.labels.get("jurisdiction", site_location),
+        arch=host.arch, cpu=host.cpu, cpu_tdp_w=cpu.tdp_w.value if cpu else None, connection=host.connection,
+        accelerators=accels, accelerator_count=sum(s.count for s in host.accelerators),
+        accelerator_memory_gb=host_accelerator_memory_gb(host, catalog), labels=dict(host.labels),
+    )
+
+
+def _state(state: State | None) -> StateInfo | None:
+    if state is None or not state.hosts:
+        return None
+    return StateInfo(serial=state.serial, lineage=state.lineage, hosts={
+        name: HostState(firmware={k: fw.version for k, fw in rec.firmware.items()},
+                        runtimes={k: rt.version for k, rt in rec.runtimes.items()},
+                        models={k: m.version for k, m in rec.models.items()})
+        for name, rec in state.hosts.items()
+    })
+
+
+def build_input(inv: LoadedInventory, state: State | None = None, today: date | None = None) -> dict[str, Any]:
+    """The policy input for ``inv`` (and the recorded ``state``, when there is one)."""
+    site = inv.site
+    catalog = load_catalog()
+    sigs = _Signatures(inv)
+    location = site.jurisdiction.region or site.jurisdiction.country
+
+    firmware = [FirmwareInfo(name=fw.name, vendor=fw.vendor, accelerator=fw.accelerator, version=fw.version,
+                             image=_stored(inv, fw.image),
+                             signature=sigs.check(fw.signature, [fw.image], "vendors", fw.vendor))
+                for fw in site.firmware]
+    runtimes = [RuntimeInfo(name=rt.name, version=rt.version, vendor=rt.vendor, package=rt.package, format=rt.format,
+                            artifacts=[_stored(inv, a) for a in rt.artifacts],
+                            signature=sigs.check(rt.signature, list(rt.artifacts), "vendors", rt.vendor))
+                for rt in site.runtimes]
+    models = [ModelInfo(name=m.name, version=m.version, publisher=m.publisher, license=m.license, origin=m.origin,
+                        base_models=list(m.base_models), files=[_stored(inv, a) for a in m.files],
+                        weights_bytes=sum(a.size for a in m.files),
+                        signature=sigs.check(m.signature, list(m.files), "publishers", m.publisher,
+                                             m.signature_format),
+                        dtype=m.dtype, parameters_b=m.parameters_b, card=m.card)
+              for m in site.models]
+    racks = [RackInfo(name=r.rack, power_budget_w=r.budget_w, hosts=r.hosts, accelerators=r.accelerators,
+                      draw_w=r.draw.watts, unknown_tdp=r.draw.unknown) for r in rack_power(site, catalog)]
+    doc = PolicyInput(
+        apiVersion=INPUT_API_VERSION,
+        evaluated_on=(today or datetime.now(UTC).date()).isoformat(),
+        inventory_digest=inv.digest,
+        site=SiteInfo(name=site.metadata.name, operator=site.metadata.operator,
+                      jurisdiction={"country": site.jurisdiction.country, "region": site.jurisdiction.region},
+                      location=location),
+        residency=site.residency,
+        trust_roots={s: [k.name for k in getattr(site.trust_roots, s)] for s in ("publishers", "vendors")},
+        artifact_store=site.artifact_store,
+        racks=racks,
+        hosts=[_host(h, catalog, location) for h in site.hosts],
+        firmware=firmware, runtimes=runtimes, models=models,
+        deployments=list(site.deployments), data_stores=list(site.data_stores), endpoints=list(site.endpoints),
+        telemetry=list(site.telemetry), log_sinks=list(site.log_sinks), backups=list(site.backups),
+        model_registries=list(site.model_registries), waivers=list(site.waivers),
+        state=_state(state),
+    )
+    return doc.model_dump(mode="json")
+
+
+def input_schema() -> dict[str, Any]:
+    """JSON Schema of the policy input document."""
+    schema = PolicyInput.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["$id"] = "https://sovkit.dev/schemas/policy-input-v1.json"
+    schema["title"] = "sovkit policy input (sovkit.dev/policy-input/v1)"
+    return schema
+
+
+def input_from_path(path: Path) -> dict[str, Any]:
+    from sovkit.inventory.loader import load_inventory
+
+    return build_input(load_inventory(path))

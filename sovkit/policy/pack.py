@@ -1,0 +1,153 @@
+"""The policy pack: shipped Rego modules and data, plus an operator's own (``--policies DIR``).
+
+Operator modules must declare a package under ``sovkit.custom.`` (so they add
+rules, never replace shipped ones); their ``data.json`` files are deep-merged
+over the shipped data (objects merge, other values replace). The pack digest
+binds saved plans and attestations to exactly the modules and data evaluated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import re
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sovkit import __version__
+from sovkit.errors import PolicyError
+from sovkit.resources import policies_dir
+
+_PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
+CUSTOM_PREFIX = "sovkit.custom."
+
+
+@dataclass(frozen=True)
+class PolicyPack:
+    """Modules (name -> Rego source), Rego unit tests, merged data and the bundle manifest."""
+
+    modules: dict[str, str]
+    tests: dict[str, str] = field(default_factory=dict)
+    data: dict[str, Any] = field(default_factory=dict)
+    manifest: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        """sha256 over the evaluated modules and data (tests and layout do not count)."""
+        doc = {"modules": {n: hashlib.sha256(s.encode()).hexdigest() for n, s in sorted(self.modules.items())},
+               "data": self.data}
+        return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    @property
+    def revision(self) -> str:
+        return f"{self.manifest.get('revision', 'sovkit-pack')}+{self.digest[:12]}"
+
+
+def package_of(source: str, name: str) -> str:
+    match = _PACKAGE_RE.search(source)
+    if match is None:
+        raise PolicyError(f"policy module {name} declares no package", "start it with `package sovkit.custom.<name>`")
+    return match.group(1)
+
+
+def _read_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise PolicyError(f"cannot read policy file {path}: {exc}", "check the file is UTF-8 text") from exc
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        value = json.loads(_read_text(path))
+    except json.JSONDecodeError as exc:
+        raise PolicyError(f"policy data {path}:{exc.lineno}:{exc.colno}: {exc.msg}", "fix the JSON") from exc
+    if not isinstance(value, dict):
+        raise PolicyError(f"policy data {path} must be a JSON object", "wrap it as {\"sovkit\": {\"config\": {…}}}")
+    return value
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _scan(root: Path, prefix: str) -> tuple[dict[str, str], dict[str, str], list[Path]]:
+    modules: dict[str, str] = {}
+    tests: dict[str, str] = {}
+    for path in sorted(root.rglob("*.rego")):
+        rel = f"{prefix}{path.relative_to(root).as_posix()}"
+        (tests if path.name.endswith("_test.rego") else modules)[rel] = _read_text(path)
+    return modules, tests, sorted(root.rglob("data.json"))
+
+
+def load_pack(extra: Path | None = None, shipped: Path | None = None) -> PolicyPack:
+    """The shipped pack, plus the modules, tests and data under ``extra`` when given."""
+    root = shipped or policies_dir()
+    modules, tests, data_files = _scan(root, "")
+    data: dict[str, Any] = {}
+    for f in data_files:
+        data = deep_merge(data, _read_json(f))
+    manifest_file = root / ".manifest"
+    manifest = _read_json(manifest_file) if manifest_file.is_file() else {"roots": ["sovkit"]}
+    if extra is not None:
+        if not extra.is_dir():
+            raise PolicyError(f"--policies {extra} is not a directory", "pass a directory of .rego and data.json files")
+        x_modules, x_tests, x_data = _scan(extra, "custom/")
+        for name, source in x_modules.items():
+            pkg = package_of(source, f"{extra}/{name.removeprefix('custom/')}")
+            if not pkg.startswith(CUSTOM_PREFIX):
+                raise PolicyError(
+                    f"extra policy {extra / name.removeprefix('custom/')} declares package {pkg}",
+                    f"operator rules go in a package under {CUSTOM_PREFIX}<name> (deny/warn sets of findings)",
+                )
+        modules.update(x_modules)
+        tests.update(x_tests)
+        for f in x_data:
+            data = deep_merge(data, _read_json(f))
+    return PolicyPack(modules=modules, tests=tests, data=data, manifest=manifest)
+
+
+def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(payload)
+    info.mode = 0o644
+    info.mtime = 0
+    tar.addfile(info, io.BytesIO(payload))
+
+
+def bundle_bytes(pack: PolicyPack) -> bytes:
+    """An OPA bundle (.manifest, data.json, modules) as reproducible tar.gz bytes."""
+    manifest = {**pack.manifest, "revision": pack.revision, "roots": pack.manifest.get("roots", ["sovkit"]),
+                "metadata": {**pack.manifest.get("metadata", {}), "sovkit_version": __version__,
+                             "pack_digest": pack.digest}}
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        _add(tar, ".manifest", json.dumps(manifest, indent=2, sort_keys=True).encode())
+        _add(tar, "data.json", json.dumps(pack.data, indent=2, sort_keys=True).encode())
+        for name, source in sorted(pack.modules.items()):
+            path = name if name.startswith("custom/") else f"sovkit/{name}"
+            _add(tar, path, source.encode())
+    out = io.BytesIO()
+    with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
+        gz.write(raw.getvalue())
+    return out.getvalue()
+
+
+def write_bundle(pack: PolicyPack, path: Path) -> str:
+    """Write the bundle to ``path``; returns the pack digest it carries."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(bundle_bytes(pack))
+    except OSError as exc:
+        raise PolicyError(f"cannot write policy bundle {path}: {exc.strerror}", "check the output path") from exc
+    return pack.digest

@@ -1,0 +1,230 @@
+"""The audit report in a real headless browser (Debian's Chromium): it renders, prints, and loads nothing remote.
+
+"Loads nothing" is checked two ways: statically (no src/href/url()/import pointing anywhere but the page
+itself) and dynamically (Chromium's net-log records no request the page initiated). A control page that
+does load a pixel from a local HTTP server proves the net-log check can see a request.
+"""
+
+from __future__ import annotations
+
+import http.server
+import json
+import re
+import shutil
+import struct
+import subprocess
+import threading
+import zlib
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sovkit.attest.keys import LocalSigner, write_keypair
+from tests.conftest import INVENTORIES, run_cli
+from tests.sitefactory import Site
+
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-extensions",
+         "--disable-default-apps", "--no-pings"]
+WAIVER_REASON = "base model reviewed: MSIT review 2026-031"
+
+
+def _chromium(tmp: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    if not Path(CHROMIUM).exists():
+        pytest.fail(f"{CHROMIUM} is missing: install Debian's chromium (`apt-get install -y chromium`)")
+    profile = tmp / f"profile-{len(list(tmp.glob('profile-*')))}"
+    return subprocess.run([CHROMIUM, *FLAGS, f"--user-data-dir={profile}", *args], capture_output=True, text=True,
+                          timeout=timeout, check=False)
+
+
+@pytest.fixture(scope="module")
+def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kr-telco with one waived finding: the report shows warn findings, a waiver, data flows, an ML-BOM."""
+    tmp = tmp_path_factory.mktemp("browser")
+    root = tmp / "site"
+    shutil.copytree(INVENTORIES / "kr-telco", root)
+    site = Site(root)
+    site.data["waivers"] = [{"rule": "PRV-008", "resource": "models/ax-4-light", "reason": WAIVER_REASON,
+                             "expires": "2099-12-31"}]
+    site.save()
+    key = tmp / "op.key"
+    write_keypair(LocalSigner.generate(), key, None)
+    r = run_cli("audit", site.path, "-o", tmp / "pack", "--key", key, "--state-dir", tmp / "state")
+    assert r.code == 0, r.text
+    return tmp / "pack"
+
+
+class _Dom(HTMLParser):
+    """Collects element text by id and every attribute that could fetch something."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str | None] = []
+        self.text: dict[str, str] = {}
+        self.rows: list[list[str]] = []
+        self.refs: list[tuple[str, str, str]] = []
+        self.tags: set[str] = set()
+        self._row: list[str] | None = None
+        self._cell: list[str] | None = None
+        self._in_findings = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.add(tag)
+        for name in ("src", "href", "srcset", "poster", "data", "action", "background"):
+            if a.get(name) is not None:
+                self.refs.append((tag, name, a[name] or ""))
+        if a.get("style"):
+            self.refs.append((tag, "style", a["style"] or ""))
+        self.stack.append(a.get("id"))
+        if a.get("id") == "policy-findings":
+            self._in_findings = len(self.stack)
+        if self._in_findings and tag == "tr":
+            self._row = []
+        if self._row is not None and tag in ("td", "th"):
+            self._cell = []
+
+    def handle_endtag(self, tag: str) -> None:
+        if self._cell is not None and tag in ("td", "th") and self._row is not None:
+            self._row.append(" ".join("".join(self._cell).split()))
+            self._cell = None
+        if tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+        if self.stack:
+            if self._in_findings == len(self.stack):
+                self._in_findings = 0
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        for ident in self.stack:
+            if ident:
+                self.text[ident] = self.text.get(ident, "") + data
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def _png_info(path: Path) -> tuple[int, int, int]:
+    """Width, height and the number of distinct byte values in the decoded image data."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", "not a PNG"
+    pos, idat, size = 8, b"", (0, 0)
+    while pos < len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        body = data[pos + 8:pos + 8 + length]
+        if kind == b"IHDR":
+            size = struct.unpack(">II", body[:8])
+        elif kind == b"IDAT":
+            idat += body
+        pos += 12 + length
+    return size[0], size[1], len(set(zlib.decompress(idat)))
+
+
+def test_report_renders_site_and_policy_results_and_a_screenshot(pack: Path, tmp_path: Path) -> None:
+    report = json.loads((pack / "report.json").read_text())
+    url = (pack / "report.html").as_uri()
+    dom = _chromium(tmp_path, "--dump-dom", url)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    parsed = _Dom()
+    parsed.feed(dom.stdout)
+    assert parsed.text["site-name"] == "kr-telco-gasan"
+    assert "ALLOWED" in parsed.text["policy-verdict"]
+    assert report["policy"]["pack_digest"] in parsed.text["policy-verdict"]
+    rows = [r for r in parsed.rows if len(r) == 6 and r[0] != "Severity"]
+    expected = [(f["severity"], f["id"], f["resource"]) for f in report["policy"]["findings"]]
+    assert len(expected) >= 3, "the kr-telco site should produce policy findings"
+    assert [(r[0], r[1], r[2]) for r in rows] == expected
+    waived = [r for r in rows if r[1] == "PRV-008"]
+    assert waived and waived[0][5] == f"waived: {WAIVER_REASON} (until 2099-12-31)"
+    for flow in report["data_flows"]:
+        assert flow["target"] in parsed.text["data-flows"]
+    assert "bom/ax-4-light.cdx.json" in parsed.text["models"]
+
+    shot = tmp_path / "report.png"
+    r = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", url)
+    assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
+    width, height, distinct = _png_info(shot)
+    assert (width, height) == (1280, 2000)
+    assert shot.stat().st_size > 20_000 and distinct > 20, "the screenshot is blank"
+
+
+def test_report_prints_to_a_multi_page_pdf(pack: Path, tmp_path: Path) -> None:
+    pdf = tmp_path / "report.pdf"
+    r = _chromium(tmp_path, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", (pack / "report.html").as_uri())
+    assert r.returncode == 0 and pdf.is_file(), r.stderr[-2000:]
+    data = pdf.read_bytes()
+    assert data.startswith(b"%PDF-")
+    pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
+    assert pages >= 2, f"the print stylesheet should break sections onto pages, got {pages} page(s)"
+
+
+def test_report_html_references_nothing_outside_itself(pack: Path) -> None:
+    html = (pack / "report.html").read_text()
+    parsed = _Dom()
+    parsed.feed(html)
+    assert not parsed.tags & {"script", "link", "img", "iframe", "object", "embed", "video", "audio", "source",
+                              "base", "form"}, parsed.tags
+    assert all(kind == "href" and value.startswith("#") for _, kind, value in parsed.refs), parsed.refs
+    styles = "".join(re.findall(r"<style>(.*?)</style>", html, flags=re.S))
+    assert styles, "the stylesheet must be inline"
+    assert "url(" not in styles and "@import" not in styles and "@font-face" not in styles
+    assert "@media print" in styles
+
+
+def _page_requests(netlog: Path) -> list[str]:
+    """URLs of network requests the page initiated (browser-internal ones have initiator 'not an origin')."""
+    log = json.loads(netlog.read_text())
+    types = {v: k for k, v in log["constants"]["logEventTypes"].items()}
+    urls = []
+    for event in log["events"]:
+        params: dict[str, Any] = event.get("params") or {}
+        if types.get(event["type"]) != "URL_REQUEST_START_JOB" or params.get("initiator") == "not an origin":
+            continue
+        if re.match(r"^(https?|wss?|ftp)://", params.get("url", "")):
+            urls.append(params["url"])
+    return urls
+
+
+def test_report_loads_nothing_from_the_network(pack: Path, tmp_path: Path) -> None:
+    netlog = tmp_path / "netlog.json"
+    r = _chromium(tmp_path, f"--log-net-log={netlog}", "--net-log-capture-mode=Everything", "--dump-dom",
+                  (pack / "report.html").as_uri())
+    assert r.returncode == 0 and "kr-telco-gasan" in r.stdout
+    assert _page_requests(netlog) == []
+
+
+def test_control_page_with_a_remote_image_is_caught_by_the_net_log(tmp_path: Path) -> None:
+    """Proves the check above can fail: a page loading one pixel over HTTP shows up, and the server saw it."""
+    hits: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            hits.append(self.path)
+            self.send_response(404)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        page = tmp_path / "control.html"
+        pixel = f"http://127.0.0.1:{server.server_address[1]}/pixel.png"
+        page.write_text(f'<!DOCTYPE html><html><body><h1>control</h1><img src="{pixel}"></body></html>')
+        netlog = tmp_path / "netlog.json"
+        r = _chromium(tmp_path, f"--log-net-log={netlog}", "--net-log-capture-mode=Everything", "--dump-dom",
+                      page.as_uri())
+    finally:
+        server.shutdown()
+        thread.join()
+    assert r.returncode == 0
+    assert hits == ["/pixel.png"]
+    assert _page_requests(netlog) == [pixel]
+    parsed = _Dom()
+    parsed.feed(page.read_text())
+    assert ("img", "src", pixel) in parsed.refs, "the static check must see the remote image too"
