@@ -30,10 +30,15 @@ def _message(res: dict[str, Any]) -> str:
         for item in res["results"]:
             if isinstance(item, dict) and (item.get("failed") or item.get("unreachable")):
                 return _message(item)
-    msg = res.get("msg") or res.get("stderr") or res.get("reason") or ""
+    msg = res.get("msg") or res.get("reason") or ""
     if isinstance(msg, list):
         msg = "; ".join(map(str, msg))
     text = str(msg).strip()
+    stderr = str(res.get("stderr") or "").strip()
+    if stderr and res.get("rc") not in (None, 0):  # a command failed: its own words, not "non-zero return code"
+        text = f"{stderr.splitlines()[-1]} (exit {res['rc']})"
+    elif not text:
+        text = stderr
     return text.splitlines()[-1] if text.count("\n") > 5 else text
 
 
