@@ -13,6 +13,7 @@ from sovkit.attest.predicates import PolicyDecisionPredicate, policy_decision_st
 from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
 from sovkit.audit.drift import write_refresh_record
 from sovkit.catalog import load_catalog
+from sovkit.digest import sha256_file
 from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
@@ -30,7 +31,7 @@ from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent, Executor
 from sovkit.provision.hostvars import rollback_target
 from sovkit.provision.observe import observe
-from sovkit.provision.preflight import Preflight, sha256_file
+from sovkit.provision.preflight import Preflight
 from sovkit.state.models import HostRecord, LockInfo, State, now
 from sovkit.state.store import LocalStateStore
 

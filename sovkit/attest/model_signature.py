@@ -13,7 +13,6 @@ signed but different model is refused too.
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any, Literal
 
 from sovkit.attest.artifacts import verify_artifact_signature
 from sovkit.attest.keys import PublicKey
+from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
 
 SignatureFormat = Literal["model-signing", "dsse"]
@@ -40,13 +40,6 @@ class ModelSignatureCheck:
     signer: str = ""
     files: dict[str, str] = field(default_factory=dict)  # signed name -> sha256
 
-
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def detect_format(document: Any) -> SignatureFormat | None:
@@ -153,7 +146,7 @@ def verify_model(
         return _verify_model_signing(root, files, signature_path, public_key_path, key, document, pinned, signer)
     if fmt == "dsse":
         base = store_root or root
-        actual = {f.resolve().relative_to(base.resolve()).as_posix(): _sha256_file(f) for f in files}
+        actual = {f.resolve().relative_to(base.resolve()).as_posix(): sha256_file(f) for f in files}
         expected = pinned if pinned is not None else actual
         for name, digest in sorted(expected.items()):
             if name in actual and actual[name] != digest:

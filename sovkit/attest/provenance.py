@@ -27,11 +27,11 @@ from sovkit.attest.predicates import (
     provision_statement,
 )
 from sovkit.attest.statement import Statement
+from sovkit.digest import sha256_file
 from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.apply import ApplyReport
-from sovkit.provision.preflight import sha256_file
 from sovkit.state.models import HostRecord, State
 
 

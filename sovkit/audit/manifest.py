@@ -8,7 +8,6 @@ Neither file is listed in the manifest.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.attest import dsse
 from sovkit.attest.keys import PublicKey, Signer
+from sovkit.digest import sha256_file
 from sovkit.errors import VerificationError
 
 MANIFEST = "manifest.json"
@@ -43,13 +43,6 @@ class Manifest(BaseModel):
         return (json.dumps(self.model_dump(by_alias=True), indent=2, sort_keys=True) + "\n").encode()
 
 
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
 
 def pack_files(root: Path) -> list[str]:
     """Every regular file under ``root`` as a POSIX relative path, except the manifest and its signature."""
@@ -63,7 +56,7 @@ def pack_files(root: Path) -> list[str]:
 
 
 def make_manifest(root: Path, site: str, created: str) -> Manifest:
-    entries = [FileEntry(path=rel, size=(root / rel).stat().st_size, sha256=sha256_of(root / rel))
+    entries = [FileEntry(path=rel, size=(root / rel).stat().st_size, sha256=sha256_file(root / rel))
                for rel in pack_files(root)]
     return Manifest(site=site, created=created, files=entries)
 

@@ -17,9 +17,10 @@ from pydantic import ValidationError
 
 from sovkit.attest.keys import PublicKey
 from sovkit.audit import evidence
-from sovkit.audit.manifest import Manifest, pack_files, read_signed_manifest, sha256_of
+from sovkit.audit.manifest import Manifest, pack_files, read_signed_manifest
 from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
+from sovkit.digest import sha256_file
 from sovkit.errors import VerificationError
 
 STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "attestation-log")
@@ -88,7 +89,7 @@ def _file_digests(root: Path, manifest: Manifest) -> StepResult:
         if size != e.size:
             problems.append(f"{e.path}: size {size} bytes, the manifest says {e.size}: the file was changed")
             continue
-        digest = sha256_of(f)
+        digest = sha256_file(f)
         if digest != e.sha256:
             problems.append(f"{e.path}: sha256 {digest[:16]}… differs from the manifest's {e.sha256[:16]}…: "
                             "the file was changed")

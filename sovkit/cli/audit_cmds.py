@@ -10,8 +10,8 @@ from rich.markup import escape
 
 from sovkit import api
 from sovkit.attest.keys import load_public_keys
+from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json
-from sovkit.cli.plan_cmds import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
 from sovkit.errors import VerificationError
 

@@ -22,12 +22,12 @@ from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.bundle import api
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
+from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.errors import SigningKeyError
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 PubKeyOpt = Annotated[list[Path] | None, typer.Option("--key", help="Public key(s) trusted to sign bundles (.pub).",
                                                show_default=False)]
 

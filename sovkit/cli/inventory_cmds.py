@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -13,12 +12,10 @@ from rich.table import Table
 
 from sovkit import api
 from sovkit.catalog import load_catalog
+from sovkit.cli.options import InvArg, JsonOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.errors import InventoryError
 from sovkit.inventory.capacity import host_power
-
-InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
 
 inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args_is_help=True)
 

@@ -42,54 +42,34 @@ for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds,
     _module.register(app)
 
 
-def _usage_error_types() -> tuple[type[Exception], ...]:
-    """The exceptions typer raises for bad usage (missing argument, unknown option, bad value).
+def _exception_types() -> tuple[tuple[type[BaseException], ...], ...]:
+    """(usage errors, exits, aborts) as typer raises them.
 
-    typer >= 0.2x vendors its own copy of click (``typer._click``) whose
-    exceptions derive from ``typer.TyperException``, not ``click.ClickException``;
-    older typer raises click's own. Catch whichever exist.
+    typer >= 0.2x vendors its own copy of click whose usage errors derive from
+    ``typer.TyperException``, not ``click.ClickException``; older typer raises
+    click's own. Catch whichever exist.
     """
-    found: list[type[Exception]] = []
+    usage: list[type[BaseException]] = []
     base = getattr(typer, "TyperException", None)
     if isinstance(base, type) and issubclass(base, Exception):
-        found.append(base)
+        usage.append(base)
+    exits: list[type[BaseException]] = [typer.Exit]
+    aborts: list[type[BaseException]] = [typer.Abort]
     try:
         import click
     except ImportError:  # pragma: no cover - click is optional with a vendoring typer
         pass
     else:
-        found.append(click.ClickException)
-    return tuple(found)
+        usage.append(click.ClickException)
+        exits.append(click.exceptions.Exit)
+        aborts.append(click.exceptions.Abort)
+    return tuple(usage), tuple(exits), tuple(aborts)
 
 
-def _exit_types() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [typer.Exit]
-    try:
-        import click
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        found.append(click.exceptions.Exit)
-    return tuple(found)
+_USAGE_ERRORS, _EXITS, _ABORTS = _exception_types()
 
 
-def _abort_types() -> tuple[type[BaseException], ...]:
-    found: list[type[BaseException]] = [typer.Abort]
-    try:
-        import click
-    except ImportError:  # pragma: no cover
-        pass
-    else:
-        found.append(click.exceptions.Abort)
-    return tuple(found)
-
-
-_USAGE_ERRORS = _usage_error_types()
-_EXITS = _exit_types()
-_ABORTS = _abort_types()
-
-
-def _show_usage_error(exc: Exception) -> int:
+def _show_usage_error(exc: BaseException) -> int:
     """Typer's own rendering of a usage error (usage line, 'Try --help', message); exit 2 for usage."""
     show = getattr(exc, "show", None)
     if callable(show):

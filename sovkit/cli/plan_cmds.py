@@ -12,6 +12,7 @@ from rich.markup import escape
 
 from sovkit import api
 from sovkit.attest.keys import PublicKey
+from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
@@ -20,12 +21,6 @@ from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
 
-InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: .sovkit/ beside "
-                                                                       "the inventory).")]
-PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules and data to add to the "
-                                                                     "shipped pack.")]
 
 class _Progress:
     """Live per-host progress lines; quiet in JSON mode."""

@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
+from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.cli.signing import KeyOpt, attest_decision
 from sovkit.errors import PolicyDenied, PolicyError
@@ -26,12 +27,6 @@ from sovkit.policy.testing import run_tests
 
 TOKEN_ENV = "SOVKIT_OPA_TOKEN"
 
-InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
-StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: .sovkit/ beside "
-                                                                       "the inventory).")]
-PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules (package sovkit.custom.*) "
-                                                                     "and data.json to add to the shipped pack.")]
 OpaUrlOpt = Annotated[str | None, typer.Option("--opa-url", help="Evaluate on this OPA server instead of the "
                                                                  "embedded engine (e.g. http://127.0.0.1:8181).")]
 OpaTokenOpt = Annotated[str | None, typer.Option("--opa-token", help=f"Bearer token for the OPA server (default: "

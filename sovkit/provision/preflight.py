@@ -6,27 +6,17 @@ verify is not provisioned at all; the other hosts go ahead.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovkit.attest.artifacts import SignatureCheck, verify_artifact_signature
 from sovkit.attest.keys import PublicKey
 from sovkit.attest.model_signature import common_dir, verify_model
+from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
-
-CHUNK = 1024 * 1024
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        while chunk := fh.read(CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass

@@ -1,0 +1,15 @@
+"""Options shared by several verbs, declared once so their names and help agree everywhere."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: .sovkit/ beside "
+                                                                       "the inventory).")]
+PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules (package sovkit.custom.*) "
+                                                                     "and data.json to add to the shipped pack.")]
