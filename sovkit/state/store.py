@@ -146,7 +146,8 @@ class LocalStateStore:
         return StateLocked(
             f"state {self.path} is {what}: {held.operation} by {held.owner} (pid {held.pid} on {held.hostname}) "
             f"since {held.created}, lock id {held.id}",
-            f"if no other sovkit run is active, run `sovkit force-unlock {held.id}`",
+            f"if no other sovkit run is active (a killed run's ansible-playbook can outlive it: check "
+            f"`pgrep -af ansible-playbook`), run `sovkit force-unlock {held.id}`",
         )
 
     def force_unlock(self, lock_id: str) -> LockInfo:
