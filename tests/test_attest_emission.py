@@ -52,7 +52,7 @@ class ScriptedExecutor:
         self.desired, self.fail_after, self.rollback_to = desired, fail_after or {}, rollback_to
 
     def run(self, playbook: str, targets: list[HostTarget], on_event: Callable[[ExecEvent], None], workdir: Path,
-            cancel: Callable[[], bool] = lambda: False) -> RunResult:
+            cancel: Callable[[], bool] = lambda: False, run_id: str | None = None) -> RunResult:
         hosts: dict[str, HostOutcome] = {}
         for t in targets:
             records = _records(self.desired[t.name])

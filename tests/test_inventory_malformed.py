@@ -132,8 +132,8 @@ CASES: list[Case] = [
     Case("png-file", "binary file", None, None, content=b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(64)),
     Case("latin1-file", "not UTF-8", None, None, content=HEADER.encode() + b"metadata: {name: caf\xe9}\n"),
     Case("utf16-file", "binary file", None, None, content=DEMO_TEXT.encode("utf-16")),
-    Case("deep-flow-nesting", "nested deeper than 64", None, "metadata:", content=_nested(100_000, flow=True),
-         hint="[metadata[0][0][0]"),
+    # no field path asserted: PyYAML >= 6.0.3's scanner refuses deep flow nesting before sovkit's builder can
+    Case("deep-flow-nesting", "nested deeper than 64", None, "metadata:", content=_nested(100_000, flow=True)),
     Case("deep-block-nesting", "nested deeper than 64", None, "a:", nth=65, content=_nested(300, flow=False),
          hint="[metadata.a.a.a"),
     Case("billion-laughs", "alias bomb", "lol5[0]", "lol5:", content=_laughs()),

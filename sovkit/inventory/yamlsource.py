@@ -312,6 +312,9 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
             mark = exc.context_mark  # an unclosed quote or bracket: point at where it was opened
         line = mark.line + 1 if mark else None
         col = mark.column + 1 if mark else None
+        if "nesting depth" in msg:  # PyYAML >= 6.0.3 refuses deep flow nesting itself, ahead of our own limit
+            raise YamlInputError(Problem(f"document nested deeper than {MAX_DEPTH} levels", name, line, col,
+                                         hint="an inventory is never this deep; is this the right file?")) from None
         raise YamlInputError(Problem(f"YAML syntax error: {msg}", name, line, col)) from None
     except yaml.YAMLError as exc:
         raise YamlInputError(Problem(f"YAML error: {exc}", name)) from None
