@@ -61,11 +61,11 @@ def venv(wheel: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return env
 
 
-def run_venv(env: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+def run_venv(env: Path, *args: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess[str]:
     """Run from a directory outside the checkout, with nothing of the checkout on PYTHONPATH."""
     clean = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PYTHONHOME")}
     clean.update(COLUMNS="200", NO_COLOR="1", PATH=f"{env / 'bin'}:/usr/bin:/bin")
-    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=clean, timeout=600)
+    return subprocess.run(list(args), capture_output=True, text=True, cwd=cwd, env=clean, timeout=timeout)
 
 
 def test_wheel_contents(wheel: Path) -> None:
@@ -121,3 +121,13 @@ def test_installed_package_finds_its_data(venv: Path, tmp_path: Path) -> None:
     assert Path(policies) == site_packages / "sovkit" / "_data" / "policies"
     assert Path(templates) == site_packages / "sovkit" / "_data" / "templates"
     assert (Path(templates) / "ansible" / "apply.yml").is_file()
+
+
+def test_installed_demo_runs_the_main_job(venv: Path, tmp_path: Path) -> None:
+    """The README's first command from the wheel alone: every step, the audit pack's strict ML-BOM included."""
+    proc = run_venv(venv, str(venv / "bin" / "sovkit"), "demo", "--workdir", str(tmp_path / "demo"), cwd=tmp_path,
+                    timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "8/8" in proc.stdout and "demo complete" in proc.stdout
+    report = json.loads((tmp_path / "demo" / "audit-pack" / "report.json").read_text())
+    assert report["overview"]["site"] == "demo" and report["policy"]["allowed"] is True

@@ -2,17 +2,22 @@
 
 Memory is constant whatever the file size: each worker owns two fixed
 buffers. One file is hashed by one worker (sha256 is sequential); many files
-spread over a process pool. When copying, the write of one chunk overlaps the
-read and hash of the next (both release the GIL). Workers add the bytes they
-have done to a shared counter, which the caller polls for a progress bar.
+spread over a process pool. Copying a file is done by the kernel
+(``copy_file_range``, else ``sendfile``, else read/write) in a helper thread
+while the calling thread hashes what has been copied *from the destination*:
+the digest describes the bytes that were actually written, and the copy costs
+no user-space memcpy and overlaps the hash. Workers add the bytes they have
+done to a shared counter, which the caller polls for a progress bar.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import multiprocessing
 import os
+import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
@@ -78,10 +83,19 @@ def _buffers() -> tuple[bytearray, bytearray]:
 
 def _writer() -> ThreadPoolExecutor:
     """One writer thread per calling thread, kept for the life of the process (not one per file)."""
-    pool: ThreadPoolExecutor | None = getattr(_local, "writer", None)
+    return _thread("writer")
+
+
+def _copier() -> ThreadPoolExecutor:
+    """One copying thread per calling thread, kept for the life of the process."""
+    return _thread("copier")
+
+
+def _thread(role: str) -> ThreadPoolExecutor:
+    pool: ThreadPoolExecutor | None = getattr(_local, role, None)
     if pool is None:
-        pool = ThreadPoolExecutor(1, thread_name_prefix="sovkit-blob-writer")
-        _local.writer = pool
+        pool = ThreadPoolExecutor(1, thread_name_prefix=f"sovkit-blob-{role}")
+        setattr(_local, role, pool)
     return pool
 
 
@@ -130,17 +144,92 @@ def digest_file(job: Job, on_bytes: OnBytes | None = None, durable: bool = True)
     try:
         with open(job.src, "rb", buffering=0) as src:
             _advise_sequential(src)
-            if job.dst is not None:
-                fd = os.open(job.dst, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            size, digest = digest_stream(src, fd, on_bytes or _count)
-            if fd is not None and durable:
-                os.fsync(fd)
+            if job.dst is None:
+                size, digest = digest_stream(src, None, on_bytes or _count)
+            else:
+                fd = os.open(job.dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
+                size, digest = _copy_and_hash(src.fileno(), fd, on_bytes or _count)
+                if durable:
+                    os.fsync(fd)
         return Digest(job, size, digest)
     except OSError as exc:
         return Digest(job, -1, "", f"{exc.strerror or exc}")
     finally:
         if fd is not None:
             os.close(fd)
+
+
+COPY_CHUNK = 16 << 20
+# errnos by which a kernel copy primitive says "not between these two files": try the next one
+_UNSUPPORTED = {errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EINVAL}
+
+
+def _copy_file_range(src: int, dst: int, off: int) -> int:
+    return os.copy_file_range(src, dst, COPY_CHUNK, off, off)
+
+
+def _sendfile(src: int, dst: int, off: int) -> int:
+    os.lseek(dst, off, os.SEEK_SET)  # sendfile writes at the destination's file position
+    return os.sendfile(dst, src, off, COPY_CHUNK)
+
+
+def _read_write(src: int, dst: int, off: int) -> int:
+    view = memoryview(_buffers()[1])
+    n = os.preadv(src, [view], off)
+    done = 0
+    while done < n:
+        done += os.pwrite(dst, view[done:n], off + done)
+    return n
+
+
+_COPIERS: tuple[Callable[[int, int, int], int], ...] = tuple(
+    f for f in (_copy_file_range, _sendfile, _read_write) if f is _read_write or hasattr(os, f.__name__[1:]))
+
+def _copy(src: int, dst: int, copied: queue.SimpleQueue[int | OSError | None], stop: threading.Event) -> None:
+    """Copy ``src`` to ``dst`` chunk by chunk, posting each new end offset, then None (or the OSError)."""
+    copiers = list(_COPIERS)
+    off = 0
+    try:
+        while not stop.is_set():
+            try:
+                n = copiers[0](src, dst, off)
+            except OSError as exc:
+                if exc.errno in _UNSUPPORTED and len(copiers) > 1:
+                    copiers.pop(0)  # a failed call copied nothing: retry the same offset with the next primitive
+                    continue
+                raise
+            if not n:
+                break
+            off += n
+            copied.put(off)
+        copied.put(None)
+    except OSError as exc:
+        copied.put(exc)
+
+
+def _copy_and_hash(src: int, dst: int, on_bytes: OnBytes) -> tuple[int, str]:
+    """Copy ``src`` into the empty ``dst`` (opened read-write); sha256 and size of what landed in ``dst``."""
+    h = hashlib.sha256()
+    view = memoryview(_buffers()[0])
+    copied: queue.SimpleQueue[int | OSError | None] = queue.SimpleQueue()
+    stop = threading.Event()
+    copier = _copier().submit(_copy, src, dst, copied, stop)
+    off = 0
+    try:
+        while (end := copied.get()) is not None:
+            if isinstance(end, OSError):
+                raise end
+            while off < end:
+                n = os.preadv(dst, [view[:min(CHUNK, end - off)]], off)
+                if not n:
+                    raise OSError(errno.EIO, f"{n} bytes read back at offset {off} of the copy")
+                h.update(view[:n])
+                off += n
+                on_bytes(n)
+    finally:
+        stop.set()
+        copier.result()
+    return off, h.hexdigest()
 
 
 def _advise_sequential(f: BinaryIO) -> None:

@@ -1,0 +1,147 @@
+"""Copy-while-hashing: every kernel copy primitive and the fallbacks between them give the same blob and digest.
+
+``bundle create`` and ``bundle import`` copy with ``copy_file_range`` (else
+``sendfile``, else read/write) and hash what landed in the destination. These
+tests run each primitive for real on files of awkward sizes, force the
+fallbacks, and check that the digest describes the destination's bytes.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from sovkit.bundle import hashing
+from sovkit.bundle.hashing import Job, digest_file
+
+Copier = Callable[[int, int, int], int]
+SMALL_CHUNK = 64 << 10
+# empty, one byte, one short of a copy chunk, several chunks and a tail
+SIZES = [0, 1, SMALL_CHUNK - 1, 5 * SMALL_CHUNK + 123]
+CHAINS: dict[str, tuple[Copier, ...]] = {
+    "copy_file_range": (hashing._copy_file_range,),
+    "sendfile": (hashing._sendfile,),
+    "read_write": (hashing._read_write,),
+}
+
+
+@pytest.fixture(autouse=True)
+def small_chunks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashing, "COPY_CHUNK", SMALL_CHUNK)
+
+
+def _source(path: Path, size: int) -> bytes:
+    data = hashlib.shake_256(str(size).encode()).digest(size) if size else b""
+    path.write_bytes(data)
+    return data
+
+
+@pytest.mark.parametrize("size", SIZES)
+@pytest.mark.parametrize("chain", sorted(CHAINS))
+def test_each_primitive_copies_and_hashes_exactly(chain: str, size: int, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashing, "_COPIERS", CHAINS[chain])
+    data = _source(tmp_path / "src", size)
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    assert d.error is None
+    assert (d.size, d.sha256) == (size, hashlib.sha256(data).hexdigest())
+    assert (tmp_path / "dst").read_bytes() == data
+
+
+@pytest.mark.parametrize("code", [errno.EXDEV, errno.ENOSYS, errno.EOPNOTSUPP, errno.EINVAL])
+def test_unsupported_primitive_falls_back_to_the_next(code: int, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+
+    def refuses(src: int, dst: int, off: int) -> int:
+        calls.append(off)
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(hashing, "_COPIERS", (refuses, hashing._sendfile, hashing._read_write))
+    data = _source(tmp_path / "src", 3 * SMALL_CHUNK)
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    assert d.error is None and d.sha256 == hashlib.sha256(data).hexdigest()
+    assert calls == [0]  # asked once, then never again for this file
+    assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_fallback_in_the_middle_of_a_file_resumes_at_the_same_offset(tmp_path: Path,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[int] = []
+
+    def stops_after_two_chunks(src: int, dst: int, off: int) -> int:
+        seen.append(off)
+        if off >= 2 * SMALL_CHUNK:
+            raise OSError(errno.EXDEV, "cross-device")
+        return hashing._copy_file_range(src, dst, off)
+
+    monkeypatch.setattr(hashing, "_COPIERS", (stops_after_two_chunks, hashing._read_write))
+    data = _source(tmp_path / "src", 4 * SMALL_CHUNK + 7)
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+    assert seen == [0, SMALL_CHUNK, 2 * SMALL_CHUNK]
+    assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_a_real_io_error_is_reported_not_raised(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    failures: list[int] = []
+
+    def fails(src: int, dst: int, off: int) -> int:
+        if off and not failures:  # once, in the middle of the first file
+            failures.append(off)
+            raise OSError(errno.EIO, "Input/output error")
+        return hashing._read_write(src, dst, off)
+
+    monkeypatch.setattr(hashing, "_COPIERS", (fails, hashing._read_write))
+    _source(tmp_path / "src", 3 * SMALL_CHUNK)
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    assert d.error == "Input/output error" and d.size == -1 and d.sha256 == ""
+    # the copying thread is free again: the next file goes through
+    data = _source(tmp_path / "src2", 10)
+    assert digest_file(Job(str(tmp_path / "src2"), str(tmp_path / "dst2"))).sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_digest_describes_the_bytes_that_landed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """If the copy differs from the source (a source rewritten mid-copy, a bad disk), the name follows the copy."""
+
+    def flips_first_byte(src: int, dst: int, off: int) -> int:
+        n = hashing._read_write(src, dst, off)
+        if off == 0 and n:
+            first = os.pread(dst, 1, 0)
+            os.pwrite(dst, bytes([first[0] ^ 0xFF]), 0)
+        return n
+
+    monkeypatch.setattr(hashing, "_COPIERS", (flips_first_byte,))
+    data = _source(tmp_path / "src", 2 * SMALL_CHUNK)
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    landed = (tmp_path / "dst").read_bytes()
+    assert landed != data
+    assert d.sha256 == hashlib.sha256(landed).hexdigest() != hashlib.sha256(data).hexdigest()
+
+
+def test_copy_across_filesystems(tmp_path: Path) -> None:
+    """tmpfs to the test's filesystem: whichever primitive the kernel accepts, the copy is exact."""
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on another filesystem than the test's tmp dir")
+    src = shm / f"sovkit-test-{os.getpid()}"
+    try:
+        data = _source(src, 3 * SMALL_CHUNK + 1)
+        d = digest_file(Job(str(src), str(tmp_path / "dst")))
+    finally:
+        src.unlink(missing_ok=True)
+    assert d.sha256 == hashlib.sha256(data).hexdigest()
+    assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_destination_that_exists_is_never_overwritten(tmp_path: Path) -> None:
+    _source(tmp_path / "src", 100)
+    (tmp_path / "dst").write_bytes(b"keep me")
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    assert d.error is not None and "exists" in d.error
+    assert (tmp_path / "dst").read_bytes() == b"keep me"
