@@ -57,11 +57,22 @@ def generate(root: Path, gib: float) -> dict[str, list[Path]]:
     return {"large": [large / "model.safetensors"], "many": files}
 
 
+OPENSSL_CPU: list[float] = []  # CPU seconds of each openssl run, in order
+
+
+def _cpu(who: int) -> float:
+    r = resource.getrusage(who)
+    return r.ru_utime + r.ru_stime
+
+
 def openssl(files: list[Path]) -> float:
     os.sync()
+    cpu = _cpu(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(["openssl", "dgst", "-sha256", *map(str, files)], check=True, stdout=subprocess.DEVNULL)
-    return time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    OPENSSL_CPU.append(_cpu(resource.RUSAGE_CHILDREN) - cpu)
+    return elapsed
 
 
 def copy_fsync(files: list[Path], dest: Path) -> float:
@@ -87,6 +98,7 @@ def child(phase: str, listing: Path, out: Path) -> None:
     signer = LocalSigner.from_seed(b"bench")
     files = [Path(p) for p in json.loads(listing.read_text())]
     os.sync()
+    cpu = _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     if phase.startswith("create"):
         sources = [Source(f"artifacts/{f.parent.name}/{f.name}", f, "model") for f in files]
@@ -96,6 +108,7 @@ def child(phase: str, listing: Path, out: Path) -> None:
     elapsed = time.perf_counter() - start
     print(json.dumps({
         "seconds": elapsed,
+        "cpu_seconds": _cpu(resource.RUSAGE_SELF) + _cpu(resource.RUSAGE_CHILDREN) - cpu,
         "rss_main_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "rss_worker_mib": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024,
     }))
@@ -138,11 +151,13 @@ def main() -> None:
         sets = generate(args.dir / "data", args.gib)
         print(f"generated 2 x {args.gib} GiB, {args.rounds} rounds in {time.perf_counter() - t0:.1f}s")
         rows = []
+        cpu_of: dict[str, list[float]] = {}
         for name, files in sets.items():
             size = sum(f.stat().st_size for f in files)
             listing = args.dir / f"{name}.json"
             listing.write_text(json.dumps([str(f) for f in files]))
             openssl(files)  # warm the page cache the same way for everyone
+            OPENSSL_CPU.clear()
             base = copied = base_blobs = float("inf")
             created: dict[str, float] = {}
             unsynced: dict[str, float] = {}
@@ -158,6 +173,7 @@ def main() -> None:
                 base_blobs = min(base_blobs, openssl(sorted((out / "blobs" / "sha256").iterdir())))
                 verified = best(verified, run_phase("verify", listing, out))
             shutil.rmtree(out)
+            cpu_of[name] = list(OPENSSL_CPU)
             gbs = size / 1e9
             rows.append((name, len(files), gbs, base, copied, created, unsynced, base_blobs, verified))
         print(f"load after: {os.getloadavg()}")
@@ -170,6 +186,12 @@ def main() -> None:
             print(f"{name:<9} {n:>5} {gbs:>5.2f} {gbs / base:>8.3f} {gbs / cp:>8.3f} {gbs / c['seconds']:>7.3f} "
                   f"{gbs / u['seconds']:>7.3f} {gbs / v['seconds']:>7.3f} {base / c['seconds']:>15.2f} "
                   f"{base / u['seconds']:>15.2f} {cp / c['seconds']:>10.2f} {vbase / v['seconds']:>15.2f} {rss:>25}")
+        print()
+        print("CPU seconds in the best round (user + system of the process and its pool; kernel writeback threads "
+              "not counted):")
+        for name, *_, c, u, _vbase, v in rows:
+            print(f"  {name:<6} openssl {min(cpu_of[name]):.2f}  verify {v['cpu_seconds']:.2f}  "
+                  f"create without sync {u['cpu_seconds']:.2f}  create {c['cpu_seconds']:.2f}")
         print()
         print(f"columns 4-8: GB/s, best of {args.rounds} interleaved rounds. Ratios are throughput ratios "
               "from this run (> 1 = faster).\ncreate = `sovkit bundle create` as shipped (copy + hash + final sync); "

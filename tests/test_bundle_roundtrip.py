@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
+import os
+import signal
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -13,7 +18,7 @@ from securesystemslib.dsse import Envelope as SslibEnvelope
 from securesystemslib.signer import SSlibKey
 
 from sovkit.bundle.errors import BundleInvalid
-from sovkit.bundle.importer import import_bundle
+from sovkit.bundle.importer import LOCK, import_bundle
 from sovkit.bundle.manifest import ENVELOPE, PAYLOAD_TYPE, load_any_manifest
 from sovkit.bundle.verify import verify_bundle
 from sovkit.errors import BundleError
@@ -180,3 +185,36 @@ def test_cli_create_verify_import_and_clear_errors(tmp_path: Path, cli: Callable
     assert r.code == 1 and "is not a bundle directory" in r.err, r.text
     r = cli("bundle", "create", inv, "-o", tmp_path / "b2", "--no-self", "--key", key, "--since", tmp_path / "x.json")
     assert r.code == 1 and "cannot read manifest" in r.err and not (tmp_path / "b2").exists(), r.text
+
+
+def test_a_second_concurrent_import_into_the_same_store_is_refused(tmp_path: Path) -> None:
+    """Two imports would share a staging area and interleave commits; the second one stops before touching."""
+    inv = demo_copy(tmp_path)
+    make_bundle(inv, tmp_path / "b")
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "existing.bin").write_bytes(b"site data")
+    before = snapshot(store)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from sovkit.flock import exclusive\n"
+         f"with exclusive(Path({str(store / LOCK)!r}), remove=True):\n"
+         "    print('held', flush=True); time.sleep(600)"],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline() == "held\n"
+        with pytest.raises(BundleError) as err:
+            import_bundle(tmp_path / "b", store, KEYS)
+        assert f"another import into {store} is running (pid {holder.pid})" in str(err.value)
+        assert "wait for it to finish" in (err.value.hint or "")
+        after = snapshot(store)
+        assert after.pop(LOCK) == hashlib.sha256(f"pid {holder.pid}\n".encode()).hexdigest()  # the holder's own
+        assert after == before
+        # a holder that is killed leaves no stale lock: the kernel drops it
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(timeout=30)
+    finally:
+        holder.kill()
+        holder.wait(timeout=30)
+    done = import_bundle(tmp_path / "b", store, KEYS)
+    assert done.committed and (store / "existing.bin").read_bytes() == b"site data"
+    assert not (store / LOCK).exists()

@@ -20,7 +20,6 @@ from __future__ import annotations
 import base64
 import binascii
 import contextlib
-import fcntl
 import hashlib
 import json
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ from sovkit.attest import dsse
 from sovkit.attest.keys import PublicKey, Signer
 from sovkit.attest.statement import STATEMENT_TYPE, Statement
 from sovkit.errors import VerificationError
+from sovkit.flock import exclusive
 from sovkit.state.models import now
 from sovkit.state.store import atomic_write
 
@@ -203,13 +203,8 @@ def read_log(log_dir: Path) -> list[LogEntry]:
 
 @contextlib.contextmanager
 def _locked(log_dir: Path) -> Iterator[None]:
-    log_dir.mkdir(parents=True, exist_ok=True)
-    with (log_dir / LOCK_FILE).open("a") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+    with exclusive(log_dir / LOCK_FILE):
+        yield
 
 
 def payload_digest(envelope: dsse.Envelope) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,8 +32,10 @@ from sovkit.bundle.ledger import Ledger, fsync_dir
 from sovkit.bundle.manifest import Entry, Manifest
 from sovkit.bundle.verify import check_digests, inspect
 from sovkit.errors import BundleError
+from sovkit.flock import Held, exclusive
 
 WORK = ".sovkit-import"
+LOCK = ".sovkit-import.lock"
 INDEX = ".sovkit-store.jsonl"
 Fault = Callable[[str, str], None]
 
@@ -134,23 +136,35 @@ def import_bundle(
         raise BundleInvalid(problems, what="import", hint="nothing was imported")
 
     created = [r for r in (store, site_dir) if r is not None and not r.exists()]
-    work = store / WORK / manifest.digest()[:16]
-    report = ImportReport(manifest)
-    wanted = {t.entry.sha256 for t in targets if t.entry.carried and not indexes.holds(t)}
-    try:
-        staged = _stage(ins.blobs, wanted, work, report, on_event, workers, fault, ins.paths_of)
-    except BundleInvalid:
-        _discard(work, store, created)
-        raise
-    except BaseException:
-        shutil.rmtree(work / "tmp", ignore_errors=True)
-        raise
-    staged.update(sources)
-    _commit(targets, staged, work, indexes, report, fault, on_event)
-    for t in targets:
-        indexes(t.root).record(t.rel, t.path, t.entry.sha256)
-    _discard(work, store, [])
+    with _one_import_at_a_time(store):
+        work = store / WORK / manifest.digest()[:16]
+        report = ImportReport(manifest)
+        wanted = {t.entry.sha256 for t in targets if t.entry.carried and not indexes.holds(t)}
+        try:
+            staged = _stage(ins.blobs, wanted, work, report, on_event, workers, fault, ins.paths_of)
+        except BundleInvalid:
+            _discard(work, store, created)
+            raise
+        except BaseException:
+            shutil.rmtree(work / "tmp", ignore_errors=True)
+            raise
+        staged.update(sources)
+        _commit(targets, staged, work, indexes, report, fault, on_event)
+        for t in targets:
+            indexes(t.root).record(t.rel, t.path, t.entry.sha256)
+        _discard(work, store, [])
     return report
+
+
+@contextlib.contextmanager
+def _one_import_at_a_time(store: Path) -> Iterator[None]:
+    """Two imports into one store would share staging areas and interleave their commits: refuse the second."""
+    try:
+        with exclusive(store / LOCK, wait=False, remove=True):
+            yield
+    except Held as held:
+        raise BundleError(f"another import into {store} is running ({held.holder or 'pid unknown'})",
+                          "wait for it to finish, then run this import again") from None
 
 
 def _sources_for_uncarried(targets: list[_Target], indexes: _Indexes,
