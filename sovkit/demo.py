@@ -7,6 +7,7 @@ would have the vendor's real tool. Everything after this is the product path.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import sys
 from pathlib import Path
@@ -27,6 +28,11 @@ def demo_source() -> Path:
 
 def prepare_demo(workdir: Path, fresh: bool = False) -> Path:
     """Create (or reuse) the demo site in ``workdir``; returns the inventory path."""
+    if importlib.util.find_spec("pip") is None:
+        # the demo hosts run on this interpreter, and the runtime role installs wheels with `python -m pip`
+        raise SovkitError(f"the demo hosts use this Python ({sys.executable}), which has no pip: the runtime step "
+                          "installs its wheels with `python -m pip`",
+                          f"run `{sys.executable} -m ensurepip`, or install sovkit with `python3 -m pip install .`")
     site = workdir / "site.yaml"
     if fresh and workdir.exists():
         shutil.rmtree(workdir)

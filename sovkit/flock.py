@@ -1,7 +1,9 @@
 """Exclusive advisory locks on a lock file (``flock``), for read-modify-write sections and one-at-a-time runs.
 
 The kernel drops an ``flock`` when its holder dies, so a killed process
-never leaves a stale lock behind. With ``remove``, the lock file is deleted
+never leaves a stale lock behind; a forked child (a hashing pool worker)
+closes its copy of the lock at once, so it cannot keep its parent's lock
+alive after the parent is killed. With ``remove``, the lock file is deleted
 on release (so it leaves no trace in a directory it guards); a waiter that
 locked the file just before it was deleted notices and locks the new one.
 """
@@ -13,6 +15,18 @@ import fcntl
 import os
 from collections.abc import Iterator
 from pathlib import Path
+
+_held: set[int] = set()
+
+
+def _drop_in_child() -> None:
+    for fd in _held:
+        with contextlib.suppress(OSError):
+            os.close(fd)  # only this process's reference: the parent keeps its lock
+    _held.clear()
+
+
+os.register_at_fork(after_in_child=_drop_in_child)
 
 
 class Held(Exception):
@@ -46,11 +60,13 @@ def exclusive(lock_file: Path, *, wait: bool = True, remove: bool = False) -> It
         if same:
             break
         os.close(fd)  # the previous holder removed this file after we opened it: lock the new one
+    _held.add(fd)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
         yield
     finally:
+        _held.discard(fd)
         if remove:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(lock_file)

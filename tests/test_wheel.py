@@ -124,9 +124,18 @@ def test_installed_package_finds_its_data(venv: Path, tmp_path: Path) -> None:
 
 
 def test_installed_demo_runs_the_main_job(venv: Path, tmp_path: Path) -> None:
-    """The README's first command from the wheel alone: every step, the audit pack's strict ML-BOM included."""
-    proc = run_venv(venv, str(venv / "bin" / "sovkit"), "demo", "--workdir", str(tmp_path / "demo"), cwd=tmp_path,
-                    timeout=1500)
+    """The README's first command from the wheel alone: every step, the audit pack's strict ML-BOM included.
+
+    The venv starts without pip, which the demo hosts need (they run on this interpreter and the runtime
+    role installs wheels with `python -m pip`): first the clear refusal, then pip, then the whole demo.
+    """
+    sovkit_bin = str(venv / "bin" / "sovkit")
+    refused = run_venv(venv, sovkit_bin, "demo", "--workdir", str(tmp_path / "demo"), cwd=tmp_path)
+    assert refused.returncode == 1 and "Traceback" not in refused.stderr
+    assert "which has no pip" in refused.stderr and "-m ensurepip" in refused.stderr
+    ensure = run_venv(venv, str(venv / "bin" / "python"), "-m", "ensurepip", cwd=tmp_path)
+    assert ensure.returncode == 0, ensure.stderr
+    proc = run_venv(venv, sovkit_bin, "demo", "--workdir", str(tmp_path / "demo"), cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "8/8" in proc.stdout and "demo complete" in proc.stdout
     report = json.loads((tmp_path / "demo" / "audit-pack" / "report.json").read_text())
