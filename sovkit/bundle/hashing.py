@@ -1,20 +1,24 @@
 """Streaming sha256 (optionally copying while hashing), in parallel across cores.
 
-Memory is constant whatever the file size: each worker owns two fixed
-buffers. One file is hashed by one worker (sha256 is sequential); many files
-spread over a process pool. Copying a file is done by the kernel
-(``copy_file_range``, else ``sendfile``, else read/write) in a helper thread
-while the calling thread hashes what has been copied *from the destination*:
-the digest describes the bytes that were actually written, and the copy costs
-no user-space memcpy and overlaps the hash. Workers add the bytes they have
-done to a shared counter, which the caller polls for a progress bar.
+Memory is constant whatever the file size: each thread owns two fixed,
+page-aligned buffers. One file is hashed by one worker (sha256 is
+sequential); many files spread over a process pool. A copy is written with
+``O_DIRECT`` from the very buffer that was hashed, the write of one chunk
+overlapping the read and hash of the next: no page-cache copy, nothing left to
+flush, and the digest is of the bytes written. Where the file system has no
+``O_DIRECT``, the kernel copies (``copy_file_range``, else ``sendfile``, else
+read/write) in a helper thread while the calling thread hashes what landed in
+the destination. Workers add the bytes they have done to a shared counter,
+which the caller polls for a progress bar.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import hashlib
+import mmap
 import multiprocessing
 import os
 import queue
@@ -72,11 +76,12 @@ def _reset_after_fork() -> None:
 os.register_at_fork(after_in_child=_reset_after_fork)
 
 
-def _buffers() -> tuple[bytearray, bytearray]:
-    """Two chunk buffers per thread, allocated once: fresh 4 MiB buffers per file cost page faults."""
-    bufs: tuple[bytearray, bytearray] | None = getattr(_local, "bufs", None)
+def _buffers() -> tuple[mmap.mmap, mmap.mmap]:
+    """Two chunk buffers per thread, allocated once (fresh 4 MiB buffers per file cost page faults), and
+    page-aligned (anonymous maps), as ``O_DIRECT`` writes require."""
+    bufs: tuple[mmap.mmap, mmap.mmap] | None = getattr(_local, "bufs", None)
     if bufs is None:
-        bufs = (bytearray(CHUNK), bytearray(CHUNK))
+        bufs = (mmap.mmap(-1, CHUNK), mmap.mmap(-1, CHUNK))
         _local.bufs = bufs
     return bufs
 
@@ -147,8 +152,8 @@ def digest_file(job: Job, on_bytes: OnBytes | None = None, durable: bool = True)
             if job.dst is None:
                 size, digest = digest_stream(src, None, on_bytes or _count)
             else:
-                fd = os.open(job.dst, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o644)
-                size, digest = _copy_and_hash(src.fileno(), fd, on_bytes or _count)
+                fd, direct = _create(job.dst)
+                size, digest = _copy(src.fileno(), fd, direct, on_bytes or _count)
                 if durable:
                     os.fsync(fd)
         return Digest(job, size, digest)
@@ -157,6 +162,93 @@ def digest_file(job: Job, on_bytes: OnBytes | None = None, durable: bool = True)
     finally:
         if fd is not None:
             os.close(fd)
+
+
+O_DIRECT: int = getattr(os, "O_DIRECT", 0)
+ALIGN = 4096  # O_DIRECT wants block-aligned buffers, offsets and lengths; 4 KiB covers the usual block sizes
+
+
+def _create(dst: str) -> tuple[int, bool]:
+    """Create ``dst`` (never an existing file) for writing, with ``O_DIRECT`` where the file system has it."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    if O_DIRECT:
+        try:
+            return os.open(dst, flags | O_DIRECT, 0o644), True
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # no O_DIRECT here (tmpfs on older kernels, some FUSE): Linux may have created the file already
+            return os.open(dst, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644), False
+    return os.open(dst, flags, 0o644), False
+
+
+def _copy(src: int, dst: int, direct: bool, on_bytes: OnBytes) -> tuple[int, str]:
+    """Copy ``src`` into the new ``dst``: size and sha256 of exactly the bytes written."""
+    if direct:
+        try:
+            return _direct_copy(src, dst, on_bytes)
+        except OSError as exc:
+            if exc.errno != errno.EINVAL:
+                raise
+            # the file system took O_DIRECT at open but refuses these writes (larger blocks): start over cached
+            fcntl.fcntl(dst, fcntl.F_SETFL, fcntl.fcntl(dst, fcntl.F_GETFL) & ~O_DIRECT)
+            os.ftruncate(dst, 0)
+            os.lseek(src, 0, os.SEEK_SET)
+    return _copy_and_hash(src, dst, on_bytes)
+
+
+def _fill(src: int, view: memoryview) -> int:
+    """Read until ``view`` is full or the file ends: direct writes need whole chunks at aligned offsets."""
+    got = 0
+    while got < len(view):
+        n = os.readv(src, [view[got:]])
+        if not n:
+            break
+        got += n
+    return got
+
+
+def _pwrite_all(fd: int, data: memoryview, off: int) -> None:
+    done = 0
+    while done < len(data):
+        done += os.pwrite(fd, data[done:], off + done)
+
+
+def _direct_copy(src: int, dst: int, on_bytes: OnBytes) -> tuple[int, str]:
+    """Read a chunk, hash it, and write that same buffer with ``O_DIRECT`` while the next chunk is read.
+
+    The write bypasses the page cache: no kernel copy, no dirty pages to flush later, and a bundle of
+    hundreds of GB does not push everything else out of memory. The last chunk is padded to the block
+    size and the file truncated back to its length.
+    """
+    h = hashlib.sha256()
+    bufs = _buffers()
+    writer = _writer()
+    pending: Future[None] | None = None
+    size = k = 0
+    try:
+        while True:
+            view = memoryview(bufs[k])
+            n = _fill(src, view)
+            if not n:
+                break
+            h.update(view[:n])
+            padded = -(-n // ALIGN) * ALIGN
+            view[n:padded] = bytes(padded - n)
+            if pending is not None:
+                pending.result()
+            pending = writer.submit(_pwrite_all, dst, view[:padded], size)
+            size += n
+            on_bytes(n)
+            k ^= 1
+            if n < len(view):
+                break
+    finally:
+        if pending is not None:
+            pending.result()
+    if size % ALIGN:
+        os.ftruncate(dst, size)
+    return size, h.hexdigest()
 
 
 COPY_CHUNK = 16 << 20
@@ -185,7 +277,8 @@ def _read_write(src: int, dst: int, off: int) -> int:
 _COPIERS: tuple[Callable[[int, int, int], int], ...] = tuple(
     f for f in (_copy_file_range, _sendfile, _read_write) if f is _read_write or hasattr(os, f.__name__[1:]))
 
-def _copy(src: int, dst: int, copied: queue.SimpleQueue[int | OSError | None], stop: threading.Event) -> None:
+def _kernel_copy(src: int, dst: int, copied: queue.SimpleQueue[int | OSError | None],
+                 stop: threading.Event) -> None:
     """Copy ``src`` to ``dst`` chunk by chunk, posting each new end offset, then None (or the OSError)."""
     copiers = list(_COPIERS)
     off = 0
@@ -213,7 +306,7 @@ def _copy_and_hash(src: int, dst: int, on_bytes: OnBytes) -> tuple[int, str]:
     view = memoryview(_buffers()[0])
     copied: queue.SimpleQueue[int | OSError | None] = queue.SimpleQueue()
     stop = threading.Event()
-    copier = _copier().submit(_copy, src, dst, copied, stop)
+    copier = _copier().submit(_kernel_copy, src, dst, copied, stop)
     off = 0
     try:
         while (end := copied.get()) is not None:
