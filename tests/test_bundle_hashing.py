@@ -243,3 +243,10 @@ def test_short_reads_are_gathered_into_whole_chunks(tmp_path: Path) -> None:
     t.join(timeout=30)
     assert d.error is None and (d.size, d.sha256) == (len(data), hashlib.sha256(data).hexdigest())
     assert (tmp_path / "dst").read_bytes() == data
+
+
+def test_copying_gets_one_worker_more_than_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hashing.os, "cpu_count", lambda: 2)
+    assert hashing.workers_for(100) == 2
+    assert hashing.workers_for(100, copying=True) == 3
+    assert hashing.workers_for(2, copying=True) == 2  # never more workers than files

@@ -339,8 +339,9 @@ def _work(job: Job, durable: bool) -> Digest:
     return digest_file(job, durable=durable)
 
 
-def workers_for(n_jobs: int) -> int:
-    return max(1, min(n_jobs, os.cpu_count() or 1))
+def workers_for(n_jobs: int, copying: bool = False) -> int:
+    """One worker per core; one more when copying, so a core is not idle while a worker waits on a write."""
+    return max(1, min(n_jobs, (os.cpu_count() or 1) + (1 if copying else 0)))
 
 
 def digest_many(jobs: Sequence[Job], on_bytes: OnBytes | None = None, workers: int | None = None,
@@ -350,7 +351,7 @@ def digest_many(jobs: Sequence[Job], on_bytes: OnBytes | None = None, workers: i
     ``on_bytes`` gets the bytes done since its last call, a few times a second
     from a helper thread while workers run (single-file runs call it inline).
     """
-    n = workers or workers_for(len(jobs))
+    n = workers or workers_for(len(jobs), copying=any(job.dst is not None for job in jobs))
     if workers is None and _total(jobs) < INLINE_BELOW:
         n = 1  # starting a pool costs more than hashing a few MiB
     if n <= 1 or len(jobs) <= 1:
