@@ -200,8 +200,10 @@ def test_direct_write_refused_starts_over_through_the_page_cache(tmp_path: Path,
 
     monkeypatch.setattr(hashing, "_pwrite_all", refuse)
     data = _source(tmp_path / "src", hashing.CHUNK + 77)
-    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")))
+    progress: list[int] = []
+    d = digest_file(Job(str(tmp_path / "src"), str(tmp_path / "dst")), progress.append)
     assert refused == [0]
+    assert sum(progress) == len(data)  # the bytes of the abandoned direct attempt are taken back
     assert d.error is None and d.sha256 == hashlib.sha256(data).hexdigest()
     assert (tmp_path / "dst").read_bytes() == data
 

@@ -9,7 +9,8 @@ from typing import Literal
 
 @dataclass(frozen=True)
 class BundleEvent:
-    """``start``: a phase with ``total`` bytes begins; ``bytes``: ``n`` more bytes done; ``note``: a message."""
+    """``start``: a phase with ``total`` bytes begins; ``bytes``: ``n`` more bytes done (negative when a
+    file starts over); ``note``: a message."""
 
     kind: Literal["start", "bytes", "note"]
     phase: str = ""

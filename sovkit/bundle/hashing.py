@@ -185,8 +185,15 @@ def _create(dst: str) -> tuple[int, bool]:
 def _copy(src: int, dst: int, direct: bool, on_bytes: OnBytes) -> tuple[int, str]:
     """Copy ``src`` into the new ``dst``: size and sha256 of exactly the bytes written."""
     if direct:
+        reported = 0
+
+        def count(n: int) -> None:
+            nonlocal reported
+            reported += n
+            on_bytes(n)
+
         try:
-            return _direct_copy(src, dst, on_bytes)
+            return _direct_copy(src, dst, count)
         except OSError as exc:
             if exc.errno != errno.EINVAL:
                 raise
@@ -194,6 +201,7 @@ def _copy(src: int, dst: int, direct: bool, on_bytes: OnBytes) -> tuple[int, str
             fcntl.fcntl(dst, fcntl.F_SETFL, fcntl.fcntl(dst, fcntl.F_GETFL) & ~O_DIRECT)
             os.ftruncate(dst, 0)
             os.lseek(src, 0, os.SEEK_SET)
+            on_bytes(-reported)  # the progress goes back to where this file started
     return _copy_and_hash(src, dst, on_bytes)
 
 
@@ -276,6 +284,7 @@ def _read_write(src: int, dst: int, off: int) -> int:
 
 _COPIERS: tuple[Callable[[int, int, int], int], ...] = tuple(
     f for f in (_copy_file_range, _sendfile, _read_write) if f is _read_write or hasattr(os, f.__name__[1:]))
+
 
 def _kernel_copy(src: int, dst: int, copied: queue.SimpleQueue[int | OSError | None],
                  stop: threading.Event) -> None:
