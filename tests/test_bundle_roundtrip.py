@@ -145,6 +145,10 @@ def test_differential_bundle_carries_only_new_blobs(tmp_path: Path) -> None:
         import_bundle(tmp_path / "b2", empty, KEYS)
     assert any("not carried by this differential bundle" in d for d in exc.value.details())
     assert snapshot(empty) == before
+    not_yet = tmp_path / "no-store-yet"  # refused before anything is staged: not even the directory stays
+    with pytest.raises(BundleInvalid):
+        import_bundle(tmp_path / "b2", not_yet, KEYS)
+    assert not not_yet.exists()
 
     import_bundle(tmp_path / "b2", store, KEYS)
     new_dir = store / "models/demo-ko-chat/1.1"

@@ -128,16 +128,17 @@ def import_bundle(
     for root in (store, site_dir):
         if root is not None and root.exists() and not root.is_dir():
             raise BundleError(f"{root} exists and is not a directory", "pass the artifact store directory")
-    targets = _targets(manifest, store, site_dir)
-    indexes = _Indexes()
-    sources, problems = _sources_for_uncarried(targets, indexes, manifest)
-    problems += [p for t in targets if (p := _safe_parent(t))]
-    if problems:
-        raise BundleInvalid(problems, what="import", hint="nothing was imported")
-
     created = [r for r in (store, site_dir) if r is not None and not r.exists()]
+    work = store / WORK / manifest.digest()[:16]
     with _one_import_at_a_time(store):
-        work = store / WORK / manifest.digest()[:16]
+        # what the store holds is read under the lock: another import may have just changed it
+        targets = _targets(manifest, store, site_dir)
+        indexes = _Indexes()
+        sources, problems = _sources_for_uncarried(targets, indexes, manifest)
+        problems += [p for t in targets if (p := _safe_parent(t))]
+        if problems:
+            _discard(work, store, created)
+            raise BundleInvalid(problems, what="import", hint="nothing was imported")
         report = ImportReport(manifest)
         wanted = {t.entry.sha256 for t in targets if t.entry.carried and not indexes.holds(t)}
         try:
