@@ -85,7 +85,7 @@ def generate(out: Path = HERE) -> None:
     for version in ("1.2.0", "1.3.0"):
         rel = f"firmware/atom-max-{version}.fw"
         pins[rel] = write(art / rel, make_firmware_image("rebellions-atom-max", version, seed="demo"))
-        env = sign_artifacts({rel: pins[rel][0]}, VENDOR, "firmware", "atom-max-fw", version)
+        env = sign_artifacts({rel: pins[rel][0]}, VENDOR, "firmware", f"atom-max-fw-{version}", version)
         write(art / (rel + ".sig"), env.to_json().encode())
 
     whl = "runtime/simnpu_serve-1.0.0-py3-none-any.whl"

@@ -4,8 +4,12 @@ Format: a DSSE envelope whose payload is an in-toto Statement v1 listing every
 file as a subject (name = path in the artifact store, sha256 digest), with
 predicate type ``https://sovkit.dev/attestation/artifact-signature/v1``. The
 signer is the vendor (firmware, runtime) or publisher (model) named in the
-inventory's trust roots. Verification checks the envelope against that key and
-that the signed digests are exactly the digests the inventory pins.
+inventory's trust roots. The predicate names what was signed: ``{"kind", "name",
+"version"}``. Verification checks the envelope against that key, that the signed
+digests are exactly the digests the inventory pins, and that the signed kind, name
+and version are exactly the ones the inventory claims: a signature binds the label
+too, so an inventory cannot relabel a signed artifact (say a model's version) and
+keep the publisher's "verified".
 """
 
 from __future__ import annotations
@@ -35,6 +39,15 @@ def sign_artifacts(
 
 
 @dataclass(frozen=True)
+class Claim:
+    """What the inventory says an artifact is; the signed statement must say the same."""
+
+    kind: str
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
 class SignatureCheck:
     """Outcome of checking one artifact signature (recorded in policy input and attestations)."""
 
@@ -45,9 +58,13 @@ class SignatureCheck:
 
 
 def verify_artifact_signature(
-    signature_file: Path, expected: dict[str, str], key: PublicKey, signer_name: str
+    signature_file: Path, expected: dict[str, str], key: PublicKey, signer_name: str, claim: Claim | None
 ) -> SignatureCheck:
-    """Check ``signature_file`` against ``key`` and the pinned ``{path: sha256}``; never raises on bad input."""
+    """Check ``signature_file`` against ``key``, the pinned ``{path: sha256}`` and ``claim``; never raises.
+
+    ``claim`` is None only for a standalone check of files with no inventory label (``verify_model``
+    on a bare directory); every inventory artifact passes its kind, name and version.
+    """
     try:
         envelope = dsse.Envelope.from_json(signature_file.read_bytes(), str(signature_file))
         payload = dsse.verify(envelope, [key])
@@ -64,4 +81,16 @@ def verify_artifact_signature(
     for path, digest in expected.items():
         if signed.get(path) != digest:
             return SignatureCheck(False, key.keyid, signer_name, f"{path}: signed digest differs from the pinned one")
+    if claim is not None:
+        problem = _label_problem(statement.predicate, claim)
+        if problem:
+            return SignatureCheck(False, key.keyid, signer_name, problem)
     return SignatureCheck(True, key.keyid, signer_name, "ok")
+
+
+def _label_problem(predicate: dict[str, object], claim: Claim) -> str | None:
+    signed = Claim(str(predicate.get("kind", "")), str(predicate.get("name", "")), str(predicate.get("version", "")))
+    if signed == claim:
+        return None
+    return (f"signed for {signed.kind or '?'} {signed.name or '?'} version {signed.version or '?'}, "
+            f"the inventory claims {claim.kind} {claim.name} version {claim.version}")

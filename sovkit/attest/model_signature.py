@@ -8,6 +8,12 @@
 
 Either way the signed file digests must also equal the digests the inventory pins, so a validly
 signed but different model is refused too.
+
+What each binds: a ``dsse`` signature binds the files *and* the label (kind "model", name,
+version): an inventory that relabels the model is refused. An OpenSSF Model Signing bundle binds
+the file names and contents only (its subject name is whatever directory the publisher signed,
+and it carries no version), so for that format the name and version are the inventory's word;
+the result's reason says so, and it is recorded in the attestation.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sovkit.attest.artifacts import verify_artifact_signature
+from sovkit.attest.artifacts import Claim, verify_artifact_signature
 from sovkit.attest.keys import PublicKey
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
@@ -27,6 +33,7 @@ from sovkit.errors import SovkitError
 SignatureFormat = Literal["model-signing", "dsse"]
 MODEL_SIGNING_PREDICATE = "https://model_signing/signature/v1.0"
 _BUNDLE_MEDIA_PREFIX = "application/vnd.dev.sigstore.bundle"
+MODEL_SIGNING_BINDS = "ok (OpenSSF Model Signing binds the file contents only, not the model's name or version)"
 
 
 @dataclass(frozen=True)
@@ -106,7 +113,7 @@ def _verify_model_signing(root: Path, files: list[Path], signature: Path, key_pa
     for name, digest in sorted((pinned or {}).items()):
         if resources.get(name) != digest:
             return fail(f"{name}: the signed digest differs from the digest the inventory pins")
-    return ModelSignatureCheck(True, "model-signing", key.keyid, "ok", signer, resources)
+    return ModelSignatureCheck(True, "model-signing", key.keyid, MODEL_SIGNING_BINDS, signer, resources)
 
 
 def verify_model(
@@ -117,13 +124,15 @@ def verify_model(
     pinned: dict[str, str] | None = None,
     store_root: Path | None = None,
     signer: str = "",
+    claim: Claim | None = None,
 ) -> ModelSignatureCheck:
     """Verify a model directory (or its files) against a publisher signature in either format.
 
     ``pinned`` maps file name -> sha256 as the inventory pins them: names relative to the model
     directory for ``model-signing``, store paths for ``dsse``. ``store_root`` names files
-    relative to the artifact store when ``pinned`` is not given (dsse). Never raises for a bad
-    signature or key: the result says why.
+    relative to the artifact store when ``pinned`` is not given (dsse). ``claim`` is the
+    inventory's kind/name/version, which a dsse signature must name exactly (None: a bare
+    directory check, files only). Never raises for a bad signature or key: the result says why.
     """
     try:
         key = PublicKey.load(public_key_path)
@@ -152,7 +161,7 @@ def verify_model(
             if name in actual and actual[name] != digest:
                 return ModelSignatureCheck(False, "dsse", key.keyid, f"{name}: file digest differs from the signed "
                                                                       "one", signer)
-        check = verify_artifact_signature(signature_path, expected, key, signer)
+        check = verify_artifact_signature(signature_path, expected, key, signer, claim)
         return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
                                    expected if check.verified else {})
     return ModelSignatureCheck(False, None, key.keyid, f"{signature_path.name} is neither an OpenSSF Model Signing "

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from sovkit.attest.artifacts import verify_artifact_signature
+from sovkit.attest.artifacts import Claim, verify_artifact_signature
 from sovkit.attest.keys import PublicKey
 from sovkit.catalog import Catalog, load_catalog
 from sovkit.errors import SovkitError
@@ -212,7 +212,7 @@ class _Signatures:
         return self.keys[(section, name)]
 
     def check(self, signature: str | None, files: list[Artifact], section: str, signer: str | None,
-              fmt: str = "dsse") -> SignatureInfo:
+              claim: Claim, fmt: str = "dsse") -> SignatureInfo:
         def info(checked: bool, verified: bool, keyid: str | None, reason: str) -> SignatureInfo:
             return SignatureInfo(path=signature, format=fmt, signer=signer, checked=checked, verified=verified,
                                  keyid=keyid, reason=reason)
@@ -229,7 +229,7 @@ class _Signatures:
         if fmt != "dsse":
             return info(False, False, key.keyid, f"{fmt} signatures are verified at apply time")
         check = verify_artifact_signature(self.inv.artifact_root / signature, {a.path: a.sha256 for a in files},
-                                          key, signer)
+                                          key, signer, claim)
         return info(True, check.verified, check.keyid or key.keyid, check.reason)
 
 
@@ -294,17 +294,19 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
 
     firmware = [FirmwareInfo(name=fw.name, vendor=fw.vendor, accelerator=fw.accelerator, version=fw.version,
                              image=_stored(inv, fw.image),
-                             signature=sigs.check(fw.signature, [fw.image], "vendors", fw.vendor))
+                             signature=sigs.check(fw.signature, [fw.image], "vendors", fw.vendor,
+                                                       Claim("firmware", fw.name, fw.version)))
                 for fw in site.firmware]
     runtimes = [RuntimeInfo(name=rt.name, version=rt.version, vendor=rt.vendor, package=rt.package, format=rt.format,
                             artifacts=[_stored(inv, a) for a in rt.artifacts],
-                            signature=sigs.check(rt.signature, list(rt.artifacts), "vendors", rt.vendor))
+                            signature=sigs.check(rt.signature, list(rt.artifacts), "vendors", rt.vendor,
+                                                      Claim("runtime", rt.name, rt.version)))
                 for rt in site.runtimes]
     models = [ModelInfo(name=m.name, version=m.version, publisher=m.publisher, license=m.license, origin=m.origin,
                         base_models=list(m.base_models), files=[_stored(inv, a) for a in m.files],
                         weights_bytes=sum(a.size for a in m.files),
                         signature=sigs.check(m.signature, list(m.files), "publishers", m.publisher,
-                                             m.signature_format),
+                                             Claim("model", m.name, m.version), m.signature_format),
                         dtype=m.dtype, parameters_b=m.parameters_b, card=m.card)
               for m in site.models]
     racks = [RackInfo(name=r.rack, power_budget_w=r.budget_w, hosts=r.hosts, accelerators=r.accelerators,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.artifacts import SignatureCheck, verify_artifact_signature
+from sovkit.attest.artifacts import Claim, SignatureCheck, verify_artifact_signature
 from sovkit.attest.keys import PublicKey
 from sovkit.attest.model_signature import common_dir, verify_model
 from sovkit.digest import sha256_file
@@ -58,7 +58,7 @@ class _Checker:
         return self.keys[cache_key]
 
     def signature(self, signature: str | None, files: dict[str, str], section: str, signer: str | None,
-                  fmt: str = "dsse") -> SignatureCheck:
+                  claim: Claim, fmt: str = "dsse") -> SignatureCheck:
         if signature is None or signer is None:
             return SignatureCheck(False, None, signer or "", "no signature declared")
         key = self.key(section, signer)
@@ -70,11 +70,11 @@ class _Checker:
             root = common_dir(paths)
             pinned = {(self.store / p).relative_to(root).as_posix(): d for p, d in files.items()}
             result = verify_model(paths, self.store / signature, self.key_paths[f"{section}/{signer}"],
-                                  pinned=pinned, signer=signer)
+                                  pinned=pinned, signer=signer, claim=claim)
             return SignatureCheck(result.verified, result.keyid, signer, result.reason)
         if fmt != "dsse":
             return SignatureCheck(False, key.keyid, signer, f"unknown signature format {fmt!r}")
-        return verify_artifact_signature(self.store / signature, files, key, signer)
+        return verify_artifact_signature(self.store / signature, files, key, signer, claim)
 
 
 def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: Plan) -> Preflight:
@@ -93,7 +93,8 @@ def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: P
             problem = checker.digest_problem(fw.image.store_path, fw.image.sha256)
             label = f"firmware:{fw.name}"
             if problem is None and label not in out.signatures:
-                out.signatures[label] = checker.signature(fw.signature, files, "vendors", fw.vendor)
+                out.signatures[label] = checker.signature(fw.signature, files, "vendors", fw.vendor,
+                                                          Claim("firmware", fw.name, fw.version))
         elif change.component == "runtime":
             rt = want.runtimes[change.name]
             files = {a.store_path: a.sha256 for a in rt.artifacts}
@@ -101,7 +102,8 @@ def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: P
                 problem = problem or checker.digest_problem(path, pinned)
             label = f"runtime:{rt.name}@{rt.version}"
             if problem is None and label not in out.signatures:
-                out.signatures[label] = checker.signature(rt.signature, files, "vendors", rt.vendor)
+                out.signatures[label] = checker.signature(rt.signature, files, "vendors", rt.vendor,
+                                                          Claim("runtime", rt.name, rt.version))
         elif change.component == "model":
             m = want.models[change.name]
             files = {f.store_path: f.sha256 for f in m.files}
@@ -110,7 +112,7 @@ def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: P
             label = f"model:{m.name}@{m.version}"
             if problem is None and label not in out.signatures:
                 out.signatures[label] = checker.signature(m.signature, files, "publishers", m.publisher,
-                                                          m.signature_format)
+                                                          Claim("model", m.name, m.version), m.signature_format)
         else:
             continue
         check = out.signatures.get(label)
