@@ -11,6 +11,13 @@ Layout of a log directory (default ``<state dir>/attestations/``):
   breaks a link and a cut-off tail no longer matches the head.
 - ``log.lock``: the ``flock`` taken while appending.
 
+Beside the log directory (in the state directory) ``attestations.anchor.json`` records the head's
+index and digest on every append. A signed head proves the log is one the operator wrote, not that
+it is the *latest* one: an older signed log + head (say from an audit pack) copied over the live
+log verifies on its own. The anchor lives outside the log directory, so someone who can only write
+the log directory cannot roll it back; verification compares them (step ``anchor``) and appends
+refuse a log that does not extend the anchor (else the next append would launder a rollback).
+
 Appends rewrite the file through a temp file and rename, then the head, so a crash leaves the old
 log or the new one (at worst a log one append ahead of its head, which verification reports).
 """
@@ -42,16 +49,18 @@ LOG_DIRNAME = "attestations"
 LOG_FILE = "log.jsonl"
 HEAD_FILE = "head.json"
 LOCK_FILE = "log.lock"
+ANCHOR_SUFFIX = ".anchor.json"
 HEAD_PAYLOAD_TYPE = "application/vnd.sovkit.attestation-log-head+json"
 HEAD_TYPE = "https://sovkit.dev/attestation-log-head/v1"
 
-STEPS = ("envelope-format", "keyid", "signature", "chain", "head")
+STEPS = ("envelope-format", "keyid", "signature", "chain", "head", "anchor")
 STEP_TITLES = {
     "envelope-format": "envelope format",
     "keyid": "keyid",
     "signature": "signature",
     "chain": "chain continuity",
     "head": "signed head",
+    "anchor": "log head matches the state's anchor",
     "subjects": "subjects against recorded state",
 }
 
@@ -198,6 +207,55 @@ def read_log(log_dir: Path) -> list[LogEntry]:
     return [_parse_line(raw, n, source) for n, raw in enumerate(_raw_lines(log_dir), start=1)]
 
 
+# --- the anchor ----------------------------------------------------------------------------------------------
+
+
+def anchor_path(log_dir: Path) -> Path:
+    """Where the head is anchored: beside the log directory, named after it (state dir/attestations.anchor.json)."""
+    return log_dir.parent / f"{log_dir.name}{ANCHOR_SUFFIX}"
+
+
+class Anchor(BaseModel):
+    """The last head this state directory saw appended: how many entries, and the last one's line digest."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    count: Annotated[int, Field(ge=1, strict=True)]
+    digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
+    updated: str
+
+
+def read_anchor(log_dir: Path) -> Anchor | None:
+    """The anchor, None when none was ever written (a log from before anchors, or a copied log)."""
+    path = anchor_path(log_dir)
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise _fail("anchor", f"cannot read the log's anchor {path}: {exc.strerror}",
+                    "check that it is a readable file") from exc
+    try:
+        return Anchor.model_validate_json(raw)
+    except ValidationError as exc:
+        raise _fail("anchor", f"the log's anchor {path} is damaged ({exc.errors()[0]['msg']})",
+                    "investigate who changed the state directory; restore it from a backup") from exc
+
+
+def _anchor_problem(anchor: Anchor, digests: list[str]) -> str | None:
+    """Why a log with these line digests does not extend ``anchor`` (None: it does)."""
+    if len(digests) < anchor.count:
+        return (f"the log has {len(digests)} entr{'y' if len(digests) == 1 else 'ies'} but the state's anchor "
+                f"recorded {anchor.count}: an older log was put back (rolled back) or entries were cut off")
+    if digests[anchor.count - 1] != anchor.digest:
+        return (f"entry {anchor.count - 1} is not the one the state's anchor recorded: the log was replaced "
+                "by a different one")
+    return None
+
+
+ROLLBACK_HINT = ("restore the live log from a trusted copy that extends the anchor; the anchor is "
+                 "attestations.anchor.json in the state directory")
+
+
 # --- appending -----------------------------------------------------------------------------------------------
 
 
@@ -233,6 +291,10 @@ def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
     except (ValueError, VerificationError) as exc:
         raise _fail("envelope-format", f"{path}: a line is not a valid log entry; refusing to append to a damaged "
                                        "log", hint) from exc
+    anchor = read_anchor(log_dir)
+    problem = _anchor_problem(anchor, [line_digest(raw) for raw in lines]) if anchor else None
+    if problem:
+        raise _fail("anchor", f"{path}: {problem}; refusing to append", ROLLBACK_HINT)
     return existing, lines, payloads
 
 
@@ -267,6 +329,8 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
         atomic_write(path, existing + b"".join(raw + b"\n" for raw in new_lines))
         head = _head_envelope(out[-1].index, out[-1].digest, payloads, signer)
         atomic_write(log_dir / HEAD_FILE, (json.dumps(head.to_dict(), indent=2) + "\n").encode())
+        anchor = Anchor(count=out[-1].index + 1, digest=out[-1].digest, updated=now())
+        atomic_write(anchor_path(log_dir), (anchor.model_dump_json(indent=2) + "\n").encode())
     return out
 
 
@@ -417,6 +481,25 @@ def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -
     return StepResult("head", True, f"signed head names entry {index}, the last one")
 
 
+def _check_anchor(log_dir: Path, entries: list[LogEntry]) -> StepResult:
+    try:
+        anchor = read_anchor(log_dir)
+    except VerificationError as exc:
+        return StepResult("anchor", False, exc.message, exc)
+    if anchor is None:
+        return StepResult("anchor", True, f"no anchor beside this log ({anchor_path(log_dir).name} in the "
+                                          "state directory): a copied log, or one older than anchors",
+                          skipped=True)
+    problem = _anchor_problem(anchor, [e.digest for e in entries])
+    if problem:
+        err = _fail("anchor", problem, ROLLBACK_HINT)
+        return StepResult("anchor", False, err.message, err)
+    ahead = len(entries) - anchor.count
+    return StepResult("anchor", True, f"the log extends the anchor (entry {anchor.count - 1}" +
+                      (f", {ahead} entr{'y' if ahead == 1 else 'ies'} after it: an append was interrupted)"
+                       if ahead else ", the last one)"))
+
+
 def _signed_payloads(log_dir: Path, keys: list[PublicKey]) -> list[str] | None:
     """The payload digests in the head, only if the head verifies (used to diagnose, never to accept)."""
     try:
@@ -453,4 +536,5 @@ def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
     result.steps.append(_check_signatures(entries, keys, _signed_payloads(log_dir, keys)))
     result.steps.append(_check_chain(entries))
     result.steps.append(_check_head(log_dir, entries, keys))
+    result.steps.append(_check_anchor(log_dir, entries))
     return result
