@@ -22,7 +22,7 @@ from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import Source
 from sovkit.bundle.hashing import Digest, Job, digest_many
 from sovkit.bundle.ledger import fsync_dir
-from sovkit.bundle.manifest import BLOB_DIR, Entry, Manifest, blob_path, merge_items, write_manifest
+from sovkit.bundle.manifest import BLOB_DIR, Entry, Manifest, blob_path, merge_items, path_problem, write_manifest
 from sovkit.errors import BundleError
 
 
@@ -68,6 +68,10 @@ def create_bundle(
 
 def _create(out: Path, staging: Path, sources: list[Source], signer: Signer, site: str, inventory_digest: str,
             since: Manifest | None, on_event: OnEvent, workers: int | None, durable: bool) -> CreateReport:
+    unsafe = [f"{src.path}: {why}" for src in sources if (why := path_problem(src.path))]
+    if unsafe:
+        raise BundleInvalid(unsafe, what="bundle sources",
+                            hint="rename the file (or move it out of sovkit's reserved names) and update the inventory")
     have = since.all_digests() if since is not None else set()
     by_file: dict[Path, Job] = {}
     for i, src in enumerate(sources):

@@ -102,7 +102,26 @@ def path_problem(path: str) -> str | None:
         return f"{path!r} has an empty or '.' segment"
     if parts[0] not in NAMESPACES or len(parts) < 2:
         return f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
+    reserved = next((p for p in parts if _reserved(p)), None)
+    if reserved is not None:
+        return (f"{path!r} names {reserved!r}, reserved for sovkit's own files (state, keys, locks, the store "
+                "index, import staging): a bundle never writes them")
+    long = next((p for p in parts if len(p.encode()) > NAME_MAX), None)
+    if long is not None:
+        return f"{path!r} has a name of {len(long.encode())} bytes; file systems allow at most {NAME_MAX}"
+    if len(path.encode()) > PATH_BUDGET:
+        return f"{path!r} is {len(path.encode())} bytes long; at most {PATH_BUDGET} are allowed"
     return None
+
+
+NAME_MAX = 255
+PATH_BUDGET = 1024  # leaves room under PATH_MAX (4096) for the store or site directory it is joined to
+
+
+def _reserved(segment: str) -> bool:
+    """sovkit's own names: ``.sovkit`` (state, operator keys, logs, locks), ``.sovkit-store.jsonl`` (the store
+    index), ``.sovkit-import*`` (staging and its lock), and the commit step's ``*.sovkit-tmp`` files."""
+    return segment.startswith(".sovkit") or segment.endswith(".sovkit-tmp")
 
 
 def sign_manifest(manifest: Manifest, signer: Signer) -> dsse.Envelope:
