@@ -56,6 +56,7 @@ class Digest:
     size: int
     sha256: str
     error: str | None = None
+    errno: int | None = None  # so callers can tell "disk full" from "bad input"
 
 
 def _write_all(fd: int, data: memoryview) -> None:
@@ -158,7 +159,7 @@ def digest_file(job: Job, on_bytes: OnBytes | None = None, durable: bool = True)
                     os.fsync(fd)
         return Digest(job, size, digest)
     except OSError as exc:
-        return Digest(job, -1, "", f"{exc.strerror or exc}")
+        return Digest(job, -1, "", f"{exc.strerror or exc}", exc.errno)
     finally:
         if fd is not None:
             os.close(fd)

@@ -12,12 +12,20 @@ Two phases, so a failed import leaves the store as it was:
    every step back in reverse.
 
 The store keeps an index of what was imported (``.sovkit-store.jsonl``), which
-differential bundles use to find content the site already has.
+differential bundles use to find content the site already has. It is rewritten
+whole (temp file + fsync + rename) as the last step of the commit, never
+appended or truncated in place; a failure there rolls the commit back too.
+
+Disk full: the free space is checked before staging (the carried blobs, the
+copies the commit makes, the new index), and ENOSPC at any later step (another
+writer took the space) discards the staging area, rolls the commit back and is
+reported as one message naming the directory and the bytes needed.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -141,20 +149,79 @@ def import_bundle(
             raise BundleInvalid(problems, what="import", hint="nothing was imported")
         report = ImportReport(manifest)
         wanted = {t.entry.sha256 for t in targets if t.entry.carried and not indexes.holds(t)}
+        need = _space_needed(targets, wanted, manifest, indexes)
         try:
+            _check_space(need)
             staged = _stage(ins.blobs, wanted, work, report, on_event, workers, fault, ins.paths_of)
+            staged.update(sources)
+            _commit(targets, staged, work, indexes, report, fault, on_event)
+        except NoSpace as exc:
+            _discard(work, store, created)
+            raise exc.error(need) from None
         except BundleInvalid:
             _discard(work, store, created)
             raise
         except BaseException:
             shutil.rmtree(work / "tmp", ignore_errors=True)
             raise
-        staged.update(sources)
-        _commit(targets, staged, work, indexes, report, fault, on_event)
-        for t in targets:
-            indexes(t.root).record(t.rel, t.path, t.entry.sha256)
         _discard(work, store, [])
     return report
+
+
+class NoSpace(Exception):
+    """ENOSPC/EDQUOT somewhere under ``path``; turned into one BundleError once the store is restored."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(str(path))
+        self.path = path
+
+    def error(self, need: dict[Path, int]) -> BundleError:
+        root = next((r for r in need if self.path == r or self.path.is_relative_to(r)), self.path)
+        free = _free(root)
+        wanted = need.get(root)
+        return BundleError(
+            f"no space left on {root}: the import needs {wanted if wanted is not None else '?'} bytes there, "
+            f"{free if free is not None else '?'} are free; nothing was imported, the store is as it was",
+            "free space (or pass a store on a larger file system) and run the import again")
+
+
+_FULL = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _free(path: Path) -> int | None:
+    p = path
+    while not p.exists() and p != p.parent:
+        p = p.parent
+    try:
+        return shutil.disk_usage(p).free
+    except OSError:
+        return None
+
+
+def _space_needed(targets: list[_Target], wanted: set[str], manifest: Manifest, indexes: _Indexes) -> dict[Path, int]:
+    """Bytes each root needs: staged blobs (in the store), copies beyond the first use, and the new index."""
+    store = next((t.root for t in targets if t.entry.path.startswith("artifacts/")), None)
+    need: dict[Path, int] = {}
+    sizes = {e.sha256: e.size for e in manifest.entries}
+    if store is not None:
+        need[store] = sum(sizes[d] for d in wanted)
+    first_use: set[str] = set()
+    for t in targets:
+        need.setdefault(t.root, 0)
+        if t.entry.sha256 in first_use or t.root != store:
+            need[t.root] += t.entry.size
+        first_use.add(t.entry.sha256)
+    for root in need:
+        index = root / INDEX
+        need[root] += (index.stat().st_size if index.is_file() else 0) + 256 * len(targets)
+    return need
+
+
+def _check_space(need: dict[Path, int]) -> None:
+    for root, n in need.items():
+        free = _free(root)
+        if free is not None and free < n:
+            raise NoSpace(root)
 
 
 @contextlib.contextmanager
@@ -209,7 +276,11 @@ def _stage(blobs: dict[str, Path], wanted: set[str], work: Path, report: ImportR
             jobs.append(Job(str(src), str(work / "tmp" / digest), key=digest))
     on_event(BundleEvent("start", phase="stage", total=sum(os.stat(j.src).st_size for j in jobs)))
     problems: list[str] = []
+    full = False
     for d in digest_many(jobs, lambda n: on_event(BundleEvent("bytes", n=n)), workers):
+        if d.errno in _FULL:
+            full = True
+            continue
         if d.error or d.sha256 != d.job.key:
             why = d.error or f"content has sha256 {d.sha256[:16]}… (blob altered)"
             problems.append(f"blobs/sha256/{d.job.key[:16]}… ({paths_of(d.job.key)}): {why}")
@@ -223,6 +294,8 @@ def _stage(blobs: dict[str, Path], wanted: set[str], work: Path, report: ImportR
             ledger.record(d.job.key, dst, d.job.key)
             staged[d.job.key] = dst
         fault("staged", d.job.key)
+    if full:
+        raise NoSpace(work)
     if problems:
         raise BundleInvalid(problems)
     fsync_dir(work / "blobs")
@@ -285,12 +358,45 @@ def _commit(targets: list[_Target], staged: dict[str, Path], work: Path, indexes
             journal[-1] = (t, backup, moved)
             fsync_dir(t.path.parent)
             report.committed.append(t.entry.path)
+        fault("index", "")
+        _write_indexes(targets, indexes)
     except BaseException as exc:
         _rollback(journal, made_dirs, staged)
+        if isinstance(exc, OSError) and exc.errno in _FULL:
+            raise NoSpace(Path(exc.filename) if exc.filename else targets[0].root) from exc
         if isinstance(exc, Exception):
             raise BundleError(f"import failed while committing: {exc}; the store was rolled back",
                               "fix the cause and run the import again (verified blobs are kept)") from exc
         raise
+
+
+def _write_indexes(targets: list[_Target], indexes: _Indexes) -> None:
+    """Rewrite each root's index whole (old records + this import's) via temp + rename: old or new, never torn."""
+    by_root: dict[Path, list[_Target]] = {}
+    for t in targets:
+        by_root.setdefault(t.root, []).append(t)
+    written: list[tuple[Path, Path]] = []
+    try:
+        for root, ts in by_root.items():
+            ledger = indexes(root)
+            lines = {name: ledger.line(name) for name in ledger.records}
+            for t in ts:
+                st = t.path.lstat()
+                lines[t.rel] = Ledger.format(t.rel, t.entry.sha256, st.st_size, st.st_mtime_ns, st.st_ino)
+            tmp = root / f"{INDEX}.{os.getpid()}.tmp"
+            written.append((tmp, root / INDEX))
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            with os.fdopen(fd, "w") as fh:
+                fh.write("".join(line + "\n" for line in lines.values()))
+                fh.flush()
+                os.fsync(fh.fileno())
+    except BaseException:
+        for tmp, _ in written:
+            tmp.unlink(missing_ok=True)
+        raise
+    for tmp, final in written:
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
 
 
 def _rollback(journal: list[tuple[_Target, Path | None, bool]], made_dirs: list[Path],

@@ -49,12 +49,21 @@ class Ledger:
             return None
         return seen.sha256
 
+    @staticmethod
+    def format(name: str, sha256: str, size: int, mtime_ns: int, ino: int) -> str:
+        return json.dumps({"file": name, "sha256": sha256, "size": size, "mtime_ns": mtime_ns, "ino": ino},
+                          sort_keys=True)
+
+    def line(self, name: str) -> str:
+        """The record of ``name`` as one JSON line (for rewriting the whole file)."""
+        s = self.records[name]
+        return self.format(name, s.sha256, s.size, s.mtime_ns, s.ino)
+
     def record(self, name: str, file: Path, sha256: str) -> None:
         st = file.lstat()
         seen = Seen(sha256, st.st_size, st.st_mtime_ns, st.st_ino)
         self.records[name] = seen
-        line = json.dumps({"file": name, "sha256": sha256, "size": seen.size, "mtime_ns": seen.mtime_ns,
-                           "ino": seen.ino}, sort_keys=True)
+        line = self.format(name, sha256, seen.size, seen.mtime_ns, seen.ino)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
