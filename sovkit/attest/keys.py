@@ -192,11 +192,17 @@ def write_keypair(signer: LocalSigner, private_path: Path, passphrase: bytes | N
         if p.exists():
             raise SigningKeyError(f"{p} already exists", "choose another name or move the old key away")
     private_path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(private_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(signer.private_pem(passphrase))
-    public_path.write_bytes(signer.public_key.pem())
+    _write_new(private_path, signer.private_pem(passphrase), 0o600)
+    _write_new(public_path, signer.public_key.pem(), 0o644)
     return public_path
+
+
+def _write_new(path: Path, data: bytes, mode: int) -> None:
+    """Create ``path`` with exactly ``mode`` whatever the umask (a 0666 .pub could be swapped by anyone)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    with os.fdopen(fd, "wb") as fh:
+        os.fchmod(fh.fileno(), mode)
+        fh.write(data)
 
 
 def load_public_keys(paths: list[Path]) -> list[PublicKey]:

@@ -291,6 +291,9 @@ def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
     except (ValueError, VerificationError) as exc:
         raise _fail("envelope-format", f"{path}: a line is not a valid log entry; refusing to append to a damaged "
                                        "log", hint) from exc
+    head = log_dir / HEAD_FILE
+    if head.exists() and not head.is_file():
+        raise _fail("head", f"{head} is not a regular file; refusing to append", hint)
     anchor = read_anchor(log_dir)
     problem = _anchor_problem(anchor, [line_digest(raw) for raw in lines]) if anchor else None
     if problem:
@@ -438,7 +441,12 @@ def read_head(log_dir: Path) -> dsse.Envelope | None:
     path = log_dir / HEAD_FILE
     if not path.exists():
         return None
-    return dsse.Envelope.from_json(path.read_bytes(), str(path))
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:  # a directory, unreadable: say so, not "internal error"
+        raise _fail("head", f"cannot read {path}: {exc.strerror}", "head.json must be a readable file; restore it "
+                                                                   "from a trusted copy") from exc
+    return dsse.Envelope.from_json(raw, str(path))
 
 
 def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:

@@ -106,3 +106,19 @@ def test_damaged_anchor_is_a_clear_failure(tmp_path: Path, cli: Callable[..., Cl
     r = _verify(cli, state, pub)
     assert r.code == 1
     assert f"failed at step {STEP}" in r.err and "is damaged" in r.err
+
+
+def test_head_json_as_a_directory_is_a_clear_message(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    """Low finding: head.json replaced by a directory gave `internal error: IsADirectoryError`."""
+    site, state, pub = _site(tmp_path)
+    assert cli("check", site.path).code == 0
+    head = state / "attestations" / "head.json"
+    head.unlink()
+    head.mkdir()
+    r = _verify(cli, state, pub)
+    assert r.code == 1
+    assert "internal error" not in r.text
+    assert "failed at step signed head" in r.err and "Is a directory" in r.err
+    r = cli("check", site.path)
+    assert r.code == 1 and "internal error" not in r.text
+    assert "is not a regular file; refusing to append" in r.err
