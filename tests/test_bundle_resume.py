@@ -92,15 +92,15 @@ def test_failed_commit_rolls_back_every_file(bundle: tuple[Path, Manifest], tmp_
             if len(committed) == 8:
                 raise OSError(28, "No space left on device")
 
-    with pytest.raises(BundleError, match="the store was rolled back") as exc:
+    with pytest.raises(BundleError, match="the store is as it was") as exc:
         import_bundle(b, store, KEYS, workers=1, fault=crash_mid_commit)
-    assert "No space left on device" in exc.value.message
-    assert snapshot(store, ignore=(WORK,)) == before
+    assert f"no space left on {store}" in exc.value.message
+    # disk full: the staging area is removed too (keeping it would hold the space the retry needs)
+    assert snapshot(store) == before
     assert weights.read_bytes() == b"older weights the import would replace"
 
     report = import_bundle(b, store, KEYS, workers=1)
-    assert report.reused == len(manifest.carried_blobs()), "rolled-back blobs go back to staging, still verified"
-    assert report.hashed == 0
+    assert report.hashed == len(manifest.carried_blobs())
     assert weights.read_bytes() != b"older weights the import would replace"
     assert (store / INDEX).exists() and not (store / WORK).exists()
 
