@@ -28,6 +28,10 @@ _ALIASES: dict[Any, str] = {
     m.Address: "address",
     m.NonEmpty: "string",
     m.Version: "version",
+    m.Package: "package",
+    m.User: "user name",
+    m.AbsPath: "absolute path",
+    m.AnyPath: "path",
 }
 
 _ALIAS_NOTES = """\
@@ -41,9 +45,18 @@ Value types used below:
 checked against the ISO lists |
 | country code | ISO 3166-1 alpha-2 only |
 | relative path | relative to the inventory directory (keys) or the artifact store (artifacts); \
-no leading `/`, no `..` |
-| address | an IPv4/IPv6 address or a DNS host name |
-| version | 1-64 characters; quote versions that look like numbers (`"1.10"`) |
+no leading `/`; components of letters, digits and `. _ + @ , = ~ : -`, none of them `.` or `..` |
+| absolute path | starts with `/`; the same components as a relative path |
+| path | an absolute path, or a relative path resolved against the inventory directory (and staying inside it) |
+| address | an IPv4/IPv6 address (an IPv6 zone is an interface name) or a DNS host name |
+| version | 1-64 letters, digits, `.`, `+`, `_`, `-`, starting with a letter or digit; quote versions that look \
+like numbers (`"1.10"`) |
+| package | a bare PEP 508 package name (letters, digits, `.`, `_`, `-`): no version specifier, extras or URL |
+| user name | a POSIX login name: 1-32 letters, digits, `.`, `_`, `-`, not starting with a digit, `.` or `-` |
+
+Identifiers and paths are strict because they reach Ansible and the hosts: a `{{ … }}`, `{% … %}`, `$(…)`, \
+`;`, a backquote, a newline or a `..` component is refused by `sovkit validate` with its file, line and field. \
+Free text (descriptions, reasons, licences, URLs) never reaches Ansible and is not restricted.
 """
 
 _INTRO = """\
