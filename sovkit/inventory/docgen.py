@@ -17,7 +17,14 @@ from pydantic_core import PydanticUndefined
 
 from sovkit.catalog import load_catalog
 from sovkit.inventory import models as m
-from sovkit.inventory.yamlsource import ALIAS_FACTOR, ALIAS_FREE_NODES, MAX_DEPTH
+from sovkit.inventory.yamlsource import (
+    ALIAS_CHARS_FACTOR,
+    ALIAS_FACTOR,
+    ALIAS_FREE_CHARS,
+    ALIAS_FREE_NODES,
+    MAX_ALIAS_CHARS,
+    MAX_DEPTH,
+)
 
 _ALIASES: dict[Any, str] = {
     m.Name: "name",
@@ -103,7 +110,10 @@ With `artifact_store.kind: local` every key and artifact must exist, and artifac
 - Unknown keys are errors, with a "did you mean" for a misspelling. Duplicate keys are errors.
 - Anchors and aliases are allowed for honest reuse; merge keys (`<<`) are not. A document whose aliases
   expand it beyond {alias_free:,} nodes or {alias_factor}x the nodes written out is refused as an alias
-  bomb, and nesting deeper than {max_depth} levels is refused, before the rest of the file is read.
+  bomb; so is one whose aliases repeat more text than {alias_free_mib} MiB or {alias_chars_factor}x the file's size
+  (whichever is more, at most {alias_max_mib} MiB) — one alias of a long string is one node but all of its
+  text. Nesting deeper than {max_depth} levels is refused. Each is refused at the alias or level that crosses
+  the limit, before the rest of the file is read.
 - One document per file.
 
 ## Example
@@ -222,7 +232,9 @@ def _doc(model: type[BaseModel]) -> str:
 
 
 def render() -> str:
-    parts = [_INTRO.format(alias_free=ALIAS_FREE_NODES, alias_factor=ALIAS_FACTOR, max_depth=MAX_DEPTH)]
+    parts = [_INTRO.format(alias_free=ALIAS_FREE_NODES, alias_factor=ALIAS_FACTOR, max_depth=MAX_DEPTH,
+                           alias_free_mib=ALIAS_FREE_CHARS // 2**20, alias_chars_factor=ALIAS_CHARS_FACTOR,
+                           alias_max_mib=MAX_ALIAS_CHARS // 2**20)]
     parts.append("## Fields\n\n" + _ALIAS_NOTES + "\n")
     for model in _ordered_models():
         hints = get_type_hints(model, include_extras=True)
