@@ -8,11 +8,12 @@ would have the vendor's real tool. Everything after this is the product path.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 from pathlib import Path
 
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, write_keypair
 from sovkit.catalog import load_catalog
 from sovkit.errors import SovkitError
 from sovkit.inventory import load_inventory
@@ -55,5 +56,8 @@ def prepare_demo(workdir: Path, fresh: bool = False) -> Path:
             install_simulator(root, profile.tool, devices, interpreter=sys.executable)
     key = workdir / ".sovkit" / "keys" / "operator.key"
     if not key.exists():
-        write_keypair(LocalSigner.generate(), key, None)
+        # with SOVKIT_KEY_PASSPHRASE set the operator asked for encrypted keys: the demo key is encrypted with
+        # it, and every later step of the demo unlocks it with the same variable
+        passphrase = os.environ.get(PASSPHRASE_ENV)
+        write_keypair(LocalSigner.generate(), key, passphrase.encode() if passphrase else None)
     return site

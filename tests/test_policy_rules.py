@@ -143,7 +143,7 @@ VIOLATIONS: dict[str, tuple[str, Mutation]] = {
     "FW-004": ("deny", _rogue_signature("firmware")),
     "FW-005": ("deny", _newer_firmware_installed),
     "FW-006": ("warn", _mirror()),
-    "RT-001": ("deny", _set("runtimes", "version", ">=1.0")),
+    "RT-001": ("deny", _set("runtimes", "version", "latest")),  # ">=1.0" is now refused at validation
     "RT-002": ("deny", _drop("runtimes", "vendor")),
     "RT-003": ("deny", _drop("runtimes", "signature")),
     "RT-004": ("deny", _rogue_signature("runtimes")),

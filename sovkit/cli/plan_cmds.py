@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from sovkit.cli.output import console, emit_json, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
 from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
+from sovkit.plan.planfile import looks_like_plan
 from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
@@ -109,13 +109,8 @@ def plan(
 
 
 def _is_plan_file(path: Path) -> bool:
-    if not path.is_file():
-        return False
-    try:
-        head = json.loads(path.read_bytes())
-    except (ValueError, OSError):
-        return False
-    return isinstance(head, dict) and "payloadType" in head
+    """A saved plan (even a damaged one: it is then reported as a plan, not as a broken inventory)."""
+    return path.is_file() and looks_like_plan(path)
 
 
 def _report(report: ApplyReport, json_out: bool) -> None:

@@ -36,9 +36,23 @@ def load_signer(path: Path) -> LocalSigner:
         raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
                               f"create one with `sovkit keys generate -o {path}` or pass --key")
     passphrase = os.environ.get(PASSPHRASE_ENV)
-    if passphrase is None and sys.stdin.isatty() and b"ENCRYPTED" in path.read_bytes()[:64]:
+    encrypted = _is_encrypted(path)
+    if passphrase is None and sys.stdin.isatty() and encrypted:
         passphrase = typer.prompt(f"Passphrase for {path}", hide_input=True)
+    if not encrypted:
+        # SOVKIT_KEY_PASSPHRASE unlocks encrypted keys; an unencrypted key needs none (the crypto library would
+        # refuse the pair, and the message would wrongly say the key is encrypted)
+        passphrase = None
     return LocalSigner.load(path, passphrase.encode() if passphrase else None)
+
+
+def _is_encrypted(path: Path) -> bool:
+    """PKCS#8 ("BEGIN ENCRYPTED PRIVATE KEY") or traditional ("Proc-Type: 4,ENCRYPTED") encrypted PEM."""
+    try:
+        with path.open("rb") as fh:
+            return b"ENCRYPTED" in fh.read(128)
+    except OSError:
+        return True  # let LocalSigner.load report the read error
 
 
 def attest_decision(ws: api.Workspace, decision: PolicyDecision, key: Path | None, policies: Path | None,

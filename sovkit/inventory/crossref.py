@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
+from sovkit import identifiers
 from sovkit.catalog import load_catalog
 from sovkit.errors import Problem
 from sovkit.inventory.yamlsource import Path_, render_path
@@ -119,9 +120,38 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
     for i, backup in enumerate(site.backups):
         c.ref(("backups", i, "source"), backup.source, stores, "data store")
 
+    _check_resolved_paths(inv, c)
     if check_files:
         _check_files(inv, c)
     return c.problems
+
+
+def _check_resolved_paths(inv: LoadedInventory, c: _Collector) -> None:
+    """Paths resolved on the controller that reach Ansible stay plain, and relative roots stay in the inventory.
+
+    The models already refuse '..' and unsafe characters in what was written; this catches what only
+    resolving shows: a symlink leading out of the inventory directory, or an inventory directory whose own
+    path has characters no host path may have.
+    """
+    inside = inv.root.resolve()
+    for i, host in enumerate(inv.site.hosts):
+        if host.root is None or host.root.startswith("/"):
+            continue
+        resolved = inv.resolve(host.root)
+        if resolved != inside and inside not in resolved.parents:
+            c.add(("hosts", i, "root"), f"root {host.root!r} resolves to {resolved}, outside the inventory "
+                  f"directory {inside}", "a relative root must stay inside the inventory directory (no symlink "
+                  "out of it); give an absolute root instead")
+        elif not identifiers.safe_path(str(resolved)):
+            c.add(("hosts", i, "root"), f"root {host.root!r} resolves to {identifiers.describe(str(resolved))}, "
+                  "which has characters a host path may not have", "move the inventory to a directory whose path "
+                  "is letters, digits and '. _ + @ , = ~ : -', or give an absolute root")
+    if inv.site.artifact_store.kind == "local":
+        store = str(inv.artifact_root)
+        if not identifiers.safe_path(store):
+            c.add(("artifact_store", "path"), f"the artifact store resolves to {identifiers.describe(store)}, "
+                  "which has characters a path handed to Ansible may not have", "move the store (or the inventory) "
+                  "to a directory whose path is letters, digits and '. _ + @ , = ~ : -'")
 
 
 def _check_files(inv: LoadedInventory, c: _Collector) -> None:

@@ -17,7 +17,14 @@ from pydantic_core import PydanticUndefined
 
 from sovkit.catalog import load_catalog
 from sovkit.inventory import models as m
-from sovkit.inventory.yamlsource import ALIAS_FACTOR, ALIAS_FREE_NODES, MAX_DEPTH
+from sovkit.inventory.yamlsource import (
+    ALIAS_CHARS_FACTOR,
+    ALIAS_FACTOR,
+    ALIAS_FREE_CHARS,
+    ALIAS_FREE_NODES,
+    MAX_ALIAS_CHARS,
+    MAX_DEPTH,
+)
 
 _ALIASES: dict[Any, str] = {
     m.Name: "name",
@@ -28,6 +35,10 @@ _ALIASES: dict[Any, str] = {
     m.Address: "address",
     m.NonEmpty: "string",
     m.Version: "version",
+    m.Package: "package",
+    m.User: "user name",
+    m.AbsPath: "absolute path",
+    m.AnyPath: "path",
 }
 
 _ALIAS_NOTES = """\
@@ -41,9 +52,18 @@ Value types used below:
 checked against the ISO lists |
 | country code | ISO 3166-1 alpha-2 only |
 | relative path | relative to the inventory directory (keys) or the artifact store (artifacts); \
-no leading `/`, no `..` |
-| address | an IPv4/IPv6 address or a DNS host name |
-| version | 1-64 characters; quote versions that look like numbers (`"1.10"`) |
+no leading `/`; components of letters, digits and `. _ + @ , = ~ : -`, none of them `.` or `..` |
+| absolute path | starts with `/`; the same components as a relative path |
+| path | an absolute path, or a relative path resolved against the inventory directory (and staying inside it) |
+| address | an IPv4/IPv6 address (an IPv6 zone is an interface name) or a DNS host name |
+| version | 1-64 letters, digits, `.`, `+`, `_`, `-`, starting with a letter or digit; quote versions that look \
+like numbers (`"1.10"`) |
+| package | a bare PEP 508 package name (letters, digits, `.`, `_`, `-`): no version specifier, extras or URL |
+| user name | a POSIX login name: 1-32 letters, digits, `.`, `_`, `-`, not starting with a digit, `.` or `-` |
+
+Identifiers and paths are strict because they reach Ansible and the hosts: a `{{ … }}`, `{% … %}`, `$(…)`, \
+`;`, a backquote, a newline or a `..` component is refused by `sovkit validate` with its file, line and field. \
+Free text (descriptions, reasons, licences, URLs) never reaches Ansible and is not restricted.
 """
 
 _INTRO = """\
@@ -90,7 +110,10 @@ With `artifact_store.kind: local` every key and artifact must exist, and artifac
 - Unknown keys are errors, with a "did you mean" for a misspelling. Duplicate keys are errors.
 - Anchors and aliases are allowed for honest reuse; merge keys (`<<`) are not. A document whose aliases
   expand it beyond {alias_free:,} nodes or {alias_factor}x the nodes written out is refused as an alias
-  bomb, and nesting deeper than {max_depth} levels is refused, before the rest of the file is read.
+  bomb; so is one whose aliases repeat more text than {alias_free_mib} MiB or {alias_chars_factor}x the file's size
+  (whichever is more, at most {alias_max_mib} MiB) — one alias of a long string is one node but all of its
+  text. Nesting deeper than {max_depth} levels is refused. Each is refused at the alias or level that crosses
+  the limit, before the rest of the file is read.
 - One document per file.
 
 ## Example
@@ -209,7 +232,9 @@ def _doc(model: type[BaseModel]) -> str:
 
 
 def render() -> str:
-    parts = [_INTRO.format(alias_free=ALIAS_FREE_NODES, alias_factor=ALIAS_FACTOR, max_depth=MAX_DEPTH)]
+    parts = [_INTRO.format(alias_free=ALIAS_FREE_NODES, alias_factor=ALIAS_FACTOR, max_depth=MAX_DEPTH,
+                           alias_free_mib=ALIAS_FREE_CHARS // 2**20, alias_chars_factor=ALIAS_CHARS_FACTOR,
+                           alias_max_mib=MAX_ALIAS_CHARS // 2**20)]
     parts.append("## Fields\n\n" + _ALIAS_NOTES + "\n")
     for model in _ordered_models():
         hints = get_type_hints(model, include_extras=True)

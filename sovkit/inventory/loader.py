@@ -27,7 +27,7 @@ from pydantic_core import ErrorDetails
 
 from sovkit.errors import InventoryError, Problem
 from sovkit.inventory.crossref import check_references
-from sovkit.inventory.models import Host, Name, Sha256, Site
+from sovkit.inventory.models import PATTERN_HINTS, Host, Site
 from sovkit.inventory.yamlsource import Mark, SourceMap, YamlInputError, read_yaml, render_path
 
 _LIST_SECTIONS = frozenset(
@@ -209,20 +209,6 @@ _HINTS = {
     "missing": "add the field",
     "literal_error": None,
 }
-_PATTERN_HINTS = {
-    Sha256: "a sha256 digest is 64 lowercase hex digits, without a 'sha256:' prefix (see `sha256sum FILE`)",
-    Name: "names are 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
-}
-
-
-def _pattern_hints() -> dict[str, str]:
-    out = {}
-    for annotated, hint in _PATTERN_HINTS.items():
-        for meta in get_args(annotated)[1:]:
-            pattern = getattr(meta, "pattern", None)
-            if pattern:
-                out[pattern] = hint
-    return out
 
 
 def _located(loc: tuple[int | str, ...], data: Any, kind: str) -> tuple[int | str, ...]:
@@ -259,7 +245,9 @@ def _problem_from(err: ErrorDetails, smap: SourceMap, data: Any) -> Problem:
         message = f"missing required field {str(loc[-1])!r}"
     elif err["type"] == "string_pattern_mismatch":
         message = f"{_short(err.get('input'))} is not valid here"
-        hint = _pattern_hints().get(str((err.get("ctx") or {}).get("pattern")), message)
+        hint = PATTERN_HINTS.get(str((err.get("ctx") or {}).get("pattern")), message)
+    elif err["type"] == "sovkit_value":
+        hint = str((err.get("ctx") or {}).get("hint") or "") or None
     elif err["type"].endswith("_type") or err["type"] in ("greater_than", "greater_than_equal", "less_than_equal",
                                                           "less_than", "too_short", "too_long"):
         message = f"{message} (got {_short(err.get('input'))})"

@@ -14,12 +14,14 @@ from datetime import date
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic_core import PydanticCustomError
 
+from sovkit import identifiers
 from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction, suggest_jurisdiction
 
 API_VERSION = "sovkit.dev/v1"
 
-_NAME_RE = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+_NAME_RE = identifiers.NAME
 _LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 _HOSTNAME_RE = re.compile(rf"^(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*$")
 
@@ -46,30 +48,96 @@ def _country(value: str) -> str:
     return value
 
 
+PATH_HINT = ("a path is components of letters, digits and '. _ + @ , = ~ : -' separated by '/', "
+             "none of them '.' or '..' (no spaces, quotes, '$', '{', '%', ';', '|', '&' or backquotes)")
+
+
+def _refused(detail: str, hint: str = PATH_HINT) -> PydanticCustomError:
+    """A validation error the loader shows with ``hint`` (the detail goes through context: never formatted)."""
+    return PydanticCustomError("sovkit_value", "{detail}", {"detail": detail, "hint": hint})
+
+
+def _path_error(value: str, what: str) -> PydanticCustomError:
+    bad = "".join(sorted({c for c in value if not re.fullmatch(r"[A-Za-z0-9._+@,=~:/-]", c)}))
+    if bad:
+        return _refused(f"{identifiers.describe(value)} is not a valid {what}: {bad!r} not allowed")
+    if any(part in (".", "..") for part in value.split("/")):
+        return _refused(f"{identifiers.describe(value)} is not a valid {what}: '.' and '..' components "
+                        "are not allowed")
+    return _refused(f"{identifiers.describe(value)} is not a valid {what}")
+
+
 def _relative_path(value: str) -> str:
-    if value.startswith("/") or "\\" in value or any(part == ".." for part in value.split("/")):
-        raise ValueError(f"{value!r} must be a relative path inside its root (no leading '/', no '..')")
+    """A path inside its root (inventory dir or artifact store): no leading '/', no '..' escape."""
+    if value.startswith("/"):
+        raise _refused(f"{identifiers.describe(value)} must be a relative path inside its root (no leading '/')")
+    if not identifiers.safe_path(value, absolute=False):
+        raise _path_error(value, "relative path")
     return value
+
+
+def _absolute_path(value: str) -> str:
+    """A path on a host (interpreter, install prefix): absolute, plain components, no '..'."""
+    if not value.startswith("/"):
+        raise _refused(f"{identifiers.describe(value)} must be an absolute path (starting with '/')")
+    if not identifiers.safe_path(value, absolute=True):
+        raise _path_error(value, "absolute path")
+    return value
+
+
+def _any_path(value: str) -> str:
+    """Absolute, or relative to the inventory directory; either way plain components without '..'."""
+    return _absolute_path(value) if value.startswith("/") else _relative_path(value)
+
+
+_SCOPE_RE = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 
 
 def _address(value: str) -> str:
     try:
-        ipaddress.ip_address(value)
+        ip = ipaddress.ip_address(value)
     except ValueError:
         # RFC 1123: a name's last label is never all digits, so "10.0.0.300" is a bad IP, not a host name.
-        if not _HOSTNAME_RE.match(value) or value.rstrip(".").rsplit(".", 1)[-1].isdigit():
-            raise ValueError(f"{value!r} is neither an IP address nor a valid host name") from None
+        if not _HOSTNAME_RE.fullmatch(value) or value.rstrip(".").rsplit(".", 1)[-1].isdigit():
+            raise _refused(f"{identifiers.describe(value)} is neither an IP address nor a valid host name",
+                           "an IPv4/IPv6 address or an RFC 1123 host name (letters, digits, '-', '.')") from None
+        return value
+    scope = getattr(ip, "scope_id", None)
+    if scope is not None and not _SCOPE_RE.fullmatch(scope):
+        # Python accepts any text after '%' in an IPv6 address, and the address becomes ansible_host.
+        raise _refused(f"{identifiers.describe(value)}: the IPv6 zone after '%' is not an interface name",
+                       "an IPv6 zone is 1-32 letters, digits, '_', '.' or '-'")
     return value
 
 
+# Every identifier that reaches Ansible, a host or a path has a strict pattern (sovkit/identifiers.py), so a
+# `{{ … }}`, `{% … %}`, `$(…)`, `;`, a backquote, a newline or a '..' component is refused at validation with
+# a located error. Free text (descriptions, reasons, URLs, licences) never reaches Ansible and stays free.
 Name = Annotated[str, StringConstraints(pattern=_NAME_RE)]
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+CatalogId = Annotated[str, StringConstraints(pattern=_NAME_RE)]
+Sha256 = Annotated[str, StringConstraints(pattern=identifiers.SHA256)]
 Jurisdiction = Annotated[str, AfterValidator(_jurisdiction)]
 Country = Annotated[str, AfterValidator(_country)]
-RelPath = Annotated[str, StringConstraints(min_length=1), AfterValidator(_relative_path)]
+RelPath = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_relative_path)]
+AbsPath = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_absolute_path)]
+AnyPath = Annotated[str, StringConstraints(min_length=1, max_length=1024), AfterValidator(_any_path)]
 Address = Annotated[str, AfterValidator(_address)]
 NonEmpty = Annotated[str, StringConstraints(min_length=1)]
-Version = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+Version = Annotated[str, StringConstraints(pattern=identifiers.VERSION)]
+Package = Annotated[str, StringConstraints(pattern=identifiers.PACKAGE)]
+User = Annotated[str, StringConstraints(pattern=identifiers.USER)]
+
+#: what each pattern allows, shown as the hint of a mismatch (keyed by the pattern the loader sees)
+PATTERN_HINTS: dict[str, str] = {
+    identifiers.SHA256: "a sha256 digest is 64 lowercase hex digits, without a 'sha256:' prefix "
+                        "(see `sha256sum FILE`)",
+    identifiers.NAME: "names are 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit",
+    identifiers.VERSION: "a version is 1-64 letters, digits, '.', '+', '_' or '-', starting with a letter or digit",
+    identifiers.PACKAGE: "a package is a bare PEP 508 name (letters, digits, '.', '_', '-'; no version specifier, "
+                         "URL, extras or spaces)",
+    identifiers.USER: "a user is a POSIX login name: 1-32 letters, digits, '.', '_' or '-', not starting with "
+                      "a digit, '.' or '-'",
+}
 
 
 class Strict(BaseModel):
@@ -136,7 +204,8 @@ class ArtifactStore(Strict):
     """
 
     kind: Literal["local", "mirror"] = "local"
-    path: str = "artifacts"
+    path: AnyPath = Field(default="artifacts", description="The store directory: relative to the inventory "
+                          "(no '..') or absolute; artifact paths below it are handed to Ansible.")
     url: str | None = None
     jurisdiction: Jurisdiction | None = None
 
@@ -156,7 +225,7 @@ class Rack(Strict):
 
 
 class SSH(Strict):
-    user: NonEmpty = "root"
+    user: User = Field(default="root", description="POSIX login name.")
     port: Annotated[int, Field(ge=1, le=65535)] = 22
     key: RelPath | None = None
     known_hosts: RelPath | None = Field(
@@ -169,7 +238,7 @@ class SSH(Strict):
 class AcceleratorSlot(Strict):
     """Identical accelerator cards in one host."""
 
-    kind: NonEmpty = Field(description="A catalog accelerator id (see Catalog ids).")
+    kind: CatalogId = Field(description="A catalog accelerator id (see Catalog ids).")
     count: Annotated[int, Field(ge=1, le=64)]
     firmware: Name | None = Field(default=None, description="The `firmware[]` entry pinned on these cards.")
 
@@ -185,16 +254,18 @@ class Host(Strict):
     rack: Name
     address: Address
     arch: Literal["aarch64", "x86_64"]
-    cpu: NonEmpty = Field(description="A catalog CPU id (see Catalog ids); must match `arch`.")
+    cpu: CatalogId = Field(description="A catalog CPU id (see Catalog ids); must match `arch`.")
     connection: Literal["ssh", "local"] = "ssh"
     ssh: SSH = SSH()
-    python_interpreter: str | None = Field(
-        default=None, description="Python on the host used by Ansible and pip (default: discovered)."
+    python_interpreter: AbsPath | None = Field(
+        default=None, description="Python on the host used by Ansible and pip (default: discovered). An absolute "
+        "path of plain components."
     )
-    root: str | None = Field(
+    root: AnyPath | None = Field(
         default=None,
         description="Install prefix on the host (lab and demo hosts share one machine). Absolute; a local-connection"
-        " host may give it relative to the inventory.",
+        " host may give it relative to the inventory, and then it must stay inside the inventory directory (no "
+        "'..', no symlink out of it).",
     )
     accelerators: list[AcceleratorSlot] = []
     labels: dict[str, str] = {}
@@ -209,7 +280,7 @@ class Host(Strict):
 class Firmware(Strict):
     name: Name
     vendor: Name
-    accelerator: NonEmpty
+    accelerator: CatalogId
     version: Version
     image: Artifact
     signature: RelPath | None = None
@@ -219,7 +290,8 @@ class Runtime(Strict):
     name: Name
     version: Version
     vendor: Name | None = None
-    package: NonEmpty = Field(description="Package (pip or deb) whose installed version is verified.")
+    package: Package = Field(description="Package (pip or deb) whose installed version is verified: a bare name, "
+                             "no version specifier or URL.")
     format: Literal["wheelhouse"] = "wheelhouse"
     artifacts: Annotated[list[Artifact], Field(min_length=1)]
     signature: RelPath | None = None

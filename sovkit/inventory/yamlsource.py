@@ -5,7 +5,8 @@ plain Python data ourselves, recording where each field came from, so every
 later error can name ``file:line:col``. The builder is also where hostile input
 is refused: duplicate keys, non-string keys, unsupported tags, more than one
 document, documents nested too deeply, and alias bombs ("billion laughs") that
-would expand to far more nodes than were written.
+would expand to far more nodes than were written — or repeat far more text than
+the file holds (one alias of a long string is one node, but all of its bytes).
 
 Scalars follow YAML 1.2's core schema for booleans: only ``true``/``false``
 are booleans, so a country code ``NO`` stays the string ``"NO"``.
@@ -32,6 +33,12 @@ MAX_DEPTH = 64
 MAX_NODES = 5_000_000
 ALIAS_FREE_NODES = 200_000  # aliases may expand a document to this many nodes
 ALIAS_FACTOR = 4  # ... or to this many times the nodes written out, whichever is more
+# Nodes are not the only cost: one alias of a 1 MB string is one node but 1 MB more for everything that copies
+# the data afterwards (validation, the canonical digest, Ansible variables). So aliases are budgeted in text
+# too: the characters of scalars and keys an alias brings in again.
+ALIAS_FREE_CHARS = 8 * 1024 * 1024  # aliases may repeat this much text
+ALIAS_CHARS_FACTOR = 4  # ... or this many times the file's own size, whichever is more
+MAX_ALIAS_CHARS = 64 * 1024 * 1024  # ... but never more than this
 
 Path_ = tuple[str | int, ...]
 
@@ -88,6 +95,7 @@ class _Frame:
     path: Path_
     anchor: str | None
     start_nodes: int
+    start_chars: int
     key: str | None = None
 
 
@@ -102,13 +110,16 @@ class _Builder:
     alias is an error, and every alias adds its expanded size to the budget.
     """
 
-    def __init__(self, file: str, smap: SourceMap, loader: Any) -> None:
+    def __init__(self, file: str, smap: SourceMap, loader: Any, text_size: int = 0) -> None:
         self.file = file
         self.smap = smap
         self.loader = loader
         self.written = 0  # nodes written out in the text
         self.expanded = 0  # nodes after expanding aliases
-        self.anchors: dict[str, tuple[Any, int]] = {}
+        self.chars = 0  # characters of scalars and keys after expanding aliases
+        self.alias_chars = 0  # ... of which aliases brought in
+        self.char_budget = min(MAX_ALIAS_CHARS, max(ALIAS_FREE_CHARS, ALIAS_CHARS_FACTOR * text_size))
+        self.anchors: dict[str, tuple[Any, int, int]] = {}
         self.stack: list[_Frame] = []
         self._tags: dict[tuple[str, Any], str] = {}
 
@@ -169,9 +180,20 @@ class _Builder:
             if found is None:
                 raise self.fail(event, f"alias *{event.anchor} has no complete anchor &{event.anchor} before it",
                                 path, "define the anchor first; an alias cannot refer to its own parent")
-            value, size = found
+            value, size, chars = found
             self.expanded += size
             self.check_budget(event, path)
+            self.chars += chars
+            self.alias_chars += chars
+            if self.alias_chars > self.char_budget:
+                # refused here, at the alias, before anything downstream copies the repeated text
+                raise self.fail(
+                    event,
+                    f"aliases repeat more than {self.char_budget:,} characters of text (*{event.anchor} alone "
+                    f"repeats {chars:,}); the document would expand far beyond the file's size",
+                    path,
+                    "write the value out where it is needed, or alias smaller values",
+                )
             return self.attach(value)
         self.written += 1
         self.expanded += 1
@@ -184,11 +206,12 @@ class _Builder:
             is_map = isinstance(event, yaml.MappingStartEvent)
             if event.tag not in (None, "!") and event.tag not in _COLLECTION_TAGS:
                 raise self.fail(event, f"unsupported YAML tag {event.tag}", path, "remove the tag")
-            self.stack.append(_Frame({} if is_map else [], path, anchor, self.expanded - 1))
+            self.stack.append(_Frame({} if is_map else [], path, anchor, self.expanded - 1, self.chars))
             return None, False
         value = self.scalar(event, path)
+        self.chars += len(event.value)
         if anchor is not None:
-            self.anchors[anchor] = (value, 1)
+            self.anchors[anchor] = (value, 1, len(event.value))
         return self.attach(value)
 
     def take_key(self, event: Any, top: _Frame) -> None:
@@ -203,13 +226,15 @@ class _Builder:
         if key in top.value:
             raise self.fail(event, f"duplicate key {key!r}", (*top.path, key), "each key may appear once in a mapping")
         self.written += 1
+        self.chars += len(key)
         self.smap.record((*top.path, key), self.mark(event))
         top.key = key
 
     def close(self, event: Any) -> tuple[Any, bool]:
         frame = self.stack.pop()
         if frame.anchor is not None:
-            self.anchors[frame.anchor] = (frame.value, self.expanded - frame.start_nodes)
+            self.anchors[frame.anchor] = (frame.value, self.expanded - frame.start_nodes,
+                                          self.chars - frame.start_chars)
         return self.attach(frame.value)
 
     def attach(self, value: Any) -> tuple[Any, bool]:
@@ -283,7 +308,14 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
             raise YamlInputError(Problem(f"file is {info.st_size:,} bytes, over the {MAX_FILE_BYTES:,} limit",
                                          name))
         with file.open("rb") as fh:
-            raw = fh.read(MAX_FILE_BYTES + 1)  # the file may grow after stat()
+            # read(MAX_FILE_BYTES + 1) would allocate the whole limit up front (256 MB for any file); read what
+            # stat() saw, then in chunks only if the file grew since
+            raw = fh.read(info.st_size + 1)
+            while len(raw) <= MAX_FILE_BYTES:
+                more = fh.read(min(1024 * 1024, MAX_FILE_BYTES + 1 - len(raw)))
+                if not more:
+                    break
+                raw += more
         if len(raw) > MAX_FILE_BYTES:
             raise YamlInputError(Problem(f"file is over the {MAX_FILE_BYTES:,} byte limit", name))
     except FileNotFoundError:
@@ -304,7 +336,7 @@ def read_yaml(file: Path, smap: SourceMap, display: str | None = None) -> Any:
         raise YamlInputError(Problem("file is empty", name, hint="start from `sovkit init` or an example"))
     loader = _Loader(text)
     try:
-        data = _Builder(name, smap, loader).run()
+        data = _Builder(name, smap, loader, len(text)).run()
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         msg = " ".join(str(x) for x in (exc.context, exc.problem) if x)

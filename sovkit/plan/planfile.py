@@ -8,6 +8,7 @@ policy pack, or an artifact in the store.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -59,11 +60,36 @@ def write_plan(path: Path, saved: SavedPlan, signer: Signer) -> None:
     atomic_write(path, (json.dumps(envelope.to_dict(), indent=2) + "\n").encode())
 
 
+_ENVELOPE_START = re.compile(rb'\A\s*\{\s*"(payload|payloadType|signatures)"\s*:')
+
+
+def looks_like_plan(path: Path) -> bool:
+    """Whether ``path`` is (or was meant to be) a saved plan rather than an inventory.
+
+    A DSSE envelope is JSON starting with one of its own keys; an inventory never does. Only the start is
+    looked at, so a plan cut short (a full disk, an interrupted copy) is still recognised as a plan and
+    reported as damaged, instead of being read as a broken inventory.
+    """
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(4096)
+    except OSError:
+        return False
+    return _ENVELOPE_START.match(head) is not None
+
+
 def read_plan(path: Path, key: PublicKey) -> SavedPlan:
     try:
         raw = path.read_bytes()
     except OSError as exc:
         raise PlanError(f"cannot read plan {path}: {exc.strerror}", "check the path") from exc
+    try:
+        json.loads(raw)
+    except ValueError as exc:
+        where = f" (line {exc.lineno}, column {exc.colno})" if isinstance(exc, json.JSONDecodeError) else ""
+        raise PlanError(f"plan file {path} is damaged or truncated: it is not complete JSON{where}, "
+                        f"{len(raw):,} bytes", "the file was cut short or altered; run `sovkit plan -o` "
+                        "again (a plan cannot be repaired: it is signed)") from None
     try:
         envelope = dsse.Envelope.from_json(raw, str(path))
         if envelope.payload_type != PLAN_PAYLOAD_TYPE:

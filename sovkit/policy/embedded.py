@@ -1,5 +1,10 @@
 """The embedded engine: Rego evaluated in-process by regopy (rego-cpp). The only regopy importer.
 
+regopy is imported on first use, not with this module: commands that evaluate no policy (validate, show …)
+never load it. Its allocator (snmalloc) reserves a large address range when the library loads and aborts the
+whole process ("Failed to initialise snmalloc", exit 134) under an address-space limit (``ulimit -v``); so
+under such a limit the import is first tried in a child process, and a failure is a PolicyError saying why.
+
 One interpreter per evaluation: the pack's modules and data, the whole input
 document, one query of ``data.sovkit.main.decision`` (a batched evaluation:
 every host and rule at once, never one query per host).
@@ -7,13 +12,16 @@ every host and rule at once, never one query per host).
 
 from __future__ import annotations
 
+import importlib
 import json
 import re
+import resource
+import subprocess
+import sys
 from dataclasses import dataclass
+from functools import cache
+from types import ModuleType
 from typing import Any
-
-import regopy
-from regopy.rego_shared import rego_get_error
 
 from sovkit.errors import PolicyError
 from sovkit.policy.engine import DECISION_QUERY, Decision, decision_from_raw
@@ -40,7 +48,36 @@ class RegoTestOutcome:
     error: str | None = None
 
 
+def _address_space_limit() -> int | None:
+    """The soft RLIMIT_AS in bytes, or None when unlimited."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+@cache
+def _regopy() -> ModuleType:
+    """Import regopy, or raise PolicyError if it cannot start here (instead of the process aborting)."""
+    limit = _address_space_limit()
+    if limit is not None:
+        try:
+            probe = subprocess.run([sys.executable, "-c", "import regopy"], capture_output=True, timeout=120,
+                                   check=False)
+            failed = probe.returncode != 0
+        except (OSError, subprocess.SubprocessError):
+            failed = True
+        if failed:
+            raise PolicyError(
+                f"the embedded policy engine (regopy) cannot start under the address-space limit of "
+                f"{limit // 1024:,} KiB (ulimit -v): its allocator reserves a large address range at start and "
+                "would abort the process",
+                "raise the limit (`ulimit -v unlimited`), or evaluate the policy on an OPA server with "
+                "--opa-url URL",
+            )
+    return importlib.import_module("regopy")
+
+
 def _interpreter(modules: dict[str, str], data: dict[str, Any]) -> Any:
+    regopy = _regopy()
     rego = regopy.Interpreter()
     rego.log_level = regopy.LogLevel.NONE  # errors come back as exceptions; keep stdout clean for --json
     for name, source in sorted(modules.items()):
@@ -58,6 +95,7 @@ def _interpreter(modules: dict[str, str], data: dict[str, Any]) -> Any:
 
 def _query(rego: Any, query: str, sources: dict[str, str], var: str = "x") -> Any:
     """Evaluate ``var := <query>``; returns _UNDEFINED when it has no value, raises PolicyError on error."""
+    regopy = _regopy()
     try:
         out = rego.query(f"{var} := {query}")
     except regopy.RegoError as exc:
@@ -68,6 +106,8 @@ def _query(rego: Any, query: str, sources: dict[str, str], var: str = "x") -> An
                           "a rule produced a value JSON cannot hold") from exc
     if not out.ok():
         try:
+            from regopy.rego_shared import rego_get_error
+
             detail = rego_get_error(rego._impl)
         except Exception:  # the error text is only a courtesy; failing closed does not depend on it
             detail = "no detail available"
@@ -87,7 +127,7 @@ class EmbeddedEngine:
         rego = _interpreter(pack.modules, pack.data)
         try:
             rego.set_input_term(json.dumps(input_doc))
-        except regopy.RegoError as exc:
+        except _regopy().RegoError as exc:
             raise PolicyError(f"policy input rejected by the engine: {exc}") from exc
         raw = _query(rego, DECISION_QUERY, pack.modules)
         return decision_from_raw(None if raw is _UNDEFINED else raw, self.name, pack.digest)
