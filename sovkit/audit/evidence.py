@@ -85,13 +85,13 @@ def copy_trust_roots(inv: LoadedInventory, root: Path, inventory_dir: str) -> li
             try:
                 key = PublicKey.load(inv.resolve(entry.public_key))
             except SovkitError:
-                out.append(TrustRootKey(section=section, name=entry.name))  # type: ignore[arg-type]
+                out.append(TrustRootKey(section=section, name=entry.name))
                 continue
             rel = posixpath.join(inventory_dir, posixpath.normpath(entry.public_key))
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(inv.resolve(entry.public_key).read_bytes())
-            out.append(TrustRootKey(section=section, name=entry.name, keyid=key.keyid,  # type: ignore[arg-type]
+            out.append(TrustRootKey(section=section, name=entry.name, keyid=key.keyid,
                                     path=rel))
     return out
 
