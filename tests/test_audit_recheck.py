@@ -159,3 +159,12 @@ def test_a_field_added_to_the_state_serving_record_reaches_the_audit(tmp_path: P
     assert r.code == 0, r.text
     (host,) = json.loads((tmp_path / "pack/report.json").read_text())["installed"]
     assert host["serving"] == [{**serving, "name": "chat"}]
+
+
+def test_the_bundle_is_not_evaluated_from_an_untrusted_pack(denied_pack: tuple[Path, Path], tmp_path: Path) -> None:
+    pack, _ = denied_pack
+    _, stranger = _keypair(tmp_path)
+    steps = _steps(run_cli("verify", pack, "--key", stranger, "--json").out)
+    assert steps["manifest-signature"]["ok"] is False
+    assert steps["policy-decision"]["skipped"] is True
+    assert steps["policy-decision"]["problems"] == ["not evaluated: the manifest is not trusted"]

@@ -163,9 +163,14 @@ def _input_doc(root: Path, report: AuditReport) -> tuple[dict[str, Any] | None, 
     return (doc, None) if isinstance(doc, dict) else (None, f"{report.policy.input} is not a JSON object")
 
 
-def _policy_decision(root: Path, report: AuditReport | None) -> StepResult:
-    """Re-evaluate the recorded input with the recorded bundle and compare with the report's decision."""
+def _policy_decision(root: Path, report: AuditReport | None, trusted: bool) -> StepResult:
+    """Re-evaluate the recorded input with the recorded bundle and compare with the report's decision.
+
+    The bundle's Rego is run only when the manifest is signed by a trusted key: never a stranger's code.
+    """
     name = "policy-decision"
+    if not trusted:
+        return StepResult(name, False, skipped=True, problems=["not evaluated: the manifest is not trusted"])
     if report is None:
         return StepResult(name, False, skipped=True, problems=["not checked: report.json is unreadable"])
     doc, problem = _input_doc(root, report)
@@ -269,7 +274,7 @@ def verify_audit_pack(root: Path, keys: list[PublicKey]) -> PackVerification:
     report_step, report = _report(root)
     steps.append(report_step)
     steps.append(_ml_boms(root, report))
-    steps.append(_policy_decision(root, report))
+    steps.append(_policy_decision(root, report, manifest is not None))
     steps.append(_trust_roots(root, report))
     steps.append(_attestation_log(root, keys))
     return PackVerification(root, steps, report.overview.site if report else None)
