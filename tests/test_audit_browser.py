@@ -52,6 +52,8 @@ def pack(tmp_path_factory: pytest.TempPathFactory) -> Path:
     site.save()
     key = tmp / "op.key"
     write_keypair(LocalSigner.generate(), key, None)
+    r = run_cli("check", site.path, "--key", key, "--state-dir", tmp / "state")  # one signed attestation
+    assert r.code == 0, r.text
     r = run_cli("audit", site.path, "-o", tmp / "pack", "--key", key, "--state-dir", tmp / "state")
     assert r.code == 0, r.text
     return tmp / "pack"
@@ -143,6 +145,18 @@ def test_report_renders_site_and_policy_results_and_a_screenshot(pack: Path, tmp
         assert flow["target"] in parsed.text["data-flows"]
     assert "bom/ax-4-light.cdx.json" in parsed.text["models"]
 
+    # the verdict at the top: decision with counts, the log checked at audit time, the signing keyid
+    assert parsed.text["verdict-policy"].split() == ["ALLOWED", "0", "denial(s),", "4", "warning(s),", "1",
+                                                     "waived", "·", "made", "on", "policy/input.json"]
+    assert " ".join(parsed.text["verdict-log"].split()).startswith("verified when this pack was written: 1 entries")
+    assert report["signed_by"] in parsed.text["verdict-signer"] and len(report["signed_by"]) == 64
+    assert dom.stdout.index('id="verdict"') < dom.stdout.index('id="overview"')
+    # licence, origin and base models of each model
+    (model,) = report["model_boms"]
+    (row,) = [r for r in _rows(dom.stdout, "model-table") if r and r[0] == "ax-4-light"]
+    assert row[2:5] == [model["publisher"], model["license"], model["origin"]] == ["skt-ai", "apache-2.0", "KR"]
+    assert row[5] == "Qwen2.5-7B (Alibaba Cloud, apache-2.0, CN)"
+
     shot = tmp_path / "report.png"
     r = _chromium(tmp_path, f"--screenshot={shot}", "--window-size=1280,2000", "--hide-scrollbars", url)
     assert r.returncode == 0 and shot.is_file(), r.stderr[-2000:]
@@ -151,14 +165,60 @@ def test_report_renders_site_and_policy_results_and_a_screenshot(pack: Path, tmp
     assert shot.stat().st_size > 20_000 and distinct > 20, "the screenshot is blank"
 
 
-def test_report_prints_to_a_multi_page_pdf(pack: Path, tmp_path: Path) -> None:
+def test_report_prints_without_a_page_per_section(pack: Path, tmp_path: Path) -> None:
+    """Sections follow each other on A4 (a page per section was 8+ mostly empty pages)."""
     pdf = tmp_path / "report.pdf"
     r = _chromium(tmp_path, f"--print-to-pdf={pdf}", "--no-pdf-header-footer", (pack / "report.html").as_uri())
     assert r.returncode == 0 and pdf.is_file(), r.stderr[-2000:]
     data = pdf.read_bytes()
     assert data.startswith(b"%PDF-")
     pages = len(re.findall(rb"/Type\s*/Page[^s]", data))
-    assert pages >= 2, f"the print stylesheet should break sections onto pages, got {pages} page(s)"
+    sections = (pack / "report.html").read_text().count("<h2")
+    assert sections >= 8
+    assert 2 <= pages < sections, f"{pages} page(s) for {sections} sections"
+
+
+def test_rule_ids_do_not_wrap_in_a_narrow_window(pack: Path, tmp_path: Path) -> None:
+    """Measured by Chromium's layout: every rule id is one line box, even where the table is squeezed."""
+    html = (pack / "report.html").read_text()
+    ids = "document.querySelectorAll('#policy-findings td:nth-child(2) code')"  # the Rule column
+    probe = (f"<script>document.body.setAttribute('data-wrapped', JSON.stringify([...{ids}]"
+             ".filter(e => e.getClientRects().length !== 1).map(e => e.textContent)));"
+             f"document.body.setAttribute('data-rules', {ids}.length);</script>")
+    page = tmp_path / "probe.html"
+    page.write_text(html.replace("</body>", probe + "</body>"))
+    r = _chromium(tmp_path, "--window-size=480,2000", "--dump-dom", page.as_uri())
+    assert r.returncode == 0, r.stderr[-2000:]
+    rules = re.search(r'data-rules="(\d+)"', r.stdout)
+    wrapped = re.search(r'data-wrapped="([^"]*)"', r.stdout)
+    assert rules and wrapped, r.stdout[-2000:]
+    assert int(rules.group(1)) >= 5
+    assert json.loads(wrapped.group(1).replace("&quot;", '"')) == []
+
+
+def test_verdict_says_when_the_log_does_not_verify_with_the_pack_key(tmp_path: Path) -> None:
+    """The attestations were signed by one key, the pack by another: the verdict says NOT verified."""
+    apply_key, audit_key = tmp_path / "apply.key", tmp_path / "audit.key"
+    write_keypair(LocalSigner.generate(), apply_key, None)
+    write_keypair(LocalSigner.generate(), audit_key, None)
+    assert run_cli("check", INVENTORIES / "demo", "--key", apply_key, "--state-dir", tmp_path / "s").code == 0
+    r = run_cli("audit", INVENTORIES / "demo", "-o", tmp_path / "pack", "--key", audit_key, "--state-dir",
+                tmp_path / "s")
+    assert r.code == 0, r.text
+    report = json.loads((tmp_path / "pack/report.json").read_text())
+    assert report["attestation_check"]["verified"] is False and report["attestation_check"]["entries"] == 1
+    parsed = _Dom()
+    parsed.feed((tmp_path / "pack/report.html").read_text())
+    assert "NOT verified with the key that signs this pack" in " ".join(parsed.text["verdict-log"].split())
+
+
+def _rows(html: str, table_id: str) -> list[list[str]]:
+    """Cell texts of each body row of the table with ``table_id``."""
+    body = html[html.index(f'id="{table_id}"'):]
+    body = body[:body.index("</table>")]
+    rows = re.findall(r"<tr[^>]*>(.*?)</tr>", body, flags=re.S)
+    return [[" ".join(re.sub(r"<[^>]+>", "", c).split()) for c in re.findall(r"<td[^>]*>(.*?)</td>", row, flags=re.S)]
+            for row in rows]
 
 
 def test_report_html_references_nothing_outside_itself(pack: Path) -> None:

@@ -66,13 +66,14 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
     files = {p.relative_to(pack).as_posix() for p in pack.rglob("*") if p.is_file()}
     report = json.loads((pack / "report.json").read_text())
     boms = {f"bom/{m['model']}.cdx.json" for m in report["model_boms"]}
-    assert files == {"report.html", "report.json", "policy/bundle.tar.gz", "inventory/site.yaml", MANIFEST,
-                     SIGNATURE} | boms
+    inv = yaml.safe_load((INVENTORIES / example / "site.yaml").read_text())
+    keys = {f"inventory/{k['public_key']}" for section in inv["trust_roots"].values() for k in section}
+    assert files == {"report.html", "report.json", "policy/bundle.tar.gz", "policy/input.json", "inventory/site.yaml",
+                     MANIFEST, SIGNATURE} | boms | keys
     assert report["schema"] == REPORT_SCHEMA
     assert report["installed"] == [] and report["attestations"] == [] and report["drift"] is None
     assert report["overview"]["state_lineage"] == ""
     flows = {(f["category"], f["name"]) for f in report["data_flows"]}
-    inv = yaml.safe_load((INVENTORIES / example / "site.yaml").read_text())
     for section, category in (("data_stores", "data-store"), ("backups", "backup"), ("endpoints", "endpoint"),
                               ("telemetry", "telemetry"), ("log_sinks", "log-sink"),
                               ("model_registries", "model-registry")):
@@ -82,7 +83,8 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
     assert {e["path"] for e in manifest["files"]} == files - {MANIFEST, SIGNATURE}
     r = cli("verify", pack, "--key", pub)
     assert r.code == 0, r.text
-    for step in ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "attestation-log"):
+    for step in ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision",
+                 "trust-roots", "attestation-log"):
         assert f"✓ {step}" in r.out
     assert "audit pack verifies" in r.out
 

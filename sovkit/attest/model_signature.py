@@ -18,8 +18,11 @@ the result's reason says so, and it is recorded in the attestation.
 
 from __future__ import annotations
 
+import ast
 import base64
+import hashlib
 import json
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -89,6 +92,38 @@ def _signed_resources(bundle: dict[str, Any]) -> dict[str, str]:
         return {}
 
 
+_DIGEST_REPR = re.compile(r"Digest\(algorithm='(?P<alg>[\w-]+)', "
+                          r"""digest_value=(?P<lit>b(?P<q>['"])(?:\\+.|[^\\])*?(?P=q))\)""")
+
+
+def _hex(match: re.Match[str]) -> str:
+    """``Digest(algorithm='sha256', digest_value=b'\\xa1…')`` -> ``sha256:a1…`` (printed once, or once more
+    escaped inside a list's repr, as model-signing's mismatch lists are)."""
+    alg, lit = match.group("alg"), match.group("lit")
+    try:
+        size = hashlib.new(alg).digest_size
+    except ValueError:
+        return f"a {alg} digest"
+    for text in (lit, lit.replace("\\\\", "\\")):
+        try:
+            value = ast.literal_eval(text)
+        except (ValueError, SyntaxError):
+            continue
+        if isinstance(value, bytes) and len(value) == size:
+            return f"{alg}:{value.hex()}"
+    return f"a {alg} digest"
+
+
+def failure_message(exc: BaseException, limit: int = 400) -> str:
+    """model-signing's error as one readable line: digests as hex, cut between words, never mid-escape."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    text = _DIGEST_REPR.sub(_hex, text)
+    if len(text) > limit:
+        cut = text.rfind(" ", 0, limit)
+        text = text[:cut if cut > 0 else limit] + " …"
+    return text
+
+
 def _verify_model_signing(root: Path, files: list[Path], signature: Path, key_path: Path, key: PublicKey,
                           bundle: dict[str, Any], pinned: dict[str, str] | None, signer: str) -> ModelSignatureCheck:
     from model_signing import hashing, verifying  # heavy import, only for this format
@@ -107,8 +142,7 @@ def _verify_model_signing(root: Path, files: list[Path], signature: Path, key_pa
     try:
         verifier.set_hashing_config(hashing_config).verify(root, signature)
     except Exception as exc:  # model-signing raises ValueError and others; all mean "does not verify"
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        return fail(f"OpenSSF Model Signing verification failed: {first[:300]}")
+        return fail(f"OpenSSF Model Signing verification failed: {failure_message(exc)}")
     resources = _signed_resources(bundle)
     for name, digest in sorted((pinned or {}).items()):
         if resources.get(name) != digest:

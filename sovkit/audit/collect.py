@@ -25,11 +25,13 @@ from sovkit.audit.model import (
     InstalledModel,
     InstalledRuntime,
     InstalledServing,
+    LogCheck,
     ModelBomRef,
     Overview,
     PolicySection,
     Provenance,
     TimelineEntry,
+    TrustRootKey,
     WaiverSummary,
 )
 from sovkit.inventory.codes import country_of
@@ -98,7 +100,7 @@ def overview(inv: LoadedInventory, state: State) -> Overview:
     )
 
 
-def _finding(f: dict[str, Any]) -> Finding:
+def finding_row(f: dict[str, Any]) -> Finding:
     waiver = f.get("waived")
     detail = waiver if isinstance(waiver, dict) else {}
     return Finding(id=str(f.get("id", "")), severity=str(f.get("severity", "")), msg=str(f.get("msg", "")),
@@ -107,13 +109,14 @@ def _finding(f: dict[str, Any]) -> Finding:
 
 
 def policy_section(inv: LoadedInventory, decision: PolicyDecision, pack_digest: str, bundle: str,
-                   today: date | None = None) -> PolicySection:
+                   today: date | None = None, input_path: str | None = None,
+                   trust_roots: list[TrustRootKey] | None = None) -> PolicySection:
     today = today or date.today()
-    findings = [_finding(f) for f in decision.findings]
+    findings = [finding_row(f) for f in decision.findings]
     waivers = [WaiverSummary(rule=w.rule, resource=w.resource, reason=w.reason, expires=w.expires.isoformat(),
                              expired=w.expires < today) for w in inv.site.waivers]
     return PolicySection(allowed=decision.allowed, pack_digest=pack_digest, bundle=bundle, findings=findings,
-                         waivers=waivers)
+                         waivers=waivers, input=input_path, trust_roots=list(trust_roots or []))
 
 
 def _provenance(matches: bool, source: str, signer: str | None, signature: str | None, note: str = ""
@@ -190,7 +193,7 @@ def _model_file_names(files: Iterable[Any]) -> dict[str, str]:
 
 
 def _serving(rec: HostRecord) -> list[InstalledServing]:
-    return [InstalledServing(name=n, **s.model_dump()) for n, s in sorted(rec.serving.items())]
+    return [InstalledServing.model_validate({**s.model_dump(), "name": n}) for n, s in sorted(rec.serving.items())]
 
 
 def _first(d: dict[str, Any], *keys: str) -> str | None:
@@ -222,12 +225,21 @@ def timeline(entries: Iterable[LogEntry]) -> list[TimelineEntry]:
     return rows
 
 
+def model_bom_ref(model: Any, path: str) -> ModelBomRef:
+    """The BOM's file plus what a reader of the report needs at a glance: publisher, licence, origin, lineage."""
+    return ModelBomRef(model=model.name, version=model.version, path=path, publisher=model.publisher,
+                       license=model.license, origin=model.origin, base_models=list(model.base_models))
+
+
 def build_report(inv: LoadedInventory, state: State, decision: PolicyDecision, pack_digest: str, bundle: str,
                  entries: list[LogEntry], log_path: str | None, drift: DriftSection | None,
-                 boms: list[ModelBomRef]) -> AuditReport:
+                 boms: list[ModelBomRef], *, input_path: str | None = None,
+                 trust_roots: list[TrustRootKey] | None = None, signed_by: str | None = None,
+                 log_check: LogCheck | None = None) -> AuditReport:
     return AuditReport(
         generated_at=now(), generator=f"sovkit {__version__}", overview=overview(inv, state),
-        data_flows=data_flows(inv), policy=policy_section(inv, decision, pack_digest, bundle),
+        data_flows=data_flows(inv),
+        policy=policy_section(inv, decision, pack_digest, bundle, input_path=input_path, trust_roots=trust_roots),
         installed=installed(inv, state), attestations=timeline(entries), attestation_log=log_path, drift=drift,
-        model_boms=boms,
+        model_boms=boms, signed_by=signed_by, attestation_check=log_check,
     )

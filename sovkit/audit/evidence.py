@@ -1,18 +1,25 @@
-"""The audit's view of evidence other parts of sovkit produce: the policy bundle and the attestation log.
+"""The audit's view of evidence other parts of sovkit produce: policy input, bundle, trust roots, the log.
 
-Kept in one module so the audit depends on exactly two contracts:
-``sovkit.policy.api.write_policy_bundle`` and ``sovkit.attest.log``.
+Kept in one module so the audit depends on few contracts: ``sovkit.policy.api``
+(input, evaluation, bundle), ``sovkit.attest.log`` and the inventory's trust roots.
 """
 
 from __future__ import annotations
 
+import json
+import posixpath
 import shutil
 from pathlib import Path
+from typing import Any
 
 from sovkit.attest.keys import PublicKey
 from sovkit.attest.log import HEAD_FILE, LOG_DIRNAME, LOG_FILE, LogEntry, log_dir_for, read_log, verify_log
-from sovkit.errors import VerificationError
-from sovkit.policy.api import write_policy_bundle
+from sovkit.audit.model import LogCheck, TrustRootKey
+from sovkit.errors import SovkitError, VerificationError
+from sovkit.inventory.loader import LoadedInventory
+from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
+from sovkit.policy.input import build_input
+from sovkit.state.models import State
 
 ATTESTATIONS_DIR = LOG_DIRNAME
 LOG_FILES = (LOG_FILE, HEAD_FILE)
@@ -47,3 +54,52 @@ def verify_entries(directory: Path, keys: list[PublicKey]) -> tuple[int, list[Ve
     """Verify the whole log (format, keys, signatures, chain, signed head): entry count and each failure."""
     result = verify_log(directory, keys)
     return len(result.entries), result.errors
+
+
+def write_policy_input(path: Path, inv: LoadedInventory, state: State) -> dict[str, Any]:
+    """Write the policy input document and return it as read back: the decision is made on exactly these bytes."""
+    doc = build_input(inv, state)
+    path.write_text(json.dumps(doc, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
+    loaded: dict[str, Any] = json.loads(path.read_bytes())
+    return loaded
+
+
+def decide(doc: dict[str, Any], extra: Path | None, engine: PolicyEngine | None) -> PolicyDecision:
+    return evaluate_input(doc, extra, engine)
+
+
+def redecide(bundle: Path, doc: dict[str, Any]) -> PolicyDecision:
+    """The decision the pack's own bundle gives on the pack's own input (offline, embedded engine)."""
+    return evaluate_bundle(bundle, doc)
+
+
+def copy_trust_roots(inv: LoadedInventory, root: Path, inventory_dir: str) -> list[TrustRootKey]:
+    """Copy each trust-root public key beside the inventory copy, at the path the inventory names.
+
+    Only files that load as a public key are copied (nothing else leaves the site
+    by way of a key path); the others are listed without a path.
+    """
+    out = []
+    for section in ("publishers", "vendors"):
+        for entry in getattr(inv.site.trust_roots, section):
+            try:
+                key = PublicKey.load(inv.resolve(entry.public_key))
+            except SovkitError:
+                out.append(TrustRootKey(section=section, name=entry.name))
+                continue
+            rel = posixpath.join(inventory_dir, posixpath.normpath(entry.public_key))
+            target = root / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(inv.resolve(entry.public_key).read_bytes())
+            out.append(TrustRootKey(section=section, name=entry.name, keyid=key.keyid,
+                                    path=rel))
+    return out
+
+
+def check_log(directory: Path, keys: list[PublicKey]) -> LogCheck | None:
+    """The copied log verified with ``keys``; None when there is no log."""
+    if not (directory / LOG_FILE).is_file():
+        return None
+    count, errors = verify_entries(directory, keys)
+    return LogCheck(verified=not errors, keyids=[k.keyid for k in keys], entries=count,
+                    problems=[f"{e.message} ({e.step})" if e.step else e.message for e in errors])

@@ -10,6 +10,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sovkit.inventory.models import BaseModelRef
+from sovkit.state.models import ServingRecord
+
 REPORT_SCHEMA = "https://sovkit.dev/audit-report/v1"
 
 
@@ -85,12 +88,24 @@ class WaiverSummary(_M):
     expired: bool
 
 
+class TrustRootKey(_M):
+    """A trust-root public key the policy input's signature checks used, as copied into the pack."""
+
+    section: Literal["publishers", "vendors"]
+    name: str
+    keyid: str | None = None
+    path: str | None = Field(default=None, description="the key's copy in the pack; None when the inventory's key "
+                                                       "file was missing or not a public key")
+
+
 class PolicySection(_M):
     allowed: bool
     pack_digest: str
     bundle: str
     findings: list[Finding]
     waivers: list[WaiverSummary]
+    input: str | None = Field(default=None, description="the exact input document the decision was made on")
+    trust_roots: list[TrustRootKey] = []
 
 
 class Provenance(_M):
@@ -128,15 +143,10 @@ class InstalledModel(_M):
     provenance: Provenance
 
 
-class InstalledServing(_M):
+class InstalledServing(ServingRecord):
+    """The state's own serving record (one type: a field added there is reported, never refused) plus its name."""
+
     name: str
-    role: str
-    model: str
-    model_version: str
-    runtime: str
-    runtime_version: str
-    config_sha256: str
-    port: int
 
 
 class HostInstall(_M):
@@ -179,6 +189,19 @@ class ModelBomRef(_M):
     model: str
     version: str
     path: str
+    publisher: str = ""
+    license: str = ""
+    origin: str = ""
+    base_models: list[BaseModelRef] = []
+
+
+class LogCheck(_M):
+    """The copied attestation log verified when the pack was written, with the key that signs the pack."""
+
+    verified: bool
+    keyids: list[str]
+    entries: int
+    problems: list[str] = []
 
 
 class AuditReport(_M):
@@ -193,6 +216,8 @@ class AuditReport(_M):
     attestation_log: str | None
     drift: DriftSection | None
     model_boms: list[ModelBomRef]
+    signed_by: str | None = Field(default=None, description="keyid of the key that signs the pack's manifest")
+    attestation_check: LogCheck | None = None
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

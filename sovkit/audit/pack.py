@@ -14,19 +14,21 @@ from typing import TYPE_CHECKING
 
 from sovkit.attest.keys import Signer
 from sovkit.audit import evidence
-from sovkit.audit.collect import build_report
+from sovkit.audit.collect import build_report, model_bom_ref
 from sovkit.audit.drift import read_refresh_record
 from sovkit.audit.manifest import Manifest, make_manifest, write_signed_manifest
 from sovkit.audit.mlbom import bom_file_name, build_ml_bom
-from sovkit.audit.model import AuditReport, ModelBomRef
+from sovkit.audit.model import AuditReport
 from sovkit.audit.report_html import render_html
 from sovkit.errors import SovkitError
-from sovkit.policy.api import PolicyEngine, evaluate_policy
+from sovkit.policy.api import PolicyEngine
 
 if TYPE_CHECKING:
     from sovkit.api import Workspace
 
 POLICY_BUNDLE = "policy/bundle.tar.gz"
+POLICY_INPUT = "policy/input.json"
+INVENTORY_DIR = "inventory"
 STATE_COPY = "evidence/state.json"
 
 
@@ -66,8 +68,9 @@ def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, eng
               ) -> tuple[AuditReport, Manifest]:
     inv = ws.inventory
     state = ws.store.read()
-    decision = evaluate_policy(inv, state, extra, engine)
     (root / "policy").mkdir()
+    doc = evidence.write_policy_input(root / POLICY_INPUT, inv, state)
+    decision = evidence.decide(doc, extra, engine)
     bundle_digest = evidence.write_bundle(root / POLICY_BUNDLE, extra)
     if decision.pack_digest and decision.pack_digest != bundle_digest:
         raise SovkitError("the policy pack changed while the audit was being written",
@@ -80,19 +83,22 @@ def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, eng
     if state.lineage:  # the state exactly as the report read it, not a later write
         (root / "evidence").mkdir()
         (root / STATE_COPY).write_text(state.model_dump_json(indent=2) + "\n", encoding="utf-8")
-    (root / "inventory").mkdir()
+    (root / INVENTORY_DIR).mkdir()
     for f in inv.files:
-        shutil.copyfile(f, root / "inventory" / f.name)
+        shutil.copyfile(f, root / INVENTORY_DIR / f.name)
+    trust_roots = evidence.copy_trust_roots(inv, root, INVENTORY_DIR)
 
     (root / "bom").mkdir()
     boms = []
     for model in inv.site.models:
         rel = f"bom/{bom_file_name(model)}"
         (root / rel).write_text(build_ml_bom(inv.site, model), encoding="utf-8")
-        boms.append(ModelBomRef(model=model.name, version=model.version, path=rel))
+        boms.append(model_bom_ref(model, rel))
 
     report = build_report(inv, state, decision, bundle_digest, POLICY_BUNDLE, entries, log_copy,
-                          read_refresh_record(ws.directory), boms)
+                          read_refresh_record(ws.directory), boms, input_path=POLICY_INPUT,
+                          trust_roots=trust_roots, signed_by=signer.keyid,
+                          log_check=evidence.check_log(root / evidence.ATTESTATIONS_DIR, [signer.public_key]))
     (root / "report.json").write_text(report.to_json(), encoding="utf-8")
     (root / "report.html").write_text(render_html(report), encoding="utf-8")
     manifest = make_manifest(root, inv.site.metadata.name, report.generated_at)

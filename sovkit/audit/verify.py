@@ -4,7 +4,11 @@ Steps: manifest-signature, file-set (nothing missing, nothing extra, only
 regular files), file-digests (size and sha256 of every listed file), report
 (report.json is a sovkit audit report of a known schema), ml-bom (every BOM is
 strictly valid CycloneDX 1.6 with a model and its file hashes),
-attestation-log (the copied log verifies: format, keys, signatures, chain).
+policy-decision (the pack's policy/input.json, evaluated with the pack's own
+policy bundle, gives the decision and findings report.json records),
+trust-roots (each trust-root key copied into the pack has the keyid the input
+document's signature checks name), attestation-log (the copied log verifies:
+format, keys, signatures, chain).
 """
 
 from __future__ import annotations
@@ -12,18 +16,21 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 from pydantic import ValidationError
 
 from sovkit.attest.keys import PublicKey
 from sovkit.audit import evidence
+from sovkit.audit.collect import finding_row
 from sovkit.audit.manifest import Manifest, pack_files, read_signed_manifest
 from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
-from sovkit.errors import VerificationError
+from sovkit.errors import SovkitError, VerificationError
 
-STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "attestation-log")
+STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision", "trust-roots",
+         "attestation-log")
 
 
 @dataclass
@@ -137,6 +144,104 @@ def _ml_boms(root: Path, report: AuditReport | None) -> StepResult:
     return StepResult("ml-bom", not problems, f"{len(boms)} ML-BOM(s)", problems)
 
 
+def _pack_file(root: Path, path: str | None, what: str) -> tuple[Path | None, str | None]:
+    if not path or not _safe(path):
+        return None, f"report.json names no usable {what} path ({path!r})"
+    if not (root / path).is_file() or (root / path).is_symlink():
+        return None, f"{path} is missing: the {what} the decision was made on is not in the pack"
+    return root / path, None
+
+
+def _input_doc(root: Path, report: AuditReport) -> tuple[dict[str, Any] | None, str | None]:
+    path, problem = _pack_file(root, report.policy.input, "policy input")
+    if path is None:
+        return None, problem
+    try:
+        doc = json.loads(path.read_bytes())
+    except ValueError as exc:
+        return None, f"{report.policy.input} is not JSON ({exc})"
+    return (doc, None) if isinstance(doc, dict) else (None, f"{report.policy.input} is not a JSON object")
+
+
+def _policy_decision(root: Path, report: AuditReport | None, trusted: bool) -> StepResult:
+    """Re-evaluate the recorded input with the recorded bundle and compare with the report's decision.
+
+    The bundle's Rego is run only when the manifest is signed by a trusted key: never a stranger's code.
+    """
+    name = "policy-decision"
+    if not trusted:
+        return StepResult(name, False, skipped=True, problems=["not evaluated: the manifest is not trusted"])
+    if report is None:
+        return StepResult(name, False, skipped=True, problems=["not checked: report.json is unreadable"])
+    doc, problem = _input_doc(root, report)
+    bundle, bundle_problem = _pack_file(root, report.policy.bundle, "policy bundle")
+    if doc is None or bundle is None:
+        return StepResult(name, False, problems=[p for p in (problem, bundle_problem) if p])
+    try:
+        decision = evidence.redecide(bundle, doc)
+    except SovkitError as exc:
+        return StepResult(name, False, problems=[f"re-evaluation failed: {exc.message}"])
+    p = report.policy
+    problems = []
+    if decision.pack_digest != p.pack_digest:
+        problems.append(f"{p.bundle} holds policy pack sha256:{decision.pack_digest[:16]}…, report.json names "
+                        f"sha256:{p.pack_digest[:16]}…")
+    verdict = "allowed" if decision.allowed else "denied"
+    if decision.allowed != p.allowed:
+        problems.append(f"re-evaluation: {verdict}, report.json says {'allowed' if p.allowed else 'denied'}")
+    again = {f.model_dump_json() for f in (finding_row(f) for f in decision.findings)}
+    recorded = {f.model_dump_json() for f in p.findings}
+    for f in sorted(recorded - again):
+        problems.append(f"finding in report.json but not in the re-evaluation: {f}")
+    for f in sorted(again - recorded):
+        problems.append(f"finding in the re-evaluation but not in report.json: {f}")
+    denials = len(decision.by_severity("deny"))
+    detail = (f"{p.input} evaluated with {p.bundle} ({decision.engine} engine): {verdict}, {denials} denial(s), "
+              f"{len(decision.findings)} finding(s)" + ("" if problems else ", as report.json records"))
+    return StepResult(name, not problems, detail, problems)
+
+
+def _trust_roots(root: Path, report: AuditReport | None) -> StepResult:
+    """Each copied trust-root key is the key each verified signature check in the input names."""
+    name = "trust-roots"
+    if report is None:
+        return StepResult(name, False, skipped=True, problems=["not checked: report.json is unreadable"])
+    problems: list[str] = []
+    keyids: dict[tuple[str, str], str] = {}
+    for t in report.policy.trust_roots:
+        if t.path is None:
+            continue
+        path, problem = _pack_file(root, t.path, f"{t.section} key {t.name}")
+        try:
+            key = PublicKey.load(path) if path is not None else None
+        except SovkitError as exc:
+            problems.append(f"{t.path}: {exc.message}")
+            continue
+        if key is None:
+            problems.append(problem or t.path)
+        elif key.keyid != t.keyid:
+            problems.append(f"{t.path}: keyid {key.keyid[:16]}… differs from the report's {str(t.keyid)[:16]}…")
+        else:
+            keyids[(t.section, t.name)] = key.keyid
+    doc, _ = _input_doc(root, report)
+    checked = 0
+    for kind, section in (("firmware", "vendors"), ("runtimes", "vendors"), ("models", "publishers")):
+        for item in (doc or {}).get(kind) or []:
+            sig = item.get("signature") if isinstance(item, dict) else None
+            if not isinstance(sig, dict) or sig.get("verified") is not True or not sig.get("signer"):
+                continue  # only a verified signature claims a trust-root key
+            checked += 1
+            have = keyids.get((section, str(sig["signer"])))
+            if have is None:
+                problems.append(f"{kind} {item.get('name')}: signed by {sig['signer']} (keyid "
+                                f"{str(sig['keyid'])[:16]}…), whose key is not in the pack")
+            elif have != sig["keyid"]:
+                problems.append(f"{kind} {item.get('name')}: the input names keyid {str(sig['keyid'])[:16]}…, "
+                                f"the pack's {section} key {sig['signer']} is {have[:16]}…")
+    return StepResult(name, not problems, f"{len(keyids)} key(s), {checked} verified signature(s) tied to them",
+                      problems)
+
+
 def _attestation_log(root: Path, keys: list[PublicKey]) -> StepResult:
     log = root / evidence.ATTESTATIONS_DIR
     if not log.exists():
@@ -169,5 +274,7 @@ def verify_audit_pack(root: Path, keys: list[PublicKey]) -> PackVerification:
     report_step, report = _report(root)
     steps.append(report_step)
     steps.append(_ml_boms(root, report))
+    steps.append(_policy_decision(root, report, manifest is not None))
+    steps.append(_trust_roots(root, report))
     steps.append(_attestation_log(root, keys))
     return PackVerification(root, steps, report.overview.site if report else None)

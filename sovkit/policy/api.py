@@ -11,10 +11,11 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.embedded import EmbeddedEngine
 from sovkit.policy.engine import Decision, PolicyEngine
 from sovkit.policy.input import build_input
-from sovkit.policy.pack import load_pack, write_bundle
+from sovkit.policy.pack import load_pack, read_bundle, write_bundle
 from sovkit.state.models import State
 
-__all__ = ["PolicyDecision", "PolicyEngine", "evaluate_policy", "policy_pack_digest", "write_policy_bundle"]
+__all__ = ["PolicyDecision", "PolicyEngine", "evaluate_bundle", "evaluate_input", "evaluate_policy",
+           "policy_pack_digest", "write_policy_bundle"]
 
 
 @dataclass
@@ -46,9 +47,17 @@ class PolicyDecision:
 def evaluate_policy(inv: LoadedInventory, state: State | None, extra: Path | None, engine: PolicyEngine | None,
                     today: date | None = None) -> PolicyDecision:
     """Evaluate the pack (plus ``extra`` modules/data) for ``inv``; any engine failure raises PolicyError."""
-    pack = load_pack(extra)
-    doc = build_input(inv, state, today)
-    return PolicyDecision.from_decision((engine or EmbeddedEngine()).evaluate(pack, doc))
+    return evaluate_input(build_input(inv, state, today), extra, engine)
+
+
+def evaluate_input(doc: dict[str, Any], extra: Path | None, engine: PolicyEngine | None) -> PolicyDecision:
+    """Evaluate the pack (plus ``extra``) on an input document already built (the audit keeps it)."""
+    return PolicyDecision.from_decision((engine or EmbeddedEngine()).evaluate(load_pack(extra), doc))
+
+
+def evaluate_bundle(bundle: Path, doc: dict[str, Any]) -> PolicyDecision:
+    """Re-evaluate a recorded input document with the pack an OPA bundle holds: offline, embedded engine."""
+    return PolicyDecision.from_decision(EmbeddedEngine().evaluate(read_bundle(bundle), doc))
 
 
 def policy_pack_digest(extra: Path | None) -> str:

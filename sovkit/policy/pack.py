@@ -143,6 +143,38 @@ def bundle_bytes(pack: PolicyPack) -> bytes:
     return out.getvalue()
 
 
+def read_bundle(path: Path) -> PolicyPack:
+    """The pack a bundle from :func:`bundle_bytes` holds: same modules and data, so the same digest.
+
+    Read in memory (nothing is extracted); any member other than .manifest,
+    data.json and .rego modules is refused, so what is evaluated is exactly the bundle.
+    """
+    modules: dict[str, str] = {}
+    data: Any = {}
+    manifest: Any = {}
+    try:
+        with tarfile.open(path, "r:gz") as tar:
+            for member in tar:
+                reader = tar.extractfile(member) if member.isfile() else None
+                if reader is None or not (member.name in (".manifest", "data.json") or member.name.endswith(".rego")):
+                    raise PolicyError(f"policy bundle {path}: unexpected member {member.name!r}",
+                                      "a sovkit bundle holds only .manifest, data.json and .rego modules")
+                raw = reader.read()
+                if member.name == ".manifest":
+                    manifest = json.loads(raw)
+                elif member.name == "data.json":
+                    data = json.loads(raw)
+                else:
+                    modules[member.name.removeprefix("sovkit/")] = raw.decode("utf-8")
+    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, ValueError) as exc:
+        raise PolicyError(f"cannot read policy bundle {path}: {exc}", "the bundle is damaged or not a sovkit "
+                                                                      "policy bundle") from exc
+    if not isinstance(data, dict) or not isinstance(manifest, dict) or not modules:
+        raise PolicyError(f"policy bundle {path} is not a sovkit policy bundle",
+                          "it needs modules, a data.json object and a .manifest object")
+    return PolicyPack(modules=modules, data=data, manifest=manifest)
+
+
 def write_bundle(pack: PolicyPack, path: Path) -> str:
     """Write the bundle to ``path``; returns the pack digest it carries."""
     try:
