@@ -3,6 +3,8 @@ records what it was handed, and the fakes drive sovkit's real apply bookkeeping 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ from sovkit.fakes import MemoryStateStore, ScriptedExecutor, failed, observed, o
 from sovkit.provision.apply import run_recording
 from sovkit.provision.executor import ExecEvent, HostTarget
 from sovkit.state.models import State
+from tests.conftest import ROOT
 
 FW = {"sovkit_record": {"component": "firmware", "name": "rebellions-atom-max", "version": "1.2.0",
                         "image_sha256": "ab" * 32, "devices": {"0": "1.2.0", "1": "1.2.0"}}}
@@ -81,3 +84,11 @@ def test_fakes_drive_the_real_apply_bookkeeping(tmp_path: Path) -> None:
     assert state.hosts["n1"].last_apply == run_id == fake.last.run_id
     assert "n2" not in state.hosts and hosts["n2"].error == "device refused the image"
     assert hosts["n1"].changed == 1 and records == {"n1": [FW["sovkit_record"]]}
+
+
+def test_importing_the_fakes_pulls_in_no_heavy_dependency() -> None:
+    """Code using the fakes must run where Ansible, regopy and the CLI are not installed."""
+    probe = ("import sys, sovkit.fakes; "
+             "print(sorted(m for m in ('ansible_runner', 'regopy', 'rich', 'typer') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "[]"
