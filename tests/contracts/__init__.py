@@ -1,0 +1,1 @@
+"""Contract tests: every adapter of a port (real or fake) must pass the same behaviours."""
