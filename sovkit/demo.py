@@ -11,6 +11,7 @@ import importlib.util
 import os
 import shutil
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, write_keypair
@@ -61,3 +62,49 @@ def prepare_demo(workdir: Path, fresh: bool = False) -> Path:
         passphrase = os.environ.get(PASSPHRASE_ENV)
         write_keypair(LocalSigner.generate(), key, passphrase.encode() if passphrase else None)
     return site
+
+
+@dataclass(frozen=True)
+class DemoCommand:
+    """One step of the demo: a title and the sovkit command line it runs."""
+
+    name: str
+    argv: list[str]
+
+
+@dataclass(frozen=True)
+class DemoStep:
+    """How one step went (``sovkit demo --json`` lists these)."""
+
+    name: str
+    command: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class DemoReport:
+    """The demo run: its site, each step that ran, and where the evidence is."""
+
+    workdir: str
+    ok: bool = True
+    steps: list[DemoStep] = field(default_factory=list)
+    audit_pack: str = ""
+
+
+def demo_commands(workdir: Path, site: Path) -> list[DemoCommand]:
+    """validate → check → plan → apply → plan → attest verify → audit → verify, as sovkit command lines."""
+    key = workdir / ".sovkit" / "keys" / "operator.key"
+    plan_file = workdir / "demo.plan.json"
+    pack = workdir / "audit-pack"
+    return [
+        DemoCommand("validate the inventory", ["validate", str(site)]),
+        DemoCommand("evaluate the policy pack", ["check", str(site)]),
+        DemoCommand("plan, and save the signed plan", ["plan", str(site), "-o", str(plan_file)]),
+        DemoCommand("apply the saved plan through Ansible", ["apply", str(plan_file)]),
+        DemoCommand("plan again: nothing left to do", ["plan", str(site), "--detailed-exitcode"]),
+        DemoCommand("verify the signed attestations offline", ["attest", "verify", str(site), "--key", f"{key}.pub"]),
+        DemoCommand("write the regulator's audit pack", ["audit", str(site), "-o", str(pack)]),
+        DemoCommand("verify the audit pack offline, as a regulator would", ["verify", str(pack), "--key",
+                                                                            f"{key}.pub"]),
+    ]

@@ -27,8 +27,16 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
     kinds = [e.predicate.get("operation") for e in read_log(work / ".sovkit" / "attestations")]
     assert kinds.count("apply") == 2 and "check" in kinds and "plan" in kinds
 
-    second = run_cli("demo", "--workdir", work, timeout=1500)
+    # the second run in JSON mode: stdout is one document summarising the steps, the progress goes to stderr
+    second = run_cli("demo", "--workdir", work, "--json", timeout=1500)
     assert second.code == 0, second.text
-    assert "No changes" in second.out and "apply the saved plan" in second.out
+    summary = json.loads(second.out)
+    assert summary["ok"] is True and summary["workdir"] == str(work.resolve())
+    assert summary["audit_pack"] == str(work.resolve() / "audit-pack")
+    assert len(summary["steps"]) == 8 and all(s["ok"] and s["detail"] == "exit 0" for s in summary["steps"])
+    assert all(set(s) == {"name", "command", "ok", "detail"} for s in summary["steps"])
+    assert summary["steps"][3]["name"] == "apply the saved plan through Ansible"
+    assert summary["steps"][0]["command"].startswith("sovkit validate ")
+    assert "No changes" in second.err and "apply the saved plan" in second.err
     again = json.loads((work / ".sovkit" / "state.json").read_text())
     assert again["hosts"] == state["hosts"], "a converged site must not be re-installed"

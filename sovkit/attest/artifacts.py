@@ -65,6 +65,14 @@ def verify_artifact_signature(
     ``claim`` is None only for a standalone check of files with no inventory label (``verify_model``
     on a bare directory); every inventory artifact passes its kind, name and version.
     """
+    opened = open_artifact_signature(signature_file, key, signer_name)
+    if isinstance(opened, SignatureCheck):
+        return opened
+    return check_signed_statement(opened, expected, key, signer_name, claim)
+
+
+def open_artifact_signature(signature_file: Path, key: PublicKey, signer_name: str) -> Statement | SignatureCheck:
+    """The statement ``key`` signed in ``signature_file`` (read once), or the failed check saying why."""
     try:
         envelope = dsse.Envelope.from_json(signature_file.read_bytes(), str(signature_file))
         payload = dsse.verify(envelope, [key])
@@ -77,7 +85,18 @@ def verify_artifact_signature(
         return SignatureCheck(False, key.keyid, signer_name, "signed payload is not an in-toto statement")
     if statement.predicate_type != ARTIFACT_SIGNATURE_PREDICATE:
         return SignatureCheck(False, key.keyid, signer_name, f"unexpected predicate {statement.predicate_type}")
-    signed = {s.name: s.digest.get("sha256") for s in statement.subject}
+    return statement
+
+
+def signed_digests(statement: Statement) -> dict[str, str | None]:
+    """``{subject name: sha256}`` as the statement signs them."""
+    return {s.name: s.digest.get("sha256") for s in statement.subject}
+
+
+def check_signed_statement(statement: Statement, expected: dict[str, str], key: PublicKey, signer_name: str,
+                           claim: Claim | None) -> SignatureCheck:
+    """A verified statement against the pinned ``{path: sha256}`` and the inventory's ``claim``."""
+    signed = signed_digests(statement)
     for path, digest in expected.items():
         if signed.get(path) != digest:
             return SignatureCheck(False, key.keyid, signer_name, f"{path}: signed digest differs from the pinned one")

@@ -207,3 +207,36 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 def load_public_keys(paths: list[Path]) -> list[PublicKey]:
     return [PublicKey.load(p) for p in paths]
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """A public key as ``sovkit keys id`` reports it (the id verifiers look the key up by)."""
+
+    path: str
+    keyid: str
+    keytype: str
+    scheme: str
+
+
+def key_info(path: Path) -> KeyInfo:
+    key = PublicKey.load(path)
+    return KeyInfo(str(path), key.keyid, key.keytype, key.scheme)
+
+
+@dataclass(frozen=True)
+class GeneratedKey:
+    """What ``sovkit keys generate`` wrote: the private and public key files and the key id."""
+
+    private_key: str
+    public_key: str
+    keyid: str
+    algorithm: Algorithm
+    encrypted: bool
+
+
+def generate_key(private_path: Path, algorithm: Algorithm, passphrase: bytes | None) -> GeneratedKey:
+    """Generate a key pair and write it with :func:`write_keypair` (never overwrites)."""
+    signer = LocalSigner.generate(algorithm)
+    public = write_keypair(signer, private_path, passphrase)
+    return GeneratedKey(str(private_path), str(public), signer.keyid, algorithm, passphrase is not None)

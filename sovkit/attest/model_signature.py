@@ -25,11 +25,18 @@ import json
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from sovkit.attest.artifacts import Claim, verify_artifact_signature
+from sovkit.attest.artifacts import (
+    Claim,
+    check_signed_statement,
+    open_artifact_signature,
+    signed_digests,
+    verify_artifact_signature,
+)
 from sovkit.attest.keys import PublicKey
+from sovkit.attest.statement import Statement
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
 
@@ -163,8 +170,11 @@ def verify_model(
     """Verify a model directory (or its files) against a publisher signature in either format.
 
     ``pinned`` maps file name -> sha256 as the inventory pins them: names relative to the model
-    directory for ``model-signing``, store paths for ``dsse``. ``store_root`` names files
-    relative to the artifact store when ``pinned`` is not given (dsse). ``claim`` is the
+    directory for ``model-signing``, store paths for ``dsse``. Without ``pinned`` (a bare directory
+    check) a ``dsse`` signature's subjects are matched to the directory's files by their path relative
+    to the model directory (``store_root`` says where the directory sits in the store; otherwise the
+    signed names' common directory is found): every signed file must be there with its digest, and
+    a file that is not signed is refused too. ``claim`` is the
     inventory's kind/name/version, which a dsse signature must name exactly (None: a bare
     directory check, files only). Never raises for a bad signature or key: the result says why.
     """
@@ -188,15 +198,79 @@ def verify_model(
     if fmt == "model-signing":
         return _verify_model_signing(root, files, signature_path, public_key_path, key, document, pinned, signer)
     if fmt == "dsse":
+        if pinned is None:
+            return _verify_dsse_directory(root, files, signature_path, key, store_root, signer, claim)
         base = store_root or root
         actual = {f.resolve().relative_to(base.resolve()).as_posix(): sha256_file(f) for f in files}
-        expected = pinned if pinned is not None else actual
-        for name, digest in sorted(expected.items()):
+        for name, digest in sorted(pinned.items()):
             if name in actual and actual[name] != digest:
                 return ModelSignatureCheck(False, "dsse", key.keyid, f"{name}: file digest differs from the signed "
                                                                       "one", signer)
-        check = verify_artifact_signature(signature_path, expected, key, signer, claim)
+        check = verify_artifact_signature(signature_path, pinned, key, signer, claim)
         return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
-                                   expected if check.verified else {})
+                                   pinned if check.verified else {})
     return ModelSignatureCheck(False, None, key.keyid, f"{signature_path.name} is neither an OpenSSF Model Signing "
                                                        "bundle nor a sovkit DSSE signature", signer)
+
+
+def _signed_prefix(signed: Sequence[str], present: set[str]) -> str:
+    """The store directory the signed subjects share with the model directory, as ``"a/b/"`` (or ``""``).
+
+    A publisher signs store paths (``models/m/1.0/config.json``); a bare directory names its files
+    relative to itself (``config.json``). Of the signed names' directories, the one under which most
+    subjects are files of the directory wins; with no file in common, the subjects' common directory.
+    """
+    candidates = {""}
+    for name in signed:
+        for parent in PurePosixPath(name).parents:
+            if parent.as_posix() != ".":
+                candidates.add(parent.as_posix() + "/")
+
+    def score(prefix: str) -> tuple[int, int]:
+        return sum(1 for n in signed if n.startswith(prefix) and n[len(prefix):] in present), len(prefix)
+
+    best = max(sorted(candidates), key=score)
+    if score(best)[0] > 0 or not signed:
+        return best
+    common = common_dir([Path(n) for n in signed]).as_posix()
+    return "" if common in ("", ".") else common + "/"
+
+
+def _verify_dsse_directory(root: Path, files: list[Path], signature_path: Path, key: PublicKey,
+                           store_root: Path | None, signer: str, claim: Claim | None) -> ModelSignatureCheck:
+    """A directory against a sovkit signature with nothing pinned: the signed files, all of them, exactly.
+
+    Signed subjects map to the directory's files by their path relative to the model directory, so
+    every signed file must be there with the signed digest, and a file the publisher did not sign is
+    reported too (it would be installed unverified).
+    """
+    opened = open_artifact_signature(signature_path, key, signer)
+    if not isinstance(opened, Statement):
+        return ModelSignatureCheck(False, "dsse", opened.keyid, opened.reason, signer)
+    signed = signed_digests(opened)
+    actual = {f.resolve().relative_to(root.resolve()).as_posix(): f for f in files}
+    if store_root is not None and root.resolve().is_relative_to(store_root.resolve()):
+        where = root.resolve().relative_to(store_root.resolve()).as_posix()
+        prefix = "" if where == "." else where + "/"
+    else:
+        prefix = _signed_prefix(sorted(signed), set(actual))
+    problems: list[str] = []
+    outside = sorted(n for n in signed if not n.startswith(prefix))
+    if outside:
+        problems.append(f"signed outside {prefix or 'the directory'}: {', '.join(outside)}")
+    by_rel = {n[len(prefix):]: n for n in signed if n.startswith(prefix)}
+    missing = sorted(r for r in by_rel if r not in actual)
+    if missing:
+        problems.append(f"signed but missing from {root}: {', '.join(missing)}")
+    changed = sorted(r for r in by_rel if r in actual and sha256_file(actual[r]) != signed[by_rel[r]])
+    if changed:
+        problems.append(f"file digest differs from the signed one: {', '.join(changed)}")
+    unsigned = sorted(r for r in actual if r not in by_rel)
+    if unsigned:
+        problems.append(f"not signed: {', '.join(unsigned)}")
+    if problems:
+        return ModelSignatureCheck(False, "dsse", key.keyid, "; ".join(problems), signer)
+    expected = {n: str(signed[n]) for n in by_rel.values()}
+    check = check_signed_statement(opened, expected, key, signer, claim)
+    return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
+                               expected if check.verified else {})

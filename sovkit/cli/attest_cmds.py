@@ -12,9 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.attest.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, LocalSigner, PublicKey, write_keypair
+from sovkit.attest.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, PublicKey, generate_key, key_info
 from sovkit.attest.log import STEP_TITLES, read_log
-from sovkit.cli.output import console, emit_json
+from sovkit.cli.options import JsonOpt
+from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.errors import SigningKeyError, VerificationError
 
 keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
@@ -43,7 +44,7 @@ def generate(
     algorithm: Annotated[str, typer.Option("--algorithm", help=f"One of {', '.join(ALGORITHMS)}.")] = "ed25519",
     no_passphrase: Annotated[bool, typer.Option("--insecure-no-passphrase",
                                                 help="Write the private key unencrypted (test rigs only).")] = False,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """Generate a signing key (Ed25519 by default): the private PEM encrypted with a passphrase, mode 0600."""
     if algorithm not in ALGORITHMS:
@@ -53,21 +54,26 @@ def generate(
         if p.exists():
             raise SigningKeyError(f"{p} already exists", "choose another name or move the old key away")
     passphrase = _passphrase(no_passphrase)
-    signer = LocalSigner.generate(alg)
-    public = write_keypair(signer, out, passphrase)
+    made = generate_key(out, alg, passphrase)
     if json_out:
-        emit_json({"private_key": str(out), "public_key": str(public), "keyid": signer.keyid,
-                   "algorithm": algorithm, "encrypted": passphrase is not None})
+        emit_result(made)
         return
-    console.print(f"Wrote {escape(str(out))} (0600, {'encrypted' if passphrase else '[red]unencrypted[/]'}) and "
-                  f"{escape(str(public))}")
-    console.print(f"keyid {signer.keyid}")
+    console.print(f"Wrote {escape(made.private_key)} (0600, {'encrypted' if made.encrypted else '[red]unencrypted[/]'})"
+                  f" and {escape(made.public_key)}")
+    console.print(f"keyid {made.keyid}")
 
 
 @keys_app.command("id")
-def key_id(pub: Annotated[Path, typer.Argument(help="A public key PEM (.pub).", show_default=False)]) -> None:
+def key_id(
+    pub: Annotated[Path, typer.Argument(help="A public key PEM (.pub).", show_default=False)],
+    json_out: JsonOpt = False,
+) -> None:
     """Print the key id (sha256 of the key as securesystemslib computes it)."""
-    console.print(PublicKey.load(pub).keyid)
+    info = key_info(pub)
+    if json_out:
+        emit_result(info)
+        return
+    console.print(info.keyid)
 
 
 @attest_app.command("verify")
@@ -76,7 +82,7 @@ def verify(
     key: Annotated[list[Path] | None, typer.Option("--key", help="Trusted public key (repeatable).")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory when PATH is an "
                                                                        "inventory.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    json_out: JsonOpt = False,
 ) -> int:
     """Verify the attestation log offline in named steps; exit 1 naming the first step that fails."""
     if not key:
@@ -113,7 +119,7 @@ def show_log(
     path: Annotated[Path, typer.Argument(help="Attestation log directory, state directory, or inventory.")] = Path(),
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory when PATH is an "
                                                                        "inventory.")] = None,
-    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")] = False,
+    json_out: JsonOpt = False,
 ) -> None:
     """List the log's entries (unverified: use `attest verify` for that)."""
     target = api.attestation_target(path, state_dir)

@@ -23,7 +23,7 @@ from sovkit.bundle import api
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
 from sovkit.cli.options import JsonOpt
-from sovkit.cli.output import console, emit_json, err_console
+from sovkit.cli.output import console, emit_json, emit_result, err_console
 from sovkit.errors import SigningKeyError
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
@@ -165,11 +165,15 @@ def split(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
     out: Annotated[Path, typer.Option("-o", "--out", help="New directory for the parts.")],
     size: Annotated[str, typer.Option("--size", help="Part size, e.g. 4G.")],
+    json_out: JsonOpt = False,
 ) -> None:
     """Cut a bundle into fixed-size parts for removable media."""
     part_size = parse_size(size)
-    with _Bar(True) as bar:
+    with _Bar(not json_out) as bar:
         report = api.split(bundle, out, part_size, bar)
+    if json_out:
+        emit_result(report)
+        return
     console.print(f"[green]✓[/] {len(report.index.parts)} part(s) in {escape(str(out))}")
 
 
@@ -184,7 +188,7 @@ def join(
     with _Bar(not json_out) as bar:
         report = api.join(parts, out, bar)
     if json_out:
-        emit_json({"out": str(out), "written": report.written, "reused": report.reused})
+        emit_result(report)
         return
     console.print(f"[green]✓[/] joined into {escape(str(out))}: {report.written} file(s) written, "
                   f"{report.reused} verified earlier; now run `sovkit bundle verify`")

@@ -2,49 +2,54 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from sovkit.cli.output import console
-from sovkit.demo import prepare_demo
+from sovkit.cli.options import JsonOpt
+from sovkit.cli.output import console, emit_result
+from sovkit.demo import DemoReport, DemoStep, demo_commands, prepare_demo
 from sovkit.errors import SovkitError
 
 
 def demo(
     workdir: Annotated[Path, typer.Option("--workdir", help="Where the demo site lives.")] = Path("sovkit-demo"),
     fresh: Annotated[bool, typer.Option("--fresh", help="Start over: delete the workdir first.")] = False,
+    json_out: JsonOpt = False,
 ) -> int:
     """Run validate → check → plan → apply → plan → attest verify → audit → verify on the demo site."""
     from sovkit.cli.main import main  # the same entry point a shell would use
 
     workdir = workdir.resolve()
     site = prepare_demo(workdir, fresh=fresh)
-    key = workdir / ".sovkit" / "keys" / "operator.key"
-    os.environ["SOVKIT_SIGNING_KEY"] = str(key)
-    plan_file = workdir / "demo.plan.json"
+    os.environ["SOVKIT_SIGNING_KEY"] = str(workdir / ".sovkit" / "keys" / "operator.key")
     pack = workdir / "audit-pack"
     if pack.exists():  # the demo's own output from an earlier run; `sovkit audit` refuses to overwrite
         shutil.rmtree(pack)
-    steps: list[tuple[str, list[str], int]] = [
-        ("validate the inventory", ["validate", str(site)], 0),
-        ("evaluate the policy pack", ["check", str(site)], 0),
-        ("plan, and save the signed plan", ["plan", str(site), "-o", str(plan_file)], 0),
-        ("apply the saved plan through Ansible", ["apply", str(plan_file)], 0),
-        ("plan again: nothing left to do", ["plan", str(site), "--detailed-exitcode"], 0),
-        ("verify the signed attestations offline", ["attest", "verify", str(site), "--key", f"{key}.pub"], 0),
-        ("write the regulator's audit pack", ["audit", str(site), "-o", str(pack)], 0),
-        ("verify the audit pack offline, as a regulator would", ["verify", str(pack), "--key", f"{key}.pub"], 0),
-    ]
-    for number, (title, argv, expected) in enumerate(steps, 1):
-        console.rule(f"[bold]{number}/{len(steps)}  {title}[/]  [dim]sovkit {' '.join(argv[:1])}[/]")
-        code = main(argv)
-        if code != expected:
-            raise SovkitError(f"demo step {number} (sovkit {' '.join(argv)}) exited {code}, expected {expected}",
+    report = DemoReport(str(workdir), audit_pack=str(pack))
+    commands = demo_commands(workdir, site)
+    for number, step in enumerate(commands, 1):
+        command = "sovkit " + " ".join(step.argv)
+        # in JSON mode every step's own output (tables, progress) goes to stderr: stdout is the summary only
+        with contextlib.redirect_stdout(sys.stderr) if json_out else contextlib.nullcontext():
+            console.rule(f"[bold]{number}/{len(commands)}  {step.name}[/]  [dim]sovkit {step.argv[0]}[/]")
+            code = main(step.argv)
+        ok = code == 0
+        report.steps.append(DemoStep(step.name, command, ok, f"exit {code}" + ("" if ok else ", expected 0")))
+        if not ok:
+            report.ok = False
+            if json_out:
+                emit_result(report)
+            raise SovkitError(f"demo step {number} ({command}) exited {code}, expected 0",
                               f"inspect {workdir}; rerun with --fresh to start over")
+    if json_out:
+        emit_result(report)
+        return 0
     console.rule("[bold green]demo complete[/]")
     console.print(f"Demo site in {workdir}: hosts under {workdir / 'hosts'}, state in {workdir / '.sovkit'}, "
                   f"audit report in {pack / 'report.html'}.")

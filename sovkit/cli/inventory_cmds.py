@@ -12,7 +12,7 @@ from rich.table import Table
 
 from sovkit import api
 from sovkit.catalog import load_catalog
-from sovkit.cli.options import InvArg, JsonOpt
+from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.errors import InventoryError
 from sovkit.inventory.capacity import host_power
@@ -43,8 +43,7 @@ def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     console.print(f"  digest sha256:{loaded.digest}")
 
 
-def schema(json_out: Annotated[bool, typer.Option("--json", help="Accepted for symmetry; the schema is JSON.")]
-           = False) -> None:
+def schema(json_out: JsonAlwaysOpt = False) -> None:
     """Print the JSON Schema of the inventory (for editors and CI)."""
     emit_json(api.inventory_schema())
 

@@ -9,6 +9,7 @@ import typer
 
 InvArg = Annotated[Path, typer.Argument(help="Inventory file or directory.", show_default=False)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON output.")]
+JsonAlwaysOpt = Annotated[bool, typer.Option("--json", help="Accepted for symmetry; the output is always JSON.")]
 StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State directory (default: .sovkit/ beside "
                                                                        "the inventory).")]
 PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules (package sovkit.custom.*) "

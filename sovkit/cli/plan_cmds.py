@@ -12,7 +12,7 @@ from rich.markup import escape
 from sovkit import api
 from sovkit.attest.keys import PublicKey
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
-from sovkit.cli.output import console, emit_json, err_console
+from sovkit.cli.output import console, emit_json, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
 from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
@@ -209,10 +209,14 @@ def force_unlock(
     lock_id: Annotated[str, typer.Argument(help="The lock id printed by the locked run.")],
     inventory: InvArg,
     state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Remove a state lock left behind by a crashed or killed run."""
     ws = api.Workspace.open(inventory, state_dir)
     held = api.force_unlock(ws, lock_id)
+    if json_out:  # the lock that was removed
+        emit_result(held)
+        return
     console.print(f"Unlocked state (lock {held.id}: {held.operation} by {held.owner}, pid {held.pid}).")
 
 

@@ -15,11 +15,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
-from sovkit.cli.output import console, emit_json
+from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.cli.signing import KeyOpt, attest_decision
 from sovkit.errors import PolicyDenied, PolicyError
-from sovkit.policy.api import PolicyDecision, write_policy_bundle
+from sovkit.policy.api import PolicyDecision, export_policy_bundle
 from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import input_schema
 from sovkit.policy.opa import OpaServerEngine
@@ -107,8 +107,7 @@ def test(
     results = run_tests(directory)
     failed = [r for r in results if not r.passed]
     if json_out:
-        emit_json([{"file": r.file, "package": r.package, "test": r.name, "passed": r.passed, "error": r.error}
-                   for r in results])
+        emit_result(results)
     else:
         for r in results:
             mark = "[green]PASS[/]" if r.passed else "[red]FAIL[/]"
@@ -123,13 +122,13 @@ def test(
 
 
 @policy_app.command("input")
-def input_(inventory: InvArg, state_dir: StateDirOpt = None) -> None:
+def input_(inventory: InvArg, state_dir: StateDirOpt = None, json_out: JsonAlwaysOpt = False) -> None:
     """Print the exact policy input document (evaluate it with any Rego tool: opa eval -i …)."""
     emit_json(api.policy_input(api.Workspace.open(inventory, state_dir)))
 
 
 @policy_app.command("schema")
-def schema() -> None:
+def schema(json_out: JsonAlwaysOpt = False) -> None:
     """Print the JSON Schema of the policy input document."""
     emit_json(input_schema())
 
@@ -138,11 +137,15 @@ def schema() -> None:
 def bundle(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the bundle (.tar.gz).")],
     policies: PoliciesOpt = None,
+    json_out: JsonOpt = False,
 ) -> None:
     """Write the pack as an OPA bundle (.manifest with revision and roots, data.json, modules)."""
-    digest = write_policy_bundle(out, policies)
-    console.print(f"Wrote OPA bundle {escape(str(out))} (pack digest {digest}). Load it with "
-                  f"`opa run --server --bundle {escape(str(out))}`.")
+    written = export_policy_bundle(out, policies)
+    if json_out:
+        emit_result(written)
+        return
+    console.print(f"Wrote OPA bundle {escape(written.path)} (pack digest {written.pack_digest}). Load it with "
+                  f"`opa run --server --bundle {escape(written.path)}`.")
 
 
 def register(app: typer.Typer) -> None:

@@ -14,8 +14,8 @@ from sovkit.policy.input import build_input
 from sovkit.policy.pack import load_pack, read_bundle, write_bundle
 from sovkit.state.models import State
 
-__all__ = ["PolicyDecision", "PolicyEngine", "evaluate_bundle", "evaluate_input", "evaluate_policy",
-           "policy_pack_digest", "write_policy_bundle"]
+__all__ = ["PolicyBundleFile", "PolicyDecision", "PolicyEngine", "evaluate_bundle", "evaluate_input",
+           "evaluate_policy", "export_policy_bundle", "policy_pack_digest", "write_policy_bundle"]
 
 
 @dataclass
@@ -67,3 +67,15 @@ def policy_pack_digest(extra: Path | None) -> str:
 def write_policy_bundle(path: Path, extra: Path | None = None) -> str:
     """Write the pack (plus ``extra``) as an OPA bundle tar.gz; returns the pack digest."""
     return write_bundle(load_pack(extra), path)
+
+
+@dataclass(frozen=True)
+class PolicyBundleFile:
+    """An OPA bundle written by ``sovkit policy bundle``: where, and the digest of the pack it holds."""
+
+    path: str
+    pack_digest: str
+
+
+def export_policy_bundle(path: Path, extra: Path | None = None) -> PolicyBundleFile:
+    return PolicyBundleFile(str(path), write_policy_bundle(path, extra))
