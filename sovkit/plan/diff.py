@@ -41,7 +41,9 @@ def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], in
         stale = sorted(d for d, dev in rec.devices.items() if dev.firmware != fw.version)
         before = {"version": rec.version, "image_sha256": rec.image_sha256, "devices": len(rec.devices)}
         if rec.version != fw.version or stale or len(rec.devices) != fw.count:
-            if rec.version != fw.version:
+            if rec.version == UNTRUSTED:
+                reason = f"the devices reported untrusted values (refused); flash {fw.version}"
+            elif rec.version != fw.version:
                 direction = "DOWNGRADE" if _version_key(fw.version) < _version_key(rec.version) else "upgrade"
                 reason = f"{direction} {rec.version} → {fw.version}"
             elif len(rec.devices) != fw.count:

@@ -41,12 +41,27 @@ class _UnsafeDumper(yaml.SafeDumper):
 
 
 _UnsafeDumper.add_representer(_Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v)))
+_RESOLVER = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _leaf(value: str, where: str) -> str:
+    """``!unsafe`` for a string that could be text; a plain quoted string for one that reads as a number,
+    boolean, null or date (ansible-core 2.19 resolves an ``!unsafe`` scalar's type as if it were unquoted, so
+    ``!unsafe '1.10'`` would arrive as the float 1.1). Such a string has no ``{``, ``%`` or ``#``, so it
+    cannot be a template; that is checked, not assumed."""
+    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+        return _Unsafe(value)
+    if any(c in value for c in "{%#"):
+        raise ProvisionError(f"variable {where} = {identifiers.describe(value)} cannot be passed safely",
+                             "this is a sovkit bug: report it")
+    return value
 
 
 def _mark(value: Any, where: str) -> Any:
     """Tag every string leaf unsafe; mapping keys must be plain variable names (keys cannot be tagged)."""
     if isinstance(value, str):
-        return _Unsafe(value)
+        return _leaf(value, where)
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
