@@ -50,7 +50,7 @@ def _leaf(value: str, where: str) -> str:
     boolean, null or date (ansible-core 2.19 resolves an ``!unsafe`` scalar's type as if it were unquoted, so
     ``!unsafe '1.10'`` would arrive as the float 1.1). Such a string has no ``{``, ``%`` or ``#``, so it
     cannot be a template; that is checked, not assumed."""
-    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:
+    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:  # type: ignore[no-untyped-call]
         return _Unsafe(value)
     if any(c in value for c in "{%#"):
         raise ProvisionError(f"variable {where} = {identifiers.describe(value)} cannot be passed safely",
