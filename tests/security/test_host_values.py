@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -38,6 +39,7 @@ def test_host_reported_link_target_is_refused_and_never_reaches_ansible(tmp_path
     assert run_cli("apply", site.path, "--auto-approve").code == 0
     model_dir = site.host_root("npu-node-2") / "opt/sovkit/models/demo-ko-chat"
     hostile = f"{model_dir}{PAYLOAD}/1.0"  # the removal path is the link target's parent: the payload is in it
+    shutil.copytree(model_dir / "1.0", hostile)  # the same files: digests match, only the path is hostile
     current = model_dir / "current"
     current.unlink()
     os.symlink(hostile, current)
@@ -61,6 +63,7 @@ def test_host_reported_link_target_is_refused_and_never_reaches_ansible(tmp_path
     assert _markers(tmp_path) == [], "the host's link target was rendered on the controller"
     assert applied.code == 0, applied.text
     assert not model_dir.exists()
+    assert Path(hostile).is_dir(), "only sovkit's own model directory is removed, not the link's target"
 
 
 def test_tampered_state_path_is_refused_before_ansible(tmp_path: Path) -> None:
