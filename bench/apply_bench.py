@@ -127,7 +127,7 @@ def bench_apply(args: argparse.Namespace, work: Path) -> None:
                 sys.exit(f"sovkit apply failed, see {tmp / 'apply.log'}")
             run_dir = max((site.root / ".sovkit" / "runs").glob("apply-*"), key=lambda p: p.stat().st_mtime)
             reset_hosts(site)
-            replay = timed(["ansible-playbook", "-i", str(run_dir / "inventory" / "hosts.json"),
+            replay = timed(["ansible-playbook", "-i", str(run_dir / "inventory" / "hosts.yml"),
                             str(run_dir / "project" / "apply.yml"), "--forks", "10"],
                            replay_env(run_dir, fresh_control_dir(work)), tmp / "replay.log")
             if replay.rc != 0:

@@ -30,7 +30,7 @@ from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent, Executor
 from sovkit.provision.hostvars import rollback_target
-from sovkit.provision.observe import observe
+from sovkit.provision.observe import observe, with_findings
 from sovkit.provision.preflight import Preflight
 from sovkit.state.models import HostRecord, LockInfo, State, now
 from sovkit.state.store import LocalStateStore
@@ -128,7 +128,8 @@ def make_plan(
         obs = observe(ws.inventory, desired, state.hosts, executor or AnsibleRunnerExecutor(), ws.runs, on_event)
         unreachable = obs.unreachable
         observed = {**state.hosts, **obs.hosts}
-        drift = recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts)
+        drift = with_findings(recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts),
+                              obs.untrusted)
     plan = diff(ws.inventory.site.metadata.name, desired, observed)
     return PlanResult(plan, decision, _bindings(ws, state, desired, plan, extra_policies), drift, unreachable)
 
@@ -234,7 +235,8 @@ def refresh_state(ws: Workspace, executor: Executor | None = None,
         state = ws.store.read()
         desired = desired_site(ws.inventory)
         obs = observe(ws.inventory, desired, state.hosts, executor or AnsibleRunnerExecutor(), ws.runs, on_event)
-        drift = recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts)
+        drift = with_findings(recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts),
+                              obs.untrusted)
         state.hosts.update(obs.hosts)
         state.site = ws.inventory.site.metadata.name
         new = ws.store.write(state)

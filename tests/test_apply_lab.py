@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from sovkit.simulator import read_devices
 from sovkit.state.models import State
@@ -90,7 +91,10 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     assert "12 component(s) recorded across 3 host(s)" in applied.out
     logins = _accepted_logins(lab)
     assert all(logins[h] > logins_before[h] for h in HOSTS), (logins_before, logins)  # each host's own sshd
-    inventory = json.loads(next((site.root / ".sovkit" / "runs").glob("apply-*/inventory/hosts.json")).read_text())
+    loader = type("UnsafeLoader", (yaml.SafeLoader,), {})
+    loader.add_constructor("!unsafe", lambda ld, node: ld.construct_scalar(node))
+    inventory = yaml.load(next((site.root / ".sovkit" / "runs").glob("apply-*/inventory/hosts.yml")).read_text(),
+                          Loader=loader)
     for h in lab.hosts:
         conn = inventory["all"]["hosts"][h.name]
         assert (conn["ansible_host"], conn.get("ansible_connection", "ssh")) == (h.address, "ssh")

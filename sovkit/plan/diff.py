@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import posixpath
+
+from sovkit.identifiers import UNTRUSTED
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import COMPONENT_ORDER, Change, Plan
 from sovkit.state.models import HostRecord
@@ -12,6 +15,16 @@ def _version_key(v: str) -> tuple[tuple[int, str], ...]:
     for piece in v.replace("-", ".").split("."):
         parts.append((int(piece), "") if piece.isdigit() else (-1, piece))
     return tuple(parts)
+
+
+def _moved(recorded: str, wanted: str) -> str | None:
+    """A reason when a component recorded at one path is wanted at another (the host's ``root`` changed).
+
+    An empty recorded path (a state written before paths were recorded) is not a move.
+    """
+    if recorded and recorded.rstrip("/") != wanted.rstrip("/"):
+        return f"install path changes {recorded} → {wanted} (the old copy is left in place)"
+    return None
 
 
 def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], int]:
@@ -28,7 +41,9 @@ def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], in
         stale = sorted(d for d, dev in rec.devices.items() if dev.firmware != fw.version)
         before = {"version": rec.version, "image_sha256": rec.image_sha256, "devices": len(rec.devices)}
         if rec.version != fw.version or stale or len(rec.devices) != fw.count:
-            if rec.version != fw.version:
+            if rec.version == UNTRUSTED:
+                reason = f"the devices reported untrusted values (refused); flash {fw.version}"
+            elif rec.version != fw.version:
                 direction = "DOWNGRADE" if _version_key(fw.version) < _version_key(rec.version) else "upgrade"
                 reason = f"{direction} {rec.version} → {fw.version}"
             elif len(rec.devices) != fw.count:
@@ -45,12 +60,20 @@ def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], in
         if rrec is None:
             changes.append(Change(host=h, component="runtime", name=name, action="create", after=after,
                                   reason=f"install {rt.package} {rt.version}"))
-        elif rrec.version != rt.version or rrec.artifacts != after["artifacts"]:
+            continue
+        # the prefix ends in the version: only a same-version prefix that differs is a move
+        rt_moved = _moved(rrec.prefix, rt.prefix) if rrec.version == rt.version else None
+        if rrec.version != rt.version or rrec.artifacts != after["artifacts"] or rt_moved:
             why = (f"{rrec.version} → {rt.version}" if rrec.version != rt.version
-                   else "installed artifacts differ from the pinned ones")
+                   else "installed artifacts differ from the pinned ones" if rrec.artifacts != after["artifacts"]
+                   else str(rt_moved))
+            if rrec.version == UNTRUSTED:
+                why = f"the host reported an untrusted version (refused); reinstall {rt.version}"
+            before = {"version": rrec.version, "artifacts": rrec.artifacts}
+            if rt_moved:
+                before, after = {**before, "prefix": rrec.prefix}, {**after, "prefix": rt.prefix}
             changes.append(Change(host=h, component="runtime", name=name, action="update",
-                                  before={"version": rrec.version, "artifacts": rrec.artifacts}, after=after,
-                                  reason=why))
+                                  before=before, after=after, reason=why))
         else:
             same += 1
     for name, m in want.models.items():
@@ -60,10 +83,20 @@ def _host_changes(want: DesiredHost, have: HostRecord) -> tuple[list[Change], in
         if mrec is None:
             changes.append(Change(host=h, component="model", name=name, action="create", after=after,
                                   reason=f"install {name} {m.version} ({len(files)} files) and activate"))
+        elif mrec.version == UNTRUSTED:
+            changes.append(Change(host=h, component="model", name=name, action="update",
+                                  before={"version": mrec.version, "files": mrec.files}, after=after,
+                                  reason=f"the host reported an untrusted active version (refused); "
+                                         f"reinstall {m.version} and re-point current"))
         elif mrec.version != m.version:
             changes.append(Change(host=h, component="model", name=name, action="update",
                                   before={"version": mrec.version, "files": mrec.files}, after=after,
                                   reason=f"{mrec.version} → {m.version}; previous kept for rollback"))
+        elif mrec.path and _moved(posixpath.dirname(mrec.path), m.path):
+            changes.append(Change(host=h, component="model", name=name, action="update",
+                                  before={"version": mrec.version, "path": posixpath.dirname(mrec.path)},
+                                  after={**after, "path": m.path},
+                                  reason=str(_moved(posixpath.dirname(mrec.path), m.path))))
         elif mrec.files != files:
             bad = sorted(f for f in set(files) | set(mrec.files) if files.get(f) != mrec.files.get(f))
             changes.append(Change(host=h, component="model", name=name, action="update",

@@ -1,14 +1,19 @@
 """The ansible-runner executor — the only module that imports ``ansible_runner``.
 
 Each run gets a fresh private data directory: the generated inventory (YAML
-dumped from data, never templated text), per-host variable files, and the
-playbooks and roles copied from sovkit's templates. Runner events are mapped
-to :class:`ExecEvent` so callers never see Ansible's event format.
+dumped from data, never templated text), and the playbooks and roles copied
+from sovkit's templates. Runner events are mapped to :class:`ExecEvent` so
+callers never see Ansible's event format.
+
+Every string sovkit hands to Ansible is data, never a template: Ansible renders
+``{{ }}`` / ``{% %}`` in inventory variables (a ``lookup('pipe', …)`` there runs
+on the controller), so the inventory is written as YAML with every string leaf
+tagged ``!unsafe`` — see :func:`inventory_yaml`.
 """
 
 from __future__ import annotations
 
-import json
+import re
 import shutil
 import uuid
 from collections.abc import Callable
@@ -18,11 +23,78 @@ from typing import Any
 import ansible_runner
 import yaml
 
+from sovkit import identifiers
 from sovkit.errors import ProvisionError
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
 
 _TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
+_VAR_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class _Unsafe(str):
+    """A string Ansible must never render: dumped as ``!unsafe``."""
+
+
+class _UnsafeDumper(yaml.SafeDumper):
+    pass
+
+
+_UnsafeDumper.add_representer(_Unsafe, lambda d, v: d.represent_scalar("!unsafe", str(v)))
+_RESOLVER = yaml.resolver.Resolver()
+_STR_TAG = "tag:yaml.org,2002:str"
+
+
+def _leaf(value: str, where: str) -> str:
+    """``!unsafe`` for a string that could be text; a plain quoted string for one that reads as a number,
+    boolean, null or date (ansible-core 2.19 resolves an ``!unsafe`` scalar's type as if it were unquoted, so
+    ``!unsafe '1.10'`` would arrive as the float 1.1). Such a string has no ``{``, ``%`` or ``#``, so it
+    cannot be a template; that is checked, not assumed."""
+    if _RESOLVER.resolve(yaml.ScalarNode, value, (True, False)) == _STR_TAG:  # type: ignore[no-untyped-call]
+        return _Unsafe(value)
+    if any(c in value for c in "{%#"):
+        raise ProvisionError(f"variable {where} = {identifiers.describe(value)} cannot be passed safely",
+                             "this is a sovkit bug: report it")
+    return value
+
+
+def _mark(value: Any, where: str) -> Any:
+    """Tag every string leaf unsafe; mapping keys must be plain variable names (keys cannot be tagged)."""
+    if isinstance(value, str):
+        return _leaf(value, where)
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str) or not _VAR_KEY.match(k):
+                raise ProvisionError(f"variable key {identifiers.describe(k)} in {where} is not a plain name",
+                                     "this is a sovkit bug: report it")
+            out[k] = _mark(v, f"{where}.{k}")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_mark(v, where) for v in value]
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    raise ProvisionError(f"variable {where} has an unsupported type {type(value).__name__}",
+                         "this is a sovkit bug: report it")
+
+
+def inventory_yaml(targets: list[HostTarget]) -> str:
+    """The run's inventory: every host's connection vars and sovkit_* variables, every string ``!unsafe``.
+
+    Why ``!unsafe`` rather than files the roles read: the connection vars (``ansible_user``,
+    ``ansible_host``, ``ansible_python_interpreter``, ``ansible_ssh_common_args``, key file) must be
+    inventory variables anyway, and ``!unsafe`` is the one marking ansible-core honours for all of them,
+    through loops, ``argv``, ``environment`` and ``path`` alike, without changing a role (proven on 2.19 by
+    tests/security/test_injection.py). Module results (what a host reports) are not rendered either.
+    Host names are inventory keys and cannot be tagged: they must be plain identifiers.
+    """
+    hosts: dict[str, Any] = {}
+    for t in targets:
+        if not identifiers.matches(identifiers.NAME, t.name):
+            raise ProvisionError(f"host name {identifiers.describe(t.name)} is not a plain name",
+                                 "host names are lowercase letters, digits, '.', '_' and '-'")
+        hosts[t.name] = _mark({**t.connection_vars, **t.variables}, t.name)
+    return yaml.dump({"all": {"hosts": hosts}}, Dumper=_UnsafeDumper, sort_keys=True, allow_unicode=True)
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -57,8 +129,7 @@ class AnsibleRunnerExecutor:
         shutil.copytree(templates_dir() / "ansible", project)
         inv_dir = run_dir / "inventory"
         inv_dir.mkdir(parents=True)
-        hosts = {t.name: {**t.connection_vars, **t.variables} for t in targets}
-        (inv_dir / "hosts.json").write_text(json.dumps({"all": {"hosts": hosts}}, sort_keys=True))
+        (inv_dir / "hosts.yml").write_text(inventory_yaml(targets), encoding="utf-8")
         env = run_dir / "env"
         env.mkdir()
         (env / "envvars").write_text(yaml.safe_dump({
@@ -127,7 +198,7 @@ class AnsibleRunnerExecutor:
             runner = ansible_runner.run(
                 private_data_dir=str(run_dir),
                 playbook=playbook,
-                inventory=str(run_dir / "inventory" / "hosts.json"),
+                inventory=str(run_dir / "inventory" / "hosts.yml"),
                 event_handler=handle,
                 cancel_callback=cancel,
                 quiet=True,

@@ -7,12 +7,14 @@ picks up exactly what is missing.
 
 from __future__ import annotations
 
+import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sovkit import identifiers as ids
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
@@ -60,7 +62,11 @@ class ApplyReport:
 
 def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
                  signatures_ok: dict[str, bool]) -> None:
-    """Fold one ``sovkit record`` result from a host into its state record."""
+    """Fold one ``sovkit record`` result from a host into its state record.
+
+    Raises ValueError (pydantic's ValidationError is one) for a value that is not a plain identifier or path:
+    records come back from the host, so they are untrusted input; the state models hold the patterns.
+    """
     component, name = record["component"], record["name"]
     if record.get("removed"):
         if component == "model":
@@ -78,9 +84,14 @@ def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
         host.runtimes[name] = RuntimeRecord(version=record["version"], package=record["package"],
                                             artifacts=record["artifacts"], prefix=record["prefix"])
     elif component == "model":
+        version, path = record["version"], record["path"]
+        if posixpath.basename(str(path)) != version:
+            raise ValueError(f"model path {ids.describe(path)} does not end in its version {ids.describe(version)}")
+        # `previous` is the basename of a link target the host reports: only a plain version is kept for rollback
+        previous = record.get("previous") or None
         host.models[name] = ModelRecord(
-            version=record["version"], files=record["files"], path=record["path"],
-            previous=record.get("previous") or None,
+            version=version, files=record["files"], path=path,
+            previous=previous if ids.matches(ids.VERSION, previous) else None,
             signature_verified=signatures_ok.get(f"model:{name}@{record['version']}", False),
         )
     elif component == "serving":
@@ -139,13 +150,21 @@ def run_recording(
     """Run a playbook whose roles emit ``sovkit record`` results; write the state after each one."""
     run_id = f"{playbook.removesuffix('.yml')}-{uuid.uuid4().hex[:12]}"
     records: dict[str, list[dict[str, Any]]] = {}
+    refused: dict[str, tuple[str, str]] = {}
     box = [state]
 
     def handle(event: ExecEvent) -> None:
         if event.kind == "record" and "sovkit_record" in event.data:
             record = event.data["sovkit_record"]
             current = box[0]
-            apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id, signatures_ok)
+            try:
+                apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id, signatures_ok)
+            except (ValueError, KeyError, TypeError) as exc:  # a value the host reported is refused, not stored
+                what = f"{record.get('component', '?')} {ids.describe(record.get('name', '?'))}"
+                msg = f"untrusted value reported for {what}, not recorded: {_first_line(exc)}"
+                refused.setdefault(event.host, (event.task, msg))
+                on_event(ExecEvent("failed", event.host, event.task, msg))
+                return
             box[0] = store.write(current)
             records.setdefault(event.host, []).append(record)
         on_event(event)
@@ -153,4 +172,15 @@ def run_recording(
     hosts: dict[str, HostOutcome] = {}
     if targets:
         hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id).hosts
+    for host, (task, msg) in refused.items():
+        outcome = hosts.setdefault(host, HostOutcome())
+        outcome.failed, outcome.failed_task, outcome.error = True, task, msg
     return box[0], run_id, hosts, records
+
+
+def _first_line(exc: Exception) -> str:
+    errors = getattr(exc, "errors", None)
+    if callable(errors):
+        first = errors()[0]
+        return f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', '')}"
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__

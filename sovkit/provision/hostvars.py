@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sovkit import identifiers as ids
 from sovkit.catalog import load_catalog
+from sovkit.errors import ProvisionError
 from sovkit.inventory.ansible import host_vars
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
@@ -55,6 +58,19 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
     return conn, variables
 
 
+def _removable(host: str, path: str, tail: str) -> str:
+    """A recorded path sovkit may delete: a plain absolute path ending in sovkit's own install directory.
+
+    Recorded paths came from the state file (or, before, from a host); removal is the one place they are
+    acted on, so anything else is refused rather than deleted.
+    """
+    if not (ids.safe_path(path) and path.endswith(tail)):
+        raise ProvisionError(f"{host}: recorded path {ids.describe(path)} is not a sovkit install directory "
+                             f"(…{tail}); nothing was removed",
+                             "run `sovkit refresh` to read the host back, or fix the state file")
+    return path
+
+
 def _profile(kind: str) -> dict[str, Any]:
     catalog = load_catalog()
     p = catalog.profiles[catalog.accelerators[kind].profile]
@@ -98,10 +114,15 @@ def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Chang
         if c.action != "delete":
             continue
         if c.component == "model" and c.name in recorded.models:
-            base = str(Path(recorded.models[c.name].path).parent)
-            removals.append({"component": "model", "name": c.name, "paths": [base]})
+            rec_path = recorded.models[c.name].path
+            base = posixpath.dirname(rec_path) if rec_path else f"{desired.root}/opt/sovkit/models/{c.name}"
+            removals.append({"component": "model", "name": c.name,
+                             "paths": [_removable(desired.name, base, f"/opt/sovkit/models/{c.name}")]})
         elif c.component == "runtime" and c.name in recorded.runtimes:
-            removals.append({"component": "runtime", "name": c.name, "paths": [recorded.runtimes[c.name].prefix]})
+            rrec = recorded.runtimes[c.name]
+            prefix = rrec.prefix or f"{desired.root}/opt/sovkit/runtimes/{c.name}/{rrec.version}"
+            _removable(desired.name, posixpath.dirname(prefix), f"/opt/sovkit/runtimes/{c.name}")
+            removals.append({"component": "runtime", "name": c.name, "paths": [prefix]})
         elif c.component == "serving":
             root = desired.root
             removals.append({"component": "serving", "name": c.name, "paths": [

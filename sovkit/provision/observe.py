@@ -5,68 +5,130 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
+import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
+from sovkit import identifiers as ids
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
+from sovkit.plan.model import Change, Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import observe_target
 from sovkit.state.models import DeviceRecord, FirmwareRecord, HostRecord, ModelRecord, RuntimeRecord, ServingRecord
+
+
+@dataclass(frozen=True)
+class Finding:
+    """A value a host reported that sovkit refused (not a plain identifier, or a path outside its prefix)."""
+
+    component: str
+    name: str
+    message: str
 
 
 @dataclass
 class Observation:
     hosts: dict[str, HostRecord]
     unreachable: dict[str, str] = field(default_factory=dict)
+    untrusted: dict[str, list[Finding]] = field(default_factory=dict)
 
 
-def _parse(target: HostTarget, desired: DesiredHost, recorded: HostRecord, obs: dict[str, Any]) -> HostRecord:
+def with_findings(drift: Plan, untrusted: dict[str, list[Finding]]) -> Plan:
+    """The drift with each refused host value as its own change (replacing the generic one for that component)."""
+    if not untrusted:
+        return drift
+    flagged = {(h, f.component, f.name) for h, found in untrusted.items() for f in found}
+    changes = [c for c in drift.changes if (c.host, c.component, c.name) not in flagged]
+    for host, found in untrusted.items():
+        for f in found:
+            changes.append(Change(host=host, component=f.component, name=f.name, action="update",  # type: ignore[arg-type]
+                                  reason=f"untrusted value reported by the host, refused: {f.message}"))
+    return drift.model_copy(update={"changes": tuple(changes)})
+
+
+def _devices(fw: dict[str, Any], stdout: str) -> list[tuple[str, str]] | None:
+    """(device id, firmware) of this kind from the vendor tool's JSON; None if any value is not plain."""
+    found = [d for d in json.loads(stdout)[fw["devices_key"]] if isinstance(d, dict) and d.get("kind") == fw["kind"]]
+    pairs = [(str(d[fw["id_key"]]), str(d[fw["firmware_key"]])) for d in found]
+    if all(ids.matches(ids.DEVICE_ID, i) and ids.matches(ids.VERSION, v) for i, v in pairs):
+        return pairs
+    return None
+
+
+def _parse(target: HostTarget, desired: DesiredHost, recorded: HostRecord, obs: dict[str, Any],
+           findings: list[Finding] | None = None) -> HostRecord:
+    """Turn the observe play's output into a host record. Everything a host reports is untrusted input:
+    device ids, versions and link targets must be plain identifiers (and a model's ``current`` must point at
+    ``<model dir>/<version>``), else the component is recorded as version ``untrusted`` — which the diff
+    plans to repair — and a :class:`Finding` is added; the refused value itself is never stored."""
+    found = findings if findings is not None else []
     spec = target.variables["sovkit_observe"]
     out = HostRecord(last_apply=recorded.last_apply, updated_at=recorded.updated_at)
     for fw, stdout, rc in zip(spec["firmware"], obs["firmware"], obs["firmware_rc"], strict=False):
         if rc != 0 or not stdout:
             continue
         try:
-            devices = [d for d in json.loads(stdout)[fw["devices_key"]] if d.get("kind") == fw["kind"]]
+            devices = _devices(fw, stdout)
         except (ValueError, KeyError, TypeError):
+            continue
+        rec = recorded.firmware.get(fw["kind"])
+        sha = rec.image_sha256 if rec else ""
+        if devices is None:
+            found.append(Finding("firmware", fw["kind"], "the vendor tool reports a device id or firmware "
+                                 "version that is not a plain identifier"))
+            out.firmware[fw["kind"]] = FirmwareRecord(kind=fw["kind"], version=ids.UNTRUSTED, image_sha256=sha)
             continue
         if not devices:
             continue
-        versions = {str(d[fw["firmware_key"]]) for d in devices}
-        rec = recorded.firmware.get(fw["kind"])
+        versions = {v for _, v in devices}
         out.firmware[fw["kind"]] = FirmwareRecord(
-            kind=fw["kind"], version=versions.pop() if len(versions) == 1 else "mixed",
-            image_sha256=rec.image_sha256 if rec else "",
-            devices={str(d[fw["id_key"]]): DeviceRecord(kind=fw["kind"], firmware=str(d[fw["firmware_key"]]))
-                     for d in devices},
+            kind=fw["kind"], version=versions.pop() if len(versions) == 1 else "mixed", image_sha256=sha,
+            devices={i: DeviceRecord(kind=fw["kind"], firmware=v) for i, v in devices},
         )
     for rt, stdout, rc in zip(spec["runtimes"], obs["runtimes"], obs["runtimes_rc"], strict=False):
         version = stdout.strip() if rc == 0 else ""
         if not version:
             continue
+        if not ids.matches(ids.VERSION, version):
+            found.append(Finding("runtime", rt["name"], f"installed version {ids.describe(version)} is not a "
+                                 "plain version"))
+            version = ids.UNTRUSTED
         rrec = recorded.runtimes.get(rt["name"])
         want = desired.runtimes.get(rt["name"])
         artifacts = rrec.artifacts if rrec else ({a.store_path: a.sha256 for a in want.artifacts} if want else {})
-        out.runtimes[rt["name"]] = RuntimeRecord(version=version, package=rt["package"], artifacts=artifacts,
-                                                 prefix=rt["prefix"])
+        try:
+            out.runtimes[rt["name"]] = RuntimeRecord(version=version, package=rt["package"], artifacts=artifacts,
+                                                     prefix=rt["prefix"])
+        except ValidationError as exc:
+            found.append(Finding("runtime", rt["name"], f"not recorded: {exc.errors()[0]['msg']}"))
     file_digests = iter(obs["model_files"])
     for m, current in zip(spec["models"], obs["models_current"], strict=False):
         digests = {name: next(file_digests, None) for name in m["files"]}
         if not current:
             continue
         mrec = recorded.models.get(m["name"])
-        out.models[m["name"]] = ModelRecord(
-            version=os.path.basename(current),
-            files={k: v for k, v in digests.items() if v is not None} | {
-                k: "missing" for k, v in digests.items() if v is None},
-            path=current, previous=mrec.previous if mrec else None,
-            signature_verified=mrec.signature_verified if mrec else False,
-        )
+        version = posixpath.basename(str(current))
+        files: dict[str, str] = {k: v if isinstance(v, str) and ids.matches(ids.SHA256, v) else "missing"
+                                 for k, v in digests.items()}
+        path = str(current)
+        if not (ids.matches(ids.VERSION, version) and path == f"{m['dir']}/{version}" and ids.safe_path(path)):
+            found.append(Finding("model", m["name"], f"`current` points at {ids.describe(current)}, not at "
+                                 f"{m['dir']}/<version>"))
+            # the refused target is not stored; digests read through it are not trusted either
+            version, path, files = ids.UNTRUSTED, f"{m['dir']}/current", dict.fromkeys(m["files"], "missing")
+        try:
+            out.models[m["name"]] = ModelRecord(
+                version=version, files=files, path=path, previous=mrec.previous if mrec else None,
+                signature_verified=mrec.signature_verified if mrec else False,
+            )
+        except ValidationError as exc:
+            found.append(Finding("model", m["name"], f"not recorded: {exc.errors()[0]['msg']}"))
     contents = iter(obs["serving"])
     for s in spec["serving"]:
         parts = [next(contents, None) for _ in s["paths"]]
@@ -110,5 +172,8 @@ def observe(
         if host not in raw:
             out.unreachable[host] = outcome.error or "no observation returned"
             continue
-        out.hosts[host] = _parse(target, desired[host], recorded.get(host, HostRecord()), raw[host])
+        found: list[Finding] = []
+        out.hosts[host] = _parse(target, desired[host], recorded.get(host, HostRecord()), raw[host], found)
+        if found:
+            out.untrusted[host] = found
     return out

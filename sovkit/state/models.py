@@ -9,8 +9,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+
+from sovkit import identifiers as ids
 
 STATE_VERSION = 1
 
@@ -23,50 +26,75 @@ class _M(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+def _abs_path_or_empty(value: str) -> str:
+    if value and not ids.safe_path(value):
+        raise ValueError(f"{ids.describe(value)} is not a plain absolute path")
+    return value
+
+
+def _rel_path(value: str) -> str:
+    if not ids.safe_path(value, absolute=False):
+        raise ValueError(f"{ids.describe(value)} is not a plain relative path")
+    return value
+
+
+# Recorded values feed later Ansible runs (removal paths, observe targets): a tampered state.json must not be
+# able to carry anything the inventory could not (sovkit/identifiers.py holds the patterns).
+Name = Annotated[str, StringConstraints(pattern=ids.NAME)]
+Version = Annotated[str, StringConstraints(pattern=ids.VERSION)]
+Package = Annotated[str, StringConstraints(pattern=ids.PACKAGE)]
+DeviceId = Annotated[str, StringConstraints(pattern=ids.DEVICE_ID)]
+Sha256 = Annotated[str, StringConstraints(pattern=ids.SHA256)]
+Sha256OrEmpty = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64})?$")]
+FileDigest = Annotated[str, StringConstraints(pattern=r"^([0-9a-f]{64}|missing)$")]
+HostPath = Annotated[str, AfterValidator(_abs_path_or_empty)]
+RelPath = Annotated[str, AfterValidator(_rel_path)]
+
+
 class DeviceRecord(_M):
-    kind: str
-    firmware: str
+    kind: Name
+    firmware: Version
 
 
 class FirmwareRecord(_M):
     """Firmware installed on one accelerator kind of a host, read back from the devices."""
 
-    kind: str
-    version: str
-    image_sha256: str
-    devices: dict[str, DeviceRecord] = {}
+    kind: Name
+    version: Version
+    image_sha256: Sha256OrEmpty
+    devices: dict[DeviceId, DeviceRecord] = {}
 
 
 class RuntimeRecord(_M):
-    version: str
-    package: str
-    artifacts: dict[str, str] = Field(default_factory=dict, description="store path -> sha256")
-    prefix: str = ""
+    version: Version
+    package: Package
+    artifacts: dict[RelPath, Sha256] = Field(default_factory=dict, description="store path -> sha256")
+    prefix: HostPath = ""
 
 
 class ModelRecord(_M):
-    version: str
-    files: dict[str, str] = Field(default_factory=dict, description="relative file -> sha256")
+    version: Version
+    files: dict[RelPath, FileDigest] = Field(default_factory=dict, description="relative file -> sha256")
     signature_verified: bool = False
-    previous: str | None = None
-    path: str = ""
+    previous: Version | None = None
+    path: HostPath = ""
 
 
 class ServingRecord(_M):
-    role: str
-    model: str
-    model_version: str
-    runtime: str
-    runtime_version: str
-    config_sha256: str
-    port: int
+    role: Name
+    model: Name
+    model_version: Version
+    runtime: Name
+    runtime_version: Version
+    config_sha256: Sha256OrEmpty
+    port: Annotated[int, Field(ge=1, le=65535)]
 
 
 class HostRecord(_M):
-    firmware: dict[str, FirmwareRecord] = Field(default_factory=dict, description="accelerator kind -> firmware")
-    runtimes: dict[str, RuntimeRecord] = {}
-    models: dict[str, ModelRecord] = {}
-    serving: dict[str, ServingRecord] = Field(default_factory=dict, description="deployment -> serving config")
+    firmware: dict[Name, FirmwareRecord] = Field(default_factory=dict, description="accelerator kind -> firmware")
+    runtimes: dict[Name, RuntimeRecord] = {}
+    models: dict[Name, ModelRecord] = {}
+    serving: dict[Name, ServingRecord] = Field(default_factory=dict, description="deployment -> serving config")
     last_apply: str | None = None
     updated_at: str | None = None
 
@@ -76,7 +104,7 @@ class State(_M):
     lineage: str = Field(default="", description="UUID set on the first write; empty before any state exists.")
     serial: int = 0
     site: str = ""
-    hosts: dict[str, HostRecord] = {}
+    hosts: dict[Name, HostRecord] = {}
 
 
 class LockInfo(_M):
