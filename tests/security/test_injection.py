@@ -23,7 +23,8 @@ from sovkit.provision.hostvars import apply_target, observe_target
 from sovkit.state.models import HostRecord
 from tests.sitefactory import KIND, make_site
 
-pytestmark = pytest.mark.slow
+# one Ansible run over ~50 local hosts: minutes on two cores, so it gets more than the default timeout
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1500)]
 
 
 def payload(markers: Path, tag: str) -> str:
