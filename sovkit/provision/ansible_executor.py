@@ -9,20 +9,72 @@ to :class:`ExecEvent` so callers never see Ansible's event format.
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
 import yaml
+from ansible_runner.interface import init_runner
 
 from sovkit.errors import ProvisionError
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
 
 _TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
+
+# ansible-runner seeds the playbook's environment with all of sovkit's and writes it to artifacts/*/command:
+# only what Ansible needs is passed on, and nothing whose name or value is a secret.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
+                        "SSH_AUTH_SOCK", "VIRTUAL_ENV", "PWD"})
+_INHERITED_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON", "PYENV_")
+_SECRET_NAME = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|_PASS$|TOKEN|SECRET|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+_MIN_SCANNED = 8  # shorter secret values are dropped from the environment but not searched for in files
+
+
+def secret_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Name -> value of the variables in ``environ`` whose names say they hold a secret (a path to an existing
+    file, such as $SOVKIT_SIGNING_KEY, names where a secret is, and is not one)."""
+    return {k: v for k, v in environ.items() if _SECRET_NAME.search(k) and v and not os.path.exists(v)}
+
+
+def runner_env(env: Mapping[str, str], inherited: Mapping[str, str]) -> dict[str, str]:
+    """The environment for ansible-playbook: runner's and sovkit's own settings plus an allowlist of
+    inherited variables, without any secret (by name, or by a secret's value appearing in it)."""
+    secrets = [v for v in secret_values(inherited).values() if len(v) >= 4]
+    out: dict[str, str] = {}
+    for k, v in env.items():
+        if k in inherited and inherited[k] == v and k not in _INHERITED and not k.startswith(_INHERITED_PREFIXES):
+            continue
+        if _SECRET_NAME.search(k) or any(s in v for s in secrets):
+            continue
+        out[k] = v
+    return out
+
+
+def scrub_secrets(run_dir: Path, secrets: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """Replace every known secret value found in a file under ``run_dir``; return (file, variable) found."""
+    needles = {name: value.encode() for name, value in secrets.items() if len(value) >= _MIN_SCANNED}
+    found: list[tuple[Path, str]] = []
+    if not needles:
+        return found
+    for dirpath, _dirs, files in os.walk(run_dir):
+        for fname in files:
+            path = Path(dirpath) / fname
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits = [name for name, needle in needles.items() if needle in data]
+            if hits:
+                for name in hits:
+                    data = data.replace(needles[name], f"<{name} redacted>".encode())
+                path.write_bytes(data)
+                found.extend((path, name) for name in hits)
+    return found
 
 
 def _message(res: dict[str, Any]) -> str:
@@ -124,7 +176,7 @@ class AnsibleRunnerExecutor:
             return True
 
         try:
-            runner = ansible_runner.run(
+            runner = init_runner(
                 private_data_dir=str(run_dir),
                 playbook=playbook,
                 inventory=str(run_dir / "inventory" / "hosts.json"),
@@ -135,8 +187,18 @@ class AnsibleRunnerExecutor:
                 verbosity=self.verbosity or None,
                 suppress_env_files=False,
             )
+            runner.config.env = runner_env(runner.config.env, os.environ)
         except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
             raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
+        try:
+            runner.run()
+        finally:
+            leaked = scrub_secrets(run_dir, secret_values(os.environ))
+        if leaked:
+            where = ", ".join(sorted({f"${name} in {path.relative_to(run_dir)}" for path, name in leaked}))
+            raise ProvisionError(f"run {run_id} wrote a secret to disk ({where}); it was scrubbed from {run_dir}",
+                                 "this is a bug in sovkit: report it; what the hosts completed is recorded "
+                                 "in the state, and the secret should be rotated if the run directory was copied")
         stats = runner.stats or {}
         for host in stats.get("dark", {}) or {}:
             if host in outcomes:
