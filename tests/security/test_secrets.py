@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from sovkit.attest.keys import LocalSigner, write_keypair
-from sovkit.provision.ansible_executor import runner_env, scrub_secrets, secret_values
 from tests.conftest import run_cli
 from tests.sitefactory import make_site
 
@@ -51,6 +50,8 @@ def test_apply_and_refresh_keep_no_secret_on_disk(tmp_path: Path) -> None:
 
 
 def test_runner_env_drops_secrets_and_unlisted_inherited_variables() -> None:
+    from sovkit.provision.ansible_executor import runner_env
+
     inherited = {"PATH": "/usr/bin", "HOME": "/root", "SOVKIT_KEY_PASSPHRASE": PASSPHRASE,
                  "SOVKIT_OPA_TOKEN": OPA_TOKEN, "AWS_SECRET_ACCESS_KEY": "aws-secret-value",
                  "ANSIBLE_BECOME_PASSWORD": "become-pw-value", "DATABASE_URL": "postgres://x",
@@ -62,6 +63,8 @@ def test_runner_env_drops_secrets_and_unlisted_inherited_variables() -> None:
 
 
 def test_a_secret_found_in_a_run_directory_is_scrubbed_and_reported(tmp_path: Path) -> None:
+    from sovkit.provision.ansible_executor import scrub_secrets, secret_values
+
     run = tmp_path / "run"
     (run / "artifacts/x").mkdir(parents=True)
     (run / "artifacts/x/command").write_text(f'{{"env": {{"P": "{PASSPHRASE}"}}}}')
