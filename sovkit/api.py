@@ -217,7 +217,14 @@ def apply_plan(
             ctx = ApplyContext(operation="apply", site=ws.inventory.site.metadata.name, plan=plan,
                                inventory_digest=ws.inventory.digest, policy_pack_digest=pack,
                                policy_allowed=decision.allowed, findings=list(summary.get("findings", [])))
-            attest_log.append(ws.attestations, provision_statements(report, ctx, plan.hosts(), desired), signer)
+            try:
+                attest_log.append(ws.attestations, provision_statements(report, ctx, plan.hosts(), desired), signer)
+            except OSError as exc:
+                raise SovkitError(
+                    f"apply {report.run_id} completed and its state is recorded (serial {report.state.serial}), "
+                    f"but its attestations could not be written to {ws.attestations}: {exc.strerror}",
+                    "free space there; the log is unchanged, so `sovkit attest verify` shows no entry for this "
+                    "apply") from exc
         return report
 
 

@@ -8,10 +8,14 @@ to :class:`ExecEvent` so callers never see Ansible's event format.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import os
 import re
 import shutil
+import signal
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -25,6 +29,7 @@ from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunRes
 from sovkit.resources import templates_dir
 
 _TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
+_RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_item_on_ok", "runner_on_unreachable"}
 
 # ansible-runner seeds the playbook's environment with all of sovkit's and writes it to artifacts/*/command:
 # only what Ansible needs is passed on, and nothing whose name or value is a secret.
@@ -72,7 +77,10 @@ def scrub_secrets(run_dir: Path, secrets: Mapping[str, str]) -> list[tuple[Path,
             if hits:
                 for name in hits:
                     data = data.replace(needles[name], f"<{name} redacted>".encode())
-                path.write_bytes(data)
+                try:
+                    path.write_bytes(data)
+                except OSError:  # a full disk cannot take the scrubbed copy: the file goes
+                    path.unlink(missing_ok=True)
                 found.extend((path, name) for name in hits)
     return found
 
@@ -92,6 +100,61 @@ def _message(res: dict[str, Any]) -> str:
     elif not text:
         text = stderr
     return text.splitlines()[-1] if text.count("\n") > 5 else text
+
+
+# A run keeps Ansible's events on disk (about 1 MiB per host for an apply): refuse to start one that cannot
+# finish, and stop one whose disk fills up on the way, instead of losing events (and state records) silently.
+_FREE_BASE = 4 << 20
+_FREE_PER_HOST = 1 << 20
+_FREE_STOP = 512 << 10
+
+
+def _free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def disk_full(path: Path, what: str, started: bool) -> ProvisionError:
+    """The one message for a run that ran out of space under ``path``."""
+    free = _free(path) if path.exists() else 0
+    return ProvisionError(
+        f"no space left on {path} ({free // 1024} KiB free): {what}",
+        "free space on that filesystem and re-run; " + (
+            "each component the hosts completed before the stop is recorded in the state, nothing was started "
+            "after it (`sovkit refresh` reads back a component cut off mid-way)" if started else
+            "the hosts and the state are unchanged"),
+    )
+
+
+def _ansible_children() -> list[int]:
+    """This process's ansible-playbook children (ansible-runner starts each in its own session)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and fields[0] != "Z" and b"ansible-playbook" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_ansible() -> None:
+    """Stop ansible-playbook with SIGTERM, so it stops its workers too: since ansible-core 2.19 each worker is in
+    its own session, and ansible-runner's SIGKILL of the playbook's process group would leave them running."""
+    pids = _ansible_children()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _ansible_children():
+            return
+        time.sleep(0.1)
+    for pid in _ansible_children():
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 class AnsibleRunnerExecutor:
@@ -139,9 +202,34 @@ class AnsibleRunnerExecutor:
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
     ) -> RunResult:
-        run_dir = self.prepare(playbook, targets, workdir, run_id)
+        need = _FREE_BASE + _FREE_PER_HOST * len(targets)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if _free(workdir) < need:
+            raise disk_full(workdir, f"Ansible was not started (a run of {len(targets)} host(s) needs about "
+                                     f"{need >> 20} MiB for its events); no host was touched", started=False)
+        run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        try:
+            run_dir = self.prepare(playbook, targets, workdir, run_id)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            shutil.rmtree(workdir / run_id, ignore_errors=True)
+            raise disk_full(workdir, "Ansible was not started; no host was touched", started=False) from exc
         outcomes = {t.name: HostOutcome() for t in targets}
         run_id = run_dir.name
+        stopped: list[str] = []
+
+        terminated: list[bool] = []
+
+        def stop() -> bool:
+            if not stopped and _free(run_dir) < _FREE_STOP:
+                stopped.append("disk")
+            if stopped or cancel():
+                if not terminated:
+                    terminated.append(True)
+                    _stop_ansible()
+                return True
+            return False
 
         def handle(event: dict[str, Any]) -> bool:
             kind = event.get("event", "")
@@ -149,6 +237,8 @@ class AnsibleRunnerExecutor:
             host = data.get("host") or data.get("remote_addr") or ""
             task = str(data.get("task", "")).strip()
             res = data.get("res") or {}
+            if kind in _RESULT_EVENTS and host in outcomes and "res" not in data and not stopped:
+                stopped.append("lost")  # Ansible could not write this result's data (disk full): stop now
             if kind == "runner_on_start" and host:
                 on_event(ExecEvent("task", host, task))
             elif kind == "runner_item_on_ok" and host in outcomes:
@@ -181,19 +271,32 @@ class AnsibleRunnerExecutor:
                 playbook=playbook,
                 inventory=str(run_dir / "inventory" / "hosts.json"),
                 event_handler=handle,
-                cancel_callback=cancel,
+                cancel_callback=stop,
                 quiet=True,
                 forks=self.forks,
                 verbosity=self.verbosity or None,
                 suppress_env_files=False,
             )
             runner.config.env = runner_env(runner.config.env, os.environ)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(run_dir, f"Ansible run {run_id} was not started; no host was touched",
+                                started=False) from exc
+            raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
         except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
             raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
         try:
             runner.run()
+        except OSError as exc:  # runner's own writes (stdout, status) failed: its ansible-playbook is still alive
+            _stop_ansible()
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(run_dir, f"Ansible run {run_id} was stopped", started=True) from exc
+            raise ProvisionError(f"Ansible run {run_id} failed: {exc}", f"see {run_dir}") from exc
         finally:
             leaked = scrub_secrets(run_dir, secret_values(os.environ))
+        if stopped and stopped[0] in ("disk", "lost"):
+            raise disk_full(run_dir, f"Ansible run {run_id} was stopped" + (
+                " after it could not record a result" if stopped[0] == "lost" else ""), started=True)
         if leaked:
             where = ", ".join(sorted({f"${name} in {path.relative_to(run_dir)}" for path, name in leaked}))
             raise ProvisionError(f"run {run_id} wrote a secret to disk ({where}); it was scrubbed from {run_dir}",

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sovkit.errors import ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
@@ -140,17 +141,38 @@ def run_recording(
     run_id = f"{playbook.removesuffix('.yml')}-{uuid.uuid4().hex[:12]}"
     records: dict[str, list[dict[str, Any]]] = {}
     box = [state]
+    unrecorded: list[str] = []
+    write_error: list[StateError] = []
 
     def handle(event: ExecEvent) -> None:
         if event.kind == "record" and "sovkit_record" in event.data:
             record = event.data["sovkit_record"]
             current = box[0]
             apply_record(current.hosts.setdefault(event.host, HostRecord()), record, run_id, signatures_ok)
-            box[0] = store.write(current)
             records.setdefault(event.host, []).append(record)
+            if write_error:  # the run is being stopped; say what the hosts did that the state does not hold
+                unrecorded.append(f"{event.host} {record['component']} {record['name']}")
+            else:
+                try:
+                    box[0] = store.write(current)
+                except StateError as exc:
+                    write_error.append(exc)
+                    unrecorded.append(f"{event.host} {record['component']} {record['name']}")
         on_event(event)
 
     hosts: dict[str, HostOutcome] = {}
-    if targets:
-        hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id).hosts
+    try:
+        if targets:
+            hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id,
+                                 cancel=lambda: bool(write_error)).hosts
+    except ProvisionError:
+        if not write_error:
+            raise
+    if write_error:
+        raise StateError(
+            f"{write_error[0].message}: run {run_id} was stopped; the hosts completed "
+            f"{', '.join(unrecorded)} which the state does not record",
+            "free space on that filesystem, then run `sovkit refresh` to record what the hosts really have, "
+            "and plan again",
+        )
     return box[0], run_id, hosts, records

@@ -9,6 +9,7 @@ a lock whose pid is gone is reported as stale with the `force-unlock` hint.
 from __future__ import annotations
 
 import contextlib
+import errno
 import getpass
 import os
 import socket
@@ -103,9 +104,16 @@ class LocalStateStore:
         """Write ``state`` with serial + 1; keeps the previous file as ``state.json.backup``."""
         new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
         data = (new.model_dump_json(indent=2) + "\n").encode()
-        if self.path.exists():
-            atomic_write(self.directory / "state.json.backup", self.path.read_bytes())
-        atomic_write(self.path, data)
+        try:
+            if self.path.exists():
+                atomic_write(self.directory / "state.json.backup", self.path.read_bytes())
+            atomic_write(self.path, data)
+        except OSError as exc:  # atomic: the old state (serial state.serial) is still in place
+            what = "no space left on the device" if exc.errno == errno.ENOSPC else exc.strerror
+            raise StateError(
+                f"cannot write state {self.path}: {what}; it still holds serial {state.serial}",
+                "free space (or fix permissions) on that filesystem and re-run",
+            ) from exc
         return new
 
     def current_lock(self) -> LockInfo | None:
@@ -120,16 +128,24 @@ class LocalStateStore:
     def lock(self, operation: str) -> Iterator[LockInfo]:
         info = LockInfo(owner=getpass.getuser(), pid=os.getpid(), hostname=socket.gethostname(),
                         operation=operation)
-        self.directory.mkdir(parents=True, exist_ok=True)
         try:
+            self.directory.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             held = self.current_lock()
             raise self._locked_error(held) from None
-        with os.fdopen(fd, "w") as fh:
-            fh.write(info.model_dump_json())
-            fh.flush()
-            os.fsync(fh.fileno())
+        except OSError as exc:
+            raise StateError(f"cannot create the state lock {self.lock_path}: {exc.strerror}",
+                             "free space (or fix permissions) on that filesystem and re-run") from exc
+        try:
+            with os.fdopen(fd, "w") as fh:
+                fh.write(info.model_dump_json())
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError as exc:
+            self.lock_path.unlink(missing_ok=True)
+            raise StateError(f"cannot write the state lock {self.lock_path}: {exc.strerror}",
+                             "free space on that filesystem and re-run; nothing was changed") from exc
         try:
             yield info
         finally:
