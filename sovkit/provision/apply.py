@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sovkit.errors import ProvisionError, StateError
+from sovkit.errors import PlanError, ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
@@ -94,6 +94,28 @@ def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
     host.updated_at = now()
 
 
+def check_plan_targets(plan: Plan, desired: dict[str, DesiredHost], state: State) -> None:
+    """Refuse a plan (even a correctly signed one) naming a host or component that neither the inventory nor
+    the state has: Ansible would do nothing for it, and the apply would still be attested as a success."""
+    for c in plan.changes:
+        rec = state.hosts.get(c.host)
+        if c.component == "host":
+            ok = c.action == "delete" and c.name == c.host and rec is not None and c.host not in desired
+        elif c.action == "delete":
+            ok = rec is not None and c.name in getattr(rec, {"runtime": "runtimes", "model": "models"}.get(
+                c.component, c.component))
+        else:
+            want = desired.get(c.host)
+            ok = want is not None and c.name in getattr(want, {"runtime": "runtimes", "model": "models"}.get(
+                c.component, c.component))
+        if not ok:
+            where = "the state" if c.action == "delete" else "the inventory"
+            raise PlanError(
+                f"plan names {c.component} {c.name!r} on host {c.host!r} ({c.action}), which {where} does not "
+                "have: nothing was applied",
+                "the plan does not match this site; run `sovkit plan` against it again")
+
+
 def execute_plan(
     inv: LoadedInventory,
     plan: Plan,
@@ -106,6 +128,7 @@ def execute_plan(
     """Run ``plan`` (the caller holds the state lock). Never raises for host failures: see ApplyReport."""
     started = now()
     state = store.read()
+    check_plan_targets(plan, desired, state)
     state.site = inv.site.metadata.name
     preflight = run_preflight(inv, desired, plan)
     for host, msg in preflight.failed_hosts.items():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import json
 import os
 import socket
 import uuid
@@ -73,6 +74,18 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _locate(path: Path, raw: bytes, loc: tuple[int | str, ...]) -> str:
+    """``path:line`` of the last key of ``loc`` in the file (the state is written one key per line)."""
+    keys = [k for k in loc if isinstance(k, str)]
+    if keys:
+        needle = json.dumps(keys[-1]).encode() + b":"
+        at = raw.find(needle)
+        if at >= 0:
+            line = raw.count(b"\n", 0, at) + 1
+            return f"{path}:{line}"
+    return str(path)
+
+
 class LocalStateStore:
     """``state.json`` and ``state.lock`` in a directory (default: ``.sovkit/`` beside the inventory)."""
 
@@ -95,9 +108,13 @@ class LocalStateStore:
         try:
             return State.model_validate_json(raw)
         except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(map(str, err["loc"]))
             raise StateError(
-                f"state file {self.path} is corrupt: {exc.errors()[0]['msg']}",
-                "restore it from a backup (state.json.backup beside it holds the previous serial)",
+                f"state file {_locate(self.path, raw, err['loc'])} is corrupt"
+                f"{f' at {field}' if field else ''}: {err['msg']}",
+                f"restore it from {self.directory / 'state.json.backup'} (the previous serial) or run "
+                "`sovkit refresh` after moving it away; do not edit it by hand",
             ) from exc
 
     def write(self, state: State) -> State:
@@ -162,8 +179,8 @@ class LocalStateStore:
         return StateLocked(
             f"state {self.path} is {what}: {held.operation} by {held.owner} (pid {held.pid} on {held.hostname}) "
             f"since {held.created}, lock id {held.id}",
-            f"if no other sovkit run is active (a killed run's ansible-playbook can outlive it: check "
-            f"`pgrep -af ansible-playbook`), run `sovkit force-unlock {held.id}`",
+            f"if no other sovkit run is active, run `sovkit force-unlock {held.id}`, then `sovkit refresh` "
+            f"(a killed run may have finished one more component on a host than the state records)",
         )
 
     def force_unlock(self, lock_id: str) -> LockInfo:
