@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 
@@ -70,13 +71,12 @@ def test_signed_plan_naming_what_the_site_lacks_is_refused(tmp_path: Path, chang
     key = site.root / ".sovkit/keys/operator.key"
     made = run_cli("plan", site.path, "-o", tmp_path / "real.plan")
     assert made.code == 0, made.text
-    real = SavedPlan.model_validate_json(
-        __import__("base64").b64decode(json.loads((tmp_path / "real.plan").read_text())["payload"]))
+    real = SavedPlan.model_validate_json(base64.b64decode(json.loads((tmp_path / "real.plan").read_text())["payload"]))
     bindings = real.bindings
     if not change["host"].startswith("npu-node"):  # bindings a forger would sign: no inventory host touched
         bindings = bindings.model_copy(update={"artifact_digests": {}})
-    forged = real.model_copy(update={"plan": Plan(site="demo", changes=(Change(reason="forged", **change),)),
-                                     "bindings": bindings})
+    forged_change = Change.model_validate({**change, "reason": "forged"})
+    forged = real.model_copy(update={"plan": Plan(site="demo", changes=(forged_change,)), "bindings": bindings})
     write_plan(tmp_path / "forged.plan", forged, LocalSigner.load(key, None))  # correctly signed
     log = site.root / ".sovkit/attestations/log.jsonl"
     before = log.read_bytes()
@@ -87,3 +87,21 @@ def test_signed_plan_naming_what_the_site_lacks_is_refused(tmp_path: Path, chang
     assert "nothing was applied" in r.err and "Traceback" not in r.text
     assert log.read_bytes() == before, "no attestation may be written for a refused plan"
     assert not (site.root / ".sovkit/runs").exists() or not any((site.root / ".sovkit/runs").iterdir())
+
+
+def test_deleted_state_with_a_backup_is_called_out_in_the_plan(tmp_path: Path) -> None:
+    from sovkit.state.models import State
+    from sovkit.state.store import LocalStateStore
+
+    site = make_site(tmp_path)
+    store = LocalStateStore(site.root / ".sovkit")
+    store.write(store.write(State(site="demo")))  # two writes: state.json (serial 2) and its backup (serial 1)
+    store.path.unlink()
+    r = run_cli("plan", site.path, "--json")
+    assert r.code == 0, r.text
+    warnings = json.loads(r.out)["warnings"]
+    assert len(warnings) == 1 and f"{store.path} is missing but {store.directory}/state.json.backup" in warnings[0]
+    assert f"cp {store.directory}/state.json.backup {store.path}" in warnings[0] and "sovkit refresh" in warnings[0]
+    human = run_cli("plan", site.path)
+    assert "warning: " in human.err and "state.json.backup" in human.err
+    assert "8 to create" in human.out
