@@ -49,7 +49,7 @@ def secret_values(environ: Mapping[str, str]) -> dict[str, str]:
 def runner_env(env: Mapping[str, str], inherited: Mapping[str, str]) -> dict[str, str]:
     """The environment for ansible-playbook: runner's and sovkit's own settings plus an allowlist of
     inherited variables, without any secret (by name, or by a secret's value appearing in it)."""
-    secrets = [v for v in secret_values(inherited).values() if len(v) >= 4]
+    secrets = [v for v in secret_values(inherited).values() if len(v) >= _MIN_SCANNED]
     out: dict[str, str] = {}
     for k, v in env.items():
         if k in inherited and inherited[k] == v and k not in _INHERITED and not k.startswith(_INHERITED_PREFIXES):
