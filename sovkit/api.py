@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -9,7 +11,7 @@ from typing import Any
 
 from sovkit.attest import log as attest_log
 from sovkit.attest.keys import PublicKey, Signer
-from sovkit.attest.predicates import PolicyDecisionPredicate, policy_decision_statement
+from sovkit.attest.predicates import PROVISION_PREDICATE, PolicyDecisionPredicate, policy_decision_statement
 from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
 from sovkit.audit.drift import write_refresh_record
 from sovkit.catalog import load_catalog
@@ -97,6 +99,41 @@ class PlanResult:
     bindings: Bindings
     drift: Plan | None = None
     unreachable: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def _logged_applies(log: Path) -> int:
+    """How many provision attestations (applies, rollbacks) the log holds; unreadable lines are not counted."""
+    try:
+        lines = log.read_bytes().splitlines()
+    except OSError:
+        return 0
+    count = 0
+    for line in lines:
+        try:
+            payload = json.loads(base64.b64decode(json.loads(line)["envelope"]["payload"]))
+        except (ValueError, KeyError, TypeError):
+            continue
+        count += isinstance(payload, dict) and payload.get("predicateType") == PROVISION_PREDICATE
+    return count
+
+
+def missing_state_warning(ws: Workspace) -> str | None:
+    """A missing state.json where a backup or attestations show earlier applies: plan would reinstall everything."""
+    if ws.store.path.exists():
+        return None
+    backup = ws.directory / "state.json.backup"
+    log = ws.attestations / attest_log.LOG_FILE
+    seen = [str(backup)] if backup.is_file() else []
+    applies = _logged_applies(log)
+    if applies:
+        seen.append(f"{log} ({applies} provision attestation{'s' if applies != 1 else ''})")
+    if not seen:
+        return None
+    restore = f"`cp {backup} {ws.store.path}` (the previous serial), then " if backup.is_file() else ""
+    return (f"{ws.store.path} is missing but {' and '.join(seen)} show(s) earlier applies: this plan treats "
+            f"every host as empty. Restore the state with {restore}`sovkit refresh` to read back what the hosts "
+            "really have, and plan again")
 
 
 def _bindings(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan: Plan,
@@ -131,7 +168,9 @@ def make_plan(
         drift = with_findings(recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts),
                               obs.untrusted)
     plan = diff(ws.inventory.site.metadata.name, desired, observed)
-    return PlanResult(plan, decision, _bindings(ws, state, desired, plan, extra_policies), drift, unreachable)
+    warning = missing_state_warning(ws)
+    return PlanResult(plan, decision, _bindings(ws, state, desired, plan, extra_policies), drift, unreachable,
+                      [warning] if warning else [])
 
 
 def recorded_drift(site: str, recorded: dict[str, HostRecord], observed: dict[str, HostRecord]) -> Plan:
@@ -218,7 +257,14 @@ def apply_plan(
             ctx = ApplyContext(operation="apply", site=ws.inventory.site.metadata.name, plan=plan,
                                inventory_digest=ws.inventory.digest, policy_pack_digest=pack,
                                policy_allowed=decision.allowed, findings=list(summary.get("findings", [])))
-            attest_log.append(ws.attestations, provision_statements(report, ctx, plan.hosts(), desired), signer)
+            try:
+                attest_log.append(ws.attestations, provision_statements(report, ctx, plan.hosts(), desired), signer)
+            except OSError as exc:
+                raise SovkitError(
+                    f"apply {report.run_id} completed and its state is recorded (serial {report.state.serial}), "
+                    f"but its attestations could not be written to {ws.attestations}: {exc.strerror}",
+                    "free space there; the log is unchanged, so `sovkit attest verify` shows no entry for this "
+                    "apply") from exc
         return report
 
 

@@ -95,6 +95,24 @@ class ProvisionError(SovkitError):
     """Provisioning failed on one or more hosts."""
 
 
+class ObserveError(ProvisionError):
+    """Refresh failed closed: some hosts could not be read back, so nothing was compared or recorded."""
+
+    def __init__(self, failures: dict[str, str]) -> None:
+        self.failures = dict(failures)
+        names = ", ".join(sorted(self.failures))
+        n = len(self.failures)
+        super().__init__(
+            f"could not observe {n} host{'s' if n != 1 else ''} ({names}): refresh stopped, nothing was "
+            "compared or recorded",
+            "fix the reason shown for each host (connection, python_interpreter, permissions) and run again; "
+            "the recorded state is never used in place of a host that could not be read",
+        )
+
+    def details(self) -> list[str]:
+        return [f"{host}: {reason}" for host, reason in sorted(self.failures.items())]
+
+
 class SigningKeyError(SovkitError):
     """A key could not be generated, read, or decrypted."""
 

@@ -88,7 +88,7 @@ def test_json_output(mixed: Site, cli: Cli) -> None:
     r = cli("plan", mixed.path, "--json")
     assert r.code == 0, r.text
     doc = json.loads(r.out)
-    assert set(doc) == {"plan", "decision", "bindings", "saved", "drift", "unreachable"}
+    assert set(doc) == {"plan", "decision", "bindings", "saved", "drift", "unreachable", "warnings"}
     plan = doc["plan"]
     assert plan["site"] == "demo"
     assert plan["summary"] == {"create": 4, "update": 1, "delete": 1}

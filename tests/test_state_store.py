@@ -78,7 +78,7 @@ def test_write_failure_leaves_the_old_state(tmp_path: Path, monkeypatch: pytest.
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
-    with pytest.raises(OSError):
+    with pytest.raises(StateError, match="no space left on the device; it still holds serial 1"):
         store.write(State(site="after", serial=1))
     monkeypatch.undo()
     assert store.read().site == "before"

@@ -56,6 +56,11 @@ def _print_decision(result: api.PlanResult) -> None:
     print_findings(result.decision)
 
 
+def _print_warnings(result: api.PlanResult) -> None:
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}")
+
+
 def plan(
     inventory: InvArg,
     out: Annotated[Path | None, typer.Option("-o", "--out", help="Save the signed plan to this file.")] = None,
@@ -86,8 +91,9 @@ def plan(
         emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
                    "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
                    "drift": plan_json(result.drift) if result.drift else None,
-                   "unreachable": result.unreachable})
+                   "unreachable": result.unreachable, "warnings": result.warnings})
     else:
+        _print_warnings(result)
         if result.drift is not None:
             if result.drift.empty:
                 console.print("Refresh: no drift — the hosts match the recorded state.")
@@ -162,6 +168,7 @@ def apply(
             result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
                                    on_event=progress)
         plan_value, expected, decision = result.plan, result.bindings, result.decision
+        _print_warnings(result)
         if not json_out:
             if not plan_value.empty:
                 console.print(plan_text(plan_value, f"Site {plan_value.site}:"))

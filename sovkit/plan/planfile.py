@@ -57,7 +57,11 @@ def make_saved_plan(inventory: Path, bindings: Bindings, plan: Plan, decision: d
 
 def write_plan(path: Path, saved: SavedPlan, signer: Signer) -> None:
     envelope = dsse.sign(saved.canonical(), PLAN_PAYLOAD_TYPE, signer)
-    atomic_write(path, (json.dumps(envelope.to_dict(), indent=2) + "\n").encode())
+    try:
+        atomic_write(path, (json.dumps(envelope.to_dict(), indent=2) + "\n").encode())
+    except OSError as exc:
+        raise PlanError(f"cannot write plan {path}: {exc.strerror}",
+                        "free space (or fix permissions) there and plan again; no plan file was written") from exc
 
 
 _ENVELOPE_START = re.compile(rb'\A\s*\{\s*"(payload|payloadType|signatures)"\s*:')

@@ -13,15 +13,20 @@ tagged ``!unsafe`` — see :func:`inventory_yaml`.
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import os
 import re
 import shutil
+import signal
+import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import ansible_runner
 import yaml
+from ansible_runner.interface import init_runner
 
 from sovkit import identifiers
 from sovkit.errors import ProvisionError
@@ -96,6 +101,61 @@ def inventory_yaml(targets: list[HostTarget]) -> str:
         hosts[t.name] = _mark({**t.connection_vars, **t.variables}, t.name)
     return yaml.dump({"all": {"hosts": hosts}}, Dumper=_UnsafeDumper, sort_keys=True, allow_unicode=True)
 
+_RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_item_on_ok", "runner_on_unreachable"}
+
+# ansible-runner seeds the playbook's environment with all of sovkit's and writes it to artifacts/*/command:
+# only what Ansible needs is passed on, and nothing whose name or value is a secret.
+_INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
+                        "SSH_AUTH_SOCK", "VIRTUAL_ENV", "PWD"})
+_INHERITED_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON", "PYENV_")
+_SECRET_NAME = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|_PASS$|TOKEN|SECRET|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
+_MIN_SCANNED = 8  # shorter secret values are dropped from the environment but not searched for in files
+
+
+def secret_values(environ: Mapping[str, str]) -> dict[str, str]:
+    """Name -> value of the variables in ``environ`` whose names say they hold a secret (a path to an existing
+    file, such as $SOVKIT_SIGNING_KEY, names where a secret is, and is not one)."""
+    return {k: v for k, v in environ.items() if _SECRET_NAME.search(k) and v and not os.path.exists(v)}
+
+
+def runner_env(env: Mapping[str, str], inherited: Mapping[str, str]) -> dict[str, str]:
+    """The environment for ansible-playbook: runner's and sovkit's own settings plus an allowlist of
+    inherited variables, without any secret (by name, or by a secret's value appearing in it)."""
+    secrets = [v for v in secret_values(inherited).values() if len(v) >= _MIN_SCANNED]
+    out: dict[str, str] = {}
+    for k, v in env.items():
+        if k in inherited and inherited[k] == v and k not in _INHERITED and not k.startswith(_INHERITED_PREFIXES):
+            continue
+        if _SECRET_NAME.search(k) or any(s in v for s in secrets):
+            continue
+        out[k] = v
+    return out
+
+
+def scrub_secrets(run_dir: Path, secrets: Mapping[str, str]) -> list[tuple[Path, str]]:
+    """Replace every known secret value found in a file under ``run_dir``; return (file, variable) found."""
+    needles = {name: value.encode() for name, value in secrets.items() if len(value) >= _MIN_SCANNED}
+    found: list[tuple[Path, str]] = []
+    if not needles:
+        return found
+    for dirpath, _dirs, files in os.walk(run_dir):
+        for fname in files:
+            path = Path(dirpath) / fname
+            try:
+                data = path.read_bytes()
+            except OSError:
+                continue
+            hits = [name for name, needle in needles.items() if needle in data]
+            if hits:
+                for name in hits:
+                    data = data.replace(needles[name], f"<{name} redacted>".encode())
+                try:
+                    path.write_bytes(data)
+                except OSError:  # a full disk cannot take the scrubbed copy: the file goes
+                    path.unlink(missing_ok=True)
+                found.extend((path, name) for name in hits)
+    return found
+
 
 def _message(res: dict[str, Any]) -> str:
     if res.get("results"):  # a loop: report the first failing item, not the summary ("All items completed")
@@ -112,6 +172,61 @@ def _message(res: dict[str, Any]) -> str:
     elif not text:
         text = stderr
     return text.splitlines()[-1] if text.count("\n") > 5 else text
+
+
+# A run keeps Ansible's events on disk (about 1 MiB per host for an apply): refuse to start one that cannot
+# finish, and stop one whose disk fills up on the way, instead of losing events (and state records) silently.
+_FREE_BASE = 4 << 20
+_FREE_PER_HOST = 1 << 20
+_FREE_STOP = 512 << 10
+
+
+def _free(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def disk_full(path: Path, what: str, started: bool) -> ProvisionError:
+    """The one message for a run that ran out of space under ``path``."""
+    free = _free(path) if path.exists() else 0
+    return ProvisionError(
+        f"no space left on {path} ({free // 1024} KiB free): {what}",
+        "free space on that filesystem and re-run; " + (
+            "each component the hosts completed before the stop is recorded in the state, nothing was started "
+            "after it (`sovkit refresh` reads back a component cut off mid-way)" if started else
+            "the hosts and the state are unchanged"),
+    )
+
+
+def _ansible_children() -> list[int]:
+    """This process's ansible-playbook children (ansible-runner starts each in its own session)."""
+    me, found = os.getpid(), []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            cmdline = (entry / "cmdline").read_bytes()
+        except (OSError, IndexError):
+            continue
+        if int(fields[1]) == me and fields[0] != "Z" and b"ansible-playbook" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def _stop_ansible() -> None:
+    """Stop ansible-playbook with SIGTERM, so it stops its workers too: since ansible-core 2.19 each worker is in
+    its own session, and ansible-runner's SIGKILL of the playbook's process group would leave them running."""
+    pids = _ansible_children()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            os.kill(pid, signal.SIGTERM)
+    for _ in range(100):
+        if not _ansible_children():
+            return
+        time.sleep(0.1)
+    for pid in _ansible_children():
+        with contextlib.suppress(OSError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 class AnsibleRunnerExecutor:
@@ -158,9 +273,34 @@ class AnsibleRunnerExecutor:
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
     ) -> RunResult:
-        run_dir = self.prepare(playbook, targets, workdir, run_id)
+        need = _FREE_BASE + _FREE_PER_HOST * len(targets)
+        workdir.mkdir(parents=True, exist_ok=True)
+        if _free(workdir) < need:
+            raise disk_full(workdir, f"Ansible was not started (a run of {len(targets)} host(s) needs about "
+                                     f"{need >> 20} MiB for its events); no host was touched", started=False)
+        run_id = run_id or f"run-{uuid.uuid4().hex[:12]}"
+        try:
+            run_dir = self.prepare(playbook, targets, workdir, run_id)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            shutil.rmtree(workdir / run_id, ignore_errors=True)
+            raise disk_full(workdir, "Ansible was not started; no host was touched", started=False) from exc
         outcomes = {t.name: HostOutcome() for t in targets}
         run_id = run_dir.name
+        stopped: list[str] = []
+
+        terminated: list[bool] = []
+
+        def stop() -> bool:
+            if not stopped and _free(run_dir) < _FREE_STOP:
+                stopped.append("disk")
+            if stopped or cancel():
+                if not terminated:
+                    terminated.append(True)
+                    _stop_ansible()
+                return True
+            return False
 
         def handle(event: dict[str, Any]) -> bool:
             kind = event.get("event", "")
@@ -168,6 +308,8 @@ class AnsibleRunnerExecutor:
             host = data.get("host") or data.get("remote_addr") or ""
             task = str(data.get("task", "")).strip()
             res = data.get("res") or {}
+            if kind in _RESULT_EVENTS and host in outcomes and "res" not in data and not stopped:
+                stopped.append("lost")  # Ansible could not write this result's data (disk full): stop now
             if kind == "runner_on_start" and host:
                 on_event(ExecEvent("task", host, task))
             elif kind == "runner_item_on_ok" and host in outcomes:
@@ -195,19 +337,42 @@ class AnsibleRunnerExecutor:
             return True
 
         try:
-            runner = ansible_runner.run(
+            runner = init_runner(
                 private_data_dir=str(run_dir),
                 playbook=playbook,
                 inventory=str(run_dir / "inventory" / "hosts.yml"),
                 event_handler=handle,
-                cancel_callback=cancel,
+                cancel_callback=stop,
                 quiet=True,
                 forks=self.forks,
                 verbosity=self.verbosity or None,
                 suppress_env_files=False,
             )
+            runner.config.env = runner_env(runner.config.env, os.environ)
+        except OSError as exc:
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(run_dir, f"Ansible run {run_id} was not started; no host was touched",
+                                started=False) from exc
+            raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
         except Exception as exc:  # ansible-runner raises plain exceptions for setup problems
             raise ProvisionError(f"could not start Ansible: {exc}", "check the ansible-core installation") from exc
+        try:
+            runner.run()
+        except OSError as exc:  # runner's own writes (stdout, status) failed: its ansible-playbook is still alive
+            _stop_ansible()
+            if exc.errno == errno.ENOSPC:
+                raise disk_full(run_dir, f"Ansible run {run_id} was stopped", started=True) from exc
+            raise ProvisionError(f"Ansible run {run_id} failed: {exc}", f"see {run_dir}") from exc
+        finally:
+            leaked = scrub_secrets(run_dir, secret_values(os.environ))
+        if stopped and stopped[0] in ("disk", "lost"):
+            raise disk_full(run_dir, f"Ansible run {run_id} was stopped" + (
+                " after it could not record a result" if stopped[0] == "lost" else ""), started=True)
+        if leaked:
+            where = ", ".join(sorted({f"${name} in {path.relative_to(run_dir)}" for path, name in leaked}))
+            raise ProvisionError(f"run {run_id} wrote a secret to disk ({where}); it was scrubbed from {run_dir}",
+                                 "this is a bug in sovkit: report it; what the hosts completed is recorded "
+                                 "in the state, and the secret should be rotated if the run directory was copied")
         stats = runner.stats or {}
         for host in stats.get("dark", {}) or {}:
             if host in outcomes:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sovkit import identifiers as ids
+from sovkit.errors import PlanError, ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
@@ -104,6 +105,28 @@ def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
     host.updated_at = now()
 
 
+def check_plan_targets(plan: Plan, desired: dict[str, DesiredHost], state: State) -> None:
+    """Refuse a plan (even a correctly signed one) naming a host or component that neither the inventory nor
+    the state has: Ansible would do nothing for it, and the apply would still be attested as a success."""
+    for c in plan.changes:
+        rec = state.hosts.get(c.host)
+        if c.component == "host":
+            ok = c.action == "delete" and c.name == c.host and rec is not None and c.host not in desired
+        elif c.action == "delete":
+            ok = rec is not None and c.name in getattr(rec, {"runtime": "runtimes", "model": "models"}.get(
+                c.component, c.component))
+        else:
+            want = desired.get(c.host)
+            ok = want is not None and c.name in getattr(want, {"runtime": "runtimes", "model": "models"}.get(
+                c.component, c.component))
+        if not ok:
+            where = "the state" if c.action == "delete" else "the inventory"
+            raise PlanError(
+                f"plan names {c.component} {c.name!r} on host {c.host!r} ({c.action}), which {where} does not "
+                "have: nothing was applied",
+                "the plan does not match this site; run `sovkit plan` against it again")
+
+
 def execute_plan(
     inv: LoadedInventory,
     plan: Plan,
@@ -116,6 +139,7 @@ def execute_plan(
     """Run ``plan`` (the caller holds the state lock). Never raises for host failures: see ApplyReport."""
     started = now()
     state = store.read()
+    check_plan_targets(plan, desired, state)
     state.site = inv.site.metadata.name
     preflight = run_preflight(inv, desired, plan)
     for host, msg in preflight.failed_hosts.items():
@@ -152,6 +176,8 @@ def run_recording(
     records: dict[str, list[dict[str, Any]]] = {}
     refused: dict[str, tuple[str, str]] = {}
     box = [state]
+    unrecorded: list[str] = []
+    write_error: list[StateError] = []
 
     def handle(event: ExecEvent) -> None:
         if event.kind == "record" and "sovkit_record" in event.data:
@@ -165,16 +191,35 @@ def run_recording(
                 refused.setdefault(event.host, (event.task, msg))
                 on_event(ExecEvent("failed", event.host, event.task, msg))
                 return
-            box[0] = store.write(current)
             records.setdefault(event.host, []).append(record)
+            if write_error:  # the run is being stopped; say what the hosts did that the state does not hold
+                unrecorded.append(f"{event.host} {record['component']} {record['name']}")
+            else:
+                try:
+                    box[0] = store.write(current)
+                except StateError as exc:
+                    write_error.append(exc)
+                    unrecorded.append(f"{event.host} {record['component']} {record['name']}")
         on_event(event)
 
     hosts: dict[str, HostOutcome] = {}
-    if targets:
-        hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id).hosts
+    try:
+        if targets:
+            hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id,
+                                 cancel=lambda: bool(write_error)).hosts
+    except ProvisionError:
+        if not write_error:
+            raise
     for host, (task, msg) in refused.items():
         outcome = hosts.setdefault(host, HostOutcome())
         outcome.failed, outcome.failed_task, outcome.error = True, task, msg
+    if write_error:
+        raise StateError(
+            f"{write_error[0].message}: run {run_id} was stopped; the hosts completed "
+            f"{', '.join(unrecorded)} which the state does not record",
+            "free space on that filesystem, then run `sovkit refresh` to record what the hosts really have, "
+            "and plan again",
+        )
     return box[0], run_id, hosts, records
 
 

@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from sovkit import identifiers as ids
+from sovkit.errors import ObserveError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Change, Plan
@@ -155,6 +156,8 @@ def observe(
     workdir: Path,
     on_event: Callable[[ExecEvent], None] = lambda e: None,
 ) -> Observation:
+    """Read every desired host back; raises ObserveError naming each host that could not be read (fail closed:
+    a refresh that silently fell back to recorded state would report "no drift" for a host nobody looked at)."""
     known_hosts = workdir.parent / "known_hosts"
     targets = {h: observe_target(inv, d, recorded.get(h, HostRecord()), known_hosts) for h, d in desired.items()}
     raw: dict[str, dict[str, Any]] = {}
@@ -169,11 +172,16 @@ def observe(
     out = Observation(hosts={})
     for host, target in targets.items():
         outcome: HostOutcome = result.hosts.get(host, HostOutcome())
-        if host not in raw:
-            out.unreachable[host] = outcome.error or "no observation returned"
+        if host not in raw or outcome.failed or outcome.unreachable or result.cancelled:
+            what = "unreachable" if outcome.unreachable else "observe failed"
+            task = f" at {outcome.failed_task}" if outcome.failed_task else ""
+            out.unreachable[host] = f"{what}{task}: {outcome.error}" if outcome.error else \
+                "the observe play returned no observation"
             continue
         found: list[Finding] = []
         out.hosts[host] = _parse(target, desired[host], recorded.get(host, HostRecord()), raw[host], found)
         if found:
             out.untrusted[host] = found
+    if out.unreachable:  # fail closed: a host not read back is never replaced by its recorded state
+        raise ObserveError(out.unreachable)
     return out

@@ -99,10 +99,16 @@ class HostRecord(_M):
     updated_at: str | None = None
 
 
+MAX_SERIAL = 2**53 - 1  # the largest integer every JSON reader keeps exact
+
+
 class State(_M):
-    version: int = STATE_VERSION
-    lineage: str = Field(default="", description="UUID set on the first write; empty before any state exists.")
-    serial: int = 0
+    version: int = Field(default=STATE_VERSION, ge=1, le=STATE_VERSION, strict=True,
+                         description="State format version; a newer one is refused, not misread.")
+    lineage: str = Field(default="", pattern=r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})?$",
+                         description="UUID set on the first write; empty before any state exists.")
+    serial: int = Field(default=0, ge=0, le=MAX_SERIAL, strict=True,
+                        description="Goes up by one on every write; a saved plan is bound to it.")
     site: str = ""
     hosts: dict[Name, HostRecord] = {}
 

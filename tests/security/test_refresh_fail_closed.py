@@ -1,0 +1,73 @@
+"""Finding 3: refresh must fail closed.
+
+A host whose model link was deleted is drift (not an observe failure), and a host that cannot be read back
+makes `refresh`, `plan --refresh` and `apply --refresh` exit 1 naming it, with the state left byte-identical;
+never "no drift" from the recorded state standing in for a host nobody looked at.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli
+from tests.sitefactory import make_site
+
+pytestmark = pytest.mark.slow
+LINK = "opt/sovkit/models/demo-ko-chat/current"
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo site applied once (both local hosts); tests work on copies of it."""
+    site = make_site(tmp_path_factory.mktemp("applied"))
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 0, r.text
+    return site.root
+
+
+def _copy(applied: Path, tmp_path: Path) -> Path:
+    root = tmp_path / "site"
+    shutil.copytree(applied, root, symlinks=True)
+    return root
+
+
+def test_deleted_current_link_is_drift_not_an_unreachable_host(applied: Path, tmp_path: Path) -> None:
+    root = _copy(applied, tmp_path)
+    (root / "hosts/npu-node-1" / LINK).unlink()
+    r = run_cli("plan", root / "site.yaml", "--refresh", "--detailed-exitcode")
+    assert r.code == 2, r.text
+    assert "no drift" not in r.text.lower() and "No changes" not in r.text
+    assert "model demo-ko-chat: model missing on the host" in r.out
+    assert "lnk_source" not in r.text, "the observe play must not fail on a missing link (ansible-core 2.19)"
+    refreshed = run_cli("refresh", root / "site.yaml")
+    assert refreshed.code == 0, refreshed.text
+    assert "model missing on the host" in refreshed.out
+
+
+def _break_interpreter(root: Path) -> bytes:
+    path = root / "site.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["hosts"][0]["python_interpreter"] = "/nonexistent/python3"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return (root / ".sovkit/state.json").read_bytes()
+
+
+@pytest.mark.parametrize("command", [("plan", "--refresh", "--detailed-exitcode"), ("refresh",),
+                                     ("apply", "--refresh", "--auto-approve")])
+def test_unobservable_host_fails_closed(applied: Path, tmp_path: Path, command: tuple[str, ...]) -> None:
+    root = _copy(applied, tmp_path)
+    (root / "hosts/npu-node-2" / LINK).unlink()  # real drift on the other host must not be recorded either
+    before = _break_interpreter(root)
+    r = run_cli(command[0], root / "site.yaml", *command[1:])
+    assert r.code == 1, r.text
+    assert "could not observe 1 host (npu-node-1)" in r.err
+    assert "npu-node-1: observe failed" in r.err and "/nonexistent/python3" in r.err
+    assert "no drift" not in r.text.lower() and "Nothing to apply" not in r.text
+    assert "Traceback" not in r.text
+    assert (root / ".sovkit/state.json").read_bytes() == before, "state must be untouched"
+    assert not (root / ".sovkit/last-refresh.json").exists()
+    assert not (root / "hosts/npu-node-2" / LINK).exists(), "apply --refresh must not run"
