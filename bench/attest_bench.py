@@ -19,11 +19,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from sovkit.attest import dsse
 from sovkit.attest import log as alog
-from sovkit.attest.keys import Algorithm, LocalSigner
 from sovkit.attest.predicates import PROVISION_PREDICATE
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing import dsse
+from sovkit.signing.keys import Algorithm, LocalSigner
+from sovkit.signing.statement import Statement, Subject
 
 
 def _statements(n: int) -> list[Statement]:

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 from sovkit.attest import log as attest_log
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.attest.predicates import PolicyDecisionPredicate, policy_decision_statement
 from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
 from sovkit.audit.drift import write_refresh_record
@@ -32,6 +31,7 @@ from sovkit.provision.executor import ExecEvent, Executor
 from sovkit.provision.hostvars import rollback_target
 from sovkit.provision.observe import observe
 from sovkit.provision.preflight import Preflight
+from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import HostRecord, LockInfo, State, now
 from sovkit.state.store import LocalStateStore
 

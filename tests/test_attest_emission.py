@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sovkit import api
-from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
 from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from sovkit.signing.keys import LocalSigner, write_keypair
 from tests.conftest import CliResult
 from tests.sitefactory import make_site
 

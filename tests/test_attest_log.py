@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from sovkit.attest import log as alog
-from sovkit.attest.keys import LocalSigner
 from sovkit.attest.predicates import (
     POLICY_DECISION_PREDICATE,
     PolicyDecisionPredicate,
     policy_decision_statement,
 )
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing.keys import LocalSigner
+from sovkit.signing.statement import Statement, Subject
 
 
 def _statement(i: int) -> Statement:

@@ -13,9 +13,9 @@ import pytest
 
 from sovkit import api
 from sovkit.attest import log as alog
-from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.attest.predicates import PROVISION_PREDICATE
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing.keys import LocalSigner, write_keypair
+from sovkit.signing.statement import Statement, Subject
 from sovkit.state.models import HostRecord, RuntimeRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import CliResult

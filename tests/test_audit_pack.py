@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
-from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.audit.manifest import MANIFEST, SIGNATURE
 from sovkit.audit.model import REPORT_SCHEMA
+from sovkit.signing.keys import LocalSigner, write_keypair
 from tests.conftest import INVENTORIES, ROOT, CliResult, run_cli
 from tests.sitefactory import Site, make_site
 

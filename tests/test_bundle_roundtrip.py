@@ -168,7 +168,7 @@ def test_since_accepts_bundle_dir_and_plain_manifest(tmp_path: Path) -> None:
 
 
 def test_cli_create_verify_import_and_clear_errors(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
-    from sovkit.attest.keys import LocalSigner, write_keypair
+    from sovkit.signing.keys import LocalSigner, write_keypair
 
     inv = demo_copy(tmp_path)
     key = tmp_path / "k" / "bundle.key"

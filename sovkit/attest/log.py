@@ -37,11 +37,12 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
-from sovkit.attest.statement import STATEMENT_TYPE, Statement
 from sovkit.errors import VerificationError
 from sovkit.flock import exclusive
+from sovkit.signing import dsse
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.statement import STATEMENT_TYPE, Statement
 from sovkit.state.models import now
 from sovkit.state.store import atomic_write
 
@@ -72,10 +73,6 @@ def log_dir_for(state_dir: Path) -> Path:
 
 def line_digest(line: bytes) -> str:
     return "sha256:" + hashlib.sha256(line).hexdigest()
-
-
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 @dataclass(frozen=True)
@@ -274,7 +271,7 @@ def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer)
     so a failed entry signature can be told apart: altered statement vs altered signature bytes."""
     body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now(),
             "payloads": payloads}
-    return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
+    return dsse.sign(canonical_json(body), HEAD_PAYLOAD_TYPE, signer)
 
 
 def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
@@ -321,7 +318,7 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
         out: list[LogEntry] = []
         for statement in statements:
             envelope = dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
-            raw = _canonical({"index": index, "previous": previous, "envelope": envelope.to_dict()})
+            raw = canonical_json({"index": index, "previous": previous, "envelope": envelope.to_dict()})
             digest = line_digest(raw)
             out.append(LogEntry(index=index, previous=previous, digest=digest, envelope=envelope,
                                 predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1,

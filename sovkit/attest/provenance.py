@@ -9,7 +9,6 @@ edited since the apply does not make a valid attestation fail.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,19 +25,19 @@ from sovkit.attest.predicates import (
     RuntimeVersion,
     provision_statement,
 )
-from sovkit.attest.statement import Statement
 from sovkit.digest import sha256_file
 from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.apply import ApplyReport
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.statement import Statement
 from sovkit.state.models import HostRecord, State
 
 
 def plan_digest(plan: Plan) -> str:
     """sha256 over the plan's canonical JSON (the same bytes whatever the key order in memory)."""
-    data = json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(plan.model_dump(mode="json"))).hexdigest()
 
 
 def host_subjects(record: HostRecord, desired: DesiredHost | None) -> dict[str, str]:

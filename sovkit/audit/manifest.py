@@ -13,10 +13,10 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.digest import sha256_file
 from sovkit.errors import VerificationError
+from sovkit.signing import dsse
+from sovkit.signing.keys import PublicKey, Signer
 
 MANIFEST = "manifest.json"
 SIGNATURE = "manifest.dsse.json"

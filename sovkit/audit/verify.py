@@ -20,7 +20,6 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sovkit.attest.keys import PublicKey
 from sovkit.audit import evidence
 from sovkit.audit.collect import finding_row
 from sovkit.audit.manifest import Manifest, pack_files, read_signed_manifest
@@ -28,6 +27,7 @@ from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError, VerificationError
+from sovkit.signing.keys import PublicKey
 
 STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision", "trust-roots",
          "attestation-log")

@@ -6,7 +6,6 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.bundle.create import CreateReport, create_bundle
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import inventory_sources, shipped_sources
@@ -16,6 +15,7 @@ from sovkit.bundle.verify import VerifyReport, verify_bundle
 from sovkit.bundle.volumes import JoinReport, SplitReport, join_volumes, split_bundle
 from sovkit.bundle.wheels import default_cache, self_wheels
 from sovkit.inventory import load_inventory
+from sovkit.signing.keys import PublicKey, Signer
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.keys import PublicKey
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import Job, digest_file, digest_many, sha256_path
@@ -41,6 +40,7 @@ from sovkit.bundle.manifest import Entry, Manifest
 from sovkit.bundle.verify import check_digests, inspect
 from sovkit.errors import BundleError
 from sovkit.flock import Held, exclusive
+from sovkit.signing.keys import PublicKey
 
 WORK = ".sovkit-import"
 LOCK = ".sovkit-import.lock"

@@ -23,10 +23,11 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.errors import BundleError, VerificationError
+from sovkit.signing import dsse
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
 
 FORMAT: Literal["sovkit.dev/bundle/v1"] = "sovkit.dev/bundle/v1"
 PAYLOAD_TYPE = "application/vnd.sovkit.bundle-manifest+json"
@@ -65,8 +66,7 @@ class Manifest(BaseModel):
     entries: list[Entry]
 
     def to_bytes(self) -> bytes:
-        data = self.model_dump(mode="json")
-        return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        return canonical_json(self.model_dump(mode="json")) + b"\n"  # the format ends the file with a newline
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()

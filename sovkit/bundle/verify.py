@@ -15,12 +15,12 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.keys import PublicKey
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import Job, digest_many
 from sovkit.bundle.manifest import BLOB_DIR, ENVELOPE, READABLE, Manifest, path_problem, read_signed
 from sovkit.errors import BundleError
+from sovkit.signing.keys import PublicKey
 
 
 @dataclass

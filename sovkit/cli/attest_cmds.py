@@ -12,10 +12,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.attest.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, LocalSigner, PublicKey, write_keypair
 from sovkit.attest.log import STEP_TITLES, read_log
 from sovkit.cli.output import console, emit_json
 from sovkit.errors import SigningKeyError, VerificationError
+from sovkit.signing.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, LocalSigner, PublicKey, write_keypair
 
 keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
 attest_app = typer.Typer(help="Attestations: verify the append-only log offline, list it.", no_args_is_help=True)

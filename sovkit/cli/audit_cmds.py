@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import load_public_keys
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
 from sovkit.errors import VerificationError
+from sovkit.signing.keys import load_public_keys
 
 
 def audit(

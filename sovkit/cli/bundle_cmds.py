@@ -18,13 +18,13 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.bundle import api
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, err_console
 from sovkit.errors import SigningKeyError
+from sovkit.signing.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 

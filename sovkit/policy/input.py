@@ -15,8 +15,6 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from sovkit.attest.artifacts import Claim, verify_artifact_signature
-from sovkit.attest.keys import PublicKey
 from sovkit.catalog import Catalog, load_catalog
 from sovkit.errors import SovkitError
 from sovkit.inventory.capacity import host_accelerator_memory_gb, rack_power
@@ -37,6 +35,8 @@ from sovkit.inventory.models import (
     TelemetrySink,
     Waiver,
 )
+from sovkit.signing.artifacts import Claim, verify_artifact_signature
+from sovkit.signing.keys import PublicKey
 from sovkit.state.models import State
 
 INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"

@@ -9,14 +9,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.artifacts import Claim, SignatureCheck, verify_artifact_signature
-from sovkit.attest.keys import PublicKey
-from sovkit.attest.model_signature import common_dir, verify_model
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
+from sovkit.signing.artifacts import Claim, SignatureCheck, verify_artifact_signature
+from sovkit.signing.keys import PublicKey
+from sovkit.signing.model_signature import common_dir, verify_model
 
 
 @dataclass
