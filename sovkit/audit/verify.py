@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -27,6 +27,7 @@ from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError, VerificationError
+from sovkit.signing import paths
 from sovkit.signing.keys import PublicKey
 
 STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision", "trust-roots",
@@ -58,8 +59,8 @@ class PackVerification:
 
 
 def _safe(path: str) -> bool:
-    p = PurePosixPath(path)
-    return bool(path) and not p.is_absolute() and ".." not in p.parts and "\\" not in path
+    """A pack path is read, never written on a site: sovkit's reserved names are allowed (a key under .sovkit/)."""
+    return paths.path_problem(path, refuse_reserved=False) is None
 
 
 def _file_set(root: Path, manifest: Manifest) -> StepResult:

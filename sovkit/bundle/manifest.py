@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.errors import BundleError, VerificationError
-from sovkit.signing import dsse
+from sovkit.signing import dsse, paths
 from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer
 
@@ -84,44 +83,12 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / BLOB_DIR / digest
 
 
-_BAD_CHARS = re.compile(r"[\x00-\x1f\\]")
-
-
 def path_problem(path: str) -> str | None:
     """Why a logical path is unsafe to write on the site, or None when it is fine."""
-    if not path:
-        return "empty path"
-    if path.startswith("/"):
-        return f"{path!r} is an absolute path"
-    if _BAD_CHARS.search(path):
-        return f"{path!r} contains a backslash or control character"
-    parts = path.split("/")
-    if any(p == ".." for p in parts):
-        return f"{path!r} contains '..'"
-    if any(p in ("", ".") for p in parts):
-        return f"{path!r} has an empty or '.' segment"
-    if parts[0] not in NAMESPACES or len(parts) < 2:
-        return f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
-    reserved = next((p for p in parts if _reserved(p)), None)
-    if reserved is not None:
-        return (f"{path!r} names {reserved!r}, reserved for sovkit's own files (state, keys, locks, the store "
-                "index, import staging): a bundle never writes them")
-    long = next((p for p in parts if len(p.encode()) > NAME_MAX), None)
-    if long is not None:
-        return f"{path!r} has a name of {len(long.encode())} bytes; file systems allow at most {NAME_MAX}"
-    if len(path.encode()) > PATH_BUDGET:
-        return f"{path!r} is {len(path.encode())} bytes long; at most {PATH_BUDGET} are allowed"
-    return None
-
-
-NAME_MAX = 255
-PATH_BUDGET = 1024  # leaves room under PATH_MAX (4096) for the store or site directory it is joined to
-
-
-def _reserved(segment: str) -> bool:
-    """sovkit's own names: ``.sovkit`` (state, operator keys, logs, locks), ``.sovkit-store.jsonl`` (the store
-    index), ``.sovkit-import*`` (staging and its lock), and the commit step's ``*.sovkit-tmp`` files."""
-    return segment.startswith(".sovkit") or segment.endswith(".sovkit-tmp")
+    problem = paths.path_problem(path, refuse_reserved=False)
+    if problem is None and (path.split("/")[0] not in NAMESPACES or "/" not in path):
+        problem = f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
+    return problem or paths.path_problem(path)  # then sovkit's reserved names, and the length limits
 
 
 def sign_manifest(manifest: Manifest, signer: Signer) -> dsse.Envelope:

@@ -64,6 +64,15 @@ class LoadedInventory:
         """A path written in the inventory (keys, signatures), relative to the inventory root."""
         return (self.root / relative).resolve()
 
+    def trust_root_paths(self) -> dict[str, dict[str, Path]]:
+        """``{section: {signer name: public key file}}`` for :class:`sovkit.signing.trust.TrustRoots`."""
+        out: dict[str, dict[str, Path]] = {}
+        for section in ("publishers", "vendors"):
+            names = out.setdefault(section, {})
+            for entry in getattr(self.site.trust_roots, section):
+                names.setdefault(entry.name, self.resolve(entry.public_key))  # the first entry of a name wins
+        return out
+
 
 def site_digest(site: Site) -> str:
     data = site.model_dump(mode="json", by_alias=True)
