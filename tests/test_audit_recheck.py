@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sovkit.audit.manifest import MANIFEST
 from sovkit.policy.engine import DECISION_QUERY
 from sovkit.signing.keys import LocalSigner, write_keypair
+from sovkit.signing.manifest import MANIFEST
 from tests.conftest import INVENTORIES, ROOT, run_cli
 from tests.sitefactory import Site
 from tests.test_audit_pack import run_cli_offline

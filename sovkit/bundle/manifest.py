@@ -18,39 +18,36 @@ import hashlib
 import json
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.bundle.errors import BundleInvalid
-from sovkit.errors import BundleError, VerificationError
+from sovkit.errors import BundleError
 from sovkit.signing import dsse, paths
+from sovkit.signing import manifest as signed
 from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.manifest import FileEntry, Sha256
 
 FORMAT: Literal["sovkit.dev/bundle/v1"] = "sovkit.dev/bundle/v1"
 PAYLOAD_TYPE = "application/vnd.sovkit.bundle-manifest+json"
-ENVELOPE = "manifest.dsse.json"
-READABLE = "manifest.json"
+ENVELOPE = signed.ENVELOPE
+READABLE = signed.MANIFEST
 BLOB_DIR = "blobs/sha256"
 NAMESPACES = ("artifacts", "inventory", "policies", "templates", "wheels")
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Kind = Literal[
     "firmware", "firmware-signature", "runtime", "runtime-signature", "model", "model-signature",
     "trust-root", "inventory", "policy", "template", "wheel",
 ]
 
 
-class Entry(BaseModel):
+class Entry(FileEntry):
     """One file the site receives: where it goes, what it is, and which inventory items need it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    path: str
-    size: Annotated[int, Field(ge=0)]
-    sha256: Sha256
     kind: Kind
-    items: list[str] = []
+    items: list[str] = Field(default_factory=list)
     carried: bool = Field(default=True, description="False in a differential bundle: the site already has it.")
 
 
@@ -91,14 +88,8 @@ def path_problem(path: str) -> str | None:
     return problem or paths.path_problem(path)  # then sovkit's reserved names, and the length limits
 
 
-def sign_manifest(manifest: Manifest, signer: Signer) -> dsse.Envelope:
-    return dsse.sign(manifest.to_bytes(), PAYLOAD_TYPE, signer)
-
-
 def write_manifest(root: Path, manifest: Manifest, signer: Signer) -> None:
-    envelope = sign_manifest(manifest, signer)
-    (root / READABLE).write_bytes(manifest.to_bytes())
-    (root / ENVELOPE).write_text(envelope.to_json() + "\n")
+    signed.write_signed(root, manifest.to_bytes(), PAYLOAD_TYPE, signer)
 
 
 def parse_manifest(payload: bytes, source: str) -> Manifest:
@@ -110,31 +101,16 @@ def parse_manifest(payload: bytes, source: str) -> Manifest:
         raise BundleInvalid(problems, what="manifest") from None
 
 
-def read_signed(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, bytes | None, list[str]]:
-    """The manifest from the envelope, its payload, and signature problems (the manifest is still returned
-    when only the signature fails, so the rest of the bundle can be reported on too)."""
-    env_file = root / ENVELOPE
-    problems: list[str] = []
+def read_signed(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, list[str]]:
+    """The manifest from the envelope and every problem with it (the manifest is still returned when only the
+    signature fails, so the rest of the bundle can be reported on too)."""
+    checked = signed.read_signed(root, PAYLOAD_TYPE, keys, container="bundle")
+    if checked.payload is None:
+        return None, checked.problems
     try:
-        raw = env_file.read_bytes()
-    except OSError as exc:
-        return None, None, [f"{ENVELOPE}: cannot read ({exc.strerror}); is {root} a sovkit bundle?"]
-    try:
-        envelope = dsse.Envelope.from_json(raw, ENVELOPE)
-        payload = envelope.payload_bytes()
-    except VerificationError as exc:
-        return None, None, [exc.message]
-    if envelope.payload_type != PAYLOAD_TYPE:
-        problems.append(f"{ENVELOPE}: payload type {envelope.payload_type!r} is not a bundle manifest")
-    try:
-        dsse.verify(envelope, keys)
-    except VerificationError as exc:
-        problems.append(f"signature: {exc.message}")
-    try:
-        manifest = parse_manifest(payload, ENVELOPE)
+        return parse_manifest(checked.payload, ENVELOPE), checked.problems
     except BundleInvalid as exc:
-        return None, payload, problems + exc.problems
-    return manifest, payload, problems
+        return None, checked.problems + exc.problems
 
 
 def load_any_manifest(path: Path) -> Manifest:
