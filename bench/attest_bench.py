@@ -68,7 +68,7 @@ def run(n: int, alg: Algorithm, repeat: int = 5) -> tuple[float, float]:
             result = alog.verify_log(log_dir, keys)
             elapsed = time.perf_counter() - start
             if not result.ok or len(result.entries) != n:
-                raise SystemExit(f"verification failed: {[s.message for s in result.steps if not s.ok]}")
+                raise SystemExit(f"verification failed: {[s.detail for s in result.steps if s.failed]}")
             return elapsed
 
         entries = alog.read_log(log_dir)

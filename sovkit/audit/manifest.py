@@ -15,7 +15,6 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.digest import sha256_file
-from sovkit.errors import VerificationError
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.signing.manifest import ENVELOPE, MANIFEST, FileEntry, read_signed, write_signed
 
@@ -56,15 +55,12 @@ def write_signed_manifest(root: Path, manifest: Manifest, signer: Signer) -> Non
     write_signed(root, manifest.to_bytes(), PAYLOAD_TYPE, signer)
 
 
-def read_signed_manifest(root: Path, keys: list[PublicKey]) -> Manifest:
-    """Check the signature over manifest.json and return the manifest; raises VerificationError (step named)
-    whose message lists every problem."""
-    step = "manifest-signature"
+def check_signed_manifest(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, list[str]]:
+    """The manifest when its signature checks out, else None; and every problem found."""
     checked = read_signed(root, PAYLOAD_TYPE, keys, container="pack")
     if not checked.trusted or checked.payload is None:
-        raise VerificationError("; ".join(checked.problems), "obtain an untampered copy of the pack", step=step)
+        return None, checked.problems
     try:
-        return Manifest.model_validate_json(checked.payload)
+        return Manifest.model_validate_json(checked.payload), []
     except ValidationError as exc:
-        raise VerificationError(f"{MANIFEST}: not a sovkit audit manifest ({exc.error_count()} problems)",
-                                step=step) from exc
+        return None, [f"{MANIFEST}: not a sovkit audit manifest ({exc.error_count()} problems)"]

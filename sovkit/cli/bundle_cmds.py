@@ -19,6 +19,7 @@ from rich.progress import (
 )
 
 from sovkit.bundle import api
+from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
 from sovkit.cli.options import JsonOpt
@@ -128,13 +129,20 @@ def verify(
     """Check signature, every size and digest, nothing missing or extra, no unsafe paths or links."""
     keys = _keys(key)
     with _Bar(not json_out) as bar:
-        report = api.verify(bundle, keys, bar)
+        result = api.verify(bundle, keys, bar)
     if json_out:
-        emit_json({"valid": True, "manifest_sha256": report.manifest.digest(), "blobs": report.files,
-                   "bytes": report.bytes})
-        return
-    console.print(f"[green]✓[/] bundle is intact and signed: {len(report.manifest.entries)} file(s), "
-                  f"{report.files} blob(s), {report.bytes} bytes checked")
+        emit_json(result.model_dump(mode="json"))
+    else:
+        for s in result.steps:  # the problems follow once, in the error below
+            mark = {"ok": "[green]✓[/]", "not-checked": "[yellow]-[/]"}.get(s.status, "[red]✗[/]")
+            what = s.detail if s.status != "failed" else f"{len(s.problems)} problem(s)"
+            console.print(f"{mark} {s.name}" + (f": {escape(what)}" if what else ""))
+    if not result.ok:
+        raise BundleInvalid([p for s in result.failures for p in s.problems])
+    if not json_out:
+        f = result.facts
+        console.print(f"[green]✓[/] bundle is intact and signed: {f['entries']} file(s), {f['blobs']} blob(s), "
+                      f"{f['bytes']} bytes checked")
 
 
 @bundle_app.command("import")
