@@ -19,11 +19,11 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
 
-from sovkit.attest import dsse
 from sovkit.attest import log as alog
-from sovkit.attest.keys import Algorithm, LocalSigner
 from sovkit.attest.predicates import PROVISION_PREDICATE
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing import dsse
+from sovkit.signing.keys import Algorithm, LocalSigner
+from sovkit.signing.statement import Statement, Subject
 
 
 def _statements(n: int) -> list[Statement]:
@@ -68,7 +68,7 @@ def run(n: int, alg: Algorithm, repeat: int = 5) -> tuple[float, float]:
             result = alog.verify_log(log_dir, keys)
             elapsed = time.perf_counter() - start
             if not result.ok or len(result.entries) != n:
-                raise SystemExit(f"verification failed: {[s.message for s in result.steps if not s.ok]}")
+                raise SystemExit(f"verification failed: {[s.detail for s in result.steps if s.failed]}")
             return elapsed
 
         entries = alog.read_log(log_dir)

@@ -92,10 +92,10 @@ def copy_fsync(files: list[Path], dest: Path) -> float:
 def child(phase: str, listing: Path, out: Path) -> None:
     """Run one phase in this (child) process and print its time and peak RSS as JSON."""
     sys.path.insert(0, str(ROOT))
-    from sovkit.attest.keys import LocalSigner
     from sovkit.bundle.create import create_bundle
     from sovkit.bundle.gather import Source
     from sovkit.bundle.verify import verify_bundle
+    from sovkit.signing.keys import LocalSigner
 
     signer = LocalSigner.from_seed(b"bench")
     files = [Path(p) for p in json.loads(listing.read_text())]

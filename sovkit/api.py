@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 from sovkit.attest import log as attest_log
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.attest.predicates import PROVISION_PREDICATE, PolicyDecisionPredicate, policy_decision_statement
 from sovkit.attest.provenance import ApplyContext, check_subjects, provision_statements
 from sovkit.audit.drift import write_refresh_record
@@ -34,6 +33,7 @@ from sovkit.provision.executor import ExecEvent, Executor
 from sovkit.provision.hostvars import rollback_target
 from sovkit.provision.observe import observe, with_findings
 from sovkit.provision.preflight import Preflight
+from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import HostRecord, LockInfo, State, now
 from sovkit.state.store import LocalStateStore
 

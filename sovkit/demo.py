@@ -14,11 +14,11 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, write_keypair
 from sovkit.catalog import load_catalog
 from sovkit.errors import SovkitError
 from sovkit.inventory import load_inventory
 from sovkit.resources import data_dir
+from sovkit.signing.keys import PASSPHRASE_ENV, LocalSigner, write_keypair
 from sovkit.simulator import install_simulator
 
 FACTORY_FIRMWARE = "1.0.0"

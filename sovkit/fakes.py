@@ -27,10 +27,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from sovkit.attest.keys import LocalSigner, PublicKey
 from sovkit.errors import ProvisionError, StateError, StateLocked
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
+from sovkit.signing.keys import LocalSigner, PublicKey
 from sovkit.state.models import LockInfo, State
 
 __all__ = [

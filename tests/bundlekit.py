@@ -7,11 +7,11 @@ import os
 import shutil
 from pathlib import Path
 
-from sovkit.attest.keys import LocalSigner, PublicKey
 from sovkit.bundle.create import CreateReport, create_bundle
 from sovkit.bundle.gather import inventory_sources, shipped_sources
 from sovkit.bundle.manifest import Manifest
 from sovkit.inventory import load_inventory
+from sovkit.signing.keys import LocalSigner, PublicKey
 from tests.conftest import INVENTORIES
 
 SIGNER = LocalSigner.from_seed(b"sovkit bundle tests (public seed, tests only)")

@@ -10,8 +10,8 @@ from typing import Any
 
 import yaml
 
-from sovkit.attest.artifacts import sign_artifacts
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.signing.artifacts import sign_artifacts
+from sovkit.signing.keys import LocalSigner, write_keypair
 from sovkit.simulator import install_simulator, make_firmware_image
 from tests.conftest import INVENTORIES
 

@@ -92,8 +92,8 @@ def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path:
 
 def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
     """Policy denies it (PRV-003); even with that waived, preflight still refuses the signature (defence in depth)."""
-    from sovkit.attest.artifacts import sign_artifacts
-    from sovkit.attest.keys import LocalSigner
+    from sovkit.signing.artifacts import sign_artifacts
+    from sovkit.signing.keys import LocalSigner
 
     site = make_site(tmp_path)
     model = site.model("demo-ko-chat")
@@ -181,7 +181,7 @@ def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None
     assert r.code == 1 and "failed verification" in r.err, r.text
 
     other = tmp_path / "other.json"
-    from sovkit.attest.keys import LocalSigner, write_keypair
+    from sovkit.signing.keys import LocalSigner, write_keypair
 
     write_keypair(LocalSigner.generate(), tmp_path / "other.key", None)
     r = run_cli("apply", plan_file, "--plan-key", tmp_path / "other.key.pub", env=env)

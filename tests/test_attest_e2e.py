@@ -71,8 +71,8 @@ def test_apply_records_verifiable_provision_attestations(tmp_path: Path) -> None
     js = run_cli("attest", "verify", site.root / ".sovkit" / "attestations", "--key", pub, "--json")
     assert js.code == 0, js.text
     doc = json.loads(js.out)
-    assert doc["ok"] is True and doc["entries"] == 3
-    assert [s["step"] for s in doc["steps"]] == ["envelope-format", "keyid", "signature", "chain", "head", "anchor",
+    assert doc["ok"] is True and doc["facts"]["entries"] == 3
+    assert [s["name"] for s in doc["steps"]] == ["envelope-format", "keyid", "signature", "chain", "head", "anchor",
                                                  "subjects"]
 
     # a changed model file in the artifact store no longer matches its attested subject

@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from sovkit import api
-from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
 from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from sovkit.signing.keys import LocalSigner, write_keypair
 from tests.conftest import CliResult
 from tests.sitefactory import make_site
 
@@ -91,7 +91,7 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
     sig = good["models"][0]["signature"]
     assert sig["verified"] is True and sig["signer"] == "sovkit-demo-lab" and sig["format"] == "dsse"
     verified = api.verify_attestations(api.attestation_target(site.path), [OPERATOR.public_key])
-    assert verified.ok, [s.message for s in verified.steps]
+    assert verified.ok, [s.detail for s in verified.steps]
 
     # a state edited behind sovkit's back no longer matches the latest attestation
     state = ws.store.read()
@@ -100,7 +100,7 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
     ws.store.write(state)
     edited = api.verify_attestations(api.attestation_target(site.path), [OPERATOR.public_key])
     assert not edited.ok
-    msg = edited.step("subjects").message
+    msg = edited.step("subjects").detail
     assert "subject serving/chat-prefill of host npu-node-1" in msg and "is not in the recorded state" in msg
 
     # rollback: one more provision attestation, operation rollback, naming the version now active

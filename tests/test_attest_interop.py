@@ -13,11 +13,11 @@ from securesystemslib.dsse import Envelope as SslEnvelope
 from securesystemslib.exceptions import VerificationError as SslVerificationError
 from securesystemslib.signer import CryptoSigner, SSlibKey
 
-from sovkit.attest import dsse
 from sovkit.attest import log as alog
-from sovkit.attest.keys import Algorithm, LocalSigner, PublicKey, write_keypair
-from sovkit.attest.statement import Statement, Subject
 from sovkit.errors import VerificationError
+from sovkit.signing import dsse
+from sovkit.signing.keys import Algorithm, LocalSigner, PublicKey, write_keypair
+from sovkit.signing.statement import Statement, Subject
 from tests.conftest import CliResult
 
 ALGS: list[Algorithm] = ["ed25519", "ecdsa-p256"]

@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 
 from sovkit.attest import log as alog
-from sovkit.attest.keys import LocalSigner
 from sovkit.attest.predicates import (
     POLICY_DECISION_PREDICATE,
     PolicyDecisionPredicate,
     policy_decision_statement,
 )
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing.keys import LocalSigner
+from sovkit.signing.statement import Statement, Subject
 
 
 def _statement(i: int) -> Statement:
@@ -37,8 +37,8 @@ def test_append_read_verify_roundtrip(tmp_path: Path) -> None:
     lines = (tmp_path / "log.jsonl").read_bytes().split(b"\n")[:-1]
     assert set(json.loads(lines[0])) == {"index", "previous", "envelope"}
     result = alog.verify_log(tmp_path, [signer.public_key])
-    assert result.ok, [s.message for s in result.steps]
-    assert [s.step for s in result.steps] == list(alog.STEPS)
+    assert result.ok, [s.detail for s in result.steps]
+    assert [s.name for s in result.steps] == list(alog.STEPS)
 
 
 def test_policy_decision_statement_shape(tmp_path: Path) -> None:
@@ -56,8 +56,8 @@ def test_empty_and_missing_log(tmp_path: Path) -> None:
     assert alog.read_log(tmp_path / "nope") == []
     assert alog.append(tmp_path, [], LocalSigner.from_seed(b"op")) == []
     result = alog.verify_log(tmp_path / "nope", [LocalSigner.from_seed(b"op").public_key])
-    assert not result.ok and result.steps[0].step == "envelope-format"
-    assert "no attestation log" in result.steps[0].message
+    assert not result.ok and result.steps[0].name == "envelope-format"
+    assert "no attestation log" in result.steps[0].detail
 
 
 def _worker(args: tuple[str, int]) -> None:
@@ -72,5 +72,5 @@ def test_concurrent_appends_keep_one_chain(tmp_path: Path, procs: int) -> None:
     with multiprocessing.get_context("fork").Pool(procs) as pool:
         pool.map(_worker, [(str(tmp_path), 10)] * procs)
     result = alog.verify_log(tmp_path, [LocalSigner.from_seed(b"op").public_key])
-    assert result.ok, [s.message for s in result.steps]
+    assert result.ok, [s.detail for s in result.steps]
     assert len(result.entries) == 10 * procs

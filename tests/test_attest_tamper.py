@@ -13,9 +13,9 @@ import pytest
 
 from sovkit import api
 from sovkit.attest import log as alog
-from sovkit.attest.keys import LocalSigner, write_keypair
 from sovkit.attest.predicates import PROVISION_PREDICATE
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing.keys import LocalSigner, write_keypair
+from sovkit.signing.statement import Statement, Subject
 from sovkit.state.models import HostRecord, RuntimeRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import CliResult
@@ -173,10 +173,10 @@ def test_tampering_is_caught_at_its_step(rig: Rig, name: str, tamper: Callable[[
     tamper(rig)
     result = rig.verify(keys)
     assert not result.ok
-    failed = {s.step: s for s in result.steps if not s.ok}
-    assert step in failed, [(s.step, s.message) for s in result.steps]
-    assert message in failed[step].message
-    assert failed[step].error is not None and failed[step].error.step == step
+    failed = {s.name: s for s in result.steps if s.failed}
+    assert step in failed, [(s.name, s.detail) for s in result.steps]
+    assert message in failed[step].detail
+    assert failed[step].error().step == step and failed[step].hint
 
 
 def test_each_case_has_its_own_message(tmp_path: Path) -> None:
@@ -187,7 +187,7 @@ def test_each_case_has_its_own_message(tmp_path: Path) -> None:
         r = rig.__wrapped__(sub)  # type: ignore[attr-defined]
         tamper(r)
         result = r.verify(keys)
-        first_messages.append(next(s.message for s in result.steps if s.step == step and not s.ok))
+        first_messages.append(next(s.detail for s in result.steps if s.name == step and s.failed))
     assert len(set(first_messages)) == len(CASES), first_messages
 
 
@@ -198,15 +198,15 @@ def test_untampered_head_envelope_edit_is_caught(rig: Rig) -> None:
     head["payload"] = base64.b64encode(json.dumps(body).encode()).decode()
     (rig.log_dir / "head.json").write_text(json.dumps(head))
     result = rig.verify()
-    assert "head.json" in result.step("head").message and "signature does not verify" in result.step("head").message
+    assert "head.json" in result.step("head").detail and "signature does not verify" in result.step("head").detail
 
 
 def test_deleted_head_and_torn_line(rig: Rig) -> None:
     (rig.log_dir / "head.json").unlink()
-    assert "head.json is missing" in rig.verify().step("head").message
+    assert "head.json is missing" in rig.verify().step("head").detail
     rig.log_file.write_bytes(rig.log_file.read_bytes()[:-20])
     result = rig.verify()
-    assert result.steps[0].step == "envelope-format" and "last line is incomplete" in result.steps[0].message
+    assert result.steps[0].name == "envelope-format" and "last line is incomplete" in result.steps[0].detail
     with pytest.raises(Exception, match="refusing to append"):
         alog.append(rig.log_dir, [Statement(subject=[], predicateType="x")], OPERATOR)
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.signing.keys import LocalSigner, write_keypair
 from tests.conftest import INVENTORIES, run_cli
 from tests.sitefactory import Site
 

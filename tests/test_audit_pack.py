@@ -23,9 +23,9 @@ from cryptography.hazmat.primitives import serialization
 from securesystemslib.dsse import Envelope
 from securesystemslib.signer import SSlibKey
 
-from sovkit.attest.keys import LocalSigner, write_keypair
-from sovkit.audit.manifest import MANIFEST, SIGNATURE
 from sovkit.audit.model import REPORT_SCHEMA
+from sovkit.signing.keys import LocalSigner, write_keypair
+from sovkit.signing.manifest import ENVELOPE, MANIFEST
 from tests.conftest import INVENTORIES, ROOT, CliResult, run_cli
 from tests.sitefactory import Site, make_site
 
@@ -39,7 +39,7 @@ def _keypair(directory: Path, name: str = "auditor.key") -> tuple[Path, Path]:
 
 
 def _steps(r: CliResult) -> dict[str, dict[str, object]]:
-    return {s["step"]: s for s in json.loads(r.out)["steps"]}
+    return {s["name"]: s for s in json.loads(r.out)["steps"]}
 
 
 # --- example inventories, no state ----------------------------------------------------------------------------
@@ -69,7 +69,7 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
     inv = yaml.safe_load((INVENTORIES / example / "site.yaml").read_text())
     keys = {f"inventory/{k['public_key']}" for section in inv["trust_roots"].values() for k in section}
     assert files == {"report.html", "report.json", "policy/bundle.tar.gz", "policy/input.json", "inventory/site.yaml",
-                     MANIFEST, SIGNATURE} | boms | keys
+                     MANIFEST, ENVELOPE} | boms | keys
     assert report["schema"] == REPORT_SCHEMA
     assert report["installed"] == [] and report["attestations"] == [] and report["drift"] is None
     assert report["overview"]["state_lineage"] == ""
@@ -80,7 +80,7 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
         for item in inv.get(section, []):
             assert (category, item["name"]) in flows, (category, item["name"])
     manifest = json.loads((pack / MANIFEST).read_text())
-    assert {e["path"] for e in manifest["files"]} == files - {MANIFEST, SIGNATURE}
+    assert {e["path"] for e in manifest["files"]} == files - {MANIFEST, ENVELOPE}
     r = cli("verify", pack, "--key", pub)
     assert r.code == 0, r.text
     for step in ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision",
@@ -162,7 +162,7 @@ def test_manifest_signature_verifies_with_securesystemslib_and_files_with_sha256
     """A regulator without sovkit: DSSE via securesystemslib, digests via coreutils sha256sum."""
     pack, pub = example_packs["kr-telco"]
     key = SSlibKey.from_crypto(serialization.load_pem_public_key(pub.read_bytes()))  # type: ignore[arg-type]
-    envelope = Envelope.from_dict(json.loads((pack / SIGNATURE).read_text()))
+    envelope = Envelope.from_dict(json.loads((pack / ENVELOPE).read_text()))
     assert key.keyid in envelope.verify([key], 1)
     assert envelope.payload == (pack / MANIFEST).read_bytes()
     manifest = json.loads(envelope.payload)
@@ -371,10 +371,10 @@ TAMPER = [
      "missing file: report.html is in the manifest but not in the pack"),
     ("symlink-file", _symlink, "file-set", "report.html is not a regular file"),
     ("edit-manifest", _edit_manifest, "manifest-signature",
-     "manifest.json differs from the signed manifest: it was edited after signing"),
+     "manifest.json was edited after signing: it differs from the signed manifest"),
     ("flip-manifest-signature", lambda p: _flip_signature(p), "manifest-signature",
      "manifest signature: signature does not verify"),
-    ("delete-manifest-signature", lambda p: (p / SIGNATURE).unlink(), "manifest-signature",
+    ("delete-manifest-signature", lambda p: (p / ENVELOPE).unlink(), "manifest-signature",
      "manifest.dsse.json is missing from the pack"),
     ("resigned-by-another-key", _resign_manifest, "manifest-signature",
      "manifest signature: signed by an unknown key"),
@@ -382,11 +382,11 @@ TAMPER = [
 
 
 def _flip_signature(pack: Path) -> None:
-    env = json.loads((pack / SIGNATURE).read_text())
+    env = json.loads((pack / ENVELOPE).read_text())
     sig = bytearray(base64.b64decode(env["signatures"][0]["sig"]))
     sig[5] ^= 0x01
     env["signatures"][0]["sig"] = base64.b64encode(bytes(sig)).decode()
-    (pack / SIGNATURE).write_text(json.dumps(env))
+    (pack / ENVELOPE).write_text(json.dumps(env))
 
 
 @pytest.mark.slow
@@ -402,10 +402,10 @@ def test_any_change_to_the_pack_fails_verify_with_its_own_message(
     r = cli("verify", copy, "--key", pub, "--json")
     assert r.code == 1, r.text
     steps = _steps(r)
-    assert steps[step]["ok"] is False
+    assert steps[step]["status"] == "failed"
     assert any(message in p for p in steps[step]["problems"]), steps[step]  # type: ignore[attr-defined]
     if step != "manifest-signature":
-        assert steps["manifest-signature"]["ok"] is True, "only the changed part may be reported"
+        assert steps["manifest-signature"]["status"] == "ok", "only the changed part may be reported"
     assert "does not verify" in r.err and "Traceback" not in r.err
     human = cli("verify", copy, "--key", pub)
     assert human.code == 1 and message in human.out and f"✗ {step}" in human.out
@@ -419,7 +419,7 @@ def test_flipped_attestation_also_fails_the_log_check(applied: tuple[Site, Path,
     shutil.copytree(pack, copy)
     _flip(copy / "attestations/log.jsonl")
     steps = _steps(cli("verify", copy, "--key", pub, "--json"))
-    assert steps["attestation-log"]["ok"] is False and steps["attestation-log"]["problems"]
+    assert steps["attestation-log"]["status"] == "failed" and steps["attestation-log"]["problems"]
 
 
 @pytest.mark.slow
@@ -430,9 +430,9 @@ def test_wrong_key_fails_the_signature_and_the_log(applied: tuple[Site, Path, Pa
     r = cli("verify", pack, "--key", other, "--json")
     assert r.code == 1
     steps = _steps(r)
-    assert steps["manifest-signature"]["ok"] is False
+    assert steps["manifest-signature"]["status"] == "failed"
     assert "manifest signature: signed by an unknown key" in steps["manifest-signature"]["problems"][0]  # type: ignore[index]
-    assert steps["file-digests"]["skipped"] is True
+    assert steps["file-digests"]["status"] == "not-checked"
     assert any("wrong key" in p for p in steps["attestation-log"]["problems"])  # type: ignore[attr-defined]
 
 

@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from sovkit.attest.keys import LocalSigner, write_keypair
-from sovkit.audit.manifest import MANIFEST
 from sovkit.policy.engine import DECISION_QUERY
+from sovkit.signing.keys import LocalSigner, write_keypair
+from sovkit.signing.manifest import MANIFEST
 from tests.conftest import INVENTORIES, ROOT, run_cli
 from tests.sitefactory import Site
 from tests.test_audit_pack import run_cli_offline
@@ -51,7 +51,7 @@ def denied_pack(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 
 def _steps(out: str) -> dict[str, dict[str, object]]:
-    return {s["step"]: s for s in json.loads(out)["steps"]}
+    return {s["name"]: s for s in json.loads(out)["steps"]}
 
 
 def test_pack_holds_the_input_and_the_keys_under_its_signed_manifest(denied_pack: tuple[Path, Path]) -> None:
@@ -78,11 +78,11 @@ def test_decision_re_evaluates_offline_from_the_pack_alone(denied_pack: tuple[Pa
     steps = _steps(r.stdout)
     assert r.returncode == 0, r.stdout + r.stderr
     step = steps["policy-decision"]
-    assert step["ok"] is True, step
+    assert step["status"] == "ok", step
     denials = sum(1 for f in report["policy"]["findings"] if f["severity"] == "deny" and not f["waived"])
     assert f": denied, {denials} denial(s), {len(report['policy']['findings'])} finding(s), as report.json " \
            "records" in str(step["detail"])
-    assert steps["trust-roots"]["ok"] is True, steps["trust-roots"]
+    assert steps["trust-roots"]["status"] == "ok", steps["trust-roots"]
     # the same through the library on the two files alone, in a process with no network
     script = ("import json, sys; from pathlib import Path; from sovkit.policy.api import evaluate_bundle; "
               "p = Path(sys.argv[1]); d = evaluate_bundle(p / 'policy/bundle.tar.gz', "
@@ -107,7 +107,7 @@ def test_an_input_that_would_change_the_decision_is_caught(denied_pack: tuple[Pa
     r = run_cli("verify", copy, "--key", pub, "--json")
     assert r.code == 1
     steps = _steps(r.out)
-    assert steps["file-digests"]["ok"] is False
+    assert steps["file-digests"]["status"] == "failed"
     problems = steps["policy-decision"]["problems"]
     assert "re-evaluation: allowed, report.json says denied" in problems, problems  # type: ignore[operator]
 
@@ -165,6 +165,6 @@ def test_the_bundle_is_not_evaluated_from_an_untrusted_pack(denied_pack: tuple[P
     pack, _ = denied_pack
     _, stranger = _keypair(tmp_path)
     steps = _steps(run_cli("verify", pack, "--key", stranger, "--json").out)
-    assert steps["manifest-signature"]["ok"] is False
-    assert steps["policy-decision"]["skipped"] is True
-    assert steps["policy-decision"]["problems"] == ["not evaluated: the manifest is not trusted"]
+    assert steps["manifest-signature"]["status"] == "failed"
+    assert steps["policy-decision"]["status"] == "not-checked"
+    assert steps["policy-decision"]["detail"] == "not evaluated: the manifest is not trusted"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.signing.keys import LocalSigner, write_keypair
 from sovkit.simulator import install_simulator, read_devices
 from sovkit.state.models import State
 from tests.conftest import ROOT, CliResult, run_cli

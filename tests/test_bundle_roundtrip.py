@@ -168,7 +168,7 @@ def test_since_accepts_bundle_dir_and_plain_manifest(tmp_path: Path) -> None:
 
 
 def test_cli_create_verify_import_and_clear_errors(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
-    from sovkit.attest.keys import LocalSigner, write_keypair
+    from sovkit.signing.keys import LocalSigner, write_keypair
 
     inv = demo_copy(tmp_path)
     key = tmp_path / "k" / "bundle.key"
@@ -182,7 +182,7 @@ def test_cli_create_verify_import_and_clear_errors(tmp_path: Path, cli: Callable
     created = json.loads(r.out)
     assert created["carried_blobs"] > 20 and created["since"] is None
     r = cli("bundle", "verify", tmp_path / "b", "--key", pub, "--json")
-    assert r.code == 0 and json.loads(r.out)["manifest_sha256"] == created["manifest_sha256"], r.text
+    assert r.code == 0 and json.loads(r.out)["facts"]["manifest_sha256"] == created["manifest_sha256"], r.text
     r = cli("bundle", "import", tmp_path / "b", "--store", tmp_path / "store", "--key", pub)
     assert r.code == 0 and "file(s) written" in r.out, r.text
     r = cli("bundle", "verify", tmp_path / "nope", "--key", pub)

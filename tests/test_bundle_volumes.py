@@ -119,7 +119,7 @@ def test_index_with_a_path_escape_is_refused_before_writing(bundle: Path, tmp_pa
 
 
 def test_cli_create_with_volumes_then_join_and_verify(tmp_path: Path) -> None:
-    from sovkit.attest.keys import LocalSigner, write_keypair
+    from sovkit.signing.keys import LocalSigner, write_keypair
     from tests.conftest import run_cli
 
     inv = demo_copy(tmp_path)

@@ -11,10 +11,10 @@ import pytest
 import typer
 import typer.main
 
-from sovkit.attest.keys import PublicKey
 from sovkit.bundle.manifest import Manifest
 from sovkit.cli.main import app
 from sovkit.policy.api import policy_pack_digest
+from sovkit.signing.keys import PublicKey
 from sovkit.state.store import LocalStateStore
 from tests.bundlekit import demo_copy, make_bundle
 from tests.conftest import INVENTORIES, CliResult

@@ -10,11 +10,11 @@ import pytest
 from model_signing import signing
 
 from sovkit import api
-from sovkit.attest.artifacts import sign_artifacts
-from sovkit.attest.keys import LocalSigner
-from sovkit.attest.model_signature import verify_model
 from sovkit.plan.desired import desired_site
 from sovkit.provision.preflight import run_preflight
+from sovkit.signing.artifacts import sign_artifacts
+from sovkit.signing.keys import LocalSigner
+from sovkit.signing.model_signature import verify_model
 from tests.sitefactory import make_site
 
 

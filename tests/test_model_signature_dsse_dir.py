@@ -11,8 +11,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from sovkit.attest.artifacts import Claim
-from sovkit.attest.model_signature import verify_model
+from sovkit.signing.artifacts import Claim
+from sovkit.signing.model_signature import verify_model
 from tests.conftest import INVENTORIES
 
 DEMO = INVENTORIES / "demo"

@@ -11,9 +11,9 @@ import re
 from pathlib import Path
 
 from sovkit import api
-from sovkit.attest.model_signature import verify_model
 from sovkit.plan.desired import desired_site
 from sovkit.provision.preflight import run_preflight
+from sovkit.signing.model_signature import verify_model
 from tests.sitefactory import make_site
 from tests.test_model_signature import _keypair, _model, _ms_sign
 

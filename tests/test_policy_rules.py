@@ -11,8 +11,8 @@ from typing import Any
 
 import pytest
 
-from sovkit.attest.artifacts import sign_artifacts
-from sovkit.attest.keys import LocalSigner
+from sovkit.signing.artifacts import sign_artifacts
+from sovkit.signing.keys import LocalSigner
 from sovkit.state.models import FirmwareRecord, HostRecord, RuntimeRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import INVENTORIES, ROOT, CliResult

@@ -23,8 +23,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))
 
-from sovkit.attest.artifacts import sign_artifacts  # noqa: E402
-from sovkit.attest.keys import LocalSigner  # noqa: E402
+from sovkit.signing.artifacts import sign_artifacts  # noqa: E402
+from sovkit.signing.keys import LocalSigner  # noqa: E402
 from sovkit.simulator import make_firmware_image  # noqa: E402
 
 PUBLISHER = LocalSigner.from_seed(b"sovkit demo publisher (public seed, demo only)")

@@ -35,13 +35,15 @@ from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
-from sovkit.attest.statement import STATEMENT_TYPE, Statement
 from sovkit.errors import VerificationError
 from sovkit.flock import exclusive
+from sovkit.signing import dsse
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.statement import STATEMENT_TYPE, Statement
+from sovkit.signing.steps import Step, Verification
 from sovkit.state.models import now
 from sovkit.state.store import atomic_write
 
@@ -74,10 +76,6 @@ def line_digest(line: bytes) -> str:
     return "sha256:" + hashlib.sha256(line).hexdigest()
 
 
-def _canonical(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 @dataclass(frozen=True)
 class LogEntry:
     """One line of the log, parsed (not verified: see :func:`verify_log`)."""
@@ -105,45 +103,16 @@ class LogEntry:
         return dict(self.statement.get("predicate", {}))
 
 
-@dataclass(frozen=True)
-class StepResult:
-    """The outcome of one named verification step."""
+class LogVerification(Verification):
+    """The steps of :func:`verify_log`, and the entries read (not part of the ``--json`` shape)."""
 
-    step: str
-    ok: bool
-    message: str
-    error: VerificationError | None = None
-    skipped: bool = False  # nothing to check against (reported, not a failure)
-
-    @property
-    def title(self) -> str:
-        return STEP_TITLES.get(self.step, self.step)
-
-
-@dataclass
-class LogVerification:
-    """Every step's outcome, in order; ``ok`` only when all passed."""
-
-    log_dir: Path
-    entries: list[LogEntry] = field(default_factory=list)
-    steps: list[StepResult] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return all(s.ok for s in self.steps)
-
-    @property
-    def errors(self) -> list[VerificationError]:
-        return [s.error for s in self.steps if s.error is not None]
-
-    def step(self, name: str) -> StepResult:
-        return next(s for s in self.steps if s.step == name)
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+    entries: Annotated[list[LogEntry], SkipValidation] = Field(default_factory=list, exclude=True)
 
     def raise_for_failure(self) -> None:
         """Raise the first failed step's error (library callers that want fail-closed)."""
-        for s in self.steps:
-            if s.error is not None:
-                raise s.error
+        for s in self.failures:
+            raise s.error()
 
 
 # --- reading -------------------------------------------------------------------------------------------------
@@ -274,7 +243,7 @@ def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer)
     so a failed entry signature can be told apart: altered statement vs altered signature bytes."""
     body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now(),
             "payloads": payloads}
-    return dsse.sign(_canonical(body), HEAD_PAYLOAD_TYPE, signer)
+    return dsse.sign(canonical_json(body), HEAD_PAYLOAD_TYPE, signer)
 
 
 def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
@@ -321,7 +290,7 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
         out: list[LogEntry] = []
         for statement in statements:
             envelope = dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
-            raw = _canonical({"index": index, "previous": previous, "envelope": envelope.to_dict()})
+            raw = canonical_json({"index": index, "previous": previous, "envelope": envelope.to_dict()})
             digest = line_digest(raw)
             out.append(LogEntry(index=index, previous=previous, digest=digest, envelope=envelope,
                                 predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1,
@@ -340,13 +309,13 @@ def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> li
 # --- verifying -----------------------------------------------------------------------------------------------
 
 
-def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
+def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> Step:
     trusted = {k.keyid for k in keys}
     if not entries:
-        return StepResult("keyid", True, "no entries")
+        return Step.passed("keyid", "no entries")
     unknown = [e for e in entries if not any(s.keyid in trusted for s in e.envelope.signatures)]
     if not unknown:
-        return StepResult("keyid", True, f"{len(entries)} entries name a trusted key")
+        return Step.passed("keyid", f"{len(entries)} entries name a trusted key")
     given = ", ".join(k.keyid[:16] for k in keys) or "none"
     if len(unknown) == len(entries):
         ids = sorted({s.keyid for e in entries for s in e.envelope.signatures})
@@ -359,11 +328,11 @@ def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
         err = _fail("keyid", f"entry {first.index} (line {first.line}) is signed by an unknown key (keyid {kid}), "
                              f"not by any trusted key; {len(unknown)} such entr{'y' if len(unknown) == 1 else 'ies'}",
                     "an entry was added by someone else: investigate, or pass that signer's key if it is trusted")
-    return StepResult("keyid", False, err.message, err)
+    return Step.from_error("keyid", err)
 
 
 def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_payloads: list[str] | None
-                      ) -> StepResult:
+                      ) -> Step:
     by_id = {k.keyid: k for k in keys}
     verified = 0
     for e in entries:
@@ -394,16 +363,16 @@ def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_pay
                 msg = (f"entry {e.index} (line {e.line}): the signature does not verify with the trusted key it "
                        "names: the signature or the signed statement was altered")
             err = _fail("signature", msg, "restore the log from a trusted copy and investigate who changed it")
-            return StepResult("signature", False, err.message, err)
+            return Step.from_error("signature", err)
     skipped = len(entries) - verified
-    return StepResult("signature", True, f"{verified} signatures verify" +
+    return Step.passed("signature", f"{verified} signatures verify" +
                       (f"; {skipped} not checked (no trusted key)" if skipped else ""))
 
 
-def _check_chain(entries: list[LogEntry]) -> StepResult:
-    def fail(msg: str) -> StepResult:
+def _check_chain(entries: list[LogEntry]) -> Step:
+    def fail(msg: str) -> Step:
         err = _fail("chain", msg, "the log was edited: restore it from a trusted copy and investigate")
-        return StepResult("chain", False, err.message, err)
+        return Step.from_error("chain", err)
 
     indices = [e.index for e in entries]
     seen: dict[int, int] = {}
@@ -434,7 +403,7 @@ def _check_chain(entries: list[LogEntry]) -> StepResult:
                         f"it: lines {target.line + 1}–{e.line - 1} were inserted")
         return fail(f"entry {e.index} (line {e.line}) does not chain to entry {e.index - 1}: that entry was "
                     "altered or replaced after it was logged")
-    return StepResult("chain", True, f"{len(entries)} entries, each naming the digest of the one before")
+    return Step.passed("chain", f"{len(entries)} entries, each naming the digest of the one before")
 
 
 def read_head(log_dir: Path) -> dsse.Envelope | None:
@@ -449,10 +418,10 @@ def read_head(log_dir: Path) -> dsse.Envelope | None:
     return dsse.Envelope.from_json(raw, str(path))
 
 
-def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -> StepResult:
-    def fail(msg: str, hint: str = "restore the log from a trusted copy and investigate") -> StepResult:
+def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -> Step:
+    def fail(msg: str, hint: str = "restore the log from a trusted copy and investigate") -> Step:
         err = _fail("head", msg, hint)
-        return StepResult("head", False, err.message, err)
+        return Step.from_error("head", err)
 
     try:
         envelope = read_head(log_dir)
@@ -462,7 +431,7 @@ def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -
         if entries:
             return fail("head.json is missing: the log's signed head was deleted, so a cut-off tail cannot be "
                         "ruled out")
-        return StepResult("head", True, "empty log")
+        return Step.passed("head", "empty log")
     if envelope.payload_type != HEAD_PAYLOAD_TYPE:
         return fail(f"head.json has payload type {envelope.payload_type!r}, not a sovkit log head")
     try:
@@ -486,24 +455,23 @@ def _check_head(log_dir: Path, entries: list[LogEntry], keys: list[PublicKey]) -
     if digest != last.digest:
         return fail(f"the last entry ({last.index}) differs from the one the signed head names: it was altered "
                     "or replaced")
-    return StepResult("head", True, f"signed head names entry {index}, the last one")
+    return Step.passed("head", f"signed head names entry {index}, the last one")
 
 
-def _check_anchor(log_dir: Path, entries: list[LogEntry]) -> StepResult:
+def _check_anchor(log_dir: Path, entries: list[LogEntry]) -> Step:
     try:
         anchor = read_anchor(log_dir)
     except VerificationError as exc:
-        return StepResult("anchor", False, exc.message, exc)
+        return Step.from_error("anchor", exc)
     if anchor is None:
-        return StepResult("anchor", True, f"no anchor beside this log ({anchor_path(log_dir).name} in the "
-                                          "state directory): a copied log, or one older than anchors",
-                          skipped=True)
+        return Step.not_checked("anchor", f"no anchor beside this log ({anchor_path(log_dir).name} in the "
+                                          "state directory): a copied log, or one older than anchors")
     problem = _anchor_problem(anchor, [e.digest for e in entries])
     if problem:
         err = _fail("anchor", problem, ROLLBACK_HINT)
-        return StepResult("anchor", False, err.message, err)
+        return Step.from_error("anchor", err)
     ahead = len(entries) - anchor.count
-    return StepResult("anchor", True, f"the log extends the anchor (entry {anchor.count - 1}" +
+    return Step.passed("anchor", f"the log extends the anchor (entry {anchor.count - 1}" +
                       (f", {ahead} entr{'y' if ahead == 1 else 'ies'} after it: an append was interrupted)"
                        if ahead else ", the last one)"))
 
@@ -521,24 +489,25 @@ def _signed_payloads(log_dir: Path, keys: list[PublicKey]) -> list[str] | None:
 
 
 def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
-    """Verify a log in named steps; each failed step carries a :class:`VerificationError` with its message.
+    """Verify a log in named steps; each failed step names its problem and what to do (its hint).
 
     Never raises for a bad log (see :meth:`LogVerification.raise_for_failure`); a missing log
     directory is reported by the envelope-format step.
     """
-    result = LogVerification(log_dir)
+    result = LogVerification(subject=str(log_dir))
     if not (log_dir / LOG_FILE).exists():
         err = _fail("envelope-format", f"no attestation log at {log_dir}",
                     "pass the log directory or the inventory whose state directory holds it")
-        result.steps.append(StepResult("envelope-format", False, err.message, err))
+        result.steps.append(Step.from_error("envelope-format", err))
         return result
     try:
         entries = read_log(log_dir)
     except VerificationError as exc:
-        result.steps.append(StepResult("envelope-format", False, exc.message, exc))
+        result.steps.append(Step.from_error("envelope-format", exc))
         return result
     result.entries = entries
-    result.steps.append(StepResult("envelope-format", True, f"{len(entries)} DSSE envelopes with in-toto v1 "
+    result.facts["entries"] = len(entries)
+    result.steps.append(Step.passed("envelope-format", f"{len(entries)} DSSE envelopes with in-toto v1 "
                                                             "statements"))
     result.steps.append(_check_keyids(entries, keys))
     result.steps.append(_check_signatures(entries, keys, _signed_payloads(log_dir, keys)))

@@ -10,7 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sovkit.attest.statement import Statement, Subject
+from sovkit.signing.statement import Statement, Subject
 
 PROVISION_PREDICATE = "https://sovkit.dev/attestation/provision/v1"
 POLICY_DECISION_PREDICATE = "https://sovkit.dev/attestation/policy-decision/v1"

@@ -9,13 +9,12 @@ edited since the apply does not make a valid attestation fail.
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sovkit.attest.log import LogEntry, StepResult
+from sovkit.attest.log import LogEntry
 from sovkit.attest.predicates import (
     PROVISION_PREDICATE,
     DeviceFirmware,
@@ -26,19 +25,19 @@ from sovkit.attest.predicates import (
     RuntimeVersion,
     provision_statement,
 )
-from sovkit.attest.statement import Statement
 from sovkit.digest import sha256_file
-from sovkit.errors import VerificationError
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.apply import ApplyReport
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.statement import Statement
+from sovkit.signing.steps import Step
 from sovkit.state.models import HostRecord, State
 
 
 def plan_digest(plan: Plan) -> str:
     """sha256 over the plan's canonical JSON (the same bytes whatever the key order in memory)."""
-    data = json.dumps(plan.model_dump(mode="json"), sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return "sha256:" + hashlib.sha256(data.encode()).hexdigest()
+    return "sha256:" + hashlib.sha256(canonical_json(plan.model_dump(mode="json"))).hexdigest()
 
 
 def host_subjects(record: HostRecord, desired: DesiredHost | None) -> dict[str, str]:
@@ -139,20 +138,19 @@ def latest_per_host(entries: list[LogEntry]) -> dict[str, LogEntry]:
     return latest
 
 
-def check_subjects(entries: list[LogEntry], state: State | None, artifact_root: Path | None) -> StepResult:
+def check_subjects(entries: list[LogEntry], state: State | None, artifact_root: Path | None) -> Step:
     """The latest provision attestation of each host against the recorded state and the artifact store.
 
     Digests in both directions: every attested artifact is recorded for the host, and every recorded
     artifact is attested; and an attested artifact still in the store must hash to the attested digest.
     """
-    def fail(msg: str, hint: str) -> StepResult:
-        err = VerificationError(msg, hint, step="subjects")
-        return StepResult("subjects", False, err.message, err)
+    def fail(msg: str, hint: str) -> Step:
+        return Step.failed_with("subjects", [msg], hint=hint)
 
     latest = latest_per_host(entries)
     if state is None and artifact_root is None:
-        return StepResult("subjects", True, "not checked: no state.json beside the log and no artifact store "
-                                            "(pass the inventory or the state directory)", skipped=True)
+        return Step.not_checked("subjects", "not checked: no state.json beside the log and no artifact store "
+                                            "(pass the inventory or the state directory)")
     checked = 0
     for host, entry in sorted(latest.items()):
         subjects = {str(s["name"]): str(s["digest"].get("sha256")) for s in entry.subjects}
@@ -184,7 +182,7 @@ def check_subjects(entries: list[LogEntry], state: State | None, artifact_root: 
                             "edited)")
         checked += 1
     if not latest:
-        return StepResult("subjects", True, "no provision attestations to check")
+        return Step.passed("subjects", "no provision attestations to check")
     where = " and ".join(w for w, on in (("recorded state", state is not None),
                                          ("artifact store", artifact_root is not None)) if on)
-    return StepResult("subjects", True, f"latest attestation of {checked} host(s) matches the {where}")
+    return Step.passed("subjects", f"latest attestation of {checked} host(s) matches the {where}")

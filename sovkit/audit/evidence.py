@@ -12,13 +12,13 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from sovkit.attest.keys import PublicKey
 from sovkit.attest.log import HEAD_FILE, LOG_DIRNAME, LOG_FILE, LogEntry, log_dir_for, read_log, verify_log
 from sovkit.audit.model import LogCheck, TrustRootKey
 from sovkit.errors import SovkitError, VerificationError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
 from sovkit.policy.input import build_input
+from sovkit.signing.keys import PublicKey
 from sovkit.state.models import State
 
 ATTESTATIONS_DIR = LOG_DIRNAME

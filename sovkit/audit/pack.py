@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sovkit.attest.keys import Signer
 from sovkit.audit import evidence
 from sovkit.audit.collect import build_report, model_bom_ref
 from sovkit.audit.drift import read_refresh_record
@@ -22,6 +21,7 @@ from sovkit.audit.model import AuditReport
 from sovkit.audit.report_html import render_html
 from sovkit.errors import SovkitError
 from sovkit.policy.api import PolicyEngine
+from sovkit.signing.keys import Signer
 
 if TYPE_CHECKING:
     from sovkit.api import Workspace

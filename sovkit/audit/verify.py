@@ -14,55 +14,32 @@ format, keys, signatures, chain).
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from sovkit.attest.keys import PublicKey
 from sovkit.audit import evidence
 from sovkit.audit.collect import finding_row
-from sovkit.audit.manifest import Manifest, pack_files, read_signed_manifest
+from sovkit.audit.manifest import Manifest, check_signed_manifest, pack_files
 from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError, VerificationError
+from sovkit.signing import paths
+from sovkit.signing.keys import PublicKey
+from sovkit.signing.steps import Step, Verification
 
 STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision", "trust-roots",
          "attestation-log")
 
 
-@dataclass
-class StepResult:
-    name: str
-    ok: bool
-    detail: str = ""
-    problems: list[str] = field(default_factory=list)
-    skipped: bool = False
-
-
-@dataclass
-class PackVerification:
-    path: Path
-    steps: list[StepResult]
-    site: str | None = None
-
-    @property
-    def ok(self) -> bool:
-        return all(s.ok for s in self.steps)
-
-    @property
-    def problems(self) -> list[str]:
-        return [f"{s.name}: {p}" for s in self.steps for p in s.problems]
-
-
 def _safe(path: str) -> bool:
-    p = PurePosixPath(path)
-    return bool(path) and not p.is_absolute() and ".." not in p.parts and "\\" not in path
+    """A pack path is read, never written on a site: sovkit's reserved names are allowed (a key under .sovkit/)."""
+    return paths.path_problem(path, refuse_reserved=False) is None
 
 
-def _file_set(root: Path, manifest: Manifest) -> StepResult:
+def _file_set(root: Path, manifest: Manifest) -> Step:
     problems: list[str] = []
     listed = [e.path for e in manifest.files]
     seen: set[str] = set()
@@ -81,10 +58,10 @@ def _file_set(root: Path, manifest: Manifest) -> StepResult:
     for path in sorted(present):
         if (root / path).is_symlink() or not (root / path).is_file():
             problems.append(f"{path} is not a regular file")
-    return StepResult("file-set", not problems, f"{len(listed)} files listed", problems)
+    return Step.of("file-set", problems, f"{len(listed)} files listed")
 
 
-def _file_digests(root: Path, manifest: Manifest) -> StepResult:
+def _file_digests(root: Path, manifest: Manifest) -> Step:
     problems: list[str] = []
     checked = 0
     for e in manifest.files:
@@ -100,30 +77,30 @@ def _file_digests(root: Path, manifest: Manifest) -> StepResult:
         if digest != e.sha256:
             problems.append(f"{e.path}: sha256 {digest[:16]}… differs from the manifest's {e.sha256[:16]}…: "
                             "the file was changed")
-    return StepResult("file-digests", not problems, f"{checked} files checked", problems)
+    return Step.of("file-digests", problems, f"{checked} files checked")
 
 
-def _report(root: Path) -> tuple[StepResult, AuditReport | None]:
+def _report(root: Path) -> tuple[Step, AuditReport | None]:
     path = root / "report.json"
     if not path.is_file():
-        return StepResult("report", False, problems=["report.json is missing"]), None
+        return Step.failed_with("report", ["report.json is missing"]), None
     try:
         data = json.loads(path.read_bytes())
     except ValueError as exc:
-        return StepResult("report", False, problems=[f"report.json is not JSON ({exc})"]), None
+        return Step.failed_with("report", [f"report.json is not JSON ({exc})"]), None
     if not isinstance(data, dict) or data.get("schema") != REPORT_SCHEMA:
         got = data.get("schema") if isinstance(data, dict) else None
-        return StepResult("report", False, problems=[f"report.json schema {got!r}, expected {REPORT_SCHEMA}"]), None
+        return Step.failed_with("report", [f"report.json schema {got!r}, expected {REPORT_SCHEMA}"]), None
     try:
         report = AuditReport.model_validate(data)
     except ValidationError as exc:
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return StepResult("report", False, problems=[f"report.json [{where}]: {first['msg']}"]), None
-    return StepResult("report", True, f"site {report.overview.site}, schema {REPORT_SCHEMA}"), report
+        return Step.failed_with("report", [f"report.json [{where}]: {first['msg']}"]), None
+    return Step.passed("report", f"site {report.overview.site}, schema {REPORT_SCHEMA}"), report
 
 
-def _ml_boms(root: Path, report: AuditReport | None) -> StepResult:
+def _ml_boms(root: Path, report: AuditReport | None) -> Step:
     problems: list[str] = []
     boms = sorted((root / "bom").glob("*.cdx.json")) if (root / "bom").is_dir() else []
     for bom in boms:
@@ -141,7 +118,7 @@ def _ml_boms(root: Path, report: AuditReport | None) -> StepResult:
         for ref in report.model_boms:
             if not (root / ref.path).is_file():
                 problems.append(f"{ref.path}: the ML-BOM of model {ref.model} named by report.json is missing")
-    return StepResult("ml-bom", not problems, f"{len(boms)} ML-BOM(s)", problems)
+    return Step.of("ml-bom", problems, f"{len(boms)} ML-BOM(s)")
 
 
 def _pack_file(root: Path, path: str | None, what: str) -> tuple[Path | None, str | None]:
@@ -163,24 +140,24 @@ def _input_doc(root: Path, report: AuditReport) -> tuple[dict[str, Any] | None, 
     return (doc, None) if isinstance(doc, dict) else (None, f"{report.policy.input} is not a JSON object")
 
 
-def _policy_decision(root: Path, report: AuditReport | None, trusted: bool) -> StepResult:
+def _policy_decision(root: Path, report: AuditReport | None, trusted: bool) -> Step:
     """Re-evaluate the recorded input with the recorded bundle and compare with the report's decision.
 
     The bundle's Rego is run only when the manifest is signed by a trusted key: never a stranger's code.
     """
     name = "policy-decision"
     if not trusted:
-        return StepResult(name, False, skipped=True, problems=["not evaluated: the manifest is not trusted"])
+        return Step.not_checked(name, "not evaluated: the manifest is not trusted")
     if report is None:
-        return StepResult(name, False, skipped=True, problems=["not checked: report.json is unreadable"])
+        return Step.not_checked(name, "not checked: report.json is unreadable")
     doc, problem = _input_doc(root, report)
     bundle, bundle_problem = _pack_file(root, report.policy.bundle, "policy bundle")
     if doc is None or bundle is None:
-        return StepResult(name, False, problems=[p for p in (problem, bundle_problem) if p])
+        return Step.failed_with(name, [p for p in (problem, bundle_problem) if p])
     try:
         decision = evidence.redecide(bundle, doc)
     except SovkitError as exc:
-        return StepResult(name, False, problems=[f"re-evaluation failed: {exc.message}"])
+        return Step.failed_with(name, [f"re-evaluation failed: {exc.message}"])
     p = report.policy
     problems = []
     if decision.pack_digest != p.pack_digest:
@@ -198,14 +175,14 @@ def _policy_decision(root: Path, report: AuditReport | None, trusted: bool) -> S
     denials = len(decision.by_severity("deny"))
     detail = (f"{p.input} evaluated with {p.bundle} ({decision.engine} engine): {verdict}, {denials} denial(s), "
               f"{len(decision.findings)} finding(s)" + ("" if problems else ", as report.json records"))
-    return StepResult(name, not problems, detail, problems)
+    return Step.of(name, problems, detail)
 
 
-def _trust_roots(root: Path, report: AuditReport | None) -> StepResult:
+def _trust_roots(root: Path, report: AuditReport | None) -> Step:
     """Each copied trust-root key is the key each verified signature check in the input names."""
     name = "trust-roots"
     if report is None:
-        return StepResult(name, False, skipped=True, problems=["not checked: report.json is unreadable"])
+        return Step.not_checked(name, "not checked: report.json is unreadable")
     problems: list[str] = []
     keyids: dict[tuple[str, str], str] = {}
     for t in report.policy.trust_roots:
@@ -238,36 +215,33 @@ def _trust_roots(root: Path, report: AuditReport | None) -> StepResult:
             elif have != sig["keyid"]:
                 problems.append(f"{kind} {item.get('name')}: the input names keyid {str(sig['keyid'])[:16]}…, "
                                 f"the pack's {section} key {sig['signer']} is {have[:16]}…")
-    return StepResult(name, not problems, f"{len(keyids)} key(s), {checked} verified signature(s) tied to them",
-                      problems)
+    return Step.of(name, problems, f"{len(keyids)} key(s), {checked} verified signature(s) tied to them")
 
 
-def _attestation_log(root: Path, keys: list[PublicKey]) -> StepResult:
+def _attestation_log(root: Path, keys: list[PublicKey]) -> Step:
     log = root / evidence.ATTESTATIONS_DIR
     if not log.exists():
-        return StepResult("attestation-log", True, "no attestations recorded")
+        return Step.passed("attestation-log", "no attestations recorded")
     count, errors = evidence.verify_entries(log, keys)
     problems = [f"{e.message} ({e.step})" if e.step else e.message for e in errors]
-    return StepResult("attestation-log", not problems,
-                      f"{count} entries: format, keys, signatures, chain and signed head verify", problems)
+    return Step.of("attestation-log", problems, f"{count} entries: format, keys, signatures, chain and signed head "
+                   "verify")
 
 
-def verify_audit_pack(root: Path, keys: list[PublicKey]) -> PackVerification:
+def verify_audit_pack(root: Path, keys: list[PublicKey]) -> Verification:
     """Check everything in the pack that can be checked offline with the public keys alone."""
     if not root.is_dir():
         raise VerificationError(f"{root} is not a directory", "pass the directory written by `sovkit audit -o`",
                                 step="manifest-signature")
-    steps: list[StepResult] = []
-    manifest: Manifest | None = None
-    try:
-        manifest = read_signed_manifest(root, keys)
-        steps.append(StepResult("manifest-signature", True, f"signed manifest of {len(manifest.files)} files"))
-    except VerificationError as exc:
-        steps.append(StepResult("manifest-signature", False, problems=[exc.message]))
+    steps: list[Step] = []
+    manifest, problems = check_signed_manifest(root, keys)
+    if manifest is not None:
+        steps.append(Step.passed("manifest-signature", f"signed manifest of {len(manifest.files)} files"))
+    else:
+        steps.append(Step.failed_with("manifest-signature", problems, hint="obtain an untampered copy of the pack"))
     if manifest is None:
         for name in ("file-set", "file-digests"):
-            steps.append(StepResult(name, False, skipped=True,
-                                    problems=["not checked: the manifest is not trusted"]))
+            steps.append(Step.not_checked(name, "not checked: the manifest is not trusted"))
     else:
         steps.append(_file_set(root, manifest))
         steps.append(_file_digests(root, manifest))
@@ -277,4 +251,4 @@ def verify_audit_pack(root: Path, keys: list[PublicKey]) -> PackVerification:
     steps.append(_policy_decision(root, report, manifest is not None))
     steps.append(_trust_roots(root, report))
     steps.append(_attestation_log(root, keys))
-    return PackVerification(root, steps, report.overview.site if report else None)
+    return Verification(subject=str(root), steps=steps, facts={"site": report.overview.site} if report else {})

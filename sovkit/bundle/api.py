@@ -6,16 +6,17 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.bundle.create import CreateReport, create_bundle
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import inventory_sources, shipped_sources
 from sovkit.bundle.importer import ImportReport, import_bundle
 from sovkit.bundle.manifest import load_any_manifest
-from sovkit.bundle.verify import VerifyReport, verify_bundle
+from sovkit.bundle.verify import check_bundle
 from sovkit.bundle.volumes import JoinReport, SplitReport, join_volumes, split_bundle
 from sovkit.bundle.wheels import default_cache, self_wheels
 from sovkit.inventory import load_inventory
+from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.steps import Verification
 
 
 @dataclass(frozen=True)
@@ -57,8 +58,8 @@ def create(
     return CreateResult(report, split)
 
 
-def verify(bundle: Path, keys: list[PublicKey], on_event: OnEvent = ignore) -> VerifyReport:
-    return verify_bundle(bundle, keys, on_event)
+def verify(bundle: Path, keys: list[PublicKey], on_event: OnEvent = ignore) -> Verification:
+    return check_bundle(bundle, keys, on_event)
 
 
 def import_(bundle: Path, store: Path, keys: list[PublicKey], site_dir: Path | None = None,

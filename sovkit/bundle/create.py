@@ -16,7 +16,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sovkit import __version__
-from sovkit.attest.keys import Signer
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import Source
@@ -24,6 +23,7 @@ from sovkit.bundle.hashing import Digest, Job, digest_many
 from sovkit.bundle.ledger import fsync_dir
 from sovkit.bundle.manifest import BLOB_DIR, Entry, Manifest, blob_path, merge_items, path_problem, write_manifest
 from sovkit.errors import BundleError
+from sovkit.signing.keys import Signer
 
 
 @dataclass(frozen=True)

@@ -32,7 +32,6 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.attest.keys import PublicKey
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import Job, digest_file, digest_many, sha256_path
@@ -41,6 +40,8 @@ from sovkit.bundle.manifest import Entry, Manifest
 from sovkit.bundle.verify import check_digests, inspect
 from sovkit.errors import BundleError
 from sovkit.flock import Held, exclusive
+from sovkit.signing import paths
+from sovkit.signing.keys import PublicKey
 
 WORK = ".sovkit-import"
 LOCK = ".sovkit-import.lock"
@@ -106,10 +107,8 @@ class _Indexes:
 
 
 def _safe_parent(t: _Target) -> str | None:
-    parent = t.path.parent
-    while parent != t.root and not parent.exists():
-        parent = parent.parent
-    if not parent.resolve().is_relative_to(t.root.resolve()):
+    parent = paths.escapes(t.root, t.path)
+    if parent is not None:
         return f"{t.entry.path}: {parent} leads outside {t.root} through a symlink"
     if t.path.is_symlink() or t.path.is_dir():
         return f"{t.entry.path}: {t.path} exists and is not a regular file"

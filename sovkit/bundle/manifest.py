@@ -16,41 +16,38 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.bundle.errors import BundleInvalid
-from sovkit.errors import BundleError, VerificationError
+from sovkit.errors import BundleError
+from sovkit.signing import dsse, paths
+from sovkit.signing import manifest as signed
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.manifest import FileEntry, Sha256
 
 FORMAT: Literal["sovkit.dev/bundle/v1"] = "sovkit.dev/bundle/v1"
 PAYLOAD_TYPE = "application/vnd.sovkit.bundle-manifest+json"
-ENVELOPE = "manifest.dsse.json"
-READABLE = "manifest.json"
+ENVELOPE = signed.ENVELOPE
+READABLE = signed.MANIFEST
 BLOB_DIR = "blobs/sha256"
 NAMESPACES = ("artifacts", "inventory", "policies", "templates", "wheels")
 
-Sha256 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
 Kind = Literal[
     "firmware", "firmware-signature", "runtime", "runtime-signature", "model", "model-signature",
     "trust-root", "inventory", "policy", "template", "wheel",
 ]
 
 
-class Entry(BaseModel):
+class Entry(FileEntry):
     """One file the site receives: where it goes, what it is, and which inventory items need it."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    path: str
-    size: Annotated[int, Field(ge=0)]
-    sha256: Sha256
     kind: Kind
-    items: list[str] = []
+    items: list[str] = Field(default_factory=list)
     carried: bool = Field(default=True, description="False in a differential bundle: the site already has it.")
 
 
@@ -65,8 +62,7 @@ class Manifest(BaseModel):
     entries: list[Entry]
 
     def to_bytes(self) -> bytes:
-        data = self.model_dump(mode="json")
-        return (json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False) + "\n").encode()
+        return canonical_json(self.model_dump(mode="json")) + b"\n"  # the format ends the file with a newline
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()
@@ -84,54 +80,16 @@ def blob_path(root: Path, digest: str) -> Path:
     return root / BLOB_DIR / digest
 
 
-_BAD_CHARS = re.compile(r"[\x00-\x1f\\]")
-
-
 def path_problem(path: str) -> str | None:
     """Why a logical path is unsafe to write on the site, or None when it is fine."""
-    if not path:
-        return "empty path"
-    if path.startswith("/"):
-        return f"{path!r} is an absolute path"
-    if _BAD_CHARS.search(path):
-        return f"{path!r} contains a backslash or control character"
-    parts = path.split("/")
-    if any(p == ".." for p in parts):
-        return f"{path!r} contains '..'"
-    if any(p in ("", ".") for p in parts):
-        return f"{path!r} has an empty or '.' segment"
-    if parts[0] not in NAMESPACES or len(parts) < 2:
-        return f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
-    reserved = next((p for p in parts if _reserved(p)), None)
-    if reserved is not None:
-        return (f"{path!r} names {reserved!r}, reserved for sovkit's own files (state, keys, locks, the store "
-                "index, import staging): a bundle never writes them")
-    long = next((p for p in parts if len(p.encode()) > NAME_MAX), None)
-    if long is not None:
-        return f"{path!r} has a name of {len(long.encode())} bytes; file systems allow at most {NAME_MAX}"
-    if len(path.encode()) > PATH_BUDGET:
-        return f"{path!r} is {len(path.encode())} bytes long; at most {PATH_BUDGET} are allowed"
-    return None
-
-
-NAME_MAX = 255
-PATH_BUDGET = 1024  # leaves room under PATH_MAX (4096) for the store or site directory it is joined to
-
-
-def _reserved(segment: str) -> bool:
-    """sovkit's own names: ``.sovkit`` (state, operator keys, logs, locks), ``.sovkit-store.jsonl`` (the store
-    index), ``.sovkit-import*`` (staging and its lock), and the commit step's ``*.sovkit-tmp`` files."""
-    return segment.startswith(".sovkit") or segment.endswith(".sovkit-tmp")
-
-
-def sign_manifest(manifest: Manifest, signer: Signer) -> dsse.Envelope:
-    return dsse.sign(manifest.to_bytes(), PAYLOAD_TYPE, signer)
+    problem = paths.path_problem(path, refuse_reserved=False)
+    if problem is None and (path.split("/")[0] not in NAMESPACES or "/" not in path):
+        problem = f"{path!r} is outside the known top-level directories ({', '.join(NAMESPACES)})"
+    return problem or paths.path_problem(path)  # then sovkit's reserved names, and the length limits
 
 
 def write_manifest(root: Path, manifest: Manifest, signer: Signer) -> None:
-    envelope = sign_manifest(manifest, signer)
-    (root / READABLE).write_bytes(manifest.to_bytes())
-    (root / ENVELOPE).write_text(envelope.to_json() + "\n")
+    signed.write_signed(root, manifest.to_bytes(), PAYLOAD_TYPE, signer)
 
 
 def parse_manifest(payload: bytes, source: str) -> Manifest:
@@ -143,31 +101,16 @@ def parse_manifest(payload: bytes, source: str) -> Manifest:
         raise BundleInvalid(problems, what="manifest") from None
 
 
-def read_signed(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, bytes | None, list[str]]:
-    """The manifest from the envelope, its payload, and signature problems (the manifest is still returned
-    when only the signature fails, so the rest of the bundle can be reported on too)."""
-    env_file = root / ENVELOPE
-    problems: list[str] = []
+def read_signed(root: Path, keys: list[PublicKey]) -> tuple[Manifest | None, list[str]]:
+    """The manifest from the envelope and every problem with it (the manifest is still returned when only the
+    signature fails, so the rest of the bundle can be reported on too)."""
+    checked = signed.read_signed(root, PAYLOAD_TYPE, keys, container="bundle")
+    if checked.payload is None:
+        return None, checked.problems
     try:
-        raw = env_file.read_bytes()
-    except OSError as exc:
-        return None, None, [f"{ENVELOPE}: cannot read ({exc.strerror}); is {root} a sovkit bundle?"]
-    try:
-        envelope = dsse.Envelope.from_json(raw, ENVELOPE)
-        payload = envelope.payload_bytes()
-    except VerificationError as exc:
-        return None, None, [exc.message]
-    if envelope.payload_type != PAYLOAD_TYPE:
-        problems.append(f"{ENVELOPE}: payload type {envelope.payload_type!r} is not a bundle manifest")
-    try:
-        dsse.verify(envelope, keys)
-    except VerificationError as exc:
-        problems.append(f"signature: {exc.message}")
-    try:
-        manifest = parse_manifest(payload, ENVELOPE)
+        return parse_manifest(checked.payload, ENVELOPE), checked.problems
     except BundleInvalid as exc:
-        return None, payload, problems + exc.problems
-    return manifest, payload, problems
+        return None, checked.problems + exc.problems
 
 
 def load_any_manifest(path: Path) -> Manifest:

@@ -12,11 +12,18 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.attest.keys import ALGORITHMS, PASSPHRASE_ENV, Algorithm, PublicKey, generate_key, key_info
 from sovkit.attest.log import STEP_TITLES, read_log
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.errors import SigningKeyError, VerificationError
+from sovkit.signing.keys import (
+    ALGORITHMS,
+    PASSPHRASE_ENV,
+    Algorithm,
+    PublicKey,
+    generate_key,
+    key_info,
+)
 
 keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
 attest_app = typer.Typer(help="Attestations: verify the append-only log offline, list it.", no_args_is_help=True)
@@ -91,25 +98,22 @@ def verify(
     target = api.attestation_target(path, state_dir)
     result = api.verify_attestations(target, keys)
     if json_out:
-        emit_json({"log": str(target.log_dir), "ok": result.ok, "entries": len(result.entries),
-                   "steps": [{"step": s.step, "ok": s.ok, "skipped": s.skipped, "message": s.message}
-                             for s in result.steps]})
+        emit_json(result.model_dump(mode="json"))
     else:
         table = Table(title=f"Attestation log {target.log_dir} ({len(result.entries)} entries)")
         table.add_column("step")
         table.add_column("result")
         table.add_column("detail", overflow="fold")
         for s in result.steps:
-            verdict = "[yellow]skipped[/]" if s.skipped else "[green]ok[/]" if s.ok else "[red]FAILED[/]"
-            table.add_row(STEP_TITLES.get(s.step, s.step), verdict, escape(s.message))
+            verdict = {"not-checked": "[yellow]not checked[/]", "ok": "[green]ok[/]"}.get(s.status, "[red]FAILED[/]")
+            table.add_row(STEP_TITLES.get(s.name, s.name), verdict, escape(s.detail))
         console.print(table)
     if not result.ok:
-        first = next(s for s in result.steps if not s.ok)
-        assert first.error is not None
-        raise VerificationError(f"attestation log failed at step {first.title}: {first.message}",
-                                first.error.hint, step=first.step)
+        first = result.failures[0]
+        raise VerificationError(f"attestation log failed at step {STEP_TITLES.get(first.name, first.name)}: "
+                                f"{first.detail}", first.hint, step=first.name)
     if not json_out:
-        skipped = [s.title for s in result.steps if s.skipped]
+        skipped = [STEP_TITLES.get(s.name, s.name) for s in result.steps if s.status == "not-checked"]
         console.print("[green]All steps verified[/]" + (f" ({', '.join(skipped)}: not checked)." if skipped else "."))
     return 0
 

@@ -9,11 +9,11 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import load_public_keys
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
 from sovkit.errors import VerificationError
+from sovkit.signing.keys import load_public_keys
 
 
 def audit(
@@ -57,21 +57,20 @@ def verify(
 
     result = verify_audit_pack(pack, load_public_keys(key))
     if json_out:
-        emit_json({"path": str(pack), "ok": result.ok, "site": result.site,
-                   "steps": [{"step": s.name, "ok": s.ok, "skipped": s.skipped, "detail": s.detail,
-                              "problems": s.problems} for s in result.steps]})
+        emit_json(result.model_dump(mode="json"))
     else:
         for s in result.steps:
-            mark = "[green]✓[/]" if s.ok else ("[yellow]-[/]" if s.skipped else "[red]✗[/]")
-            console.print(f"{mark} {s.name}" + (f": {escape(s.detail)}" if s.detail else ""))
+            mark = {"ok": "[green]✓[/]", "not-checked": "[yellow]-[/]"}.get(s.status, "[red]✗[/]")
+            shown = s.detail and s.detail not in s.problems
+            console.print(f"{mark} {s.name}" + (f": {escape(s.detail)}" if shown else ""))
             for p in s.problems:
                 console.print(f"    {escape(p)}")
     if not result.ok:
-        failed = [s.name for s in result.steps if not s.ok and not s.skipped]
+        failed = [s.name for s in result.failures]
         raise VerificationError(f"audit pack {pack} does not verify ({', '.join(failed)})",
                                 "do not rely on this pack: obtain an untampered copy from the operator")
     if not json_out:
-        console.print(f"[bold green]audit pack verifies[/] (site {escape(result.site or '?')})")
+        console.print(f"[bold green]audit pack verifies[/] (site {escape(str(result.facts.get('site', '?')))})")
 
 
 def register(app: typer.Typer) -> None:

@@ -18,13 +18,14 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 from sovkit.bundle import api
+from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result, err_console
 from sovkit.errors import SigningKeyError
+from sovkit.signing.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 
@@ -128,13 +129,20 @@ def verify(
     """Check signature, every size and digest, nothing missing or extra, no unsafe paths or links."""
     keys = _keys(key)
     with _Bar(not json_out) as bar:
-        report = api.verify(bundle, keys, bar)
+        result = api.verify(bundle, keys, bar)
     if json_out:
-        emit_json({"valid": True, "manifest_sha256": report.manifest.digest(), "blobs": report.files,
-                   "bytes": report.bytes})
-        return
-    console.print(f"[green]✓[/] bundle is intact and signed: {len(report.manifest.entries)} file(s), "
-                  f"{report.files} blob(s), {report.bytes} bytes checked")
+        emit_json(result.model_dump(mode="json"))
+    else:
+        for s in result.steps:  # the problems follow once, in the error below
+            mark = {"ok": "[green]✓[/]", "not-checked": "[yellow]-[/]"}.get(s.status, "[red]✗[/]")
+            what = s.detail if s.status != "failed" else f"{len(s.problems)} problem(s)"
+            console.print(f"{mark} {s.name}" + (f": {escape(what)}" if what else ""))
+    if not result.ok:
+        raise BundleInvalid([p for s in result.failures for p in s.problems])
+    if not json_out:
+        f = result.facts
+        console.print(f"[green]✓[/] bundle is intact and signed: {f['entries']} file(s), {f['blobs']} blob(s), "
+                      f"{f['bytes']} bytes checked")
 
 
 @bundle_app.command("import")

@@ -10,7 +10,6 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import PublicKey
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
@@ -20,6 +19,7 @@ from sovkit.plan.planfile import looks_like_plan
 from sovkit.plan.render import plan_json, plan_text, summary_line
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent
+from sovkit.signing.keys import PublicKey
 
 
 class _Progress:

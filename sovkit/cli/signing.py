@@ -15,10 +15,10 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.attest.keys import PASSPHRASE_ENV, LocalSigner
 from sovkit.cli.output import err_console
 from sovkit.errors import SigningKeyError
 from sovkit.policy.api import PolicyDecision
+from sovkit.signing.keys import PASSPHRASE_ENV, LocalSigner
 
 KeyOpt = Annotated[Path | None, typer.Option("--key", help="Operator signing key (default: $SOVKIT_SIGNING_KEY or "
                                                            "<state-dir>/keys/operator.key).")]

@@ -15,7 +15,6 @@ from __future__ import annotations
 import difflib
 import gc
 import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from sovkit.errors import InventoryError, Problem
 from sovkit.inventory.crossref import check_references
 from sovkit.inventory.models import PATTERN_HINTS, Host, Site
 from sovkit.inventory.yamlsource import Mark, SourceMap, YamlInputError, read_yaml, render_path
+from sovkit.signing.canonical import canonical_json
 
 _LIST_SECTIONS = frozenset(
     name for name, f in Site.model_fields.items() if get_origin(f.annotation) is list
@@ -64,11 +64,19 @@ class LoadedInventory:
         """A path written in the inventory (keys, signatures), relative to the inventory root."""
         return (self.root / relative).resolve()
 
+    def trust_root_paths(self) -> dict[str, dict[str, Path]]:
+        """``{section: {signer name: public key file}}`` for :class:`sovkit.signing.trust.TrustRoots`."""
+        out: dict[str, dict[str, Path]] = {}
+        for section in ("publishers", "vendors"):
+            names = out.setdefault(section, {})
+            for entry in getattr(self.site.trust_roots, section):
+                names.setdefault(entry.name, self.resolve(entry.public_key))  # the first entry of a name wins
+        return out
+
 
 def site_digest(site: Site) -> str:
     data = site.model_dump(mode="json", by_alias=True)
-    canonical = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(canonical.encode()).hexdigest()
+    return hashlib.sha256(canonical_json(data)).hexdigest()
 
 
 def inventory_files(path: Path) -> tuple[Path, tuple[Path, ...]]:

@@ -15,10 +15,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sovkit import __version__
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.errors import PlanError, VerificationError
 from sovkit.plan.model import Plan
+from sovkit.signing import dsse
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import now
 from sovkit.state.store import atomic_write
 
@@ -46,8 +47,7 @@ class SavedPlan(BaseModel):
     decision: dict[str, Any]
 
     def canonical(self) -> bytes:
-        return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"),
-                          ensure_ascii=False).encode()
+        return canonical_json(self.model_dump(mode="json"))
 
 
 def make_saved_plan(inventory: Path, bindings: Bindings, plan: Plan, decision: dict[str, Any]) -> SavedPlan:

@@ -15,10 +15,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from sovkit.attest.artifacts import Claim, verify_artifact_signature
-from sovkit.attest.keys import PublicKey
 from sovkit.catalog import Catalog, load_catalog
-from sovkit.errors import SovkitError
 from sovkit.inventory.capacity import host_accelerator_memory_gb, rack_power
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.inventory.models import (
@@ -37,6 +34,8 @@ from sovkit.inventory.models import (
     TelemetrySink,
     Waiver,
 )
+from sovkit.signing.artifacts import Claim, verify_artifact_signature
+from sovkit.signing.trust import TrustRoots
 from sovkit.state.models import State
 
 INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
@@ -200,16 +199,7 @@ class _Signatures:
     def __init__(self, inv: LoadedInventory) -> None:
         self.inv = inv
         self.local = inv.site.artifact_store.kind == "local"
-        self.keys: dict[tuple[str, str], PublicKey | None] = {}
-
-    def _key(self, section: str, name: str) -> PublicKey | None:
-        if (section, name) not in self.keys:
-            entry = next((k for k in getattr(self.inv.site.trust_roots, section) if k.name == name), None)
-            try:
-                self.keys[(section, name)] = PublicKey.load(self.inv.resolve(entry.public_key)) if entry else None
-            except SovkitError:
-                self.keys[(section, name)] = None
-        return self.keys[(section, name)]
+        self.trust = TrustRoots(inv.trust_root_paths())
 
     def check(self, signature: str | None, files: list[Artifact], section: str, signer: str | None,
               claim: Claim, fmt: str = "dsse") -> SignatureInfo:
@@ -221,7 +211,7 @@ class _Signatures:
             return info(False, False, None, "no signature declared")
         if signer is None:
             return info(True, False, None, "no signer declared (set the vendor)")
-        key = self._key(section, signer)
+        key = self.trust.key(section, signer)
         if key is None:
             return info(True, False, None, f"no usable trusted key for {signer!r} in trust_roots.{section}")
         if not self.local:

@@ -21,6 +21,7 @@ from typing import Any
 from sovkit import __version__
 from sovkit.errors import PolicyError
 from sovkit.resources import policies_dir
+from sovkit.signing.canonical import canonical_json
 
 _PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 CUSTOM_PREFIX = "sovkit.custom."
@@ -40,7 +41,8 @@ class PolicyPack:
         """sha256 over the evaluated modules and data (tests and layout do not count)."""
         doc = {"modules": {n: hashlib.sha256(s.encode()).hexdigest() for n, s in sorted(self.modules.items())},
                "data": self.data}
-        return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+        # ascii_only: the digest saved plans and audit packs record was always computed with \u escapes
+        return hashlib.sha256(canonical_json(doc, ascii_only=True)).hexdigest()
 
     @property
     def revision(self) -> str:

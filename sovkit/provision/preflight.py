@@ -7,16 +7,14 @@ verify is not provisioned at all; the other hosts go ahead.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from sovkit.attest.artifacts import Claim, SignatureCheck, verify_artifact_signature
-from sovkit.attest.keys import PublicKey
-from sovkit.attest.model_signature import common_dir, verify_model
 from sovkit.digest import sha256_file
-from sovkit.errors import SovkitError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
+from sovkit.signing.artifacts import Claim, SignatureCheck, verify_artifact_signature
+from sovkit.signing.model_signature import common_dir, verify_model
+from sovkit.signing.trust import TrustRoots
 
 
 @dataclass
@@ -30,8 +28,7 @@ class _Checker:
         self.inv = inv
         self.store = inv.artifact_root
         self.digests: dict[str, str | None] = {}
-        self.keys: dict[str, PublicKey | None] = {}
-        self.key_paths: dict[str, Path] = {}
+        self.trust = TrustRoots(inv.trust_root_paths())
 
     def digest_problem(self, store_path: str, pinned: str) -> str | None:
         if store_path not in self.digests:
@@ -44,32 +41,20 @@ class _Checker:
             return f"artifact {store_path} has sha256 {actual[:16]}…, the inventory pins {pinned[:16]}…"
         return None
 
-    def key(self, section: str, name: str) -> PublicKey | None:
-        cache_key = f"{section}/{name}"
-        if cache_key not in self.keys:
-            roots = getattr(self.inv.site.trust_roots, section)
-            entry = next((k for k in roots if k.name == name), None)
-            try:
-                self.keys[cache_key] = PublicKey.load(self.inv.resolve(entry.public_key)) if entry else None
-                if entry:
-                    self.key_paths[cache_key] = self.inv.resolve(entry.public_key)
-            except SovkitError:
-                self.keys[cache_key] = None
-        return self.keys[cache_key]
-
     def signature(self, signature: str | None, files: dict[str, str], section: str, signer: str | None,
                   claim: Claim, fmt: str = "dsse") -> SignatureCheck:
         if signature is None or signer is None:
             return SignatureCheck(False, None, signer or "", "no signature declared")
-        key = self.key(section, signer)
-        if key is None:
+        key = self.trust.key(section, signer)
+        key_path = self.trust.path(section, signer)
+        if key is None or key_path is None:
             return SignatureCheck(False, None, signer, f"no usable trusted key for {signer!r}")
         if fmt == "model-signing":
             # OpenSSF Model Signing names files relative to the model directory (the files' common parent)
             paths = [self.store / p for p in files]
             root = common_dir(paths)
             pinned = {(self.store / p).relative_to(root).as_posix(): d for p, d in files.items()}
-            result = verify_model(paths, self.store / signature, self.key_paths[f"{section}/{signer}"],
+            result = verify_model(paths, self.store / signature, key_path,
                                   pinned=pinned, signer=signer, claim=claim)
             return SignatureCheck(result.verified, result.keyid, signer, result.reason)
         if fmt != "dsse":

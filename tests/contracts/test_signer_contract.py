@@ -17,10 +17,10 @@ from securesystemslib.exceptions import UnverifiedSignatureError
 from securesystemslib.signer import Signature as SslSignature
 from securesystemslib.signer import SSlibKey
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import LocalSigner, PublicKey, Signer, write_keypair
 from sovkit.errors import VerificationError
 from sovkit.fakes import SeededSigner
+from sovkit.signing import dsse
+from sovkit.signing.keys import LocalSigner, PublicKey, Signer, write_keypair
 
 
 def local_ed25519(tmp: Path) -> Signer:

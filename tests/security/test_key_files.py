@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.signing.keys import LocalSigner, write_keypair
 
 
 @pytest.fixture

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from sovkit.attest.keys import LocalSigner, write_keypair
+from sovkit.signing.keys import LocalSigner, write_keypair
 from tests.conftest import run_cli
 from tests.sitefactory import make_site
 

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from sovkit.attest.artifacts import Claim, sign_artifacts, verify_artifact_signature
-from sovkit.attest.keys import LocalSigner
 from sovkit.inventory.loader import load_inventory
 from sovkit.policy.input import build_input
+from sovkit.signing.artifacts import Claim, sign_artifacts, verify_artifact_signature
+from sovkit.signing.keys import LocalSigner
 from tests.conftest import run_cli
 from tests.sitefactory import PUBLISHER, Site, make_site
 

@@ -63,9 +63,9 @@ def test_newer_state_version_and_bad_lineage_are_refused(tmp_path: Path) -> None
     {"host": "npu-node-1", "component": "host", "name": "npu-node-1", "action": "delete"},
 ])
 def test_signed_plan_naming_what_the_site_lacks_is_refused(tmp_path: Path, change: dict[str, str]) -> None:
-    from sovkit.attest.keys import LocalSigner
     from sovkit.plan.model import Change, Plan
     from sovkit.plan.planfile import SavedPlan, write_plan
+    from sovkit.signing.keys import LocalSigner
 
     site = make_site(tmp_path)
     key = site.root / ".sovkit/keys/operator.key"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from sovkit.signing.canonical import canonical_json
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
 ARTIFACT_SIGNATURE_PREDICATE = "https://sovkit.dev/attestation/artifact-signature/v1"
@@ -26,5 +27,4 @@ class Statement(BaseModel):
 
     def to_bytes(self) -> bytes:
         """Canonical JSON bytes (sorted keys, no whitespace): the DSSE payload."""
-        data = self.model_dump(by_alias=True, mode="json")
-        return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        return canonical_json(self.model_dump(by_alias=True, mode="json"))

@@ -4,7 +4,7 @@
   envelope carries an in-toto statement with predicate ``https://model_signing/signature/v1.0``
   listing every file of the model directory. Verified by the ``model-signing`` package itself
   (this is its format; we do not re-implement it), with the publisher's EC public key.
-- ``dsse``: sovkit's artifact signature (see :mod:`sovkit.attest.artifacts`).
+- ``dsse``: sovkit's artifact signature (see :mod:`sovkit.signing.artifacts`).
 
 Either way the signed file digests must also equal the digests the inventory pins, so a validly
 signed but different model is refused too.
@@ -28,17 +28,17 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
 
-from sovkit.attest.artifacts import (
+from sovkit.digest import sha256_file
+from sovkit.errors import SovkitError
+from sovkit.signing.artifacts import (
     Claim,
     check_signed_statement,
     open_artifact_signature,
     signed_digests,
     verify_artifact_signature,
 )
-from sovkit.attest.keys import PublicKey
-from sovkit.attest.statement import Statement
-from sovkit.digest import sha256_file
-from sovkit.errors import SovkitError
+from sovkit.signing.keys import PublicKey
+from sovkit.signing.statement import Statement
 
 SignatureFormat = Literal["model-signing", "dsse"]
 MODEL_SIGNING_PREDICATE = "https://model_signing/signature/v1.0"

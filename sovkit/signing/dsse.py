@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import json
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from sovkit.attest.keys import PublicKey, Signer
 from sovkit.errors import VerificationError
+from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
 
 IN_TOTO_PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
@@ -46,7 +46,9 @@ class Envelope(BaseModel):
         return self.model_dump(by_alias=True)
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+        # ensure_ascii=False like every other canonical document; an envelope's fields are base64, hex key
+        # ids and sovkit's own ASCII payload types, so the bytes are what they always were
+        return canonical_json(self.to_dict()).decode()
 
     @classmethod
     def from_json(cls, text: str | bytes, source: str = "<envelope>") -> Envelope:

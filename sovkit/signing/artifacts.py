@@ -20,10 +20,10 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from sovkit.attest import dsse
-from sovkit.attest.keys import PublicKey, Signer
-from sovkit.attest.statement import ARTIFACT_SIGNATURE_PREDICATE, Statement, Subject
 from sovkit.errors import VerificationError
+from sovkit.signing import dsse
+from sovkit.signing.keys import PublicKey, Signer
+from sovkit.signing.statement import ARTIFACT_SIGNATURE_PREDICATE, Statement, Subject
 
 
 def sign_artifacts(
