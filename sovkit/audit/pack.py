@@ -10,7 +10,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from sovkit.audit import evidence
 from sovkit.audit.collect import build_report, model_bom_ref
@@ -20,16 +20,34 @@ from sovkit.audit.mlbom import bom_file_name, build_ml_bom
 from sovkit.audit.model import AuditReport
 from sovkit.audit.report_html import render_html
 from sovkit.errors import SovkitError
+from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.api import PolicyEngine
 from sovkit.signing.keys import Signer
-
-if TYPE_CHECKING:
-    from sovkit.api import Workspace
+from sovkit.state.models import State
 
 POLICY_BUNDLE = "policy/bundle.tar.gz"
 POLICY_INPUT = "policy/input.json"
 INVENTORY_DIR = "inventory"
 STATE_COPY = "evidence/state.json"
+
+
+class _StateReader(Protocol):
+    def read(self) -> State: ...
+
+
+class AuditSource(Protocol):
+    """What the pack is built from: a site's inventory, its state and its state directory (a Workspace is one).
+
+    A port rather than the Workspace type, so audit stays below the facade that wires it."""
+
+    @property
+    def inventory(self) -> LoadedInventory: ...
+
+    @property
+    def directory(self) -> Path: ...
+
+    @property
+    def store(self) -> _StateReader: ...
 
 
 @dataclass
@@ -46,7 +64,7 @@ def _prepare_target(out_dir: Path) -> None:
                           "choose a new output directory; sovkit never overwrites an audit pack")
 
 
-def build_audit_pack(ws: Workspace, out_dir: Path, signer: Signer, extra_policies: Path | None = None,
+def build_audit_pack(ws: AuditSource, out_dir: Path, signer: Signer, extra_policies: Path | None = None,
                      engine: PolicyEngine | None = None) -> AuditPack:
     """Write the signed audit pack of ``ws`` to ``out_dir`` (which must not exist or be empty)."""
     out_dir = out_dir.resolve()
@@ -64,7 +82,7 @@ def build_audit_pack(ws: Workspace, out_dir: Path, signer: Signer, extra_policie
     return AuditPack(out_dir, report, manifest, signer.keyid)
 
 
-def _assemble(ws: Workspace, root: Path, signer: Signer, extra: Path | None, engine: PolicyEngine | None
+def _assemble(ws: AuditSource, root: Path, signer: Signer, extra: Path | None, engine: PolicyEngine | None
               ) -> tuple[AuditReport, Manifest]:
     inv = ws.inventory
     state = ws.store.read()
