@@ -25,6 +25,7 @@ from sovkit.attest.predicates import (
     RuntimeVersion,
     provision_statement,
 )
+from sovkit.components import registry
 from sovkit.digest import sha256_file
 from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
@@ -41,23 +42,10 @@ def plan_digest(plan: Plan) -> str:
 
 
 def host_subjects(record: HostRecord, desired: DesiredHost | None) -> dict[str, str]:
-    """Every artifact recorded as installed on a host: subject name -> sha256."""
+    """Every artifact recorded as installed on a host: subject name -> sha256 (each kind names its own)."""
     out: dict[str, str] = {}
-    for kind, fw in sorted(record.firmware.items()):
-        want = desired.firmware.get(kind) if desired else None
-        name = want.image.store_path if want and want.image.sha256 == fw.image_sha256 else \
-            f"firmware/{kind}/{fw.version}"
-        out[name] = fw.image_sha256
-    for rt in record.runtimes.values():
-        out.update(rt.artifacts)
-    for mname, m in sorted(record.models.items()):
-        want_m = desired.models.get(mname) if desired else None
-        by_name = {f.name: f for f in want_m.files} if want_m and want_m.version == m.version else {}
-        for rel, digest in sorted(m.files.items()):
-            f = by_name.get(rel)
-            out[f.store_path if f and f.sha256 == digest else f"model/{mname}/{m.version}/{rel}"] = digest
-    for dep, s in sorted(record.serving.items()):
-        out[f"serving/{dep}"] = s.config_sha256
+    for kind in registry.kinds():
+        out.update(kind.subjects(kind.records_of(record), kind.desired_of(desired) if desired else None))
     return out
 
 

@@ -6,7 +6,6 @@ Pure reading: nothing here writes, and every fact comes from a recorded source
 
 from __future__ import annotations
 
-import posixpath
 from collections.abc import Iterable
 from datetime import date
 from typing import Any
@@ -21,24 +20,20 @@ from sovkit.audit.model import (
     Finding,
     HostInstall,
     HostSummary,
-    InstalledFirmware,
-    InstalledModel,
-    InstalledRuntime,
-    InstalledServing,
     LogCheck,
     ModelBomRef,
     Overview,
     PolicySection,
-    Provenance,
     TimelineEntry,
     TrustRootKey,
     WaiverSummary,
 )
+from sovkit.components import registry
 from sovkit.inventory.codes import country_of
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.inventory.models import Site
 from sovkit.policy.api import PolicyDecision
-from sovkit.state.models import HostRecord, State, now
+from sovkit.state.models import State, now
 
 
 def residency_of(site: Site, jurisdiction: str) -> tuple[str, str | None]:
@@ -119,81 +114,23 @@ def policy_section(inv: LoadedInventory, decision: PolicyDecision, pack_digest: 
                          waivers=waivers, input=input_path, trust_roots=list(trust_roots or []))
 
 
-def _provenance(matches: bool, source: str, signer: str | None, signature: str | None, note: str = ""
-                ) -> Provenance:
-    return Provenance(source=source, signer=signer, signature=signature, matches_inventory=matches, note=note)
-
-
 def installed(inv: LoadedInventory, state: State) -> list[HostInstall]:
-    """What the state records on each host, each component tied back to the inventory entry it came from."""
-    site = inv.site
-    fw_by_digest = {f.image.sha256: f for f in site.firmware}
-    runtimes = {(r.name, r.version): r for r in site.runtimes}
-    models = {(m.name, m.version): m for m in site.models}
+    """What the state records on each host, each component tied back to the inventory entry it came from
+    (each kind builds its own rows; a kind without a HostInstall field lands in ``extra_kinds``)."""
+    indexes = {kind.name: kind.audit_index(inv) for kind in registry.kinds()}
     out = []
     for host, rec in sorted(state.hosts.items()):
+        rows: dict[str, Any] = {}
+        extra: dict[str, list[dict[str, Any]]] = {}
+        for kind in registry.kinds():
+            kind_rows = kind.audit_rows(kind.records_of(rec), indexes[kind.name])
+            if kind.field in HostInstall.model_fields:
+                rows[kind.field] = kind_rows
+            elif kind_rows:
+                extra[kind.name] = [r.model_dump(mode="json") for r in kind_rows]
         out.append(HostInstall(host=host, last_apply=rec.last_apply, updated_at=rec.updated_at,
-                               firmware=_firmware(rec, fw_by_digest), runtimes=_runtimes(rec, runtimes),
-                               models=_models(rec, models), serving=_serving(rec)))
+                               extra_kinds=extra, **rows))
     return out
-
-
-def _firmware(rec: HostRecord, by_digest: dict[str, Any]) -> list[InstalledFirmware]:
-    rows = []
-    for kind, fw in sorted(rec.firmware.items()):
-        pinned = by_digest.get(fw.image_sha256)
-        devices = {d: r.firmware for d, r in sorted(fw.devices.items())}
-        mismatch = sorted(d for d, v in devices.items() if v != fw.version)
-        note = f"devices {', '.join(mismatch)} report another version" if mismatch else ""
-        prov = (_provenance(pinned.version == fw.version, f"inventory firmware {pinned.name}", pinned.vendor,
-                            pinned.signature, note)
-                if pinned else _provenance(False, "image digest not in the inventory", None, None, note))
-        rows.append(InstalledFirmware(kind=kind, version=fw.version, image_sha256=fw.image_sha256, devices=devices,
-                                      provenance=prov))
-    return rows
-
-
-def _runtimes(rec: HostRecord, pinned: dict[tuple[str, str], Any]) -> list[InstalledRuntime]:
-    rows = []
-    for name, rt in sorted(rec.runtimes.items()):
-        inv = pinned.get((name, rt.version))
-        if inv is None:
-            prov = _provenance(False, "version not in the inventory", None, None)
-        else:
-            want = {a.path: a.sha256 for a in inv.artifacts}
-            ok = all(want.get(p) == d for p, d in rt.artifacts.items()) and bool(rt.artifacts)
-            prov = _provenance(ok, f"inventory runtime {name} {rt.version}", inv.vendor, inv.signature,
-                               "" if ok else "recorded artifact digests differ from the pinned ones")
-        rows.append(InstalledRuntime(name=name, version=rt.version, package=rt.package, artifacts=dict(rt.artifacts),
-                                     provenance=prov))
-    return rows
-
-
-def _models(rec: HostRecord, pinned: dict[tuple[str, str], Any]) -> list[InstalledModel]:
-    rows = []
-    for name, m in sorted(rec.models.items()):
-        inv = pinned.get((name, m.version))
-        if inv is None:
-            prov = _provenance(False, "version not in the inventory", None, None)
-        else:
-            want = _model_file_names(inv.files)
-            ok = want == dict(m.files)
-            prov = _provenance(ok, f"inventory model {name} {m.version}", inv.publisher, inv.signature,
-                               "" if ok else "recorded file digests differ from the pinned ones")
-        rows.append(InstalledModel(name=name, version=m.version, files=dict(m.files),
-                                   signature_verified=m.signature_verified, previous=m.previous, provenance=prov))
-    return rows
-
-
-def _model_file_names(files: Iterable[Any]) -> dict[str, str]:
-    """Pinned model files keyed as the host records them: relative to the files' common directory."""
-    paths = [(f.path, f.sha256) for f in files]
-    common = posixpath.commonpath([posixpath.dirname(p) for p, _ in paths]) if paths else ""
-    return {(posixpath.relpath(p, common) if common else p): d for p, d in paths}
-
-
-def _serving(rec: HostRecord) -> list[InstalledServing]:
-    return [InstalledServing.model_validate({**s.model_dump(), "name": n}) for n, s in sorted(rec.serving.items())]
 
 
 def _first(d: dict[str, Any], *keys: str) -> str | None:

@@ -8,10 +8,26 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    model_serializer,
+)
 
+from sovkit.components.base import Provenance
+from sovkit.components.firmware import InstalledFirmware
+from sovkit.components.model import InstalledModel
+from sovkit.components.runtime import InstalledRuntime
+from sovkit.components.serving import InstalledServing
 from sovkit.inventory.models import BaseModelRef
-from sovkit.state.models import ServingRecord
+
+__all__ = ["REPORT_SCHEMA", "AuditReport", "DataFlow", "DeploymentSummary", "DriftChange", "DriftSection", "Finding",
+           "HostInstall", "HostSummary", "InstalledFirmware", "InstalledModel", "InstalledRuntime",
+           "InstalledServing", "LogCheck", "ModelBomRef", "Overview", "PolicySection", "Provenance",
+           "TimelineEntry", "TrustRootKey", "WaiverSummary"]
 
 REPORT_SCHEMA = "https://sovkit.dev/audit-report/v1"
 
@@ -108,47 +124,6 @@ class PolicySection(_M):
     trust_roots: list[TrustRootKey] = []
 
 
-class Provenance(_M):
-    """Where a recorded component came from and whether it is still the approved one."""
-
-    source: str
-    signer: str | None = None
-    signature: str | None = None
-    matches_inventory: bool
-    note: str = ""
-
-
-class InstalledFirmware(_M):
-    kind: str
-    version: str
-    image_sha256: str
-    devices: dict[str, str]
-    provenance: Provenance
-
-
-class InstalledRuntime(_M):
-    name: str
-    version: str
-    package: str
-    artifacts: dict[str, str]
-    provenance: Provenance
-
-
-class InstalledModel(_M):
-    name: str
-    version: str
-    files: dict[str, str]
-    signature_verified: bool
-    previous: str | None
-    provenance: Provenance
-
-
-class InstalledServing(ServingRecord):
-    """The state's own serving record (one type: a field added there is reported, never refused) plus its name."""
-
-    name: str
-
-
 class HostInstall(_M):
     host: str
     last_apply: str | None
@@ -157,6 +132,16 @@ class HostInstall(_M):
     runtimes: list[InstalledRuntime] = []
     models: list[InstalledModel] = []
     serving: list[InstalledServing] = []
+    extra_kinds: dict[str, list[dict[str, Any]]] = Field(
+        default_factory=dict, description="rows of component kinds registered beyond the built-in ones: kind -> "
+                                          "rows (left out of report.json while empty)")
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_extra(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and not data.get("extra_kinds"):
+            data.pop("extra_kinds", None)
+        return data
 
 
 class TimelineEntry(_M):

@@ -2,26 +2,32 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from functools import cached_property
-from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Component = Literal["firmware", "runtime", "model", "serving", "host"]
-Action = Literal["create", "update", "delete"]
-COMPONENT_ORDER: dict[str, int] = {"firmware": 0, "runtime": 1, "model": 2, "serving": 3, "host": 4}
+from sovkit.components import registry
+from sovkit.components.base import Action, Change, Component
+
+__all__ = ["COMPONENT_ORDER", "SYMBOL", "Action", "Change", "Component", "Plan"]
+
+
+class _Order(Mapping[str, int]):
+    """Component -> place on a host, read from the kind registry (firmware, runtime, model, serving, …, host)."""
+
+    def __getitem__(self, component: str) -> int:
+        return registry.order(component)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter([*(k.name for k in registry.kinds()), "host"])
+
+    def __len__(self) -> int:
+        return len(registry.kinds()) + 1
+
+
+COMPONENT_ORDER: Mapping[str, int] = _Order()
 SYMBOL = {"create": "+", "update": "~", "delete": "-"}
-
-
-class Change(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-    host: str
-    component: Component
-    name: str
-    action: Action
-    reason: str
-    before: dict[str, Any] | None = None
-    after: dict[str, Any] | None = None
 
 
 class Plan(BaseModel):

@@ -7,7 +7,6 @@ picks up exactly what is missing.
 
 from __future__ import annotations
 
-import posixpath
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from sovkit import identifiers as ids
+from sovkit.components import registry
 from sovkit.errors import PlanError, ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
@@ -22,16 +22,7 @@ from sovkit.plan.model import Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import apply_target
 from sovkit.provision.preflight import Preflight, run_preflight
-from sovkit.state.models import (
-    DeviceRecord,
-    FirmwareRecord,
-    HostRecord,
-    ModelRecord,
-    RuntimeRecord,
-    ServingRecord,
-    State,
-    now,
-)
+from sovkit.state.models import HostRecord, State, now
 from sovkit.state.store import StateStore
 
 
@@ -69,38 +60,14 @@ def apply_record(host: HostRecord, record: dict[str, Any], run_id: str,
     records come back from the host, so they are untrusted input; the state models hold the patterns.
     """
     component, name = record["component"], record["name"]
-    if record.get("removed"):
-        if component == "model":
-            host.models.pop(name, None)
-        elif component == "runtime":
-            host.runtimes.pop(name, None)
-        elif component == "serving":
-            host.serving.pop(name, None)
-    elif component == "firmware":
-        host.firmware[name] = FirmwareRecord(
-            kind=name, version=record["version"], image_sha256=record["image_sha256"],
-            devices={str(d): DeviceRecord(kind=name, firmware=str(v)) for d, v in record["devices"].items()},
-        )
-    elif component == "runtime":
-        host.runtimes[name] = RuntimeRecord(version=record["version"], package=record["package"],
-                                            artifacts=record["artifacts"], prefix=record["prefix"])
-    elif component == "model":
-        version, path = record["version"], record["path"]
-        if posixpath.basename(str(path)) != version:
-            raise ValueError(f"model path {ids.describe(path)} does not end in its version {ids.describe(version)}")
-        # `previous` is the basename of a link target the host reports: only a plain version is kept for rollback
-        previous = record.get("previous") or None
-        host.models[name] = ModelRecord(
-            version=version, files=record["files"], path=path,
-            previous=previous if ids.matches(ids.VERSION, previous) else None,
-            signature_verified=signatures_ok.get(f"model:{name}@{record['version']}", False),
-        )
-    elif component == "serving":
-        host.serving[name] = ServingRecord(
-            role=record["role"], model=record["model"], model_version=str(record["model_version"]),
-            runtime=record["runtime"], runtime_version=str(record["runtime_version"]),
-            config_sha256=record["config_sha256"], port=int(record["port"]),
-        )
+    kind = registry.find(component)
+    if kind is not None:
+        records = kind.records_of(host, write=True)
+        if record.get("removed"):
+            if kind.removable:
+                records.pop(name, None)
+        else:
+            records[name] = kind.from_record(name, record, records.get(name), signatures_ok)
     host.last_apply = run_id
     host.updated_at = now()
 
@@ -110,15 +77,16 @@ def check_plan_targets(plan: Plan, desired: dict[str, DesiredHost], state: State
     the state has: Ansible would do nothing for it, and the apply would still be attested as a success."""
     for c in plan.changes:
         rec = state.hosts.get(c.host)
+        kind = registry.find(c.component)
         if c.component == "host":
             ok = c.action == "delete" and c.name == c.host and rec is not None and c.host not in desired
+        elif kind is None:
+            ok = False
         elif c.action == "delete":
-            ok = rec is not None and c.name in getattr(rec, {"runtime": "runtimes", "model": "models"}.get(
-                c.component, c.component))
+            ok = rec is not None and c.name in kind.records_of(rec)
         else:
             want = desired.get(c.host)
-            ok = want is not None and c.name in getattr(want, {"runtime": "runtimes", "model": "models"}.get(
-                c.component, c.component))
+            ok = want is not None and c.name in kind.desired_of(want)
         if not ok:
             where = "the state" if c.action == "delete" else "the inventory"
             raise PlanError(

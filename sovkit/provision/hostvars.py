@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import posixpath
 import shlex
 import sys
 from functools import cache
 from pathlib import Path
 from typing import Any
 
-from sovkit import identifiers as ids
 from sovkit.catalog import load_catalog
-from sovkit.errors import ProvisionError
+from sovkit.components import registry
 from sovkit.inventory.ansible import host_vars
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
@@ -58,100 +56,37 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
     return conn, variables
 
 
-def _removable(host: str, path: str, tail: str) -> str:
-    """A recorded path sovkit may delete: a plain absolute path ending in sovkit's own install directory.
-
-    Recorded paths came from the state file (or, before, from a host); removal is the one place they are
-    acted on, so anything else is refused rather than deleted.
-    """
-    if not (ids.safe_path(path) and path.endswith(tail)):
-        raise ProvisionError(f"{host}: recorded path {ids.describe(path)} is not a sovkit install directory "
-                             f"(…{tail}); nothing was removed",
-                             "run `sovkit refresh` to read the host back, or fix the state file")
-    return path
-
-
-def _profile(kind: str) -> dict[str, Any]:
-    catalog = load_catalog()
-    p = catalog.profiles[catalog.accelerators[kind].profile]
-    return {"query": p.query, "flash": p.flash, "reset": p.reset, "devices_key": p.devices_key,
-            "id_key": p.id_key, "firmware_key": p.firmware_key}
-
-
 def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Change],
                  recorded: HostRecord, known_hosts: Path) -> HostTarget:
-    """Variables for the apply playbook: only the components this host's changes touch."""
+    """Variables for the apply playbook: only the components this host's changes touch (``sovkit_<var>`` per
+    kind), and what the delete changes remove (``sovkit_remove``)."""
     conn, v = _common(inv, desired.name, desired, known_hosts)
     store = inv.artifact_root
     touched = {(c.component, c.name) for c in changes if c.action != "delete"}
-    v["sovkit_firmware"] = [
-        {"kind": f.kind, "version": f.version, "count": f.count, "sha256": f.image.sha256,
-         "image_src": str(store / f.image.store_path), **_profile(f.kind)}
-        for f in desired.firmware.values() if ("firmware", f.kind) in touched
-    ]
-    v["sovkit_runtimes"] = [
-        {"name": r.name, "version": r.version, "package": r.package, "prefix": r.prefix,
-         "staging": f"{desired.root}/var/lib/sovkit/staging/runtime/{r.name}-{r.version}",
-         "artifacts": [{"src": str(store / a.store_path), "name": a.name, "sha256": a.sha256,
-                        "store_path": a.store_path} for a in r.artifacts]}
-        for r in desired.runtimes.values() if ("runtime", r.name) in touched
-    ]
-    v["sovkit_models"] = [
-        {"name": m.name, "version": m.version, "dir": m.path,
-         "signature_src": str(store / m.signature) if m.signature else "",
-         "files": [{"src": str(store / f.store_path), "name": f.name, "sha256": f.sha256} for f in m.files]}
-        for m in desired.models.values() if ("model", m.name) in touched
-    ]
-    v["sovkit_serving"] = [
-        {"deployment": s.deployment, "role": s.role, "model": s.model, "model_version": s.model_version,
-         "runtime": s.runtime, "runtime_version": s.runtime_version, "port": s.port,
-         "config": s.config, "config_path": s.config_path, "unit": s.unit, "unit_path": s.unit_path,
-         "config_sha256": s.config_sha256}
-        for s in desired.serving.values() if ("serving", s.deployment) in touched
-    ]
+    for kind in registry.kinds():
+        items = (kind.apply_vars(want, store, desired.root) for name, want in kind.desired_of(desired).items()
+                 if (kind.name, name) in touched)
+        v[f"sovkit_{kind.var}"] = [item for item in items if item is not None]
     removals = []
     for c in changes:
-        if c.action != "delete":
+        owner = registry.find(c.component)
+        if c.action != "delete" or owner is None or not owner.removable:
             continue
-        if c.component == "model" and c.name in recorded.models:
-            rec_path = recorded.models[c.name].path
-            base = posixpath.dirname(rec_path) if rec_path else f"{desired.root}/opt/sovkit/models/{c.name}"
-            removals.append({"component": "model", "name": c.name,
-                             "paths": [_removable(desired.name, base, f"/opt/sovkit/models/{c.name}")]})
-        elif c.component == "runtime" and c.name in recorded.runtimes:
-            rrec = recorded.runtimes[c.name]
-            prefix = rrec.prefix or f"{desired.root}/opt/sovkit/runtimes/{c.name}/{rrec.version}"
-            _removable(desired.name, posixpath.dirname(prefix), f"/opt/sovkit/runtimes/{c.name}")
-            removals.append({"component": "runtime", "name": c.name, "paths": [prefix]})
-        elif c.component == "serving":
-            root = desired.root
-            removals.append({"component": "serving", "name": c.name, "paths": [
-                f"{root}/etc/sovkit/serving/{c.name}.yaml", f"{root}/etc/systemd/system/sovkit-{c.name}.service"]})
+        have = owner.records_of(recorded).get(c.name)
+        paths = owner.removal(desired.name, c.name, have, desired.root)
+        if paths:
+            removals.append({"component": owner.name, "name": c.name, "paths": paths})
     v["sovkit_remove"] = removals
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
 
 
 def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRecord,
                    known_hosts: Path) -> HostTarget:
-    """Variables for the observe playbook: everything desired or recorded on the host."""
+    """Variables for the observe playbook: everything desired or recorded on the host (``sovkit_observe.<var>``)."""
     conn, v = _common(inv, desired.name, desired, known_hosts)
-    kinds = sorted(set(desired.firmware) | set(recorded.firmware))
     catalog = load_catalog()
-    runtimes = {r.name: {"name": r.name, "package": r.package, "prefix": r.prefix}
-                for r in desired.runtimes.values()}
-    for name, rec in recorded.runtimes.items():
-        runtimes.setdefault(name, {"name": name, "package": rec.package, "prefix": rec.prefix})
-    models = {m.name: {"name": m.name, "dir": m.path, "files": [f.name for f in m.files]}
-              for m in desired.models.values()}
-    for name, mrec in recorded.models.items():
-        models.setdefault(name, {"name": name, "dir": str(Path(mrec.path).parent), "files": sorted(mrec.files)})
-    serving = [{"deployment": s.deployment, "paths": [s.config_path, s.unit_path]} for s in desired.serving.values()]
-    v["sovkit_observe"] = {
-        "firmware": [{"kind": k, **_profile(k)} for k in kinds if k in catalog.accelerators],
-        "runtimes": list(runtimes.values()),
-        "models": list(models.values()),
-        "serving": serving,
-    }
+    v["sovkit_observe"] = {kind.var: kind.observe_vars(kind.desired_of(desired), kind.records_of(recorded), catalog)
+                           for kind in registry.kinds()}
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
 
 

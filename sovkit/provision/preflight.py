@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sovkit.components import registry
 from sovkit.digest import sha256_file
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.desired import DesiredHost
@@ -63,43 +64,25 @@ class _Checker:
 
 
 def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: Plan) -> Preflight:
-    """Verify every artifact the plan installs; hosts needing a bad one are marked failed."""
+    """Verify every artifact the plan installs (what each kind's ``preflight`` names); hosts needing a bad one
+    are marked failed."""
     out = Preflight()
     checker = _Checker(inv)
     for change in plan.changes:
         if change.action == "delete" or change.host not in desired or change.host in out.failed_hosts:
             continue
-        want = desired[change.host]
-        problem: str | None = None
-        label = f"{change.component}:{change.name}"
-        if change.component == "firmware":
-            fw = want.firmware[change.name]
-            files = {fw.image.store_path: fw.image.sha256}
-            problem = checker.digest_problem(fw.image.store_path, fw.image.sha256)
-            label = f"firmware:{fw.name}"
-            if problem is None and label not in out.signatures:
-                out.signatures[label] = checker.signature(fw.signature, files, "vendors", fw.vendor,
-                                                          Claim("firmware", fw.name, fw.version))
-        elif change.component == "runtime":
-            rt = want.runtimes[change.name]
-            files = {a.store_path: a.sha256 for a in rt.artifacts}
-            for path, pinned in files.items():
-                problem = problem or checker.digest_problem(path, pinned)
-            label = f"runtime:{rt.name}@{rt.version}"
-            if problem is None and label not in out.signatures:
-                out.signatures[label] = checker.signature(rt.signature, files, "vendors", rt.vendor,
-                                                          Claim("runtime", rt.name, rt.version))
-        elif change.component == "model":
-            m = want.models[change.name]
-            files = {f.store_path: f.sha256 for f in m.files}
-            for path, pinned in files.items():
-                problem = problem or checker.digest_problem(path, pinned)
-            label = f"model:{m.name}@{m.version}"
-            if problem is None and label not in out.signatures:
-                out.signatures[label] = checker.signature(m.signature, files, "publishers", m.publisher,
-                                                          Claim("model", m.name, m.version), m.signature_format)
-        else:
+        kind = registry.find(change.component)
+        want = kind.desired_of(desired[change.host]).get(change.name) if kind else None
+        spec = kind.preflight(want) if kind is not None and want is not None else None
+        if spec is None:
             continue
+        problem: str | None = None
+        for path, pinned in spec.files.items():
+            problem = problem or checker.digest_problem(path, pinned)
+        label = spec.label
+        if problem is None and label not in out.signatures:
+            out.signatures[label] = checker.signature(spec.signature, spec.files, spec.section, spec.signer,
+                                                      spec.claim, spec.fmt)
         check = out.signatures.get(label)
         if problem is None and check is not None and not check.verified:
             problem = f"{label}: signature by {check.signer or 'unknown'} does not verify ({check.reason})"

@@ -9,9 +9,19 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    StringConstraints,
+    field_validator,
+    model_serializer,
+)
 
 from sovkit import identifiers as ids
 
@@ -90,6 +100,21 @@ class ServingRecord(_M):
     port: Annotated[int, Field(ge=1, le=65535)]
 
 
+# Record models of component kinds registered beyond the built-in fields (sovkit/components/registry.py fills
+# this; state does not import components): kind name -> its record model.
+_EXTRA_RECORDS: dict[str, type[BaseModel]] = {}
+
+
+def register_record(kind: str, field: str, record: type[BaseModel]) -> None:
+    """Called by the component registry: a kind without a HostRecord field keeps records in ``extra_kinds``."""
+    if field not in HostRecord.model_fields:
+        _EXTRA_RECORDS[kind] = record
+
+
+def unregister_record(kind: str) -> None:
+    _EXTRA_RECORDS.pop(kind, None)
+
+
 class HostRecord(_M):
     firmware: dict[Name, FirmwareRecord] = Field(default_factory=dict, description="accelerator kind -> firmware")
     runtimes: dict[Name, RuntimeRecord] = {}
@@ -97,6 +122,32 @@ class HostRecord(_M):
     serving: dict[Name, ServingRecord] = Field(default_factory=dict, description="deployment -> serving config")
     last_apply: str | None = None
     updated_at: str | None = None
+    extra_kinds: dict[Name, dict[Name, Any]] = Field(
+        default_factory=dict,
+        description="records of component kinds registered beyond the built-in ones: kind -> name -> record "
+                    "(left out of the file while empty, so the built-in format is unchanged)")
+
+    @field_validator("extra_kinds")
+    @classmethod
+    def _known_kinds(cls, value: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """Each kind's records validated by its own record model; a kind no registered module knows is refused
+        (strict state: a record nobody can read is not carried along silently)."""
+        out: dict[str, dict[str, Any]] = {}
+        for kind, records in value.items():
+            model = _EXTRA_RECORDS.get(kind)
+            if model is None:
+                raise ValueError(f"records of unknown component kind {ids.describe(kind)}")
+            out[kind] = {n: r if isinstance(r, model) else model.model_validate(r) for n, r in records.items()}
+        return out
+
+    @model_serializer(mode="wrap")
+    def _drop_empty_extra(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict):
+            extra = {k: v for k, v in (data.pop("extra_kinds", None) or {}).items() if v}
+            if extra:
+                data["extra_kinds"] = extra
+        return data
 
 
 MAX_SERIAL = 2**53 - 1  # the largest integer every JSON reader keeps exact
