@@ -58,7 +58,9 @@ class ScriptedExecutor:
             records = _records(self.desired[t.name])
             if playbook == "rollback.yml":
                 m = next(r for r in records if r["component"] == "model")
-                records = [{**m, "version": self.rollback_to, "previous": m["version"]}]
+                # the rollback play reports the version it switched to and the directory it now points at
+                records = [{**m, "version": self.rollback_to, "previous": m["version"],
+                            "path": f"{m['path'].rsplit('/', 1)[0]}/{self.rollback_to}"}]
             limit = self.fail_after.get(t.name)
             for r in records[:limit]:
                 on_event(ExecEvent("record", t.name, "record", data={"sovkit_record": r}))
