@@ -22,4 +22,5 @@ fi
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 ruff check sovkit tests bench inventories
 mypy
+lint-imports
 python3 -m pytest
