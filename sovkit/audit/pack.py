@@ -24,7 +24,7 @@ from sovkit.policy.api import PolicyEngine
 from sovkit.signing.keys import Signer
 
 if TYPE_CHECKING:
-    from sovkit.api import Workspace
+    from sovkit.workspace import Workspace
 
 POLICY_BUNDLE = "policy/bundle.tar.gz"
 POLICY_INPUT = "policy/input.json"

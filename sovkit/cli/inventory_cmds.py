@@ -11,11 +11,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.catalog import load_catalog
 from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt
 from sovkit.cli.output import console, emit_json
 from sovkit.errors import InventoryError
-from sovkit.inventory.capacity import host_power
 
 inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args_is_help=True)
 
@@ -23,7 +21,7 @@ inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args
 def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     """Check an inventory: schema, jurisdiction codes, references, catalog ids, files."""
     try:
-        loaded = api.validate(inventory)
+        loaded = api.validate(path=inventory)
     except InventoryError as exc:
         if json_out:  # machine-readable problems on stdout; the error boundary still reports and exits 1
             emit_json({"valid": False, "summary": exc.message,
@@ -51,10 +49,10 @@ def schema(json_out: JsonAlwaysOpt = False) -> None:
 @inventory_app.command("show")
 def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
     """Racks, hosts, accelerators, and power draw against each rack's budget."""
-    loaded = api.validate(inventory)
+    loaded = api.validate(path=inventory)
     site = loaded.site
-    catalog = load_catalog()
-    racks = api.site_power(loaded)
+    catalog = api.load_catalog()
+    racks = api.site_power(inventory=loaded)
     if json_out:
         emit_json({
             "site": site.metadata.name,
@@ -64,7 +62,7 @@ def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
                        "budget_w": r.budget_w, "ratio": round(r.ratio, 4)} for r in racks],
             "hosts": [{"name": h.name, "rack": h.rack, "address": h.address, "cpu": h.cpu,
                        "accelerators": [s.model_dump() for s in h.accelerators],
-                       "power_w": host_power(h, catalog).watts} for h in site.hosts],
+                       "power_w": api.host_power(h, catalog).watts} for h in site.hosts],
         })
         return
     where = site.jurisdiction.region or site.jurisdiction.country
@@ -103,7 +101,7 @@ def export(
     """Export the inventory for other tools (an Ansible YAML inventory grouped by rack, role, accelerator)."""
     if fmt != "ansible":
         raise typer.BadParameter(f"unknown format {fmt!r}; supported: ansible", param_hint="--format")
-    data: Any = api.export_ansible(api.validate(inventory))
+    data: Any = api.export_ansible(inventory=api.validate(path=inventory))
     if json_out:
         emit_json(data)
     else:
