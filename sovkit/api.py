@@ -6,9 +6,9 @@ the adapters (state store, executor, policy engine, signer). Results with a ``--
 ``output()`` method returning a pydantic model; the CLI dumps that model as it is.
 
 Besides functions and result types, ``__all__`` re-exports the few values the CLI needs:
-``PASSPHRASE_ENV`` (the environment variable holding a key passphrase), ``ALGORITHMS`` (the
-signing-key algorithms), ``STEP_TITLES`` (names of the attestation-verification steps) and
-``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
+``PASSPHRASE_ENV`` (the environment variable holding a key passphrase), ``ALGORITHMS`` and
+``Algorithm`` (the signing-key algorithms, as a list and as a type), ``STEP_TITLES`` (names of
+the attestation-verification steps) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
 """
 
 from __future__ import annotations

@@ -130,7 +130,10 @@ def show_log(
         p = e.predicate
         kind = e.predicate_type.rsplit("/", 2)[-2]
         what = str(p.get("host") or p.get("site") or "")
-        outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))
+        if "drift" in p:  # a refresh: how many differences it found
+            outcome = f"{sum(len(v) for v in p['drift'].values())} drift"
+        else:
+            outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))
         table.add_row(str(e.index), f"{kind} ({p.get('operation', '')})", escape(what), outcome,
                       str(p.get("finished") or p.get("time") or ""))
     console.print(table)

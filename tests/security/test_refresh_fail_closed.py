@@ -7,6 +7,8 @@ never "no drift" from the recorded state standing in for a host nobody looked at
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from pathlib import Path
 
@@ -71,3 +73,27 @@ def test_unobservable_host_fails_closed(applied: Path, tmp_path: Path, command: 
     assert (root / ".sovkit/state.json").read_bytes() == before, "state must be untouched"
     assert not (root / ".sovkit/last-refresh.json").exists()
     assert not (root / "hosts/npu-node-2" / LINK).exists(), "apply --refresh must not run"
+
+
+def test_refresh_attests_the_drift_it_found(applied: Path, tmp_path: Path) -> None:
+    """`refresh` appends a signed drift/v1 statement: `attest verify` passes and the entry names the drift."""
+    root = _copy(applied, tmp_path)
+    before = json.loads((root / ".sovkit/state.json").read_bytes())["serial"]
+    (root / "hosts/npu-node-1" / LINK).unlink()
+    r = run_cli("refresh", root / "site.yaml", "--json")
+    assert r.code == 0, r.text
+    out = json.loads(r.out)
+    assert out["state_serial"] == before + 1 and isinstance(out["attestation"], int)
+    pub = root / ".sovkit/keys/operator.key.pub"
+    verified = run_cli("attest", "verify", root / "site.yaml", "--key", pub)
+    assert verified.code == 0, verified.text
+    entries = [json.loads(line) for line in (root / ".sovkit/attestations/log.jsonl").read_bytes().splitlines()]
+    last = entries[-1]
+    assert last["index"] == out["attestation"]
+    statement = json.loads(base64.b64decode(last["envelope"]["payload"]))
+    assert statement["predicateType"] == "https://sovkit.dev/attestation/drift/v1"
+    p = statement["predicate"]
+    assert p["operation"] == "refresh" and p["observed"] == ["npu-node-1", "npu-node-2"] and p["unreachable"] == {}
+    assert p["state_serial_before"] == before and p["state_serial_after"] == before + 1
+    assert p["drift"] == {"npu-node-1": [{"component": "model", "name": "demo-ko-chat", "action": "update",
+                                          "reason": "model missing on the host"}]}
