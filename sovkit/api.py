@@ -42,6 +42,15 @@ from sovkit.policy.opa import OpaServerEngine
 from sovkit.policy.testing import RegoTestResult, run_tests
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.executor import ExecEvent, Executor
+from sovkit.results import (
+    AttestationEntryView,
+    AuditWritten,
+    BundleCreated,
+    BundleImported,
+    InventoryInvalid,
+    InventoryShow,
+    InventoryValid,
+)
 from sovkit.signing.keys import (
     ALGORITHMS,
     PASSPHRASE_ENV,
@@ -72,16 +81,18 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHMS",
-    # values
     "PASSPHRASE_ENV",
     "STEP_TITLES",
     "Algorithm",
     "ApplyOutcome",
     "ApplyOutput",
     "ApplyReport",
-    # attestations and audit
+    "AttestationEntryView",
     "AttestationTarget",
+    "AuditWritten",
+    "BundleCreated",
     "BundleEvent",
+    "BundleImported",
     "BundleInvalid",
     "Change",
     "DemoCommand",
@@ -89,6 +100,9 @@ __all__ = [
     "DemoStep",
     "ExecEvent",
     "Executor",
+    "InventoryInvalid",
+    "InventoryShow",
+    "InventoryValid",
     "LoadedInventory",
     "LocalSigner",
     "LockInfo",
@@ -96,7 +110,6 @@ __all__ = [
     "LogVerification",
     "Plan",
     "PlanOutput",
-    # result and value types
     "PlanResult",
     "PlanView",
     "PolicyBundleFile",
@@ -111,7 +124,6 @@ __all__ = [
     "Signer",
     "StateStore",
     "Verification",
-    # workspace and site operations
     "Workspace",
     "apply_inventory",
     "apply_plan",
@@ -125,7 +137,6 @@ __all__ = [
     "export_ansible",
     "export_policy_bundle",
     "force_unlock",
-    # keys
     "generate_key",
     "host_power",
     "input_schema",
@@ -142,7 +153,6 @@ __all__ = [
     "open_workspace",
     "parse_size",
     "policy_input",
-    # demo, bundles
     "prepare_demo",
     "read_attestations",
     "record_policy_decision",

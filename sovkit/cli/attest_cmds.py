@@ -120,8 +120,7 @@ def show_log(
     target = api.attestation_target(path=path, state_dir=state_dir)
     entries = api.read_attestations(target=target)
     if json_out:
-        emit_json([{"index": e.index, "digest": e.digest, "predicateType": e.predicate_type,
-                    "statement": e.statement} for e in entries])
+        emit_result([api.AttestationEntryView.of(e) for e in entries])
         return
     table = Table(title=f"{target.log_dir}")
     for col in ("#", "kind", "host / site", "outcome", "time"):

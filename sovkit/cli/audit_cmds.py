@@ -10,7 +10,7 @@ from rich.markup import escape
 
 from sovkit import api
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
-from sovkit.cli.output import console, emit_json
+from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.cli.signing import KeyOpt, wire_signer
 from sovkit.errors import VerificationError
 
@@ -29,9 +29,7 @@ def audit(
     pack = api.build_audit_pack(workspace=ws, out=out)
     r = pack.report
     if json_out:
-        emit_json({"path": str(pack.path), "site": r.overview.site, "keyid": pack.keyid,
-                   "files": [e.model_dump() for e in pack.manifest.files], "policy_allowed": r.policy.allowed,
-                   "attestations": len(r.attestations), "model_boms": [b.path for b in r.model_boms]})
+        emit_result(api.AuditWritten.of(pack))
         return
     console.print(f"[green]✓[/] audit pack for {escape(r.overview.site)} written to {escape(str(pack.path))}")
     console.print(f"  {len(pack.manifest.files)} files signed (keyid {pack.keyid[:16]}…): report.html, report.json, "

@@ -100,10 +100,7 @@ def create(
         result = api.bundles.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar)
     m = result.bundle.manifest
     if json_out:
-        emit_json({"out": str(out), "manifest_sha256": m.digest(), "entries": len(m.entries),
-                   "carried_blobs": result.bundle.carried_files, "carried_bytes": result.bundle.carried_bytes,
-                   "since": m.since, "parts": [p.model_dump() for p in result.volumes.index.parts]
-                   if result.volumes else None})
+        emit_result(api.BundleCreated.of(str(out), result))
         return
     console.print(f"[green]✓[/] bundle for site {escape(m.site)}: {len(m.entries)} file(s), "
                   f"{result.bundle.carried_files} blob(s) carried ({result.bundle.carried_bytes} bytes)"
@@ -155,8 +152,7 @@ def import_(
     with _Bar(not json_out) as bar:
         report = api.bundles.import_(bundle, store, keys, site_dir, bar)
     if json_out:
-        emit_json({"manifest_sha256": report.manifest.digest(), "committed": report.committed,
-                   "unchanged": report.unchanged, "hashed": report.hashed, "reused": report.reused})
+        emit_result(api.BundleImported.of(report))
         return
     console.print(f"[green]✓[/] imported into {escape(str(store))}: {len(report.committed)} file(s) written, "
                   f"{len(report.unchanged)} already there"
