@@ -11,6 +11,7 @@ import base64
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,25 +76,40 @@ def test_unobservable_host_fails_closed(applied: Path, tmp_path: Path, command: 
     assert not (root / "hosts/npu-node-2" / LINK).exists(), "apply --refresh must not run"
 
 
+def _last_statement(root: Path) -> tuple[int, dict[str, Any]]:
+    last = json.loads((root / ".sovkit/attestations/log.jsonl").read_bytes().splitlines()[-1])
+    return last["index"], json.loads(base64.b64decode(last["envelope"]["payload"]))
+
+
 def test_refresh_attests_the_drift_it_found(applied: Path, tmp_path: Path) -> None:
-    """`refresh` appends a signed drift/v1 statement: `attest verify` passes and the entry names the drift."""
+    """`refresh` appends a signed drift/v1 statement that `attest verify` checks like every entry."""
     root = _copy(applied, tmp_path)
+    pub = root / ".sovkit/keys/operator.key.pub"
     before = json.loads((root / ".sovkit/state.json").read_bytes())["serial"]
+
+    clean = run_cli("refresh", root / "site.yaml", "--json")
+    assert clean.code == 0, clean.text
+    index, statement = _last_statement(root)
+    assert json.loads(clean.out)["attestation"] == index
+    assert statement["predicateType"] == "https://sovkit.dev/attestation/drift/v1"
+    p = statement["predicate"]
+    assert p["operation"] == "refresh" and p["observed"] == ["npu-node-1", "npu-node-2"] and p["drift"] == {}
+    assert p["state_serial_before"] == before and p["state_serial_after"] == before + 1
+    verified = run_cli("attest", "verify", root / "site.yaml", "--key", pub)
+    assert verified.code == 0, verified.text  # every step, subjects included: nothing drifted
+
     (root / "hosts/npu-node-1" / LINK).unlink()
     r = run_cli("refresh", root / "site.yaml", "--json")
     assert r.code == 0, r.text
     out = json.loads(r.out)
-    assert out["state_serial"] == before + 1 and isinstance(out["attestation"], int)
-    pub = root / ".sovkit/keys/operator.key.pub"
-    verified = run_cli("attest", "verify", root / "site.yaml", "--key", pub)
-    assert verified.code == 0, verified.text
-    entries = [json.loads(line) for line in (root / ".sovkit/attestations/log.jsonl").read_bytes().splitlines()]
-    last = entries[-1]
-    assert last["index"] == out["attestation"]
-    statement = json.loads(base64.b64decode(last["envelope"]["payload"]))
-    assert statement["predicateType"] == "https://sovkit.dev/attestation/drift/v1"
+    index, statement = _last_statement(root)
+    assert out["attestation"] == index and out["state_serial"] == before + 2
     p = statement["predicate"]
-    assert p["operation"] == "refresh" and p["observed"] == ["npu-node-1", "npu-node-2"] and p["unreachable"] == {}
-    assert p["state_serial_before"] == before and p["state_serial_after"] == before + 1
+    assert p["state_serial_before"] == before + 1 and p["state_serial_after"] == before + 2
     assert p["drift"] == {"npu-node-1": [{"component": "model", "name": "demo-ko-chat", "action": "update",
                                           "reason": "model missing on the host"}]}
+    # the drift entry itself verifies (signature, chain, head, anchor); the subjects step still reports that
+    # the recorded state no longer matches the last provision attestation, until an apply repairs it
+    doc = json.loads(run_cli("attest", "verify", root / "site.yaml", "--key", pub, "--json").out)
+    status = {s["name"]: s["status"] for s in doc["steps"]}
+    assert status.pop("subjects") == "failed" and set(status.values()) == {"ok"}, doc["steps"]
