@@ -81,9 +81,11 @@ def _last_statement(root: Path) -> tuple[int, dict[str, Any]]:
     return last["index"], json.loads(base64.b64decode(last["envelope"]["payload"]))
 
 
-def test_refresh_attests_the_drift_it_found(applied: Path, tmp_path: Path) -> None:
+def test_refresh_attests_the_drift_it_found(tmp_path: Path) -> None:
     """`refresh` appends a signed drift/v1 statement that `attest verify` checks like every entry."""
-    root = _copy(applied, tmp_path)
+    root = make_site(tmp_path).root  # its own applied site: a copy's `current` links point into the original
+    applied = run_cli("apply", root / "site.yaml", "--auto-approve")
+    assert applied.code == 0, applied.text
     pub = root / ".sovkit/keys/operator.key.pub"
     before = json.loads((root / ".sovkit/state.json").read_bytes())["serial"]
 
