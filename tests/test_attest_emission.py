@@ -16,7 +16,7 @@ from sovkit import api
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
 from sovkit.errors import VerificationError
-from sovkit.plan.desired import DesiredHost
+from sovkit.plan.desired import DesiredHost, desired_site
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.signing.keys import LocalSigner, write_keypair
@@ -71,11 +71,12 @@ class ScriptedExecutor:
 
 def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    ws = api.Workspace.open(site.path)
-    result = api.make_plan(ws)
-    desired = {h.name: h for h in api.desired_site(ws.inventory).values()}
+    ws = api.open_workspace(inventory=site.path)
+    result = api.make_plan(workspace=ws)
+    desired = {h.name: h for h in desired_site(ws.inventory).values()}
     executor = ScriptedExecutor(desired, fail_after={"npu-node-2": 2})
-    report = api.apply_plan(ws, result.plan, result.decision, result.bindings, executor=executor, signer=OPERATOR)
+    report = api.apply_plan(workspace=ws.using(executor=executor, signer=OPERATOR), plan=result.plan,
+                            decision=result.decision, expected=result.bindings)
     assert not report.ok
     entries = read_log(ws.attestations)
     by_host = {e.predicate["host"]: e for e in entries if e.predicate_type == PROVISION_PREDICATE}
@@ -92,7 +93,7 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
                               "waived": 0}
     sig = good["models"][0]["signature"]
     assert sig["verified"] is True and sig["signer"] == "sovkit-demo-lab" and sig["format"] == "dsse"
-    verified = api.verify_attestations(api.attestation_target(site.path), [OPERATOR.public_key])
+    verified = api.verify_attestations(target=api.attestation_target(path=site.path), keys=[OPERATOR.public_key])
     assert verified.ok, [s.detail for s in verified.steps]
 
     # a state edited behind sovkit's back no longer matches the latest attestation
@@ -100,7 +101,7 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
     serving = state.hosts["npu-node-1"].serving
     serving["chat-prefill"] = serving["chat-prefill"].model_copy(update={"config_sha256": "f" * 64})
     ws.store.write(state)
-    edited = api.verify_attestations(api.attestation_target(site.path), [OPERATOR.public_key])
+    edited = api.verify_attestations(target=api.attestation_target(path=site.path), keys=[OPERATOR.public_key])
     assert not edited.ok
     msg = edited.step("subjects").detail
     assert "subject serving/chat-prefill of host npu-node-1" in msg and "is not in the recorded state" in msg
@@ -109,9 +110,9 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
     models = state.hosts["npu-node-1"].models
     models["demo-ko-chat"] = models["demo-ko-chat"].model_copy(update={"previous": "0.9"})
     ws.store.write(state)
-    rb = api.rollback(ws, "demo-ko-chat", ["npu-node-1"], executor=ScriptedExecutor(desired, rollback_to="0.9"),
-                      signer=OPERATOR)
-    assert rb.ok
+    rb = api.rollback(workspace=ws.using(executor=ScriptedExecutor(desired, rollback_to="0.9"), signer=OPERATOR),
+                      model="demo-ko-chat", hosts=["npu-node-1"])
+    assert rb.ok, rb.failures
     last = read_log(ws.attestations)[-1]
     assert last.predicate["operation"] == "rollback" and last.predicate["host"] == "npu-node-1"
     assert last.predicate["models"][0]["version"] == "0.9" and last.predicate["plan_digest"] is None
@@ -120,10 +121,11 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
 
 def test_record_policy_decision_keeps_waived_findings(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    ws = api.Workspace.open(site.path)
+    ws = api.open_workspace(inventory=site.path)
     findings = [{"id": "eu-ai-act.card", "severity": "deny", "resource": "model/x", "msg": "no card", "waived": True},
                 {"id": "sov.region", "severity": "warn", "resource": "host/y", "msg": "check", "waived": False}]
-    entry = api.record_policy_decision(ws, PolicyDecision(True, findings), OPERATOR, operation="check")
+    entry = api.record_policy_decision(workspace=ws.using(signer=OPERATOR), decision=PolicyDecision(True, findings),
+                                       operation="check")
     assert entry.predicate_type == POLICY_DECISION_PREDICATE
     p = read_log(ws.attestations)[0].predicate
     assert p["operation"] == "check" and p["allowed"] is True and p["site"] == ws.inventory.site.metadata.name
@@ -133,17 +135,17 @@ def test_record_policy_decision_keeps_waived_findings(tmp_path: Path) -> None:
 
 def test_apply_refuses_up_front_when_the_log_cannot_take_an_append(tmp_path: Path) -> None:
     site = make_site(tmp_path)
-    ws = api.Workspace.open(site.path)
-    api.record_policy_decision(ws, PolicyDecision(True), OPERATOR)
+    ws = api.open_workspace(inventory=site.path)
+    api.record_policy_decision(workspace=ws.using(signer=OPERATOR), decision=PolicyDecision(True))
     log_file = ws.attestations / "log.jsonl"
     log_file.write_bytes(b'{"index": 0, "garbage": true}\n')
-    result = api.make_plan(ws)
-    desired = dict(api.desired_site(ws.inventory))
+    result = api.make_plan(workspace=ws)
+    desired = dict(desired_site(ws.inventory))
     with pytest.raises(VerificationError, match="refusing to append to a damaged log") as exc:
-        api.apply_plan(ws, result.plan, result.decision, result.bindings, executor=ScriptedExecutor(desired),
-                       signer=OPERATOR)
+        api.apply_plan(workspace=ws.using(executor=ScriptedExecutor(desired), signer=OPERATOR), plan=result.plan,
+                       decision=result.decision, expected=result.bindings)
     assert exc.value.step == "envelope-format"
-    assert not ws.store.path.exists(), "nothing was applied"
+    assert not ws.state_file.exists(), "nothing was applied"
     assert log_file.read_bytes() == b'{"index": 0, "garbage": true}\n'
 
 

@@ -47,7 +47,7 @@ class Rig:
     def verify(self, keys: list[LocalSigner] | None = None) -> alog.LogVerification:
         state = LocalStateStore(self.state_dir).read()
         target = api.AttestationTarget(self.log_dir, state, self.store)
-        return api.verify_attestations(target, [k.public_key for k in (keys or [OPERATOR])])
+        return api.verify_attestations(target=target, keys=[k.public_key for k in (keys or [OPERATOR])])
 
 
 @pytest.fixture

@@ -41,7 +41,8 @@ def test_the_package_keeps_its_layers() -> None:
 
 @pytest.mark.parametrize(("module", "line", "names"), [
     # signing is the lowest layer above errors: it must not reach up to the inventory
-    ("signing/canonical.py", "import sovkit.inventory.models  # noqa", "sovkit.signing is not allowed to import sovkit.inventory"),
+    ("signing/canonical.py", "import sovkit.inventory.models  # noqa",
+     "sovkit.signing is not allowed to import sovkit.inventory"),
     # a feature must not reach the facade (the audit -> api cycle this contract was made to stop)
     ("audit/collect.py", "import sovkit.api  # noqa", "sovkit.audit is not allowed to import sovkit.api"),
     # presentation stays in the CLI

@@ -127,8 +127,8 @@ def test_preflight_accepts_model_signing_and_refuses_a_resigned_pin(tmp_path: Pa
         m["files"] = [site.put("models/ec-chat/1.0/config.json", files["config.json"]),
                       site.put("models/ec-chat/1.0/model.safetensors", b"x" * 4096)]
     site.save()
-    ws = api.Workspace.open(site.path)
-    plan = api.make_plan(ws).plan
+    ws = api.open_workspace(inventory=site.path)
+    plan = api.make_plan(workspace=ws).plan
     pre = run_preflight(ws.inventory, desired_site(ws.inventory), plan)
     check = pre.signatures["model:ec-chat@1.0"]
     host = ws.inventory.site.deployments[1].hosts[0]

@@ -72,8 +72,8 @@ def test_apply_refusal_message_is_readable(tmp_path: Path) -> None:
     m["files"] = [site.put("models/ec-chat/1.0/config.json", files["config.json"]),
                   site.put("models/ec-chat/1.0/model.safetensors", b"x" * 4096)]
     site.save()
-    ws = api.Workspace.open(site.path)
-    pre = run_preflight(ws.inventory, desired_site(ws.inventory), api.make_plan(ws).plan)
+    ws = api.open_workspace(inventory=site.path)
+    pre = run_preflight(ws.inventory, desired_site(ws.inventory), api.make_plan(workspace=ws).plan)
     message = pre.failed_hosts[ws.inventory.site.deployments[1].hosts[0]]
     _readable(message)
     assert f"sha256:{hashlib.sha256(b'x' * 4096).hexdigest()}" in message

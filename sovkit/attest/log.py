@@ -39,13 +39,13 @@ from pydantic import BaseModel, ConfigDict, Field, SkipValidation, ValidationErr
 
 from sovkit.errors import VerificationError
 from sovkit.flock import exclusive
+from sovkit.fsutil import atomic_write
 from sovkit.signing import dsse
 from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.signing.statement import STATEMENT_TYPE, Statement
 from sovkit.signing.steps import Step, Verification
 from sovkit.state.models import now
-from sovkit.state.store import atomic_write
 
 LOG_DIRNAME = "attestations"
 LOG_FILE = "log.jsonl"

@@ -1,4 +1,4 @@
-"""The predicates sovkit attests: what was provisioned on a host, and what the policy decided.
+"""The predicates sovkit attests: what was provisioned on a host, what the policy decided, what drifted.
 
 Both are in-toto Statement v1 predicates (field by field in docs/attestations.md). Models here
 are the schema: statements are built from them, so a field cannot be forgotten or misspelt.
@@ -14,6 +14,7 @@ from sovkit.signing.statement import Statement, Subject
 
 PROVISION_PREDICATE = "https://sovkit.dev/attestation/provision/v1"
 POLICY_DECISION_PREDICATE = "https://sovkit.dev/attestation/policy-decision/v1"
+DRIFT_PREDICATE = "https://sovkit.dev/attestation/drift/v1"
 
 
 class _M(BaseModel):
@@ -102,6 +103,31 @@ class PolicyDecisionPredicate(_M):
     time: str
 
 
+class DriftChange(_M):
+    """One difference between what a host reports and what the state recorded."""
+
+    component: str
+    name: str
+    action: str
+    reason: str
+
+
+class DriftPredicate(_M):
+    """For every `refresh`: which hosts were read back, what differed from the recorded state, and which serial
+    the observation was recorded as (so drift repaired or accepted later can be traced to this read-back)."""
+
+    operation: Literal["refresh"] = "refresh"
+    site: str
+    inventory_digest: str
+    observed: list[str] = Field(description="hosts read back (sorted)")
+    unreachable: dict[str, str] = Field(default_factory=dict, description="host -> why it was not observed")
+    drift: dict[str, list[DriftChange]] = Field(description="host -> differences; hosts without drift omitted")
+    state_lineage: str | None
+    state_serial_before: int
+    state_serial_after: int
+    time: str
+
+
 def provision_statement(subjects: dict[str, str], predicate: ProvisionPredicate) -> Statement:
     """``subjects`` maps artifact name -> sha256 (every artifact installed on the host)."""
     return Statement(
@@ -117,5 +143,15 @@ def policy_decision_statement(predicate: PolicyDecisionPredicate) -> Statement:
     return Statement(
         subject=[Subject(name=f"inventory:{predicate.site}", digest={"sha256": digest})],
         predicateType=POLICY_DECISION_PREDICATE,
+        predicate=predicate.model_dump(mode="json"),
+    )
+
+
+def drift_statement(predicate: DriftPredicate) -> Statement:
+    """The subject is the inventory, like a policy decision: the site whose hosts were read back."""
+    digest = predicate.inventory_digest.removeprefix("sha256:")
+    return Statement(
+        subject=[Subject(name=f"inventory:{predicate.site}", digest={"sha256": digest})],
+        predicateType=DRIFT_PREDICATE,
         predicate=predicate.model_dump(mode="json"),
     )

@@ -14,9 +14,9 @@ from pydantic import ValidationError
 
 from sovkit.audit.model import DriftChange, DriftSection
 from sovkit.errors import StateError
+from sovkit.fsutil import atomic_write
 from sovkit.plan.model import Plan
 from sovkit.state.models import now
-from sovkit.state.store import atomic_write
 
 REFRESH_RECORD = "last-refresh.json"
 

@@ -20,9 +20,9 @@ from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import Source
 from sovkit.bundle.hashing import Digest, Job, digest_many
-from sovkit.bundle.ledger import fsync_dir
 from sovkit.bundle.manifest import BLOB_DIR, Entry, Manifest, blob_path, merge_items, path_problem, write_manifest
 from sovkit.errors import BundleError
+from sovkit.fsutil import fsync_dir
 from sovkit.signing.keys import Signer
 
 

@@ -35,11 +35,12 @@ from pathlib import Path
 from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import Job, digest_file, digest_many, sha256_path
-from sovkit.bundle.ledger import Ledger, fsync_dir
+from sovkit.bundle.ledger import Ledger
 from sovkit.bundle.manifest import Entry, Manifest
 from sovkit.bundle.verify import check_digests, inspect
 from sovkit.errors import BundleError
 from sovkit.flock import Held, exclusive
+from sovkit.fsutil import fsync_dir
 from sovkit.signing import paths
 from sovkit.signing.keys import PublicKey
 

@@ -76,10 +76,3 @@ class Ledger:
         """``{sha256: name}`` for every record (which file holds a content)."""
         return {s.sha256: n for n, s in self.records.items()}
 
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -28,9 +28,10 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from sovkit.bundle.errors import BundleIncomplete, BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.hashing import digest_stream
-from sovkit.bundle.ledger import Ledger, fsync_dir
+from sovkit.bundle.ledger import Ledger
 from sovkit.bundle.manifest import BLOB_DIR, ENVELOPE, READABLE, Manifest, parse_manifest
 from sovkit.errors import BundleError
+from sovkit.fsutil import fsync_dir
 
 INDEX = "volumes.json"
 LEDGER = ".join-ledger.jsonl"

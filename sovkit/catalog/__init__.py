@@ -91,6 +91,7 @@ def _read(name: str) -> list[dict[str, object]]:
 
 @cache
 def load_catalog() -> Catalog:
+    """The shipped hardware catalog (accelerators, host models), read once per process."""
     try:
         accels = [AcceleratorKind.model_validate(d) for d in _read("accelerators.yaml")]
         cpus = [CpuKind.model_validate(d) for d in _read("cpus.yaml")]

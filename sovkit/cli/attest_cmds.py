@@ -12,31 +12,22 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.attest.log import STEP_TITLES, read_log
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.errors import SigningKeyError, VerificationError
-from sovkit.signing.keys import (
-    ALGORITHMS,
-    PASSPHRASE_ENV,
-    Algorithm,
-    PublicKey,
-    generate_key,
-    key_info,
-)
 
 keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
 attest_app = typer.Typer(help="Attestations: verify the append-only log offline, list it.", no_args_is_help=True)
 
 
 def _passphrase(allow_empty: bool) -> bytes | None:
-    env = os.environ.get(PASSPHRASE_ENV)
+    env = os.environ.get(api.PASSPHRASE_ENV)
     if env:
         return env.encode()
     if allow_empty:
         return None
     if not sys.stdin.isatty():
-        raise SigningKeyError(f"no passphrase: set {PASSPHRASE_ENV} or run in a terminal to be asked",
+        raise SigningKeyError(f"no passphrase: set {api.PASSPHRASE_ENV} or run in a terminal to be asked",
                               "the private key is always written encrypted")
     value: str = typer.prompt("Passphrase for the new key", hide_input=True, confirmation_prompt=True)
     if not value:
@@ -48,20 +39,20 @@ def _passphrase(allow_empty: bool) -> bytes | None:
 def generate(
     out: Annotated[Path, typer.Option("-o", "--out", help="Private key file; the public key goes beside it as "
                                                           "<out>.pub.")] = Path("operator.key"),
-    algorithm: Annotated[str, typer.Option("--algorithm", help=f"One of {', '.join(ALGORITHMS)}.")] = "ed25519",
+    algorithm: Annotated[str, typer.Option("--algorithm", help=f"One of {', '.join(api.ALGORITHMS)}.")] = "ed25519",
     no_passphrase: Annotated[bool, typer.Option("--insecure-no-passphrase",
                                                 help="Write the private key unencrypted (test rigs only).")] = False,
     json_out: JsonOpt = False,
 ) -> None:
     """Generate a signing key (Ed25519 by default): the private PEM encrypted with a passphrase, mode 0600."""
-    if algorithm not in ALGORITHMS:
-        raise SigningKeyError(f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(ALGORITHMS)}")
-    alg: Algorithm = "ed25519" if algorithm == "ed25519" else "ecdsa-p256"
+    if algorithm not in api.ALGORITHMS:
+        raise SigningKeyError(f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(api.ALGORITHMS)}")
+    alg: api.Algorithm = "ed25519" if algorithm == "ed25519" else "ecdsa-p256"
     for p in (out, out.with_name(out.name + ".pub")):
         if p.exists():
             raise SigningKeyError(f"{p} already exists", "choose another name or move the old key away")
     passphrase = _passphrase(no_passphrase)
-    made = generate_key(out, alg, passphrase)
+    made = api.generate_key(out, alg, passphrase)
     if json_out:
         emit_result(made)
         return
@@ -76,7 +67,7 @@ def key_id(
     json_out: JsonOpt = False,
 ) -> None:
     """Print the key id (sha256 of the key as securesystemslib computes it)."""
-    info = key_info(pub)
+    info = api.key_info(pub)
     if json_out:
         emit_result(info)
         return
@@ -94,9 +85,9 @@ def verify(
     """Verify the attestation log offline in named steps; exit 1 naming the first step that fails."""
     if not key:
         raise SigningKeyError("no trusted key given", "pass the operator's public key with --key PUB")
-    keys = [PublicKey.load(k) for k in key]
-    target = api.attestation_target(path, state_dir)
-    result = api.verify_attestations(target, keys)
+    keys = [api.load_public_key(path=k) for k in key]
+    target = api.attestation_target(path=path, state_dir=state_dir)
+    result = api.verify_attestations(target=target, keys=keys)
     if json_out:
         emit_json(result.model_dump(mode="json"))
     else:
@@ -106,14 +97,14 @@ def verify(
         table.add_column("detail", overflow="fold")
         for s in result.steps:
             verdict = {"not-checked": "[yellow]not checked[/]", "ok": "[green]ok[/]"}.get(s.status, "[red]FAILED[/]")
-            table.add_row(STEP_TITLES.get(s.name, s.name), verdict, escape(s.detail))
+            table.add_row(api.STEP_TITLES.get(s.name, s.name), verdict, escape(s.detail))
         console.print(table)
     if not result.ok:
         first = result.failures[0]
-        raise VerificationError(f"attestation log failed at step {STEP_TITLES.get(first.name, first.name)}: "
+        raise VerificationError(f"attestation log failed at step {api.STEP_TITLES.get(first.name, first.name)}: "
                                 f"{first.detail}", first.hint, step=first.name)
     if not json_out:
-        skipped = [STEP_TITLES.get(s.name, s.name) for s in result.steps if s.status == "not-checked"]
+        skipped = [api.STEP_TITLES.get(s.name, s.name) for s in result.steps if s.status == "not-checked"]
         console.print("[green]All steps verified[/]" + (f" ({', '.join(skipped)}: not checked)." if skipped else "."))
     return 0
 
@@ -126,11 +117,10 @@ def show_log(
     json_out: JsonOpt = False,
 ) -> None:
     """List the log's entries (unverified: use `attest verify` for that)."""
-    target = api.attestation_target(path, state_dir)
-    entries = read_log(target.log_dir)
+    target = api.attestation_target(path=path, state_dir=state_dir)
+    entries = api.read_attestations(target=target)
     if json_out:
-        emit_json([{"index": e.index, "digest": e.digest, "predicateType": e.predicate_type,
-                    "statement": e.statement} for e in entries])
+        emit_result([api.AttestationEntryView.of(e) for e in entries])
         return
     table = Table(title=f"{target.log_dir}")
     for col in ("#", "kind", "host / site", "outcome", "time"):
@@ -139,7 +129,10 @@ def show_log(
         p = e.predicate
         kind = e.predicate_type.rsplit("/", 2)[-2]
         what = str(p.get("host") or p.get("site") or "")
-        outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))
+        if "drift" in p:  # a refresh: how many differences it found
+            outcome = f"{sum(len(v) for v in p['drift'].values())} drift"
+        else:
+            outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))
         table.add_row(str(e.index), f"{kind} ({p.get('operation', '')})", escape(what), outcome,
                       str(p.get("finished") or p.get("time") or ""))
     console.print(table)

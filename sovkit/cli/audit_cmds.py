@@ -10,10 +10,9 @@ from rich.markup import escape
 
 from sovkit import api
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
-from sovkit.cli.output import console, emit_json
-from sovkit.cli.signing import KeyOpt, load_signer, signing_key_path
+from sovkit.cli.output import console, emit_json, emit_result
+from sovkit.cli.signing import KeyOpt, wire_signer
 from sovkit.errors import VerificationError
-from sovkit.signing.keys import load_public_keys
 
 
 def audit(
@@ -26,16 +25,11 @@ def audit(
     json_out: JsonOpt = False,
 ) -> None:
     """Write the regulator audit pack: HTML + JSON report, ML-BOMs, attestations, policy bundle, signed manifest."""
-    from sovkit.audit.pack import build_audit_pack  # CycloneDX loads only when auditing
-
-    ws = api.Workspace.open(inventory, state_dir)
-    signer = load_signer(signing_key_path(ws, key))
-    pack = build_audit_pack(ws, out, signer, policies)
+    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir, extra_policies=policies), key)
+    pack = api.build_audit_pack(workspace=ws, out=out)
     r = pack.report
     if json_out:
-        emit_json({"path": str(pack.path), "site": r.overview.site, "keyid": pack.keyid,
-                   "files": [e.model_dump() for e in pack.manifest.files], "policy_allowed": r.policy.allowed,
-                   "attestations": len(r.attestations), "model_boms": [b.path for b in r.model_boms]})
+        emit_result(api.AuditWritten.of(pack))
         return
     console.print(f"[green]✓[/] audit pack for {escape(r.overview.site)} written to {escape(str(pack.path))}")
     console.print(f"  {len(pack.manifest.files)} files signed (keyid {pack.keyid[:16]}…): report.html, report.json, "
@@ -53,9 +47,7 @@ def verify(
     json_out: JsonOpt = False,
 ) -> None:
     """Check an audit pack offline: manifest signature, every file, ML-BOMs, the attestation log."""
-    from sovkit.audit.verify import verify_audit_pack
-
-    result = verify_audit_pack(pack, load_public_keys(key))
+    result = api.verify_audit_pack(pack=pack, keys=api.load_public_keys(key))
     if json_out:
         emit_json(result.model_dump(mode="json"))
     else:

@@ -18,14 +18,10 @@ from rich.progress import (
     TransferSpeedColumn,
 )
 
-from sovkit.bundle import api
-from sovkit.bundle.errors import BundleInvalid
-from sovkit.bundle.events import BundleEvent
-from sovkit.bundle.volumes import parse_size
+from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result, err_console
 from sovkit.errors import SigningKeyError
-from sovkit.signing.keys import PASSPHRASE_ENV, LocalSigner, PublicKey
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 
@@ -52,7 +48,7 @@ class _Bar:
         if self.progress is not None:
             self.progress.__exit__(None, None, None)
 
-    def __call__(self, event: BundleEvent) -> None:
+    def __call__(self, event: api.BundleEvent) -> None:
         if self.progress is None:
             return
         if event.kind == "start":
@@ -63,20 +59,20 @@ class _Bar:
             self.progress.console.print(f"[dim]{escape(event.message)}[/]")
 
 
-def _signer(key: Path | None) -> LocalSigner:
+def _signer(key: Path | None) -> api.LocalSigner:
     path = key or (Path(os.environ["SOVKIT_SIGNING_KEY"]) if os.environ.get("SOVKIT_SIGNING_KEY") else None)
     if path is None:
         raise SigningKeyError("no signing key given", "pass --key PRIVATE_KEY or set SOVKIT_SIGNING_KEY")
     if not path.exists():
         raise SigningKeyError(f"signing key {path} not found", "pass the private key that signs bundles with --key")
-    passphrase = os.environ.get(PASSPHRASE_ENV)
-    return LocalSigner.load(path, passphrase.encode() if passphrase else None)
+    passphrase = os.environ.get(api.PASSPHRASE_ENV)
+    return api.load_signer_file(path=path, passphrase=passphrase.encode() if passphrase else None)
 
 
-def _keys(paths: list[Path] | None) -> list[PublicKey]:
+def _keys(paths: list[Path] | None) -> list[api.PublicKey]:
     if not paths:
         raise SigningKeyError("no public key given", "pass the bundle signer's public key with --key KEY.pub")
-    return [PublicKey.load(p) for p in paths]
+    return [api.load_public_key(path=p) for p in paths]
 
 
 @bundle_app.command("create")
@@ -98,16 +94,13 @@ def create(
     json_out: JsonOpt = False,
 ) -> None:
     """Bundle every artifact the inventory needs, the policy pack, the Ansible content and sovkit itself."""
-    size = parse_size(volume_size) if volume_size else None
+    size = api.parse_size(volume_size) if volume_size else None
     signer = _signer(key)
     with _Bar(not json_out) as bar:
-        result = api.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar)
+        result = api.bundles.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar)
     m = result.bundle.manifest
     if json_out:
-        emit_json({"out": str(out), "manifest_sha256": m.digest(), "entries": len(m.entries),
-                   "carried_blobs": result.bundle.carried_files, "carried_bytes": result.bundle.carried_bytes,
-                   "since": m.since, "parts": [p.model_dump() for p in result.volumes.index.parts]
-                   if result.volumes else None})
+        emit_result(api.BundleCreated.of(str(out), result))
         return
     console.print(f"[green]✓[/] bundle for site {escape(m.site)}: {len(m.entries)} file(s), "
                   f"{result.bundle.carried_files} blob(s) carried ({result.bundle.carried_bytes} bytes)"
@@ -129,7 +122,7 @@ def verify(
     """Check signature, every size and digest, nothing missing or extra, no unsafe paths or links."""
     keys = _keys(key)
     with _Bar(not json_out) as bar:
-        result = api.verify(bundle, keys, bar)
+        result = api.bundles.verify(bundle, keys, bar)
     if json_out:
         emit_json(result.model_dump(mode="json"))
     else:
@@ -138,7 +131,7 @@ def verify(
             what = s.detail if s.status != "failed" else f"{len(s.problems)} problem(s)"
             console.print(f"{mark} {s.name}" + (f": {escape(what)}" if what else ""))
     if not result.ok:
-        raise BundleInvalid([p for s in result.failures for p in s.problems])
+        raise api.BundleInvalid([p for s in result.failures for p in s.problems])
     if not json_out:
         f = result.facts
         console.print(f"[green]✓[/] bundle is intact and signed: {f['entries']} file(s), {f['blobs']} blob(s), "
@@ -157,10 +150,9 @@ def import_(
     """Verify, then commit into the artifact store atomically per file; a failure changes nothing."""
     keys = _keys(key)
     with _Bar(not json_out) as bar:
-        report = api.import_(bundle, store, keys, site_dir, bar)
+        report = api.bundles.import_(bundle, store, keys, site_dir, bar)
     if json_out:
-        emit_json({"manifest_sha256": report.manifest.digest(), "committed": report.committed,
-                   "unchanged": report.unchanged, "hashed": report.hashed, "reused": report.reused})
+        emit_result(api.BundleImported.of(report))
         return
     console.print(f"[green]✓[/] imported into {escape(str(store))}: {len(report.committed)} file(s) written, "
                   f"{len(report.unchanged)} already there"
@@ -176,9 +168,9 @@ def split(
     json_out: JsonOpt = False,
 ) -> None:
     """Cut a bundle into fixed-size parts for removable media."""
-    part_size = parse_size(size)
+    part_size = api.parse_size(size)
     with _Bar(not json_out) as bar:
-        report = api.split(bundle, out, part_size, bar)
+        report = api.bundles.split(bundle, out, part_size, bar)
     if json_out:
         emit_result(report)
         return
@@ -194,7 +186,7 @@ def join(
 ) -> None:
     """Rebuild a bundle from its parts; resumable, and can be run disk by disk."""
     with _Bar(not json_out) as bar:
-        report = api.join(parts, out, bar)
+        report = api.bundles.join(parts, out, bar)
     if json_out:
         emit_result(report)
         return

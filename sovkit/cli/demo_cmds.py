@@ -11,9 +11,9 @@ from typing import Annotated
 
 import typer
 
+from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_result
-from sovkit.demo import DemoReport, DemoStep, demo_commands, prepare_demo
 from sovkit.errors import SovkitError
 
 
@@ -26,13 +26,13 @@ def demo(
     from sovkit.cli.main import main  # the same entry point a shell would use
 
     workdir = workdir.resolve()
-    site = prepare_demo(workdir, fresh=fresh)
+    site = api.prepare_demo(workdir, fresh=fresh)
     os.environ["SOVKIT_SIGNING_KEY"] = str(workdir / ".sovkit" / "keys" / "operator.key")
     pack = workdir / "audit-pack"
     if pack.exists():  # the demo's own output from an earlier run; `sovkit audit` refuses to overwrite
         shutil.rmtree(pack)
-    report = DemoReport(str(workdir), audit_pack=str(pack))
-    commands = demo_commands(workdir, site)
+    report = api.DemoReport(str(workdir), audit_pack=str(pack))
+    commands = api.demo_commands(workdir, site)
     for number, step in enumerate(commands, 1):
         command = "sovkit " + " ".join(step.argv)
         # in JSON mode every step's own output (tables, progress) goes to stderr: stdout is the summary only
@@ -40,7 +40,7 @@ def demo(
             console.rule(f"[bold]{number}/{len(commands)}  {step.name}[/]  [dim]sovkit {step.argv[0]}[/]")
             code = main(step.argv)
         ok = code == 0
-        report.steps.append(DemoStep(step.name, command, ok, f"exit {code}" + ("" if ok else ", expected 0")))
+        report.steps.append(api.DemoStep(step.name, command, ok, f"exit {code}" + ("" if ok else ", expected 0")))
         if not ok:
             report.ok = False
             if json_out:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from typing import Annotated, Any
 
 import typer
@@ -11,11 +10,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.catalog import load_catalog
 from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt
-from sovkit.cli.output import console, emit_json
+from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.errors import InventoryError
-from sovkit.inventory.capacity import host_power
 
 inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args_is_help=True)
 
@@ -23,11 +20,10 @@ inventory_app = typer.Typer(help="Inspect and export a site inventory.", no_args
 def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
     """Check an inventory: schema, jurisdiction codes, references, catalog ids, files."""
     try:
-        loaded = api.validate(inventory)
+        loaded = api.validate(path=inventory)
     except InventoryError as exc:
         if json_out:  # machine-readable problems on stdout; the error boundary still reports and exits 1
-            emit_json({"valid": False, "summary": exc.message,
-                       "problems": [dataclasses.asdict(p) for p in exc.problems]})
+            emit_result(api.InventoryInvalid.of(exc))
         raise
     site = loaded.site
     counts = {
@@ -35,8 +31,7 @@ def validate(inventory: InvArg, json_out: JsonOpt = False) -> None:
         "deployments": len(site.deployments),
     }
     if json_out:
-        emit_json({"valid": True, "site": site.metadata.name, "digest": loaded.digest,
-                   "files": [str(f) for f in loaded.files], "counts": counts})
+        emit_result(api.InventoryValid.of(loaded))
         return
     summary = ", ".join(f"{v} {k}" for k, v in counts.items())
     console.print(f"[green]✓[/] {site.metadata.name}: inventory is valid ({summary})")
@@ -51,21 +46,11 @@ def schema(json_out: JsonAlwaysOpt = False) -> None:
 @inventory_app.command("show")
 def show(inventory: InvArg, json_out: JsonOpt = False) -> None:
     """Racks, hosts, accelerators, and power draw against each rack's budget."""
-    loaded = api.validate(inventory)
+    loaded = api.validate(path=inventory)
     site = loaded.site
-    catalog = load_catalog()
-    racks = api.site_power(loaded)
+    racks = api.site_power(inventory=loaded)
     if json_out:
-        emit_json({
-            "site": site.metadata.name,
-            "jurisdiction": site.jurisdiction.model_dump(),
-            "racks": [{"name": r.rack, "hosts": r.hosts, "accelerators": r.accelerators,
-                       "power_w": r.draw.watts, "unknown_tdp_components": r.draw.unknown,
-                       "budget_w": r.budget_w, "ratio": round(r.ratio, 4)} for r in racks],
-            "hosts": [{"name": h.name, "rack": h.rack, "address": h.address, "cpu": h.cpu,
-                       "accelerators": [s.model_dump() for s in h.accelerators],
-                       "power_w": host_power(h, catalog).watts} for h in site.hosts],
-        })
+        emit_result(api.InventoryShow.of(loaded))
         return
     where = site.jurisdiction.region or site.jurisdiction.country
     console.print(f"[bold]{escape(site.metadata.name)}[/] — {escape(site.metadata.description or 'site')} ({where}"
@@ -103,7 +88,7 @@ def export(
     """Export the inventory for other tools (an Ansible YAML inventory grouped by rack, role, accelerator)."""
     if fmt != "ansible":
         raise typer.BadParameter(f"unknown format {fmt!r}; supported: ansible", param_hint="--format")
-    data: Any = api.export_ansible(api.validate(inventory))
+    data: Any = api.export_ansible(inventory=api.validate(path=inventory))
     if json_out:
         emit_json(data)
     else:

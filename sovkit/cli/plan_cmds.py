@@ -8,37 +8,42 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
+from rich.status import Status
 
 from sovkit import api
 from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
-from sovkit.cli.output import console, emit_json, emit_result, err_console
+from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
-from sovkit.cli.signing import KeyOpt, attest_decision, load_signer, signing_key_path
+from sovkit.cli.render import plan_text, summary_line
+from sovkit.cli.signing import KeyOpt, attest_decision, wire_optional_signer, wire_signer
 from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
-from sovkit.plan.planfile import looks_like_plan
-from sovkit.plan.render import plan_json, plan_text, summary_line
-from sovkit.provision.apply import ApplyReport
-from sovkit.provision.executor import ExecEvent
-from sovkit.signing.keys import PublicKey
 
 
 class _Progress:
-    """Live per-host progress lines; quiet in JSON mode."""
+    """Live per-host progress lines; quiet in JSON mode. Started and stopped around each phase."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self.status = console.status("starting Ansible…") if enabled else None
+        self.status: Status | None = None
+
+    def start(self) -> None:
+        if self.enabled and self.status is None:
+            self.status = console.status("starting Ansible…")
+            self.status.__enter__()
+
+    def stop(self) -> None:
+        if self.status is not None:
+            self.status.__exit__(None, None, None)
+            self.status = None
 
     def __enter__(self) -> _Progress:
-        if self.status:
-            self.status.__enter__()
+        self.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.status:
-            self.status.__exit__(None, None, None)
+        self.stop()
 
-    def __call__(self, event: ExecEvent) -> None:
+    def __call__(self, event: api.ExecEvent) -> None:
         if not self.enabled:
             return
         if event.kind == "task" and self.status:
@@ -78,20 +83,15 @@ def plan(
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.Workspace.open(inventory, state_dir)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
     with _Progress(enabled=refresh and not json_out) as progress:
-        result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
-                               on_event=progress)
-    signer = attest_decision(ws, result.decision, key, policies, "plan", quiet=json_out, required=out is not None)
+        result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress)
+    attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
     saved = None
     if out is not None and result.decision.allowed:
-        assert signer is not None
-        saved = api.save_plan(ws, result, out, signer)
+        saved = api.save_plan(workspace=ws, result=result, path=out)
     if json_out:
-        emit_json({"plan": plan_json(result.plan), "decision": result.decision.summary(),
-                   "bindings": result.bindings.model_dump(), "saved": str(out) if saved else None,
-                   "drift": plan_json(result.drift) if result.drift else None,
-                   "unreachable": result.unreachable, "warnings": result.warnings})
+        emit_result(result.output(saved=str(out) if saved else None))
     else:
         _print_warnings(result)
         if result.drift is not None:
@@ -101,10 +101,7 @@ def plan(
                 console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
         for host, msg in result.unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
-        if not result.plan.empty:
-            console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
-        _print_decision(result)
-        console.print(f"[bold]{summary_line(result.plan)}[/]")
+        _print_plan(result)
         if saved:
             console.print(f"Saved signed plan to {out} (apply it with `sovkit apply {out}`).")
     if not result.decision.allowed:
@@ -114,16 +111,21 @@ def plan(
     return 0
 
 
+def _print_plan(result: api.PlanResult) -> None:
+    if not result.plan.empty:
+        console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
+    _print_decision(result)
+    console.print(f"[bold]{summary_line(result.plan)}[/]")
+
+
 def _is_plan_file(path: Path) -> bool:
     """A saved plan (even a damaged one: it is then reported as a plan, not as a broken inventory)."""
-    return path.is_file() and looks_like_plan(path)
+    return path.is_file() and api.looks_like_plan(path)
 
 
-def _report(report: ApplyReport, json_out: bool) -> None:
+def _report(report: api.ApplyReport, json_out: bool) -> None:
     if json_out:
-        emit_json({"run_id": report.run_id, "ok": report.ok, "state_serial": report.state.serial,
-                   "failures": [{"host": h, "task": t, "message": m} for h, t, m in report.failures],
-                   "records": report.records})
+        emit_result(api.ApplyOutput.of(report))
         return
     done = sum(len(v) for v in report.records.values())
     console.print(f"[bold]Apply {report.run_id}:[/] {done} component(s) recorded across {len(report.records)} "
@@ -156,36 +158,46 @@ def apply(
             pub_path = Path(env + ".pub") if env else None
         if pub_path is None:
             raise SovkitError("which key signed this plan?", "pass --plan-key PUB (the operator's public key)")
-        ws, saved = api.load_saved_plan(target, PublicKey.load(pub_path), state_dir)
-        plan_value, expected = saved.plan, saved.bindings
-        decision = api.decision_from_summary(saved.decision)
-        signer = load_signer(signing_key_path(ws, key))
-    else:
-        ws = api.Workspace.open(target, state_dir)
-        signer = load_signer(signing_key_path(ws, key))
-        engine = engine_from_options(opa_url, opa_token, opa_timeout)
-        with _Progress(enabled=refresh and not json_out) as progress:
-            result = api.make_plan(ws, refresh=refresh, extra_policies=policies, policy_engine=engine,
-                                   on_event=progress)
-        plan_value, expected, decision = result.plan, result.bindings, result.decision
-        _print_warnings(result)
-        if not json_out:
-            if not plan_value.empty:
-                console.print(plan_text(plan_value, f"Site {plan_value.site}:"))
-            _print_decision(result)
-            console.print(f"[bold]{summary_line(plan_value)}[/]")
-    if plan_value.empty:
-        if not json_out:
+        ws, saved = api.load_saved_plan(path=target, key=api.load_public_key(path=pub_path), state_dir=state_dir)
+        wire_signer(ws, key)
+        if saved.plan.empty and not json_out:
             console.print("Nothing to apply.")
-        else:
-            emit_json({"run_id": None, "ok": True, "failures": [], "records": {}})
+        with _Progress(enabled=not json_out and not saved.plan.empty) as progress:
+            outcome = api.apply_saved_plan(workspace=ws, saved=saved, on_event=progress)
+    else:
+        engine = engine_from_options(opa_url, opa_token, opa_timeout)
+        ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
+                                            extra_policies=policies), key)
+
+        plan_progress = _Progress(enabled=refresh and not json_out)
+        run_progress = _Progress(enabled=not json_out)
+
+        def confirm(result: api.PlanResult) -> bool:
+            """Show the plan and the decision; ask unless --auto-approve (or nothing is to be done)."""
+            plan_progress.stop()
+            _print_warnings(result)
+            if not json_out:
+                _print_plan(result)
+            if result.plan.empty:
+                if not json_out:
+                    console.print("Nothing to apply.")
+                return True
+            confirmed = auto_approve or typer.confirm("Apply these changes?", default=False)
+            if confirmed:
+                run_progress.start()
+            return confirmed
+
+        with plan_progress, run_progress:
+            outcome = api.apply_inventory(workspace=ws, confirm=confirm, refresh=refresh, on_plan_event=plan_progress,
+                                          on_event=run_progress)
+        if not outcome.confirmed:
+            err_console.print("Apply cancelled; nothing was changed.")
+            return 1
+    if outcome.report is None:
+        if json_out:
+            emit_result(outcome.output())
         return 0
-    confirmed = auto_approve or _is_plan_file(target) or typer.confirm("Apply these changes?", default=False)
-    if not confirmed:
-        err_console.print("Apply cancelled; nothing was changed.")
-        return 1
-    with _Progress(enabled=not json_out) as progress:
-        report = api.apply_plan(ws, plan_value, decision, expected, policies, on_event=progress, signer=signer)
+    report = outcome.report
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
@@ -194,22 +206,23 @@ def apply(
     return 0
 
 
-def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None) -> int:
-    """Read back firmware, runtimes, models and serving configs from the hosts; record them; show drift."""
-    ws = api.Workspace.open(inventory, state_dir)
+def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None, key: KeyOpt = None) -> int:
+    """Read back firmware, runtimes, models and serving configs from the hosts; record them; attest the drift."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    wire_optional_signer(ws, key, "the drift found", quiet=json_out)
     with _Progress(enabled=not json_out) as progress:
-        drift, unreachable, state = api.refresh_state(ws, on_event=progress)
+        result = api.refresh(workspace=ws, on_event=progress)
     if json_out:
-        emit_json({"drift": plan_json(drift), "unreachable": unreachable, "state_serial": state.serial})
+        emit_result(result.output())
     else:
-        if drift.empty:
+        if result.drift.empty:
             console.print("No drift: the hosts match the recorded state.")
         else:
-            console.print(plan_text(drift, "Drift (hosts differ from the recorded state):"))
-        for host, msg in unreachable.items():
+            console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
+        for host, msg in result.unreachable.items():
             console.print(f"[red]✗[/] {escape(host)}: unreachable ({escape(msg)})")
-        console.print(f"State recorded (serial {state.serial}).")
-    return 1 if unreachable else 0
+        console.print(f"State recorded (serial {result.state.serial}).")
+    return 1 if result.unreachable else 0
 
 
 def force_unlock(
@@ -219,8 +232,8 @@ def force_unlock(
     json_out: JsonOpt = False,
 ) -> None:
     """Remove a state lock left behind by a crashed or killed run."""
-    ws = api.Workspace.open(inventory, state_dir)
-    held = api.force_unlock(ws, lock_id)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    held = api.force_unlock(workspace=ws, lock_id=lock_id)
     if json_out:  # the lock that was removed
         emit_result(held)
         return
@@ -236,10 +249,9 @@ def rollback(
     key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
-    ws = api.Workspace.open(inventory, state_dir)
-    signer = load_signer(signing_key_path(ws, key))
+    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir), key)
     with _Progress(enabled=not json_out) as progress:
-        report = api.rollback(ws, model, host or None, on_event=progress, signer=signer)
+        report = api.rollback(workspace=ws, model=model, hosts=host or None, on_event=progress)
     _report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")

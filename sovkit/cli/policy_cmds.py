@@ -19,11 +19,6 @@ from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt, PoliciesOpt, Stat
 from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.cli.signing import KeyOpt, attest_decision
 from sovkit.errors import PolicyDenied, PolicyError
-from sovkit.policy.api import PolicyDecision, export_policy_bundle
-from sovkit.policy.engine import PolicyEngine
-from sovkit.policy.input import input_schema
-from sovkit.policy.opa import OpaServerEngine
-from sovkit.policy.testing import run_tests
 
 TOKEN_ENV = "SOVKIT_OPA_TOKEN"
 
@@ -34,19 +29,19 @@ OpaTokenOpt = Annotated[str | None, typer.Option("--opa-token", help=f"Bearer to
 OpaTimeoutOpt = Annotated[float, typer.Option("--opa-timeout", help="Seconds to wait for each OPA request.")]
 
 
-def engine_from_options(opa_url: str | None, opa_token: str | None, opa_timeout: float) -> PolicyEngine | None:
+def engine_from_options(opa_url: str | None, opa_token: str | None, opa_timeout: float) -> api.PolicyEngine | None:
     """The OPA-server engine when --opa-url is given; None means the embedded default."""
     if opa_url is None:
         if opa_token is not None:
             raise PolicyError("--opa-token needs --opa-url", "pass the OPA server URL too")
         return None
-    return OpaServerEngine(opa_url, opa_token or os.environ.get(TOKEN_ENV) or None, opa_timeout)
+    return api.opa_engine(url=opa_url, token=opa_token or os.environ.get(TOKEN_ENV) or None, timeout=opa_timeout)
 
 
 _STYLE = {"deny": "red", "warn": "yellow", "waived": "cyan"}
 
 
-def print_findings(decision: PolicyDecision) -> None:
+def print_findings(decision: api.PolicyDecision) -> None:
     """Findings grouped by severity (deny, warn, waived) in one table, then the verdict."""
     groups = [("deny", decision.by_severity("deny")), ("warn", decision.by_severity("warn")),
               ("waived", decision.by_severity("deny", True) + decision.by_severity("warn", True))]
@@ -80,9 +75,9 @@ def check(
 ) -> int:
     """Evaluate the policy pack against the inventory: exit 0 allowed, 3 denied, 1 error."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.Workspace.open(inventory, state_dir)
-    decision = api.check_policy(ws, policies, engine)
-    attest_decision(ws, decision, key, policies, "check", quiet=json_out)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
+    decision = api.check_policy(workspace=ws)
+    attest_decision(ws, decision, key, "check", quiet=json_out)
     if json_out:
         emit_json(decision.summary())
     else:
@@ -104,7 +99,7 @@ def test(
     json_out: JsonOpt = False,
 ) -> int:
     """Run the Rego unit tests (*_test.rego, test_* rules) like `opa test`: exit 1 on any failure."""
-    results = run_tests(directory)
+    results = api.run_policy_tests(directory=directory)
     failed = [r for r in results if not r.passed]
     if json_out:
         emit_result(results)
@@ -124,13 +119,13 @@ def test(
 @policy_app.command("input")
 def input_(inventory: InvArg, state_dir: StateDirOpt = None, json_out: JsonAlwaysOpt = False) -> None:
     """Print the exact policy input document (evaluate it with any Rego tool: opa eval -i …)."""
-    emit_json(api.policy_input(api.Workspace.open(inventory, state_dir)))
+    emit_json(api.policy_input(workspace=api.open_workspace(inventory=inventory, state_dir=state_dir)))
 
 
 @policy_app.command("schema")
 def schema(json_out: JsonAlwaysOpt = False) -> None:
     """Print the JSON Schema of the policy input document."""
-    emit_json(input_schema())
+    emit_json(api.input_schema())
 
 
 @policy_app.command("bundle")
@@ -140,7 +135,7 @@ def bundle(
     json_out: JsonOpt = False,
 ) -> None:
     """Write the pack as an OPA bundle (.manifest with revision and roots, data.json, modules)."""
-    written = export_policy_bundle(out, policies)
+    written = api.export_policy_bundle(out, policies)
     if json_out:
         emit_result(written)
         return

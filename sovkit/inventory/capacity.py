@@ -33,6 +33,7 @@ class RackPower:
 
 
 def host_power(host: Host, catalog: Catalog) -> PowerDraw:
+    """A host's power draw from the catalog (base plus its accelerators), for the rack budget check."""
     draw = PowerDraw(0.0, 0)
     cpu = catalog.cpus.get(host.cpu)
     cpu_w = cpu.tdp_w.value if cpu else None

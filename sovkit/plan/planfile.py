@@ -16,12 +16,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sovkit import __version__
 from sovkit.errors import PlanError, VerificationError
+from sovkit.fsutil import atomic_write
 from sovkit.plan.model import Plan
 from sovkit.signing import dsse
 from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import now
-from sovkit.state.store import atomic_write
 
 PLAN_PAYLOAD_TYPE = "application/vnd.sovkit.plan+json"
 PLAN_FORMAT = "sovkit.dev/plan/v1"

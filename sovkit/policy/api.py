@@ -78,4 +78,5 @@ class PolicyBundleFile:
 
 
 def export_policy_bundle(path: Path, extra: Path | None = None) -> PolicyBundleFile:
+    """The pack (plus ``extra`` rules) as an OPA bundle at ``path``, with its digest."""
     return PolicyBundleFile(str(path), write_policy_bundle(path, extra))

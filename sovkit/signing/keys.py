@@ -206,6 +206,7 @@ def _write_new(path: Path, data: bytes, mode: int) -> None:
 
 
 def load_public_keys(paths: list[Path]) -> list[PublicKey]:
+    """Each PEM public key file, in order (the trusted keys of a verify command)."""
     return [PublicKey.load(p) for p in paths]
 
 
@@ -220,6 +221,7 @@ class KeyInfo:
 
 
 def key_info(path: Path) -> KeyInfo:
+    """A public key's algorithm and key id (as securesystemslib computes it)."""
     key = PublicKey.load(path)
     return KeyInfo(str(path), key.keyid, key.keytype, key.scheme)
 

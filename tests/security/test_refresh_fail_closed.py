@@ -7,8 +7,11 @@ never "no drift" from the recorded state standing in for a host nobody looked at
 
 from __future__ import annotations
 
+import base64
+import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -71,3 +74,44 @@ def test_unobservable_host_fails_closed(applied: Path, tmp_path: Path, command: 
     assert (root / ".sovkit/state.json").read_bytes() == before, "state must be untouched"
     assert not (root / ".sovkit/last-refresh.json").exists()
     assert not (root / "hosts/npu-node-2" / LINK).exists(), "apply --refresh must not run"
+
+
+def _last_statement(root: Path) -> tuple[int, dict[str, Any]]:
+    last = json.loads((root / ".sovkit/attestations/log.jsonl").read_bytes().splitlines()[-1])
+    return last["index"], json.loads(base64.b64decode(last["envelope"]["payload"]))
+
+
+def test_refresh_attests_the_drift_it_found(tmp_path: Path) -> None:
+    """`refresh` appends a signed drift/v1 statement that `attest verify` checks like every entry."""
+    root = make_site(tmp_path).root  # its own applied site: a copy's `current` links point into the original
+    applied = run_cli("apply", root / "site.yaml", "--auto-approve")
+    assert applied.code == 0, applied.text
+    pub = root / ".sovkit/keys/operator.key.pub"
+    before = json.loads((root / ".sovkit/state.json").read_bytes())["serial"]
+
+    clean = run_cli("refresh", root / "site.yaml", "--json")
+    assert clean.code == 0, clean.text
+    index, statement = _last_statement(root)
+    assert json.loads(clean.out)["attestation"] == index
+    assert statement["predicateType"] == "https://sovkit.dev/attestation/drift/v1"
+    p = statement["predicate"]
+    assert p["operation"] == "refresh" and p["observed"] == ["npu-node-1", "npu-node-2"] and p["drift"] == {}
+    assert p["state_serial_before"] == before and p["state_serial_after"] == before + 1
+    verified = run_cli("attest", "verify", root / "site.yaml", "--key", pub)
+    assert verified.code == 0, verified.text  # every step, subjects included: nothing drifted
+
+    (root / "hosts/npu-node-1" / LINK).unlink()
+    r = run_cli("refresh", root / "site.yaml", "--json")
+    assert r.code == 0, r.text
+    out = json.loads(r.out)
+    index, statement = _last_statement(root)
+    assert out["attestation"] == index and out["state_serial"] == before + 2
+    p = statement["predicate"]
+    assert p["state_serial_before"] == before + 1 and p["state_serial_after"] == before + 2
+    assert p["drift"] == {"npu-node-1": [{"component": "model", "name": "demo-ko-chat", "action": "update",
+                                          "reason": "model missing on the host"}]}
+    # the drift entry itself verifies (signature, chain, head, anchor); the subjects step still reports that
+    # the recorded state no longer matches the last provision attestation, until an apply repairs it
+    doc = json.loads(run_cli("attest", "verify", root / "site.yaml", "--key", pub, "--json").out)
+    status = {s["name"]: s["status"] for s in doc["steps"]}
+    assert status.pop("subjects") == "failed" and set(status.values()) == {"ok"}, doc["steps"]

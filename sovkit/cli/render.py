@@ -1,13 +1,12 @@
-"""Render plans for people (Terraform-like ``+ ~ -`` lines) and for machines (JSON)."""
+"""Render plans for people (Terraform-like ``+ ~ -`` lines); machines get ``PlanView`` (``--json``)."""
 
 from __future__ import annotations
 
-from typing import Any
-
 from rich.text import Text
 
-from sovkit.plan.model import SYMBOL, Plan
+from sovkit.api import Plan
 
+SYMBOL = {"create": "+", "update": "~", "delete": "-"}
 _STYLE = {"create": "green", "update": "yellow", "delete": "red"}
 
 
@@ -37,7 +36,3 @@ def summary_line(plan: Plan) -> str:
         return "No changes. The hosts match the inventory."
     return f"Plan: {s['create']} to create, {s['update']} to update, {s['delete']} to delete."
 
-
-def plan_json(plan: Plan) -> dict[str, Any]:
-    return {"site": plan.site, "summary": plan.summary(), "unchanged": plan.unchanged,
-            "changes": [c.model_dump() for c in plan.changes]}
