@@ -99,3 +99,23 @@ def test_create_refuses_an_inventory_pointing_into_reserved_names(tmp_path: Path
     assert any("inventory/.sovkit/keys/publisher.pub" in d and "reserved" in d for d in exc.value.details()), \
         exc.value.details()
     assert not (tmp_path / "out").exists()
+
+
+LONG = [
+    "artifacts/models/" + "n" * 300 + ".bin",           # one name past NAME_MAX: ENAMETOOLONG at import before
+    "artifacts/" + "/".join(["d" * 200] * 6) + "/x",   # every name legal, the whole path past the budget
+]
+
+
+@pytest.mark.parametrize("path", LONG)
+def test_over_long_path_is_a_clear_refusal_not_an_internal_error(pristine: Path, tmp_path: Path, path: str) -> None:
+    """A signed entry whose name or path the file system cannot hold is refused at verify and import, named."""
+    b = _with_entry(pristine, tmp_path, path)
+    with pytest.raises(BundleInvalid) as exc:
+        verify_bundle(b, KEYS)
+    assert any("bytes" in d and ("at most 255" in d or "at most 1024" in d) for d in exc.value.details()), \
+        exc.value.details()
+    store = tmp_path / "store"
+    with pytest.raises(BundleInvalid):
+        import_bundle(b, store, KEYS, site_dir=tmp_path / "site")
+    assert not store.exists()
