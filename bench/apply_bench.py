@@ -37,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
+from sovkit.components.host import desired_site  # noqa: E402
 from sovkit.inventory import load_inventory  # noqa: E402
-from sovkit.plan.desired import desired_site  # noqa: E402
 from sovkit.simulator import install_simulator  # noqa: E402
 from sovkit.state.models import HostRecord, State  # noqa: E402
 from sovkit.state.store import LocalStateStore  # noqa: E402

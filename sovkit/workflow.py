@@ -19,9 +19,9 @@ from sovkit.attest.emit import attest_drift, attest_policy_decision, attest_prov
 from sovkit.attest.predicates import PROVISION_PREDICATE
 from sovkit.attest.provenance import ApplyContext
 from sovkit.audit.drift import write_refresh_record
+from sovkit.components.host import DesiredHost, desired_site, pinned_artifacts
 from sovkit.digest import sha256_file
 from sovkit.errors import PolicyDenied, SovkitError
-from sovkit.plan.desired import DesiredHost, desired_site, pinned_artifacts
 from sovkit.plan.diff import diff
 from sovkit.plan.drift import recorded_drift
 from sovkit.plan.model import Change, Plan

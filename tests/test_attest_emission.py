@@ -15,8 +15,8 @@ import pytest
 from sovkit import api
 from sovkit.attest.log import read_log
 from sovkit.attest.predicates import POLICY_DECISION_PREDICATE, PROVISION_PREDICATE
+from sovkit.components.host import DesiredHost, desired_site
 from sovkit.errors import VerificationError
-from sovkit.plan.desired import DesiredHost, desired_site
 from sovkit.policy.api import PolicyDecision
 from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.signing.keys import LocalSigner, write_keypair

@@ -17,8 +17,8 @@ from sovkit.attest.provenance import host_subjects
 from sovkit.audit.collect import installed
 from sovkit.components import registry
 from sovkit.components.base import Change, ComponentKind, HostContext, Row
+from sovkit.components.host import desired_site
 from sovkit.inventory import load_inventory
-from sovkit.plan.desired import desired_site
 from sovkit.plan.diff import diff
 from sovkit.plan.model import COMPONENT_ORDER, Plan
 from sovkit.provision.apply import apply_record, check_plan_targets

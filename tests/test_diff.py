@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from sovkit.components.host import desired_site, pinned_artifacts
 from sovkit.inventory import load_inventory
-from sovkit.plan.desired import desired_site, pinned_artifacts
 from sovkit.plan.diff import diff
 from sovkit.state.models import HostRecord
 from tests.conftest import INVENTORIES

@@ -10,7 +10,7 @@ import pytest
 from model_signing import signing
 
 from sovkit import api
-from sovkit.plan.desired import desired_site
+from sovkit.components.host import desired_site
 from sovkit.provision.preflight import run_preflight
 from sovkit.signing.artifacts import sign_artifacts
 from sovkit.signing.keys import LocalSigner

@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from sovkit import api
-from sovkit.plan.desired import desired_site
+from sovkit.components.host import desired_site
 from sovkit.provision.preflight import run_preflight
 from sovkit.signing.model_signature import verify_model
 from tests.sitefactory import make_site

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from sovkit.components.host import desired_site
 from sovkit.inventory import load_inventory
-from sovkit.plan.desired import desired_site
 from sovkit.state.models import HostRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import CliResult

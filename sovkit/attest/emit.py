@@ -18,8 +18,8 @@ from sovkit.attest.predicates import (
     policy_decision_statement,
 )
 from sovkit.attest.provenance import ApplyContext, provision_statements
+from sovkit.components.host import DesiredHost
 from sovkit.errors import SovkitError
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.apply import ApplyReport
 from sovkit.signing.keys import Signer

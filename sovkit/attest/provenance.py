@@ -26,8 +26,8 @@ from sovkit.attest.predicates import (
     provision_statement,
 )
 from sovkit.components import registry
+from sovkit.components.host import DesiredHost
 from sovkit.digest import sha256_file
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.apply import ApplyReport
 from sovkit.signing.canonical import canonical_json

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from sovkit.components import registry
-from sovkit.plan.desired import DesiredHost
+from sovkit.components.host import DesiredHost
 from sovkit.plan.model import Change, Plan
 from sovkit.state.models import HostRecord
 

@@ -15,9 +15,9 @@ from typing import Any
 
 from sovkit import identifiers as ids
 from sovkit.components import registry
+from sovkit.components.host import DesiredHost
 from sovkit.errors import PlanError, ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import apply_target

@@ -10,9 +10,9 @@ from typing import Any
 
 from sovkit.catalog import load_catalog
 from sovkit.components import registry
+from sovkit.components.host import DesiredHost
 from sovkit.inventory.ansible import host_vars
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Change
 from sovkit.provision.executor import HostTarget
 from sovkit.resources import templates_dir

@@ -10,9 +10,9 @@ from typing import Any
 
 from sovkit.components import registry
 from sovkit.components.base import Finding
+from sovkit.components.host import DesiredHost
 from sovkit.errors import ObserveError
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Change, Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import observe_target

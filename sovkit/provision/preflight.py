@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from sovkit.components import registry
+from sovkit.components.host import DesiredHost
 from sovkit.digest import sha256_file
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.plan.desired import DesiredHost
 from sovkit.plan.model import Plan
 from sovkit.signing.artifacts import Claim, SignatureCheck, verify_artifact_signature
 from sovkit.signing.model_signature import common_dir, verify_model

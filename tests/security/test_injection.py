@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from sovkit.components.host import desired_site
 from sovkit.inventory import load_inventory
-from sovkit.plan.desired import desired_site
 from sovkit.plan.diff import diff
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.executor import ExecEvent, HostTarget
