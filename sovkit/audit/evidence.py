@@ -19,6 +19,7 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
 from sovkit.policy.input import build_input
 from sovkit.signing.keys import PublicKey
+from sovkit.signing.paths import path_problem
 from sovkit.state.models import State
 
 ATTESTATIONS_DIR = LOG_DIRNAME
@@ -88,6 +89,9 @@ def copy_trust_roots(inv: LoadedInventory, root: Path, inventory_dir: str) -> li
                 out.append(TrustRootKey(section=section, name=entry.name))
                 continue
             rel = posixpath.join(inventory_dir, posixpath.normpath(entry.public_key))
+            if path_problem(rel, refuse_reserved=False):  # a key path the pack cannot hold: listed, not copied
+                out.append(TrustRootKey(section=section, name=entry.name, keyid=key.keyid))
+                continue
             target = root / rel
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(inv.resolve(entry.public_key).read_bytes())
