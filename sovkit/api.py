@@ -40,7 +40,11 @@ from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import build_input, input_schema
 from sovkit.policy.opa import OpaServerEngine
 from sovkit.policy.testing import RegoTestResult, run_tests
+from sovkit.components.host import desired_site
 from sovkit.provision.apply import ApplyReport
+from sovkit.provision.endpoints import Answer, EndpointStatus
+from sovkit.provision.endpoints import send_request as _send_request
+from sovkit.provision.endpoints import serving_status as _serving_status
 from sovkit.provision.executor import ExecEvent, Executor
 from sovkit.results import (
     AttestationEntryView,
@@ -81,6 +85,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHMS",
+    "Answer",
     "PASSPHRASE_ENV",
     "STEP_TITLES",
     "Algorithm",
@@ -98,6 +103,7 @@ __all__ = [
     "DemoCommand",
     "DemoReport",
     "DemoStep",
+    "EndpointStatus",
     "ExecEvent",
     "Executor",
     "InventoryInvalid",
@@ -160,6 +166,8 @@ __all__ = [
     "rollback",
     "run_policy_tests",
     "save_plan",
+    "serving_request",
+    "serving_status",
     "site_power",
     "validate",
     "verify_attestations",
@@ -260,6 +268,17 @@ def rollback(*, workspace: Workspace, model: str, hosts: list[str] | None = None
              on_event: OnEvent = _quiet) -> ApplyReport:
     """Switch ``model`` back to its recorded ``previous`` version (on ``hosts``, or every host that has one)."""
     return workflow.rollback(workspace, model, hosts, on_event)
+
+
+def serving_status(*, workspace: Workspace, timeout: float = 10.0) -> list[EndpointStatus]:
+    """Every serving process the inventory places, probed from here: health, latency, the model it serves."""
+    return _serving_status(desired_site(workspace.inventory), workspace.store.read(), timeout)
+
+
+def serving_request(*, workspace: Workspace, prompt: str, target: str | None = None,
+                    max_tokens: int = 16) -> Answer:
+    """One streamed completion through a serving group's router (or a plain deployment), timed."""
+    return _send_request(desired_site(workspace.inventory), prompt, target, max_tokens)
 
 
 def check_policy(*, workspace: Workspace) -> PolicyDecision:

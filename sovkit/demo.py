@@ -93,7 +93,8 @@ class DemoReport:
 
 
 def demo_commands(workdir: Path, site: Path) -> list[DemoCommand]:
-    """validate → check → plan → apply → plan → attest verify → audit → verify, as sovkit command lines."""
+    """validate → check → plan → apply → plan → attest verify → audit → verify → serving status → a request,
+    as sovkit command lines."""
     key = workdir / ".sovkit" / "keys" / "operator.key"
     plan_file = workdir / "demo.plan.json"
     pack = workdir / "audit-pack"
@@ -107,4 +108,7 @@ def demo_commands(workdir: Path, site: Path) -> list[DemoCommand]:
         DemoCommand("write the regulator's audit pack", ["audit", str(site), "-o", str(pack)]),
         DemoCommand("verify the audit pack offline, as a regulator would", ["verify", str(pack), "--key",
                                                                             f"{key}.pub"]),
+        DemoCommand("show the serving endpoints", ["serving", "status", str(site)]),
+        DemoCommand("ask the model, through the router (prefill, then decode)",
+                    ["serving", "request", str(site), "--prompt", "안녕하세요, sovkit"]),
     ]

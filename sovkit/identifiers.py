@@ -25,6 +25,8 @@ PACKAGE: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"
 USER: Final = r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$"
 #: a device id as a vendor tool reports it (PCI address, index, serial)
 DEVICE_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: a serving endpoint as sovkit records it: http, an address or host name, a port (no path, no credentials)
+ENDPOINT: Final = r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"
 #: a lowercase hex SHA-256 digest
 SHA256: Final = r"^[0-9a-f]{64}$"
 #: one path component character: letters, digits and ``. _ + @ , = ~ : -`` (no space, quote, brace, ``$``,

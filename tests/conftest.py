@@ -5,11 +5,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.servingkit import stop_all
 
 pytest_plugins = ["tests.conftest_hostlab"]
 ROOT = Path(__file__).resolve().parent.parent
@@ -53,3 +55,18 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
         return CliResult(code, captured.out, captured.err)
 
     return invoke
+
+
+@pytest.fixture(autouse=True)
+def _stop_serving(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Serving processes a test's apply started under its tmp_path are stopped when the test ends (ports free)."""
+    yield
+    if "tmp_path" in request.fixturenames:
+        stop_all(request.getfixturevalue("tmp_path"))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _stop_all_serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """And whatever module- or session-scoped sites started, when the session ends."""
+    yield
+    stop_all(tmp_path_factory.getbasetemp())

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sovkit.provision.serving import ServingCheck
 from sovkit.signing.statement import Statement, Subject
 
 PROVISION_PREDICATE = "https://sovkit.dev/attestation/provision/v1"
@@ -70,6 +71,9 @@ class ProvisionPredicate(_M):
     runtimes: list[RuntimeVersion]
     models: list[InstalledModel]
     serving: dict[str, str] = Field(default_factory=dict, description="deployment -> config sha256")
+    serving_checks: list[ServingCheck] = Field(
+        default_factory=list, description="readiness and smoke checks of the processes this run (re)started on "
+        "this host: phase apply, and phase rollback when a failed check was rolled back")
     plan_digest: str | None
     inventory_digest: str
     policy: PolicyRef

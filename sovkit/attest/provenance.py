@@ -109,6 +109,7 @@ def provision_statements(report: ApplyReport, ctx: ApplyContext, hosts: Iterable
             operation="rollback" if ctx.operation == "rollback" else "apply", site=ctx.site, host=host,
             devices=devices, runtimes=runtimes, models=models,
             serving={d: s.config_sha256 for d, s in sorted(record.serving.items())},
+            serving_checks=[c for c in report.serving_checks if c.host == host],
             plan_digest=digest, inventory_digest=ctx.inventory_digest, policy=policy,
             started=report.started, finished=report.finished, run_id=report.run_id,
             outcome=outcome,  # type: ignore[arg-type]

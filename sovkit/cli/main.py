@@ -9,7 +9,16 @@ import typer
 from rich.markup import escape
 
 from sovkit import __version__
-from sovkit.cli import attest_cmds, audit_cmds, bundle_cmds, demo_cmds, inventory_cmds, plan_cmds, policy_cmds
+from sovkit.cli import (
+    attest_cmds,
+    audit_cmds,
+    bundle_cmds,
+    demo_cmds,
+    inventory_cmds,
+    plan_cmds,
+    policy_cmds,
+    serving_cmds,
+)
 from sovkit.cli.output import err_console
 from sovkit.errors import SovkitError
 
@@ -38,7 +47,8 @@ def _root(
     """sovkit: from bare OS to a serving, approved local model — with evidence a regulator can verify."""
 
 
-for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds):
+for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
+                serving_cmds):
     _module.register(app)
 
 

@@ -6,6 +6,10 @@ from sovkit.plan.model import Change, Plan
 from sovkit.state.models import HostRecord
 
 
+#: serving statuses that mean the process is not serving what was recorded (observe sets them; apply restarts)
+_DOWN = ("stopped", "unhealthy", "start-failed")
+
+
 def recorded_drift(site: str, recorded: dict[str, HostRecord], observed: dict[str, HostRecord]) -> Plan:
     """Observed vs recorded, as the changes that would restore the recorded state (hosts never recorded: none)."""
     changes: list[Change] = []
@@ -42,4 +46,8 @@ def recorded_drift(site: str, recorded: dict[str, HostRecord], observed: dict[st
             if now_s is None or now_s.config_sha256 != s.config_sha256:
                 changes.append(Change(host=host, component="serving", name=name, action="update",
                                       reason="serving config on the host differs from the recorded one"))
+            elif now_s.status in _DOWN and s.status not in _DOWN:
+                changes.append(Change(host=host, component="serving", name=name, action="update",
+                                      reason=f"service is {now_s.status} (recorded {s.status})"
+                                      + (f": {now_s.detail}" if now_s.detail else "")))
     return Plan(site=site, changes=tuple(changes))

@@ -22,6 +22,7 @@ from sovkit.plan.model import Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import apply_target
 from sovkit.provision.preflight import Preflight, run_preflight
+from sovkit.provision.serving import ServingCheck, check_serving
 from sovkit.state.models import HostRecord, State, now
 from sovkit.state.store import StateStore
 
@@ -35,6 +36,7 @@ class ApplyReport:
     state: State
     preflight: Preflight
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+    serving_checks: list[ServingCheck] = field(default_factory=list)
 
     @property
     def failures(self) -> list[tuple[str, str, str]]:
@@ -123,10 +125,19 @@ def execute_plan(
         for h in plan.hosts() if h in desired and h not in preflight.failed_hosts
     ]
     sig_ok = {label: check.verified for label, check in preflight.signatures.items()}
+    before = state.model_copy(deep=True)
     state, run_id, hosts, records = run_recording("apply.yml", targets, state, store, executor, workdir, on_event,
                                                   sig_ok)
-    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=state,
-                       preflight=preflight, records=records)
+    served = check_serving(inv, desired, before, state, records, store, executor, workdir, on_event, run_recording)
+    for host, (task, message) in served.failures.items():
+        outcome = hosts.setdefault(host, HostOutcome())
+        if not (outcome.failed or outcome.unreachable):
+            outcome.failed, outcome.failed_task, outcome.error = True, task, message
+            on_event(ExecEvent("failed", host, task, message))
+    for host, recs in served.records.items():
+        records.setdefault(host, []).extend(recs)
+    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=served.state,
+                       preflight=preflight, records=records, serving_checks=served.checks)
 
 
 def run_recording(

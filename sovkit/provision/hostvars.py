@@ -51,9 +51,17 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
         "sovkit_swap_dir": helper("swap_dir"),
         "sovkit_swap_link": helper("swap_link"),
         "sovkit_rollback_probe": helper("rollback"),
-        "sovkit_manage_services": False,
+        "sovkit_supervise": helper("supervise"),
+        "sovkit_serving_probe": helper("serving_probe"),
+        "sovkit_serving_files": helper("serving_files"),
     }
     return conn, variables
+
+
+def common_target(inv: LoadedInventory, desired: DesiredHost, known_hosts: Path) -> HostTarget:
+    """A host with its connection and the common sovkit_* variables; the caller adds the play's own."""
+    conn, v = _common(inv, desired.name, desired, known_hosts)
+    return HostTarget(name=desired.name, connection_vars=conn, variables=v)
 
 
 def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Change],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     AfterValidator,
@@ -90,7 +90,25 @@ class ModelRecord(_M):
     path: HostPath = ""
 
 
+def _endpoint(value: str) -> str:
+    if value and not ids.matches(ids.ENDPOINT, value):
+        raise ValueError(f"{ids.describe(value)} is not a plain http://address:port endpoint")
+    return value
+
+
+ServingStatus = Literal["installed", "started", "start-failed", "ready", "unhealthy", "stopped", "rolled-back"]
+
+
 class ServingRecord(_M):
+    """One serving process on a host (a deployment, or a serving group's router) and how it last answered.
+
+    ``status``: ``started`` once apply (re)started it, ``ready`` when it passed readiness (and the smoke request,
+    for the endpoint that takes traffic), ``unhealthy``/``start-failed`` when it did not, ``rolled-back`` when
+    sovkit restored the previous config after a failed check, ``stopped`` when it is not running (observed, or
+    stopped because there was nothing to roll back to). ``installed``: recorded before serving was started
+    (states written by older sovkit versions).
+    """
+
     role: Name
     model: Name
     model_version: Version
@@ -98,6 +116,13 @@ class ServingRecord(_M):
     runtime_version: Version
     config_sha256: Sha256OrEmpty
     port: Annotated[int, Field(ge=1, le=65535)]
+    endpoint: Annotated[str, AfterValidator(_endpoint)] = ""
+    status: ServingStatus = "installed"
+    served_version: Version | None = Field(default=None, description="the model version the endpoint reports")
+    ttft_ms: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="time to first token of the last smoke request, in ms")
+    checked_at: str = ""
+    detail: Annotated[str, StringConstraints(max_length=500)] = ""
 
 
 # Record models of component kinds registered beyond the built-in fields (sovkit/components/registry.py fills

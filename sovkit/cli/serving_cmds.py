@@ -1,0 +1,69 @@
+"""`sovkit serving status|request`: the serving endpoints, seen from where sovkit runs."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+from rich.table import Table
+
+from sovkit import api
+from sovkit.cli.options import InvArg, JsonOpt, StateDirOpt
+from sovkit.cli.output import console, emit_result
+from sovkit.errors import SovkitError
+
+serving_app = typer.Typer(help="Serving endpoints: health, the model they serve, a request through the router.",
+                          no_args_is_help=True)
+
+
+@serving_app.command("status")
+def status(inventory: InvArg, state_dir: StateDirOpt = None, json_out: JsonOpt = False,
+           timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for each endpoint.")] = 10.0,
+           ) -> None:
+    """Each endpoint's health, role, model version and latency; exit 1 when one is not healthy."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    rows = api.serving_status(workspace=ws, timeout=timeout)
+    if json_out:
+        emit_result(rows)
+    else:
+        table = Table()
+        for col in ("host", "process", "role", "endpoint", "health", "serves", "recorded", "latency"):
+            table.add_column(col, overflow="fold")
+        for r in rows:
+            health = "[green]healthy[/]" if r.healthy else f"[red]down[/] {escape(r.error)}"
+            table.add_row(escape(r.host), escape(r.name), escape(r.role), escape(r.endpoint), health,
+                          escape(r.model_version or "-"),
+                          escape(f"{r.recorded_status} {r.recorded_version or ''}".strip()),
+                          f"{r.latency_ms:.1f} ms" if r.latency_ms is not None else "-")
+        console.print(table)
+    down = [r for r in rows if not r.healthy]
+    if down:
+        raise SovkitError(f"{len(down)} of {len(rows)} serving endpoint(s) not healthy: "
+                          + ", ".join(f"{r.name} on {r.host}" for r in down),
+                          "`sovkit plan --refresh` shows them as drift; `sovkit apply` restarts them")
+
+
+@serving_app.command("request")
+def request(
+    inventory: InvArg,
+    prompt: Annotated[str, typer.Option("--prompt", help="The prompt to send.")] = "Hello from sovkit",
+    to: Annotated[str | None, typer.Option("--to", help="A serving group or plain deployment (default: the "
+                                                        "first by name).")] = None,
+    max_tokens: Annotated[int, typer.Option("--max-tokens", min=1, max=4096)] = 16,
+    state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Send one completion through a serving group's router (or to a plain deployment); print it with timings."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    answer = api.serving_request(workspace=ws, prompt=prompt, target=to, max_tokens=max_tokens)
+    if json_out:
+        emit_result(answer)
+        return
+    console.print(f"[bold]{escape(answer.model)}[/] via {escape(answer.endpoint)}: {escape(answer.text)}")
+    console.print(f"time to first token {answer.ttft_ms:.1f} ms, whole answer {answer.total_ms:.1f} ms "
+                  f"({answer.chunks} chunks)")
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(serving_app, name="serving")
