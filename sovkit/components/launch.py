@@ -1,9 +1,15 @@
-"""How one deployment's server is started: a runtime profile plus validated values -> argv and environment.
+r"""How one deployment's server is started: a runtime profile plus validated values -> argv and environment.
 
 Pure (no I/O). The profile's ``{placeholders}`` are replaced by plain strings in one pass: no template
 engine, no shell, and a value that happens to contain ``{port}`` is never substituted again. The argv is
 then handed to systemd (``systemd_unit``, quoted by systemd's own rules) or to sovkit's supervisor
 (``supervisor_spec``, an argv list that is exec'd as is).
+
+systemd rules used (systemd.service "Command lines", systemd.exec ``Environment=``, systemd.unit specifiers):
+``%`` specifiers are expanded everywhere, even inside quotes (write ``%%``); ExecStart= expands ``$FOO`` and
+``${FOO}`` at exec time, even inside quotes (write ``$$``), Environment= does not ("``$`` has no special
+meaning"); double-quoted words take C escapes (``\\``, ``\"``, ``\n``, ``\xNN``); an unquoted lone ``;``
+separates commands. Every word is quoted, so none of that can split or expand a value.
 """
 
 from __future__ import annotations
