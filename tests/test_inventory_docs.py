@@ -35,6 +35,7 @@ def test_reference_covers_every_field() -> None:
     assert "| `power_budget_w` | number (> 0, finite) | **required** |" in text
     assert "| `role` | `prefill` \\| `decode` \\| `both` | `both` |" in text
     assert "`rebellions-rebel-quad`" in text and "`arm-neoverse-v3-agi`" in text
+    assert "| `vllm-rbln` | vLLM for Rebellions NPUs (vllm-rbln) | rebellions | `/health` |" in text
     assert "## Files and merge order" in text
 
 

@@ -77,6 +77,7 @@ def test_wheel_contents(wheel: Path) -> None:
         assert shipped, f"{sub}/ missing from the wheel"
         assert shipped <= repo
     assert "sovkit/catalog/accelerators.yaml" in names
+    assert "sovkit/catalog/runtimes.yaml" in names
     assert not any(n.startswith("tests/") or "/.sovkit/" in n or "_data/inventories/demo/hosts/" in n for n in names)
     entry = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
     assert "sovkit = sovkit.cli.main:run" in zipfile.ZipFile(wheel).read(entry).decode()

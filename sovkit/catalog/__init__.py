@@ -1,4 +1,4 @@
-"""The hardware catalog shipped as data: accelerators, CPUs, vendor tool profiles.
+"""The hardware catalog shipped as data: accelerators, CPUs, vendor tool profiles, runtime profiles.
 
 Every figure carries its source; unknown figures are ``None`` with source
 ``unknown`` so no capacity check can silently rely on a guess.
@@ -7,16 +7,19 @@ Every figure carries its source; unknown figures are ``None`` with source
 from __future__ import annotations
 
 import difflib
+import re
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.errors import CatalogError
 
 _HERE = Path(__file__).resolve().parent
+_T = TypeVar("_T", bound=BaseModel)
 
 
 class Figure(BaseModel):
@@ -64,11 +67,121 @@ class CpuKind(BaseModel):
     tdp_w: Figure
 
 
+#: every placeholder a runtime profile may use; launch.py substitutes these as plain strings
+PLACEHOLDERS: Final = frozenset({
+    "python", "runtime_prefix", "runtime_bin", "model_path", "served_model_name", "bind", "port", "tp",
+    "max_model_len", "max_batch", "devices_csv", "npu_devices",
+    "kv_role", "kv_rank", "kv_connector", "kv_peer_host", "kv_port", "kv_transfer_config", "pd_mode",
+    "speculative_config", "draft_model_path", "spec_tokens", "spec_method",
+})
+#: placeholders that only have a value for a deployment in a serving group (prefill or decode)
+PD_PLACEHOLDERS: Final = frozenset({"kv_role", "kv_rank", "kv_connector", "kv_peer_host", "kv_port",
+                                    "kv_transfer_config", "pd_mode"})
+#: placeholders that only have a value for a speculative deployment
+SPEC_PLACEHOLDERS: Final = frozenset({"speculative_config", "draft_model_path", "spec_tokens", "spec_method"})
+#: ``{name}`` in a profile string (any word, so a misspelt name is caught rather than passed through)
+PLACEHOLDER_RE: Final = re.compile(r"\{(\w*)\}")
+
+#: a source label as in shared/reference/serving-and-hardware.md: [V] vendor, [S] secondary, [R] unconfirmed
+Source = Annotated[str, Field(pattern=r"^\[(V|S|R)\] \S.*$")]
+_ENV_NAME = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
+_ARG = Annotated[str, Field(min_length=1)]
+
+
+class _R(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ArgvPart(_R):
+    """Consecutive argv words and the source that says the runtime takes them."""
+
+    args: list[_ARG] = Field(min_length=1)
+    source: Source
+
+
+class EnvVar(_R):
+    name: _ENV_NAME
+    value: str
+    source: Source
+
+
+class Endpoint(_R):
+    path: Annotated[str, Field(pattern=r"^/[A-Za-z0-9_./-]*$")]
+    source: Source
+
+
+class Endpoints(_R):
+    readiness: Endpoint
+    models: Endpoint
+    completions: Endpoint
+    metrics: Endpoint
+
+
+class TensorParallel(_R):
+    """A runtime whose own tensor-parallel setting is capped (vllm-rbln: 1) and takes the device count elsewhere."""
+
+    max: int | None = Field(default=None, ge=1)
+    devices_env: _ENV_NAME | None = None
+    source: Source
+
+
+class Disaggregation(_R):
+    """Whether and how the runtime serves prefill and decode apart; roles map prefill/decode to its own words."""
+
+    supported: bool
+    connectors: list[Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]]
+    roles: dict[Literal["prefill", "decode"], Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]]
+    args: list[ArgvPart]
+    prefill_args: list[ArgvPart] = []
+    decode_args: list[ArgvPart] = []
+    env: list[EnvVar] = []
+    router: Literal["sovkit", "sglang_router", "none"]
+    note: str | None = None
+    source: Source
+
+
+class Speculative(_R):
+    supported: bool
+    methods: dict[Literal["draft_model", "eagle", "eagle3", "ngram", "mtp"],
+                  Annotated[str, Field(pattern=r"^[A-Za-z0-9_-]{1,64}$")]]
+    args: list[ArgvPart]
+    source: Source
+
+
+class RuntimeProfile(_R):
+    """One runtime family: how its server is launched in its own format, what it runs on, what it serves."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    name: str
+    accelerators: list[str] = Field(min_length=1)
+    accelerators_source: Source
+    launch: list[ArgvPart] = Field(min_length=1)
+    env: list[EnvVar]
+    tensor_parallel: TensorParallel | None = None
+    endpoints: Endpoints
+    disaggregation: Disaggregation
+    speculative: Speculative
+
+    def strings(self) -> Iterator[tuple[str, str]]:
+        """Every string that is substituted at launch, with where it is (for load-time checks)."""
+        for where, parts in (("launch", self.launch), ("disaggregation.args", self.disaggregation.args),
+                             ("disaggregation.prefill_args", self.disaggregation.prefill_args),
+                             ("disaggregation.decode_args", self.disaggregation.decode_args),
+                             ("speculative.args", self.speculative.args)):
+            for i, part in enumerate(parts):
+                for arg in part.args:
+                    yield f"{where}[{i}]", arg
+        for where, env in (("env", self.env), ("disaggregation.env", self.disaggregation.env)):
+            for var in env:
+                yield f"{where}.{var.name}", var.value
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     accelerators: dict[str, AcceleratorKind]
     cpus: dict[str, CpuKind]
     profiles: dict[str, VendorProfile]
+    runtimes: dict[str, RuntimeProfile]
 
     def suggest(self, kind: Literal["accelerators", "cpus"], unknown: str) -> str:
         """A "did you mean" hint for an unknown catalog id."""
@@ -79,9 +192,9 @@ class Catalog(BaseModel):
         return f"known {kind}: {', '.join(sorted(ids))}"
 
 
-def _read(name: str) -> list[dict[str, object]]:
+def _read(directory: Path, name: str) -> list[dict[str, object]]:
     try:
-        data = yaml.safe_load((_HERE / name).read_text(encoding="utf-8"))
+        data = yaml.safe_load((directory / name).read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
         raise CatalogError(f"catalog file {name} unreadable: {exc}", "reinstall sovkit") from exc
     if not isinstance(data, list):
@@ -89,21 +202,69 @@ def _read(name: str) -> list[dict[str, object]]:
     return data
 
 
+def _models(directory: Path, name: str, model: type[_T]) -> list[_T]:
+    try:
+        return [model.model_validate(d) for d in _read(directory, name)]
+    except ValidationError as exc:
+        raise CatalogError(f"catalog file {name} is malformed: {exc}", "reinstall sovkit") from exc
+
+
 @cache
 def load_catalog() -> Catalog:
-    """The shipped hardware catalog (accelerators, host models), read once per process."""
-    try:
-        accels = [AcceleratorKind.model_validate(d) for d in _read("accelerators.yaml")]
-        cpus = [CpuKind.model_validate(d) for d in _read("cpus.yaml")]
-        profiles = [VendorProfile.model_validate(d) for d in _read("profiles.yaml")]
-    except ValidationError as exc:
-        raise CatalogError(f"catalog is malformed: {exc}", "reinstall sovkit") from exc
+    """The shipped hardware catalog (accelerators, host models, runtime profiles), read once per process."""
+    return read_catalog(_HERE)
+
+
+def read_catalog(directory: Path) -> Catalog:
+    """The catalog in ``directory`` (the shipped one, or a copy under test), checked; a bad one is a CatalogError."""
+    accels = _models(directory, "accelerators.yaml", AcceleratorKind)
+    cpus = _models(directory, "cpus.yaml", CpuKind)
+    profiles = _models(directory, "profiles.yaml", VendorProfile)
+    runtimes = _models(directory, "runtimes.yaml", RuntimeProfile)
     catalog = Catalog(
         accelerators={a.id: a for a in accels},
         cpus={c.id: c for c in cpus},
         profiles={p.id: p for p in profiles},
+        runtimes={r.id: r for r in runtimes},
     )
     for a in accels:
         if a.profile not in catalog.profiles:
             raise CatalogError(f"accelerator {a.id} names unknown profile {a.profile}", "reinstall sovkit")
+    if len(catalog.runtimes) != len(runtimes):
+        raise CatalogError("runtimes.yaml lists a runtime profile id twice", "reinstall sovkit")
+    vendors = {a.vendor for a in accels}
+    for r in runtimes:
+        _check_runtime(r, vendors)
     return catalog
+
+
+def _check_runtime(r: RuntimeProfile, vendors: set[str]) -> None:
+    """Only known placeholders, each where it has a value; known vendors; a consistent P/D and TP section."""
+    def bad(message: str) -> CatalogError:
+        return CatalogError(f"runtime profile {r.id}: {message}", "reinstall sovkit")
+
+    for vendor in r.accelerators:
+        if vendor not in vendors:
+            raise bad(f"accelerators names unknown vendor {vendor!r} (known: {', '.join(sorted(vendors))})")
+    for where, text in r.strings():
+        for name in PLACEHOLDER_RE.findall(text):
+            if name not in PLACEHOLDERS:
+                raise bad(f"{where} uses unknown placeholder {{{name}}} "
+                          f"(known: {', '.join('{' + p + '}' for p in sorted(PLACEHOLDERS))})")
+            if name in PD_PLACEHOLDERS and not where.startswith("disaggregation"):
+                raise bad(f"{where} uses {{{name}}}, which has a value only under disaggregation")
+            if name in SPEC_PLACEHOLDERS and not where.startswith("speculative"):
+                raise bad(f"{where} uses {{{name}}}, which has a value only under speculative")
+    d, s = r.disaggregation, r.speculative
+    if d.supported and not (d.connectors and set(d.roles) == {"prefill", "decode"} and d.router != "none"):
+        raise bad("disaggregation.supported needs connectors, both roles and a router")
+    if not d.supported and (d.connectors or d.roles or d.args or d.prefill_args or d.decode_args or d.env):
+        raise bad("disaggregation is not supported but lists connectors, roles or fragments")
+    if s.supported != bool(s.methods and s.args):
+        raise bad("speculative.supported must match having methods and args")
+    tp = r.tensor_parallel
+    if tp is not None and tp.max is not None:
+        if any("{tp}" in arg for part in r.launch for arg in part.args):
+            raise bad(f"tensor_parallel.max is {tp.max}: the device count cannot go into argv as {{tp}}")
+        if tp.devices_env is None or not any(v.name == tp.devices_env and v.value == "{tp}" for v in r.env):
+            raise bad("tensor_parallel.max needs devices_env set to {tp} in env")

@@ -269,6 +269,15 @@ def _catalog_section() -> str:
     for c in sorted(catalog.cpus.values(), key=lambda c: c.id):
         lines.append(f"| `{c.id}` | {c.vendor} | {c.name} | {c.arch} | {_fig(c.cores.value)} | "
                      f"{_fig(c.tdp_w.value)} |\n")
+    lines.append("\nRuntime families (sovkit/catalog/runtimes.yaml: how each server is launched, with a source "
+                 "label on every fact; see docs/serving.md):\n\n"
+                 "| runtime family | name | accelerator vendors | readiness | P/D connectors | speculative |\n"
+                 "|---|---|---|---|---|---|\n")
+    for r in catalog.runtimes.values():
+        pd = ", ".join(f"`{c}`" for c in r.disaggregation.connectors) if r.disaggregation.supported else "no"
+        spec = ", ".join(r.speculative.methods) if r.speculative.supported else "no"
+        lines.append(f"| `{r.id}` | {r.name} | {', '.join(r.accelerators)} | `{r.endpoints.readiness.path}` | "
+                     f"{pd} | {spec} |\n")
     return "".join(lines)
 
 
