@@ -101,6 +101,7 @@ class Pd:
     router: int
     kv: int
     procs: dict[str, subprocess.Popen[bytes]]
+    decode_argv: list[str]
 
 
 class Procs:
@@ -157,16 +158,16 @@ def kv_config(role: str, rank: int, kv_port: int) -> str:
 
 def start_pd(procs: Procs, model: Path) -> Pd:
     d, p, r, kv = free_port(), free_port(), free_port(), free_port()
+    decode = serve_argv(model, d, "--kv-transfer-config", kv_config("kv_consumer", 1, kv), "--kv-wait-s", "2")
     started = {
-        "decode": procs.start("decode", serve_argv(model, d, "--kv-transfer-config", kv_config("kv_consumer", 1, kv),
-                                                   "--kv-wait-s", "2"), d),
+        "decode": procs.start("decode", decode, d),
         "prefill": procs.start("prefill", serve_argv(model, p, "--kv-transfer-config",
                                                      kv_config("kv_producer", 0, kv)), p),
     }
     started["router"] = procs.start("router", [sys.executable, str(ROUTER), "--host", "127.0.0.1", "--port", str(r),
                                                "--prefill", f"http://localhost:{p}",
                                                "--decode", f"http://127.0.0.1:{d}"], r)
-    return Pd(d, p, r, kv, started)
+    return Pd(d, p, r, kv, started, decode)
 
 
 @pytest.fixture
@@ -313,9 +314,35 @@ def test_manifest_flag_takes_a_copy_of_the_dsse_signature(tmp_path: Path, procs:
                                                                 "logprobs": None, "finish_reason": "length"}
 
 
-def test_router_health_is_503_when_decode_is_down(tmp_path: Path, procs: Procs) -> None:
+def test_an_openssf_model_signing_bundle_is_read_as_the_manifest(tmp_path: Path, procs: Procs) -> None:
+    """The other signature format sovkit accepts: resources named relative to the model directory."""
+    model = model_dir(tmp_path)
+    files = {n: hashlib.sha256((model / n).read_bytes()).hexdigest()
+             for n in ("config.json", "model.safetensors", "tokenizer.json")}
+
+    def bundle(digests: dict[str, str]) -> str:
+        statement = {"_type": "https://in-toto.io/Statement/v1", "subject": [{"name": "demo", "digest": {}}],
+                     "predicateType": "https://model_signing/signature/v1.0",
+                     "predicate": {"resources": [{"name": n, "algorithm": "sha256", "digest": d}
+                                                 for n, d in digests.items()]}}
+        payload = base64.b64encode(json.dumps(statement).encode()).decode()
+        return json.dumps({"mediaType": "application/vnd.dev.sigstore.bundle.v0.3+json",
+                           "dsseEnvelope": {"payload": payload, "payloadType": "application/vnd.in-toto+json",
+                                            "signatures": []}})
+
+    (model / ".sovkit-signature").write_text(bundle({**files, "tokenizer.json": "0" * 64}))
+    done = subprocess.run(serve_argv(model, free_port()), capture_output=True, text=True, timeout=30, env=ENV)
+    assert done.returncode != 0 and "model file tokenizer.json: sha256 " in done.stderr
+    (model / ".sovkit-signature").write_text(bundle(files))
+    port = free_port()
+    procs.start("bundle", serve_argv(model, port), port)
+    assert request(port, "GET", "/health")[0] == 200
+
+
+def test_router_health_is_503_when_decode_is_down_and_it_recovers_on_restart(tmp_path: Path, procs: Procs) -> None:
     own = start_pd(procs, model_dir(tmp_path))
     assert request(own.router, "GET", "/health")[0] == 200
+    assert request(own.router, "POST", "/v1/completions", {"model": NAME, "prompt": "before"})[0] == 200
     own.procs["decode"].terminate()
     own.procs["decode"].wait(timeout=10)
     status, _, body = request(own.router, "GET", "/health")
@@ -325,6 +352,13 @@ def test_router_health_is_503_when_decode_is_down(tmp_path: Path, procs: Procs) 
     # the prefill cannot hand its KV to a decode that is gone: the router says so, it does not hang
     status, _, body = request(own.router, "POST", "/v1/completions", {"model": NAME, "prompt": "x"})
     assert status == 502 and b"KV transfer" in body
+    # a restarted decode (as after a rollback) is used again: the kept-alive connections to the old one
+    # (router -> decode, prefill -> KV listener) are stale, and both sides reconnect instead of failing
+    procs.start("decode-again", own.decode_argv, own.decode)
+    assert request(own.router, "GET", "/health")[0] == 200
+    for _ in range(3):
+        status, _, body = request(own.router, "POST", "/v1/completions", {"model": NAME, "prompt": "after"})
+        assert status == 200 and b"version 1.0" in body
 
 
 def test_the_committed_wheel_is_packed_from_the_runtime_source(tmp_path: Path) -> None:

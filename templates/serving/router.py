@@ -9,8 +9,8 @@ completion goes first to prefill with ``max_tokens: 1``, ``stream: false`` and
 ``kv_transfer_params`` that tell decode where its KV cache is; the original request then goes to
 decode with those params, and decode's answer (a stream too) is passed through unchanged.
 
-Latency: each handler thread keeps one HTTP/1.1 connection per upstream open (TCP_NODELAY),
-upstream addresses are resolved once, and every response is written in one piece.
+Latency: a pool of kept-alive HTTP/1.1 connections per upstream (TCP_NODELAY), shared by the
+handler threads; upstream addresses resolved once; every response written in one piece.
 GET /health is 200 only when both upstreams' /health are 200 (else 503, saying which is not);
 GET /v1/models is decode's; GET /metrics is the router's own counters.
 """
@@ -32,6 +32,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 VERSION = "1.0.0"
+_POOL_MAX = 64  # idle connections kept per upstream
 
 
 class UpstreamError(Exception):
@@ -39,7 +40,7 @@ class UpstreamError(Exception):
 
 
 class _Conn(http.client.HTTPConnection):
-    """An HTTP connection to an address resolved once, with Nagle off."""
+    """An HTTP/1.1 connection to an address resolved once, with Nagle off."""
 
     def __init__(self, upstream: Upstream, timeout: float) -> None:
         super().__init__(upstream.host, upstream.port, timeout=timeout)
@@ -59,7 +60,7 @@ class _Conn(http.client.HTTPConnection):
 
 
 class Upstream:
-    """One upstream server (prefill or decode): per-thread kept-alive connections."""
+    """One upstream server (prefill or decode) behind a pool of kept-alive connections."""
 
     def __init__(self, name: str, url: str, timeout: float) -> None:
         parts = urlsplit(url)
@@ -70,7 +71,7 @@ class Upstream:
         self.prefix = parts.path.rstrip("/")
         self._resolved: tuple[int, Any] | None = None
         self._lock = threading.Lock()
-        self._local = threading.local()
+        self._idle: list[_Conn] = []
 
     def address(self) -> tuple[int, Any]:
         """(family, sockaddr), looked up on first use and then kept: no DNS on the request path."""
@@ -82,33 +83,50 @@ class Upstream:
 
     def send(self, method: str, path: str, body: bytes | None = None,
              headers: dict[str, str] | None = None) -> tuple[_Conn, http.client.HTTPResponse]:
-        """Send on this thread's connection; retry once on a fresh one if a kept-alive one went stale.
+        """Send on an idle pooled connection (or a new one); retry once on a new one if a pooled one was stale.
 
-        The caller reads the response to its end (or calls ``drop``) before the next ``send``.
+        The caller reads the response to its end and then calls ``release`` (or ``discard`` on an error).
         """
         for attempt in (0, 1):
-            conn: _Conn | None = getattr(self._local, "conn", None)
+            with self._lock:
+                conn = self._idle.pop() if self._idle and attempt == 0 else None
             reused = conn is not None
-            if conn is None:
-                conn = self._local.conn = _Conn(self, self.timeout)
+            conn = conn or _Conn(self, self.timeout)
             try:
                 conn.request(method, self.prefix + path, body=body, headers=headers or {})
                 return conn, conn.getresponse()
             except (ConnectionError, http.client.BadStatusLine) as exc:
-                self.drop()
-                if reused and attempt == 0:
+                conn.close()
+                if reused:
                     continue  # the server closed an idle connection between our requests
                 raise UpstreamError(f"{self.name} {self.url}: {exc or type(exc).__name__}") from None
             except (OSError, http.client.HTTPException) as exc:
-                self.drop()
+                conn.close()
                 raise UpstreamError(f"{self.name} {self.url}: {exc or type(exc).__name__}") from None
         raise AssertionError("unreachable")
 
-    def drop(self) -> None:
-        conn = getattr(self._local, "conn", None)
+    def release(self, conn: _Conn) -> None:
+        with self._lock:
+            if len(self._idle) < _POOL_MAX:
+                self._idle.append(conn)
+                return
+        conn.close()
+
+    def discard(self, conn: _Conn | None) -> None:
         if conn is not None:
             conn.close()
-        self._local.conn = None
+
+    def fetch(self, method: str, path: str, body: bytes | None = None,
+              headers: dict[str, str] | None = None) -> tuple[int, str, bytes]:
+        """(status, content type, body) of a whole response; the connection goes back to the pool."""
+        conn, resp = self.send(method, path, body, headers)
+        try:
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()
+            raise UpstreamError(f"{self.name} {self.url}: {exc or type(exc).__name__}") from None
+        self.release(conn)
+        return resp.status, resp.getheader("Content-Type", "application/json"), data
 
     def health(self, timeout: float) -> int | str:
         """Status of GET /health on a short-lived connection (a health check must not hang on a slow one)."""
@@ -189,14 +207,12 @@ class Handler(BaseHTTPRequestHandler):
             self.reply(200 if ok else 503, json.dumps({"status": "ok" if ok else "unavailable", **states}).encode())
         elif path == "/v1/models":
             try:
-                _, resp = r.decode.send("GET", "/v1/models")
-                body = resp.read()
-            except (UpstreamError, OSError, http.client.HTTPException) as exc:
-                r.decode.drop()
+                status, ctype, body = r.decode.fetch("GET", "/v1/models")
+            except UpstreamError as exc:
                 r.count("err decode")
                 self.error(502, str(exc))
                 return
-            self.reply(resp.status, body, resp.getheader("Content-Type", "application/json"))
+            self.reply(status, body, ctype)
         elif path == "/metrics":
             self.reply(200, r.metrics(), "text/plain; version=0.0.4; charset=utf-8")
         else:
@@ -237,15 +253,13 @@ class Handler(BaseHTTPRequestHandler):
         if "max_completion_tokens" in pre:
             pre["max_completion_tokens"] = 1
         try:
-            _, resp = r.prefill.send("POST", "/v1/completions", json.dumps(pre).encode(), headers)
-            body = resp.read()
-        except (UpstreamError, OSError, http.client.HTTPException) as exc:
-            r.prefill.drop()
+            status, ctype, body = r.prefill.fetch("POST", "/v1/completions", json.dumps(pre).encode(), headers)
+        except UpstreamError as exc:
             r.count("err prefill")
             self.error(502, str(exc))
             return
-        if resp.status != 200:  # the prefill refused the request (bad model, too long, ...): its answer stands
-            self.reply(resp.status, body, resp.getheader("Content-Type", "application/json"))
+        if status != 200:  # the prefill refused the request (bad model, too long, ...): its answer stands
+            self.reply(status, body, ctype)
             return
         try:
             params = json.loads(body).get("kv_transfer_params")
@@ -255,21 +269,36 @@ class Handler(BaseHTTPRequestHandler):
             r.count("err prefill")
             self.error(502, f"prefill {r.prefill.url} returned no kv_transfer_params")
             return
-        dec = dict(req, kv_transfer_params=params)
-        try:
-            _, resp = r.decode.send("POST", "/v1/completions", json.dumps(dec).encode(), headers)
-            if resp.getheader("Content-Type", "").startswith("text/event-stream"):
-                self.stream(resp)
+        dec = json.dumps(dict(req, kv_transfer_params=params)).encode()
+        if not req.get("stream"):
+            try:
+                status, ctype, body = r.decode.fetch("POST", "/v1/completions", dec, headers)
+            except UpstreamError as exc:
+                r.count("err decode")
+                self.error(502, str(exc))
                 return
-            body = resp.read()
-        except (UpstreamError, OSError, http.client.HTTPException) as exc:
-            r.decode.drop()
+            self.reply(status, body, ctype)
+            return
+        try:
+            conn, resp = r.decode.send("POST", "/v1/completions", dec, headers)
+        except UpstreamError as exc:
             r.count("err decode")
             self.error(502, str(exc))
             return
-        self.reply(resp.status, body, resp.getheader("Content-Type", "application/json"))
+        if not resp.getheader("Content-Type", "").startswith("text/event-stream"):  # an error answer
+            try:
+                body = resp.read()
+            except (OSError, http.client.HTTPException) as exc:
+                r.decode.discard(conn)
+                r.count("err decode")
+                self.error(502, f"decode {r.decode.url}: {exc or type(exc).__name__}")
+                return
+            r.decode.release(conn)
+            self.reply(resp.status, body, resp.getheader("Content-Type", "application/json"))
+            return
+        self.stream(conn, resp)
 
-    def stream(self, resp: http.client.HTTPResponse) -> None:
+    def stream(self, conn: _Conn, resp: http.client.HTTPResponse) -> None:
         """Pass decode's event stream through as it arrives, re-chunked for our client."""
         head = (f"HTTP/1.1 {resp.status} {resp.reason}\r\nContent-Type: {resp.getheader('Content-Type')}\r\n"
                 f"Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\nServer: {self.server_version}\r\n\r\n")
@@ -284,10 +313,11 @@ class Handler(BaseHTTPRequestHandler):
         except (OSError, http.client.HTTPException):
             # the client hung up or decode failed mid-stream: the response is already started, so the
             # only honest signal left is to end both connections without the closing chunk
-            self.router.decode.drop()
+            self.router.decode.discard(conn)
             self.router.count("err decode")
             self.close_connection = True
             return
+        self.router.decode.release(conn)
         self.router.count(f"req /v1/completions {resp.status}")
 
 

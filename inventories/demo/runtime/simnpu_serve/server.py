@@ -91,32 +91,37 @@ class App:
         self.metrics = Metrics()
         self.slots = threading.BoundedSemaphore(config.max_num_seqs)
         self.created = int(time.time())
-        self._local = threading.local()
+        self._pool_lock = threading.Lock()
+        self._kv_idle: list[http.client.HTTPConnection] = []
 
-    # --- prefill side: push the KV payload to the decode's listener over a kept-alive connection
+    # --- prefill side: push the KV payload to the decode's listener over pooled kept-alive connections
     def send_kv(self, transfer_id: str, data: bytes) -> None:
         digest = hashlib.sha256(data).hexdigest()
         headers = {"Content-Type": "application/octet-stream", "X-Sovkit-Sha256": digest}
+        where = f"{self.config.kv_ip}:{self.config.kv_port}"
         for attempt in (0, 1):
-            conn: http.client.HTTPConnection | None = getattr(self._local, "kv_conn", None)
+            with self._pool_lock:
+                conn = self._kv_idle.pop() if self._kv_idle and attempt == 0 else None
             reused = conn is not None
-            if conn is None:
-                conn = _NoDelayConnection(self.config.kv_ip, self.config.kv_port, timeout=self.config.kv_wait_s)
-                self._local.kv_conn = conn
+            conn = conn or _NoDelayConnection(self.config.kv_ip, self.config.kv_port, timeout=self.config.kv_wait_s)
             try:
                 conn.request("POST", f"/kv/{transfer_id}", body=data, headers=headers)
                 resp = conn.getresponse()
                 body = resp.read()
             except (OSError, http.client.HTTPException) as exc:
                 conn.close()
-                self._local.kv_conn = None
-                if reused and attempt == 0:
+                if reused and isinstance(exc, (ConnectionError, http.client.BadStatusLine)):
                     continue  # the listener closed an idle kept-alive connection: one fresh try
-                raise KvTransferError(f"KV transfer to {self.config.kv_ip}:{self.config.kv_port} failed: "
-                                      f"{exc or type(exc).__name__}") from None
+                raise KvTransferError(f"KV transfer to {where} failed: {exc or type(exc).__name__}") from None
+            with self._pool_lock:
+                if len(self._kv_idle) < 64:
+                    self._kv_idle.append(conn)
+                    conn = None
+            if conn is not None:
+                conn.close()
             if resp.status != 200:
-                raise KvTransferError(f"KV listener {self.config.kv_ip}:{self.config.kv_port} answered "
-                                      f"{resp.status}: {body[:200].decode(errors='replace')}")
+                raise KvTransferError(f"KV listener {where} answered {resp.status}: "
+                                      f"{body[:200].decode(errors='replace')}")
             return
 
     def render_metrics(self) -> bytes:
