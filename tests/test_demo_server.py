@@ -308,7 +308,9 @@ def test_manifest_flag_takes_a_copy_of_the_dsse_signature(tmp_path: Path, procs:
     port = free_port()
     procs.start("plain", serve_argv(model, port, "--manifest", str(moved)), port)
     status, _, body = request(port, "GET", "/health")
-    assert status == 200 and json.loads(body)["role"] == "both"  # no KV config: it prefills and decodes itself
+    health = json.loads(body)
+    assert status == 200 and health["role"] == "both"  # no KV config: it prefills and decodes itself
+    assert health["devices"] == "npu:0,npu:1" and health["version"] == "1.0" and health["speculative"] is None
     status, _, body = request(port, "POST", "/v1/completions", {"model": NAME, "prompt": "hi", "max_tokens": 3})
     assert status == 200 and json.loads(body)["choices"][0] == {"index": 0, "text": "Hello from demo-ko-chat",
                                                                 "logprobs": None, "finish_reason": "length"}

@@ -213,7 +213,9 @@ class ApiHandler(_Handler):
         app, cfg = self.app, self.app.config
         if path == "/health":
             self.send_json(200, {"status": "ok", "role": cfg.role, "model": cfg.served_name,
-                                 "version": app.model.version})
+                                 "version": app.model.version, "devices": cfg.devices,
+                                 "tensor_parallel_size": cfg.tensor_parallel_size,
+                                 "speculative": cfg.speculative or None})
         elif path == "/v1/models":
             self.send_json(200, {"object": "list", "data": [{
                 "id": cfg.served_name, "object": "model", "created": app.created, "owned_by": "sovkit-demo",
