@@ -2,8 +2,9 @@
 
     python inventories/demo/generate.py
 
-Writes keys/*.pub, artifacts/ (a simulated firmware image, a tiny runtime
-wheel, a tiny model with its publisher signature) and site.yaml with the real
+Writes keys/*.pub, artifacts/ (a simulated firmware image, the demo serving
+runtime's wheel packed from runtime/simnpu_serve/, a tiny model with its
+publisher signature) and site.yaml with the real
 sha256 and size of every artifact. Keys come from fixed seeds, Ed25519 signs
 deterministically and the wheel has fixed timestamps, so running this twice
 gives byte-identical files (tests/test_demo_inventory.py checks it). The seeds
@@ -32,29 +33,40 @@ VENDOR = LocalSigner.from_seed(b"sovkit demo npu vendor (public seed, demo only)
 FIXED_TIME = (2026, 1, 22, 0, 0, 0)
 
 
-def _wheel(name: str, version: str) -> bytes:
-    """A minimal valid pure-Python wheel with fixed timestamps (reproducible bytes)."""
+RUNTIME_SRC = HERE / "runtime" / "simnpu_serve"
+
+
+def _runtime_sources(version: str) -> dict[str, bytes]:
+    """The demo runtime's package files (inventories/demo/runtime/simnpu_serve/*.py), by wheel path."""
+    files = {f"simnpu_serve/{p.name}": p.read_bytes() for p in sorted(RUNTIME_SRC.glob("*.py"))}
+    if f'__version__ = "{version}"'.encode() not in files.get("simnpu_serve/__init__.py", b""):
+        raise SystemExit(f"{RUNTIME_SRC}/__init__.py does not say __version__ = {version!r}")
+    return files
+
+
+def _wheel(name: str, version: str, sources: dict[str, bytes]) -> bytes:
+    """A valid pure-Python wheel (RECORD with every digest) with fixed timestamps (reproducible bytes)."""
     dist = f"{name.replace('-', '_')}-{version}.dist-info"
-    pkg = name.replace("-", "_")
     files = {
-        f"{pkg}/__init__.py": f'"""Demo NPU serving runtime (simulated)."""\n\n__version__ = "{version}"\n',
+        **sources,
         f"{dist}/METADATA": f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n"
-        "Summary: sovkit demo serving runtime\n",
-        f"{dist}/WHEEL": "Wheel-Version: 1.0\nGenerator: sovkit-demo\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        "Summary: sovkit demo serving runtime\nRequires-Python: >=3.9\n".encode(),
+        f"{dist}/WHEEL": b"Wheel-Version: 1.0\nGenerator: sovkit-demo\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+        f"{dist}/entry_points.txt": b"[console_scripts]\nsimnpu-serve = simnpu_serve.cli:run\n",
     }
     record = []
-    for path, text in files.items():
-        digest = urlsafe_b64encode(hashlib.sha256(text.encode()).digest()).rstrip(b"=").decode()
-        record.append(f"{path},sha256={digest},{len(text.encode())}")
+    for path, data in files.items():
+        digest = urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
     record.append(f"{dist}/RECORD,,")
-    files[f"{dist}/RECORD"] = "\n".join(record) + "\n"
+    files[f"{dist}/RECORD"] = ("\n".join(record) + "\n").encode()
     buf = io.BytesIO()
     with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
-        for path, text in files.items():
+        for path, data in files.items():
             info = zipfile.ZipInfo(path, FIXED_TIME)
             info.external_attr = 0o644 << 16
             info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, text)
+            zf.writestr(info, data)
     return buf.getvalue()
 
 
@@ -89,7 +101,7 @@ def generate(out: Path = HERE) -> None:
         write(art / (rel + ".sig"), env.to_json().encode())
 
     whl = "runtime/simnpu_serve-1.0.0-py3-none-any.whl"
-    pins[whl] = write(art / whl, _wheel("simnpu-serve", "1.0.0"))
+    pins[whl] = write(art / whl, _wheel("simnpu-serve", "1.0.0", _runtime_sources("1.0.0")))
     env = sign_artifacts({whl: pins[whl][0]}, VENDOR, "runtime", "simnpu-serve", "1.0.0")
     write(art / "runtime/simnpu-serve-1.0.0.sig", env.to_json().encode())
 
