@@ -27,6 +27,7 @@ from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent
 from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
+from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
 from sovkit.errors import SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
@@ -40,7 +41,6 @@ from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import build_input, input_schema
 from sovkit.policy.opa import OpaServerEngine
 from sovkit.policy.testing import RegoTestResult, run_tests
-from sovkit.components.host import desired_site
 from sovkit.provision.apply import ApplyReport
 from sovkit.provision.endpoints import Answer, EndpointStatus
 from sovkit.provision.endpoints import send_request as _send_request
@@ -85,10 +85,10 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALGORITHMS",
-    "Answer",
     "PASSPHRASE_ENV",
     "STEP_TITLES",
     "Algorithm",
+    "Answer",
     "ApplyOutcome",
     "ApplyOutput",
     "ApplyReport",

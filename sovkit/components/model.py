@@ -87,8 +87,9 @@ class Model(ComponentKind):
     def desired(self, ctx: HostContext) -> dict[str, Any]:
         models, files = ctx.site.of(self)
         out: dict[str, DesiredModel] = {}
-        for dep in ctx.deployments:
-            m = models[dep.model]
+        wanted = [models[dep.model] for dep in ctx.deployments]
+        wanted += [models[dep.speculative.draft_model] for dep in ctx.deployments if dep.speculative]
+        for m in wanted:  # a speculative deployment's draft model is installed (and verified) like its model
             out[m.name] = DesiredModel(
                 name=m.name, version=m.version, publisher=m.publisher, files=files[m.name],
                 signature=m.signature, signature_format=m.signature_format, path=model_dir(ctx.root, m.name),

@@ -17,12 +17,23 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
+from pydantic import ValidationError
+
 from sovkit import identifiers as ids
 from sovkit.catalog import Catalog
 from sovkit.components.base import _M, Change, ComponentKind, Finding, HostContext, Row, SiteIndex
-from sovkit.components.launch import Launch, LaunchInput, render_launch, supervisor_spec, systemd_unit
+from sovkit.components.launch import (
+    KvTransferInput,
+    Launch,
+    LaunchInput,
+    SpeculativeInput,
+    render_launch,
+    supervisor_spec,
+    systemd_unit,
+)
 from sovkit.components.model import model_dir
 from sovkit.components.runtime import runtime_prefix
+from sovkit.errors import PlanError
 from sovkit.inventory.models import Deployment, ServingGroup
 from sovkit.inventory.serving import placements
 from sovkit.resources import templates_dir
@@ -117,6 +128,9 @@ class _Site:
         self.placement = placements(s, site.catalog)
         self.catalog: Catalog = site.catalog
 
+    def devices(self, host: str, deployment: str) -> tuple[int, ...]:
+        return tuple(self.placement.get(deployment, host).devices)
+
 
 class Serving(ComponentKind):
     name = "serving"
@@ -131,23 +145,22 @@ class Serving(ComponentKind):
     def _launch_input(self, ctx: HostContext, site: _Site, dep: Deployment) -> LaunchInput:
         rt, m = site.runtimes[dep.runtime], site.models[dep.model]
         prefix = runtime_prefix(ctx.root, rt.name, rt.version)
-        kv: dict[str, Any] = {}
         group = site.group_of.get(dep.name)
+        kv = None
         if group is not None:
             decode_host = site.hosts[site.deployments[group.decode].hosts[0]]
-            kv = {"kv_connector": group.kv_transfer.connector,
-                  "kv_role": "kv_producer" if dep.role == "prefill" else "kv_consumer",
-                  "kv_peer_host": decode_host.address, "kv_port": group.kv_transfer.port,
-                  "pd_mode": dep.role}
-        spec: dict[str, Any] = {}
+            kv = KvTransferInput(connector=group.kv_transfer.connector, peer_host=decode_host.address,
+                                 port=group.kv_transfer.port)
+        spec = None
         if dep.speculative is not None:
-            spec = {"draft_model_path": f"{model_dir(ctx.root, dep.speculative.draft_model)}/current",
-                    "spec_method": dep.speculative.method, "spec_tokens": dep.speculative.num_tokens}
+            spec = SpeculativeInput(method=dep.speculative.method, num_tokens=dep.speculative.num_tokens,
+                                    draft_model_path=f"{model_dir(ctx.root, dep.speculative.draft_model)}/current")
         return LaunchInput(
             python=ctx.python, runtime_prefix=prefix, runtime_bin=f"{prefix}/bin",
             model_path=f"{model_dir(ctx.root, m.name)}/current", served_model_name=m.name, bind="0.0.0.0",
             port=dep.port, tp=dep.tensor_parallel, max_model_len=dep.max_model_len, max_batch=dep.max_batch,
-            devices=list(site.placement.devices(ctx.host.name, dep.name)), **kv, **spec)
+            devices=list(site.devices(ctx.host.name, dep.name)), role=dep.role if group else "both", kv=kv,
+            speculative=spec)
 
     def _entry(self, ctx: HostContext, *, name: str, kind: Literal["deployment", "router"], group: str | None,
                role: str, model: str, model_version: str, runtime: str, runtime_version: str, port: int,
@@ -175,12 +188,17 @@ class Serving(ComponentKind):
             rt, m = site.runtimes[dep.runtime], site.models[dep.model]
             profile = site.catalog.runtimes[rt.family]
             group = site.group_of.get(dep.name)
-            launch = render_launch(profile, self._launch_input(ctx, site, dep))
+            try:
+                launch = render_launch(profile, self._launch_input(ctx, site, dep))
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                raise PlanError(f"deployment {dep.name} on host {ctx.host.name} cannot be launched: "
+                                f"{'.'.join(map(str, first.get('loc', ())))}: {first.get('msg', '')}",
+                                "run `sovkit check`: the serving rules (SV-*) say what to fix") from None
             out[dep.name] = self._entry(
                 ctx, name=dep.name, kind="deployment", group=group.name if group else None, role=dep.role,
                 model=m.name, model_version=m.version, runtime=rt.name, runtime_version=rt.version,
-                port=dep.port, tp=dep.tensor_parallel, devices=tuple(site.placement.devices(ctx.host.name,
-                                                                                             dep.name)),
+                port=dep.port, tp=dep.tensor_parallel, devices=site.devices(ctx.host.name, dep.name),
                 launch=launch, readiness=profile.endpoints.readiness, models_path=profile.endpoints.models,
                 takes_traffic=group is None, deadline_s=dep.readiness_timeout_s)
         for group in ctx.site.inv.site.serving_groups:

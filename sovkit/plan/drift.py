@@ -5,7 +5,6 @@ from __future__ import annotations
 from sovkit.plan.model import Change, Plan
 from sovkit.state.models import HostRecord
 
-
 #: serving statuses that mean the process is not serving what was recorded (observe sets them; apply restarts)
 _DOWN = ("stopped", "unhealthy", "start-failed")
 
