@@ -25,6 +25,9 @@ PACKAGE: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"
 USER: Final = r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$"
 #: a device id as a vendor tool reports it (PCI address, index, serial)
 DEVICE_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: a KV-transfer connector as the runtime names it (vLLM's ``NixlConnector``, SGLang's ``mooncake``): it becomes
+#: a value in a launch argument, so letters, digits, ``_``, ``.`` and ``-`` only, starting with a letter
+CONNECTOR: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 #: a lowercase hex SHA-256 digest
 SHA256: Final = r"^[0-9a-f]{64}$"
 #: one path component character: letters, digits and ``. _ + @ , = ~ : -`` (no space, quote, brace, ``$``,
