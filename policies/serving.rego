@@ -59,7 +59,7 @@ deny contains lib.finding(
 # SV-003: the runtime family supports the accelerators it is placed on, and the group's KV connector.
 deny contains lib.finding(
 	"SV-003", "deny",
-	sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support (it supports: %s)", [p.deployment, p.runtime_family, p.host, vendor, concat(", ", fam.vendors)]),
+	msg,
 	lib.res("deployments", p.deployment),
 	"use a runtime of a family that supports the host's accelerators (vllm: nvidia, vllm-rbln: rebellions, furiosa-llm: furiosa), or place the deployment on other hosts",
 ) if {
@@ -67,6 +67,12 @@ deny contains lib.finding(
 	fam := _families[p.runtime_family]
 	some vendor in p.accelerator_vendors
 	not vendor in fam.vendors
+
+	# built with concat: rego-cpp leaves quotes in a sprintf %s of a joined list here (invalid JSON out)
+	msg := concat("", [
+		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, p.host, vendor]),
+		" (it supports: ", _list(fam.vendors), ")",
+	])
 }
 
 deny contains lib.finding(
@@ -82,7 +88,7 @@ deny contains lib.finding(
 
 deny contains lib.finding(
 	"SV-003", "deny",
-	sprintf("serving group %s: KV connector %s is not one runtime family %s supports (%s)", [g.name, g.connector, family, _list(fam.connectors)]),
+	msg,
 	lib.res("serving_groups", g.name),
 	"pick a connector the runtime supports (e.g. NixlConnector for vllm, RblnNixlConnector for vllm-rbln), or a runtime that does disaggregated serving",
 ) if {
@@ -90,6 +96,10 @@ deny contains lib.finding(
 	some family in {s.runtime_family | some name in ["prefill", "decode"]; s := g[name]; s != null}
 	fam := _families[family]
 	not g.connector in fam.connectors
+	msg := concat("", [
+		sprintf("serving group %s: KV connector %s is not one runtime family %s supports", [g.name, g.connector, family]),
+		" (it supports: ", _list(fam.connectors), ")",
+	])
 }
 
 _list(xs) := "none" if count(xs) == 0
