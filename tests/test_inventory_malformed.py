@@ -79,6 +79,13 @@ def _laughs(levels: int = 9, width: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SECOND_GROUP = ("  - name: chat2\n    prefill: chat-prefill\n    decode: chat-decode\n"
+                 "    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n"
+                 "    router: {host: npu-node-1, port: 8200}\n\ndata_stores:")
+_SAME_NAME_GROUP = ("  - name: chat\n    prefill: chat-decode\n    decode: chat-prefill\n"
+                    "    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n"
+                    "    router: {host: npu-node-1, port: 8200}\n\ndata_stores:")
+
 LOCAL_SSH = (E("    connection: local\n    root: hosts/npu-node-1", "    connection: ssh\n    root: /srv/n1"),
              E("    connection: local\n    root: hosts/npu-node-2", "    connection: ssh\n    root: /srv/n2"))
 
@@ -403,9 +410,9 @@ CASES: list[Case] = [
     Case("group-same-deployment-twice", "as both prefill and decode", "serving_groups[0].decode",
          "decode: chat-prefill", edits=(E("decode: chat-decode", "decode: chat-prefill"),)),
     Case("deployment-in-two-groups", "already in serving group 'chat'", "serving_groups[1].prefill",
-         "prefill: chat-prefill", nth=2, edits=(E("\ndata_stores:", "  - name: chat2\n    prefill: chat-prefill\n    decode: chat-decode\n    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n    router: {host: npu-node-1, port: 8200}\n\ndata_stores:"),)),
+         "prefill: chat-prefill", nth=2, edits=(E("\ndata_stores:", _SECOND_GROUP),)),
     Case("group-duplicate-name", "duplicate name 'chat'", "serving_groups[1].name", "- name: chat\n", nth=2,
-         edits=(E("\ndata_stores:", "  - name: chat\n    prefill: chat-decode\n    decode: chat-prefill\n    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n    router: {host: npu-node-1, port: 8200}\n\ndata_stores:"),)),
+         edits=(E("\ndata_stores:", _SAME_NAME_GROUP),)),
     Case("connector-injection", "is not valid here", "serving_groups[0].kv_transfer.connector", "connector:",
          edits=(E("connector: SovkitDemoConnector", "connector: \"{{ lookup('pipe', 'id') }}\""),),
          hint="a connector is 1-64 letters"),

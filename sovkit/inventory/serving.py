@@ -135,7 +135,7 @@ def placements(site: Site, catalog: Catalog) -> Placements:
     kinds = {h.name: host_devices(h) for h in site.hosts}
     groups = group_of(site)
     claimed: dict[tuple[str, int], str] = {}  # (host, index) -> deployment
-    got: dict[tuple[str, int], list[int]] = {}  # (deployment position, host position in its list) -> indexes
+    got: dict[tuple[int, int], list[int]] = {}  # (deployment position, host position in its list) -> indexes
     conflicts: list[Conflict] = []
     res = {i: f"deployments/{d.name}" for i, d in enumerate(site.deployments)}
 

@@ -16,9 +16,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from sovkit.catalog import Catalog, load_catalog
+from sovkit.inventory import serving as sv
 from sovkit.inventory.capacity import host_accelerator_memory_gb, rack_power
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.inventory import serving as sv
 from sovkit.inventory.models import (
     Artifact,
     ArtifactStore,
