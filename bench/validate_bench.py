@@ -58,7 +58,8 @@ def synthetic_site(n_hosts: int) -> dict[str, object]:
             {"name": "rebel-quad-fw", "vendor": "rebellions", "accelerator": "rebellions-rebel-quad",
              "version": "2.1.3", "image": {"path": "fw/rebel-quad.bin", "sha256": digest, "size": 1}},
         ],
-        "runtimes": [{"name": "vllm-rbln", "version": "0.9.2", "vendor": "rebellions", "package": "vllm-rbln",
+        "runtimes": [{"name": "vllm-rbln", "family": "vllm-rbln", "version": "0.9.2", "vendor": "rebellions",
+                      "package": "vllm-rbln",
                       "artifacts": [{"path": "rt/vllm.tar", "sha256": digest, "size": 1}]}],
         "models": [{"name": "m", "version": "1", "publisher": "pub", "license": "apache-2.0", "origin": "KR",
                     "files": [{"path": "m/model.safetensors", "sha256": digest, "size": 1}]}],
@@ -68,6 +69,9 @@ def synthetic_site(n_hosts: int) -> dict[str, object]:
             {"name": "decode", "model": "m", "runtime": "vllm-rbln", "role": "decode",
              "hosts": [h["name"] for h in hosts[1::2]]},
         ],
+        "serving_groups": [{"name": "pd", "prefill": "prefill", "decode": "decode",
+                            "kv_transfer": {"connector": "RblnP2pGlooConnector", "link": "ethernet"},
+                            "router": {"host": hosts[0]["name"], "port": 8080}}],
     }
 
 

@@ -13,6 +13,8 @@ deny contains f if some f in data.sovkit.runtime.deny
 
 deny contains f if some f in data.sovkit.capacity.deny
 
+deny contains f if some f in data.sovkit.serving.deny
+
 deny contains f if {
 	some name
 	some f in data.sovkit.custom[name].deny
@@ -27,6 +29,8 @@ warn contains f if some f in data.sovkit.firmware.warn
 warn contains f if some f in data.sovkit.runtime.warn
 
 warn contains f if some f in data.sovkit.capacity.warn
+
+warn contains f if some f in data.sovkit.serving.warn
 
 warn contains f if {
 	some name

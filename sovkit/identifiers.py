@@ -27,6 +27,9 @@ USER: Final = r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$"
 DEVICE_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
 #: a serving endpoint as sovkit records it: http, an address or host name, a port (no path, no credentials)
 ENDPOINT: Final = r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"
+#: a KV-transfer connector as the runtime names it (vLLM's ``NixlConnector``, SGLang's ``mooncake``): it becomes
+#: a value in a launch argument, so letters, digits, ``_``, ``.`` and ``-`` only, starting with a letter
+CONNECTOR: Final = r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$"
 #: a lowercase hex SHA-256 digest
 SHA256: Final = r"^[0-9a-f]{64}$"
 #: one path component character: letters, digits and ``. _ + @ , = ~ : -`` (no space, quote, brace, ``$``,

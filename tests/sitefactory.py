@@ -85,7 +85,11 @@ class Site:
 
 
 def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
-    """Copy the demo site to ``tmp``; optionally replace its hosts (deployments are re-spread over them)."""
+    """Copy the demo site to ``tmp``; optionally replace its hosts (deployments are re-spread over them).
+
+    With new hosts, chat-prefill goes to the first, chat-decode to the others (or the first again), and the
+    serving group's router to the first.
+    """
     root = tmp / "site"
     shutil.copytree(DEMO, root, ignore=shutil.ignore_patterns("generate.py", "*.in", ".sovkit", "hosts"))
     site = Site(root)
@@ -94,6 +98,7 @@ def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
         names = [h["name"] for h in hosts]
         site.data["deployments"][0]["hosts"] = names[:1]
         site.data["deployments"][1]["hosts"] = names[1:] or names[:1]
+        site.data["serving_groups"][0]["router"]["host"] = names[0]
     key = root / ".sovkit" / "keys" / "operator.key"
     write_keypair(LocalSigner.generate(), key, None)
     site.save()
@@ -127,6 +132,7 @@ def make_lab_site(tmp: Path, lab: Any, roots: Path | None = None) -> Site:
         e["root"] = str(roots / e["name"])
         e["ssh"].update(key="ssh/id_ed25519", known_hosts="ssh/known_hosts")
         e["python_interpreter"] = sys.executable
+        e["service_manager"] = "supervisor"  # lab hosts are network namespaces: no systemd inside
     site = make_site(tmp, hosts=entries)
     ssh_dir = site.root / "ssh"
     ssh_dir.mkdir()

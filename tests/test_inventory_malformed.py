@@ -79,6 +79,13 @@ def _laughs(levels: int = 9, width: int = 10) -> str:
     return "\n".join(lines) + "\n"
 
 
+_SECOND_GROUP = ("  - name: chat2\n    prefill: chat-prefill\n    decode: chat-decode\n"
+                 "    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n"
+                 "    router: {host: npu-node-1, port: 8200}\n\ndata_stores:")
+_SAME_NAME_GROUP = ("  - name: chat\n    prefill: chat-decode\n    decode: chat-prefill\n"
+                    "    kv_transfer: {connector: SovkitDemoConnector, link: loopback}\n"
+                    "    router: {host: npu-node-1, port: 8200}\n\ndata_stores:")
+
 LOCAL_SSH = (E("    connection: local\n    root: hosts/npu-node-1", "    connection: ssh\n    root: /srv/n1"),
              E("    connection: local\n    root: hosts/npu-node-2", "    connection: ssh\n    root: /srv/n2"))
 
@@ -379,6 +386,40 @@ CASES: list[Case] = [
          edits=(E("keys/vendor-rebellions.pub", "keys/nobody.pub"),)),
     Case("ssh-key-missing", "SSH key keys/id_none not found", "hosts[1].ssh.key", "ssh: {key",
          edits=(E("    root: hosts/npu-node-2\n", "    root: hosts/npu-node-2\n    ssh: {key: keys/id_none}\n"),)),
+    # --- serving: runtime family, devices, serving groups, speculative decoding ---------------------------
+    Case("runtime-family-unknown", "Input should be 'vllm'", "runtimes[0].family", "family: tgi",
+         edits=(E("family: demo", "family: tgi"),)),
+    Case("service-manager-unknown", "Input should be 'systemd' or 'supervisor'", "hosts[0].service_manager",
+         "service_manager: init", edits=(E("service_manager: supervisor", "service_manager: init"),)),
+    Case("devices-fewer-than-tp", "give one device per tensor-parallel rank", "deployments[1]", "- name: chat-decode",
+         edits=(E("    port: 8102\n", "    port: 8102\n    devices: [1]\n"),)),
+    Case("devices-repeated", "lists an index twice", "deployments[1]", "- name: chat-decode",
+         edits=(E("    port: 8102\n", "    port: 8102\n    devices: [1, 1]\n"),)),
+    Case("devices-negative", "greater than or equal to 0", "deployments[1].devices[0]", "devices: [-1",
+         edits=(E("    port: 8102\n", "    port: 8102\n    devices: [-1, 0]\n"),)),
+    Case("kv-dtype-unknown", "Input should be 'bf16'", "deployments[1].kv_dtype", "kv_dtype: int4",
+         edits=(E("    port: 8102\n    kv_dtype: bf16", "    port: 8102\n    kv_dtype: int4"),)),
+    Case("draft-model-unknown", "unknown model 'nope'", "deployments[1].speculative.draft_model", "draft_model: nope",
+         edits=(E("    port: 8102\n", "    port: 8102\n    speculative: {draft_model: nope}\n"),)),
+    Case("architecture-zero-layers", "greater than or equal to 1", "models[0].architecture.layers", "layers: 0",
+         edits=(E("layers: 2", "layers: 0"),)),
+    Case("group-unknown-deployment", "unknown deployment 'chat-decoder'", "serving_groups[0].decode",
+         "decode: chat-decoder", edits=(E("decode: chat-decode", "decode: chat-decoder"),)),
+    Case("group-router-unknown-host", "unknown host 'npu-node-9'", "serving_groups[0].router.host",
+         "host: npu-node-9", edits=(E("      host: npu-node-1\n", "      host: npu-node-9\n"),)),
+    Case("group-same-deployment-twice", "as both prefill and decode", "serving_groups[0].decode",
+         "decode: chat-prefill", edits=(E("decode: chat-decode", "decode: chat-prefill"),)),
+    Case("deployment-in-two-groups", "already in serving group 'chat'", "serving_groups[1].prefill",
+         "prefill: chat-prefill", nth=2, edits=(E("\ndata_stores:", _SECOND_GROUP),)),
+    Case("group-duplicate-name", "duplicate name 'chat'", "serving_groups[1].name", "- name: chat\n", nth=2,
+         edits=(E("\ndata_stores:", _SAME_NAME_GROUP),)),
+    Case("connector-injection", "is not valid here", "serving_groups[0].kv_transfer.connector", "connector:",
+         edits=(E("connector: SovkitDemoConnector", "connector: \"{{ lookup('pipe', 'id') }}\""),),
+         hint="a connector is 1-64 letters"),
+    Case("kv-link-unknown", "Input should be 'loopback'", "serving_groups[0].kv_transfer.link", "link: infiniband",
+         edits=(E("link: loopback", "link: infiniband"),)),
+    Case("router-port-zero", "greater than or equal to 1", "serving_groups[0].router.port", "port: 0",
+         edits=(E("      port: 8100", "      port: 0"),)),
 ]
 
 
@@ -507,7 +548,7 @@ def split_demo(root: Path) -> dict[str, dict[str, object]]:
         "00-site.yaml": {**head, **{k: data[k] for k in ("metadata", "jurisdiction", "residency", "trust_roots",
                                                          "artifact_store")}},
         "10-hardware.yaml": {**head, **{k: data[k] for k in ("racks", "hosts", "firmware")}},
-        "20-software.yaml": {**head, **{k: data[k] for k in ("runtimes", "models", "deployments")}},
+        "20-software.yaml": {**head, **{k: data[k] for k in ("runtimes", "models", "deployments", "serving_groups")}},
         "30-data.yaml": {**head, **{k: data[k] for k in ("data_stores", "endpoints", "telemetry", "log_sinks",
                                                          "backups", "model_registries")}},
     }

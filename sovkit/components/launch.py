@@ -42,7 +42,7 @@ class _M(BaseModel):
 class KvTransferInput(_M):
     """The serving group's KV transfer as this deployment sees it."""
 
-    connector: Annotated[str, Field(pattern=r"^[A-Za-z][A-Za-z0-9_]{0,63}$")]
+    connector: Annotated[str, Field(pattern=ids.CONNECTOR)]
     #: the decode host's address (vLLM ``kv_ip``): where the decode side listens for KV
     peer_host: Address
     #: the decode side's KV listener port (vLLM ``kv_port``)

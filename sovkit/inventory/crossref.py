@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 _NAMED_SECTIONS = (
     "racks", "hosts", "firmware", "runtimes", "models", "deployments", "data_stores",
-    "endpoints", "telemetry", "log_sinks", "backups", "model_registries",
+    "endpoints", "telemetry", "log_sinks", "backups", "model_registries", "serving_groups",
 )
 
 
@@ -116,6 +116,9 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
         c.ref(("deployments", i, "runtime"), dep.runtime, runtimes, "runtime")
         for j, h in enumerate(dep.hosts):
             c.ref(("deployments", i, "hosts", j), h, hosts, "host")
+        if dep.speculative is not None:
+            c.ref(("deployments", i, "speculative", "draft_model"), dep.speculative.draft_model, models_, "model")
+    _check_serving_groups(inv, c, hosts)
     stores = {d.name for d in site.data_stores}
     for i, backup in enumerate(site.backups):
         c.ref(("backups", i, "source"), backup.source, stores, "data store")
@@ -124,6 +127,29 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
     if check_files:
         _check_files(inv, c)
     return c.problems
+
+
+def _check_serving_groups(inv: LoadedInventory, c: _Collector, hosts: AbstractSet[str]) -> None:
+    """Each group pairs two different existing deployments, each in one group at most; its router host exists.
+
+    Roles, models and runtimes of the pair are judged by policy (SV-001, SV-002), so a wrong pair is a finding
+    with a remediation rather than a load error.
+    """
+    deployments = {d.name for d in inv.site.deployments}
+    member: dict[str, str] = {}
+    for i, group in enumerate(inv.site.serving_groups):
+        c.ref(("serving_groups", i, "router", "host"), group.router.host, hosts, "host")
+        if group.prefill == group.decode:
+            c.add(("serving_groups", i, "decode"), f"serving group {group.name!r} names deployment "
+                  f"{group.decode!r} as both prefill and decode", "prefill and decode are two deployments")
+        for side in ("prefill", "decode"):
+            name = getattr(group, side)
+            c.ref(("serving_groups", i, side), name, deployments, "deployment")
+            other = member.get(name)
+            if other is not None and other != group.name:
+                c.add(("serving_groups", i, side), f"deployment {name!r} is already in serving group {other!r}",
+                      "a deployment belongs to one serving group at most")
+            member.setdefault(name, group.name)
 
 
 def _check_resolved_paths(inv: LoadedInventory, c: _Collector) -> None:

@@ -39,6 +39,8 @@ _ALIASES: dict[Any, str] = {
     m.User: "user name",
     m.AbsPath: "absolute path",
     m.AnyPath: "path",
+    m.Connector: "connector",
+    m.Port: "port",
 }
 
 _ALIAS_NOTES = """\
@@ -56,6 +58,9 @@ no leading `/`; components of letters, digits and `. _ + @ , = ~ : -`, none of t
 | absolute path | starts with `/`; the same components as a relative path |
 | path | an absolute path, or a relative path resolved against the inventory directory (and staying inside it) |
 | address | an IPv4/IPv6 address (an IPv6 zone is an interface name) or a DNS host name |
+| connector | 1-64 letters, digits, `_`, `.`, `-`, starting with a letter (a runtime's KV connector, e.g. \
+`NixlConnector`) |
+| port | an integer 1-65535 |
 | version | 1-64 letters, digits, `.`, `+`, `_`, `-`, starting with a letter or digit; quote versions that look \
 like numbers (`"1.10"`) |
 | package | a bare PEP 508 package name (letters, digits, `.`, `_`, `-`): no version specifier, extras or URL |

@@ -126,6 +126,8 @@ NonEmpty = Annotated[str, StringConstraints(min_length=1)]
 Version = Annotated[str, StringConstraints(pattern=identifiers.VERSION)]
 Package = Annotated[str, StringConstraints(pattern=identifiers.PACKAGE)]
 User = Annotated[str, StringConstraints(pattern=identifiers.USER)]
+Connector = Annotated[str, StringConstraints(pattern=identifiers.CONNECTOR)]
+Port = Annotated[int, Field(ge=1, le=65535)]
 
 #: what each pattern allows, shown as the hint of a mismatch (keyed by the pattern the loader sees)
 PATTERN_HINTS: dict[str, str] = {
@@ -137,6 +139,8 @@ PATTERN_HINTS: dict[str, str] = {
                          "URL, extras or spaces)",
     identifiers.USER: "a user is a POSIX login name: 1-32 letters, digits, '.', '_' or '-', not starting with "
                       "a digit, '.' or '-'",
+    identifiers.CONNECTOR: "a connector is 1-64 letters, digits, '_', '.' or '-', starting with a letter "
+                           "(e.g. NixlConnector)",
 }
 
 
@@ -267,7 +271,12 @@ class Host(Strict):
         " host may give it relative to the inventory, and then it must stay inside the inventory directory (no "
         "'..', no symlink out of it).",
     )
-    accelerators: list[AcceleratorSlot] = []
+    accelerators: list[AcceleratorSlot] = Field(default=[], description="Accelerator slots; device indexes "
+                                                 "0..N-1 count through them in this order.")
+    service_manager: Literal["systemd", "supervisor"] = Field(
+        default="systemd", description="What runs the serving processes: systemd units, or sovkit's own process "
+        "supervisor on hosts without systemd (demo and lab hosts)."
+    )
     labels: dict[str, str] = {}
 
     @model_validator(mode="after")
@@ -286,8 +295,13 @@ class Firmware(Strict):
     signature: RelPath | None = None
 
 
+RuntimeFamily = Literal["vllm", "vllm-rbln", "furiosa-llm", "sglang", "demo"]
+
+
 class Runtime(Strict):
     name: Name
+    family: RuntimeFamily = Field(description="The runtime profile it is launched with: which accelerators it "
+                                  "supports, its flags, endpoints and KV connectors.")
     version: Version
     vendor: Name | None = None
     package: Package = Field(description="Package (pip or deb) whose installed version is verified: a bare name, "
@@ -311,6 +325,14 @@ class ModelCard(Strict):
     limitations: str = ""
 
 
+class ModelArchitecture(Strict):
+    """What the KV-cache size depends on: KV bytes per token = 2 x layers x kv_heads x head_dim x bytes(KV dtype)."""
+
+    layers: Annotated[int, Field(ge=1, le=4096)] = Field(description="Transformer layers (num_hidden_layers).")
+    kv_heads: Annotated[int, Field(ge=1, le=4096)] = Field(description="Key/value heads (num_key_value_heads).")
+    head_dim: Annotated[int, Field(ge=1, le=65536)] = Field(description="Dimension of one attention head.")
+
+
 class Model(Strict):
     name: Name
     version: Version
@@ -323,7 +345,21 @@ class Model(Strict):
     signature_format: Literal["dsse", "model-signing"] = "dsse"
     dtype: Literal["bf16", "fp16", "fp8", "int8", "int4"] = "bf16"
     parameters_b: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
+    architecture: ModelArchitecture | None = Field(
+        default=None, description="Needed to size the KV cache (policy SV-006 warns without it)."
+    )
     card: ModelCard | None = None
+
+
+KvDtype = Literal["bf16", "fp16", "fp8", "int8"]
+
+
+class Speculative(Strict):
+    """Speculative decoding with a draft model that is itself a pinned, signed inventory model."""
+
+    draft_model: Name = Field(description="A `models[]` name.")
+    method: Literal["draft_model", "eagle", "eagle3", "ngram", "mtp"] = "draft_model"
+    num_tokens: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="Tokens proposed per step.")
 
 
 class Deployment(Strict):
@@ -336,7 +372,53 @@ class Deployment(Strict):
         "memory-bound)."
     )
     tensor_parallel: Annotated[int, Field(ge=1, le=64)] = 1
-    port: Annotated[int, Field(ge=1, le=65535)] = 8000
+    port: Port = 8000
+    devices: list[Annotated[int, Field(ge=0, le=1023)]] | None = Field(
+        default=None, description="Accelerator indexes it uses on each of its hosts (as many as tensor_parallel); "
+        "default: allocated first-fit from the indexes no other deployment claims."
+    )
+    max_model_len: Annotated[int, Field(ge=1, le=16_777_216)] = Field(default=4096, description="Longest "
+                                                                      "sequence (prompt + output) in tokens.")
+    max_batch: Annotated[int, Field(ge=1, le=65536)] = Field(default=8, description="Sequences served at once.")
+    kv_dtype: KvDtype | None = Field(default=None, description="KV-cache dtype; default: the model's dtype "
+                                     "(int4 weights: int8).")
+    speculative: Speculative | None = None
+
+    @model_validator(mode="after")
+    def _devices_match_tp(self) -> Deployment:
+        if self.devices is not None:
+            if len(set(self.devices)) != len(self.devices):
+                raise ValueError(f"devices {self.devices} lists an index twice")
+            if len(self.devices) != self.tensor_parallel:
+                raise ValueError(f"devices lists {len(self.devices)} index(es) but tensor_parallel is "
+                                 f"{self.tensor_parallel}: give one device per tensor-parallel rank")
+        return self
+
+
+class KvTransfer(Strict):
+    """How the prefill side hands the KV cache to the decode side."""
+
+    connector: Connector = Field(description="The runtime's KV connector (NixlConnector, P2pNcclConnector, "
+                                 "RblnNixlConnector, SovkitDemoConnector, ...); must be one its family supports.")
+    link: Literal["loopback", "ethernet", "rdma", "pcie", "nvlink"]
+    port: Port = Field(default=14579, description="The decode side's KV listener port (vLLM's kv_port default).")
+
+
+class Router(Strict):
+    """The endpoint that sends each request to prefill, then to decode."""
+
+    host: Name = Field(description="A `hosts[]` name the router runs on.")
+    port: Port
+
+
+class ServingGroup(Strict):
+    """Disaggregated serving: a prefill deployment and a decode deployment of one model, with a router."""
+
+    name: Name
+    prefill: Name = Field(description="A `deployments[]` name with role prefill.")
+    decode: Name = Field(description="A `deployments[]` name with role decode.")
+    kv_transfer: KvTransfer
+    router: Router
 
 
 class DataStore(Strict):
@@ -407,6 +489,7 @@ class Site(Strict):
     runtimes: list[Runtime] = []
     models: list[Model] = []
     deployments: list[Deployment] = []
+    serving_groups: list[ServingGroup] = []
     data_stores: list[DataStore] = []
     endpoints: list[Endpoint] = []
     telemetry: list[TelemetrySink] = []

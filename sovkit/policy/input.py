@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict
 
 from sovkit.catalog import Catalog, load_catalog
+from sovkit.inventory import serving as sv
 from sovkit.inventory.capacity import host_accelerator_memory_gb, rack_power
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.inventory.models import (
@@ -31,6 +32,8 @@ from sovkit.inventory.models import (
     ModelCard,
     ModelRegistry,
     Residency,
+    ServingGroup,
+    Site,
     TelemetrySink,
     Waiver,
 )
@@ -166,6 +169,90 @@ class SiteInfo(_Doc):
     location: str
 
 
+class ServingPlacement(_Doc):
+    """One deployment on one host as it will be served: devices, family, memory per device."""
+
+    deployment: str
+    host: str
+    address: str
+    role: str
+    group: str | None
+    side: str | None
+    model: str
+    runtime: str
+    runtime_family: str | None
+    tensor_parallel: int
+    devices: list[int]
+    device_kinds: list[str]
+    accelerator_vendors: list[str]
+    device_memory_gb: float | None
+    weights_bytes_per_device: float | None
+    kv_dtype: str | None
+    kv_bytes_per_token: int | None
+    kv_cache_bytes_per_device: float | None
+    max_model_len: int
+    max_batch: int
+
+
+class ServingSide(_Doc):
+    """What must match across a pair (SV-002)."""
+
+    deployment: str
+    role: str
+    model: str
+    model_version: str | None
+    runtime: str
+    runtime_family: str | None
+    kv_dtype: str | None
+
+
+class ServingGroupInfo(_Doc):
+    name: str
+    prefill: ServingSide | None
+    decode: ServingSide | None
+    connector: str
+    link: str
+    kv_port: int
+    router_host: str
+    router_port: int
+
+
+class ServingDeployment(_Doc):
+    name: str
+    role: str
+    group: str | None
+    side: str | None
+
+
+class ServingConflict(_Doc):
+    kind: str
+    host: str
+    resource: str
+    message: str
+
+
+class DraftInfo(_Doc):
+    """A deployment's speculative-decoding draft model, joined with its provenance (SV-007)."""
+
+    deployment: str
+    draft_model: str
+    method: str
+    num_tokens: int
+    found: bool
+    version: str | None
+    signature: SignatureInfo | None
+
+
+class ServingInfo(_Doc):
+    """Serving joined and placed in Python (sovkit/inventory/serving.py): Rego only compares."""
+
+    deployments: list[ServingDeployment]
+    groups: list[ServingGroupInfo]
+    placements: list[ServingPlacement]
+    conflicts: list[ServingConflict]
+    drafts: list[DraftInfo]
+
+
 class PolicyInput(_Doc):
     """The policy input document (its JSON Schema is published in docs/policy-input.md)."""
 
@@ -190,6 +277,7 @@ class PolicyInput(_Doc):
     model_registries: list[ModelRegistry]
     waivers: list[Waiver]
     placements: list[Placement]
+    serving: ServingInfo
     state: StateInfo | None
 
 
@@ -275,6 +363,85 @@ def _placements(hosts: list[HostInfo], models: list[ModelInfo], runtimes: list[R
     return out
 
 
+def accelerator_vendor(kind: str, catalog: Catalog) -> str | None:
+    """The vendor id of a catalog accelerator kind (what runtime families are matched against, SV-003)."""
+    acc = catalog.accelerators.get(kind)
+    return acc.vendor if acc is not None else None
+
+
+def _serving(site: Site, catalog: Catalog, models: list[ModelInfo]) -> ServingInfo:
+    placed = sv.placements(site, catalog)
+    by_model = {m.name: m for m in site.models}
+    info = {m.name: m for m in models}
+    families = {r.name: r.family for r in site.runtimes}
+    deployments = {d.name: d for d in site.deployments}
+    hosts = {h.name: h for h in site.hosts}
+    groups = sv.group_of(site)
+
+    def kv_dtype(d: Deployment) -> str | None:
+        model = by_model.get(d.model)
+        return sv.effective_kv_dtype(d, model) if model is not None else None
+
+    def side(name: str) -> ServingSide | None:
+        d = deployments.get(name)
+        if d is None:
+            return None
+        model = by_model.get(d.model)
+        return ServingSide(deployment=d.name, role=d.role, model=d.model,
+                           model_version=model.version if model else None, runtime=d.runtime,
+                           runtime_family=families.get(d.runtime), kv_dtype=kv_dtype(d))
+
+    def group(g: ServingGroup) -> ServingGroupInfo:
+        return ServingGroupInfo(name=g.name, prefill=side(g.prefill), decode=side(g.decode),
+                                connector=g.kv_transfer.connector, link=g.kv_transfer.link,
+                                kv_port=g.kv_transfer.port, router_host=g.router.host, router_port=g.router.port)
+
+    out = []
+    for p in placed.hosts:
+        d = deployments[p.deployment]
+        model = by_model.get(d.model)
+        kinds = list(p.device_kinds) or sv.host_devices(hosts[p.host])
+        dtype = kv_dtype(d)
+        weights: float | None = None
+        per_token: int | None = None
+        if model is not None:
+            if model.parameters_b is not None:
+                weights = model.parameters_b * 1e9 * sv.WEIGHT_DTYPE_BYTES[model.dtype] / d.tensor_parallel
+            else:
+                weights = info[model.name].weights_bytes / d.tensor_parallel
+            per_token = sv.kv_bytes_per_token(model, dtype) if dtype is not None else None
+        out.append(ServingPlacement(
+            deployment=d.name, host=p.host, address=hosts[p.host].address, role=d.role, group=p.group,
+            side=p.side, model=d.model, runtime=d.runtime, runtime_family=families.get(d.runtime),
+            tensor_parallel=d.tensor_parallel, devices=list(p.devices), device_kinds=list(p.device_kinds),
+            accelerator_vendors=sorted({v for k in kinds if (v := accelerator_vendor(k, catalog)) is not None}),
+            device_memory_gb=p.device_memory_gb, weights_bytes_per_device=weights, kv_dtype=dtype,
+            kv_bytes_per_token=per_token,
+            kv_cache_bytes_per_device=(per_token * d.max_model_len * d.max_batch / d.tensor_parallel
+                                       if per_token is not None else None),
+            max_model_len=d.max_model_len, max_batch=d.max_batch,
+        ))
+    drafts = []
+    for d in site.deployments:
+        if d.speculative is None:
+            continue
+        draft = info.get(d.speculative.draft_model)
+        drafts.append(DraftInfo(deployment=d.name, draft_model=d.speculative.draft_model,
+                                method=d.speculative.method, num_tokens=d.speculative.num_tokens,
+                                found=draft is not None, version=draft.version if draft else None,
+                                signature=draft.signature if draft else None))
+    return ServingInfo(
+        deployments=[ServingDeployment(name=d.name, role=d.role, group=groups[d.name][0].name if d.name in groups
+                                       else None, side=groups[d.name][1] if d.name in groups else None)
+                     for d in site.deployments],
+        groups=[group(g) for g in site.serving_groups],
+        placements=out,
+        conflicts=[ServingConflict(kind=c.kind, host=c.host, resource=c.resource, message=c.message)
+                   for c in placed.conflicts],
+        drafts=drafts,
+    )
+
+
 def build_input(inv: LoadedInventory, state: State | None = None, today: date | None = None) -> dict[str, Any]:
     """The policy input for ``inv`` (and the recorded ``state``, when there is one)."""
     site = inv.site
@@ -320,6 +487,7 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
         telemetry=list(site.telemetry), log_sinks=list(site.log_sinks), backups=list(site.backups),
         model_registries=list(site.model_registries), waivers=list(site.waivers),
         placements=_placements(hosts, models, runtimes, list(site.deployments)),
+        serving=_serving(site, catalog, models),
         state=StateInfo(serial=state.serial, lineage=state.lineage) if state is not None and state.hosts else None,
     )
     return doc.model_dump(mode="json")

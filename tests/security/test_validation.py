@@ -78,6 +78,13 @@ FIELDS: dict[str, tuple[Setter, str]] = {
     "models[0].signature": (_at("models", 0, "signature"), "models/demo-ko-chat/1.0/model.sig"),
     "deployments[0].name": (_at("deployments", 0, "name"), "chat-prefill"),
     "deployments[0].hosts[0]": (_at("deployments", 0, "hosts", 0), "npu-node-1"),
+    "deployments[1].speculative.draft_model": (_at("deployments", 1, "speculative", "draft_model"), "demo-ko-chat"),
+    "serving_groups[0].name": (_at("serving_groups", 0, "name"), "chat"),
+    "serving_groups[0].prefill": (_at("serving_groups", 0, "prefill"), "chat-prefill"),
+    "serving_groups[0].decode": (_at("serving_groups", 0, "decode"), "chat-decode"),
+    "serving_groups[0].kv_transfer.connector": (_at("serving_groups", 0, "kv_transfer", "connector"),
+                                                "P2pNcclConnector"),
+    "serving_groups[0].router.host": (_at("serving_groups", 0, "router", "host"), "npu-node-2"),
 }
 
 PAYLOADS: dict[str, str] = {

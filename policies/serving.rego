@@ -1,0 +1,215 @@
+# Serving: prefill/decode pairs that match, runtimes on accelerators they support, devices and ports that do
+# not clash, models plus KV cache that fit, draft models that are pinned and signed.
+# input.serving is joined and placed in Python (sovkit/inventory/serving.py): these rules only compare.
+package sovkit.serving
+
+import rego.v1
+
+import data.sovkit.lib
+
+_families := object.get(data.sovkit.config, "runtime_families", {})
+
+_headroom := object.get(data.sovkit.config, "serving_memory_headroom", 0.1)
+
+_gb(x) := round(x / 1e7) / 100
+
+# SV-001: a prefill or decode deployment is paired in a serving group; group members have the right roles.
+deny contains lib.finding(
+	"SV-001", "deny",
+	sprintf("deployment %s has role %s but is in no serving group, so nothing hands it the other half of a request", [d.name, d.role]),
+	lib.res("deployments", d.name),
+	"pair it with a decode (or prefill) deployment in serving_groups[], or set role: both for plain serving",
+) if {
+	some d in input.serving.deployments
+	d.role in {"prefill", "decode"}
+	d.group == null
+}
+
+deny contains lib.finding(
+	"SV-001", "deny",
+	sprintf("serving group %s uses deployment %s as %s, but its role is %s", [g.name, s.deployment, name, s.role]),
+	lib.res("serving_groups", g.name),
+	"give the group's prefill deployment role: prefill and its decode deployment role: decode",
+) if {
+	some g in input.serving.groups
+	some name in ["prefill", "decode"]
+	s := g[name]
+	s != null
+	s.role != name
+}
+
+_pair_fields := [["model", "model"], ["model_version", "model version"], ["runtime_family", "runtime family"], ["kv_dtype", "KV dtype"]]
+
+# SV-002: both halves serve the same model version with the same runtime family and KV dtype.
+deny contains lib.finding(
+	"SV-002", "deny",
+	sprintf("serving group %s: prefill %s and decode %s differ in %s (%v vs %v)", [g.name, g.prefill.deployment, g.decode.deployment, label, g.prefill[key], g.decode[key]]),
+	lib.res("serving_groups", g.name),
+	"serve one model version with one runtime family and one kv_dtype on both sides: the decode side reads the KV cache the prefill side wrote",
+) if {
+	some g in input.serving.groups
+	g.prefill != null
+	g.decode != null
+	some pair in _pair_fields
+	key := pair[0]
+	label := pair[1]
+	g.prefill[key] != g.decode[key]
+}
+
+# SV-003: the runtime family supports the accelerators it is placed on, and the group's KV connector.
+deny contains lib.finding(
+	"SV-003", "deny",
+	msg,
+	lib.res("deployments", p.deployment),
+	"use a runtime of a family that supports the host's accelerators (vllm: nvidia, vllm-rbln: rebellions, furiosa-llm: furiosa), or place the deployment on other hosts",
+) if {
+	some p in input.serving.placements
+	fam := _families[p.runtime_family]
+	some vendor in p.accelerator_vendors
+	not vendor in fam.vendors
+
+	# built with concat: rego-cpp leaves quotes in a sprintf %s of a joined list here (invalid JSON out)
+	msg := concat("", [
+		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, p.host, vendor]),
+		" (it supports: ", _list(fam.vendors), ")",
+	])
+}
+
+deny contains lib.finding(
+	"SV-003", "deny",
+	sprintf("deployment %s: runtime family %s has no entry in data.sovkit.config.runtime_families, so its accelerator support is unknown", [p.deployment, p.runtime_family]),
+	lib.res("deployments", p.deployment),
+	"add the family (vendors, connectors, sources) to runtime_families in the policy data",
+) if {
+	some p in input.serving.placements
+	p.runtime_family != null
+	not _families[p.runtime_family]
+}
+
+deny contains lib.finding(
+	"SV-003", "deny",
+	msg,
+	lib.res("serving_groups", g.name),
+	"pick a connector the runtime supports (e.g. NixlConnector for vllm, RblnNixlConnector for vllm-rbln), or a runtime that does disaggregated serving",
+) if {
+	some g in input.serving.groups
+	some family in {s.runtime_family | some name in ["prefill", "decode"]; s := g[name]; s != null}
+	fam := _families[family]
+	not g.connector in fam.connectors
+	msg := concat("", [
+		sprintf("serving group %s: KV connector %s is not one runtime family %s supports", [g.name, g.connector, family]),
+		" (it supports: ", _list(fam.connectors), ")",
+	])
+}
+
+_list(xs) := "none" if count(xs) == 0
+
+_list(xs) := concat(", ", xs) if count(xs) > 0
+
+# SV-004: no accelerator device claimed twice on a host; enough free devices for every deployment.
+deny contains lib.finding(
+	"SV-004", "deny", c.message, c.resource,
+	"give each deployment its own devices: fix devices: lists, lower tensor_parallel, or move a deployment to another host",
+) if {
+	some c in input.serving.conflicts
+	c.kind in {"device", "devices"}
+}
+
+# SV-005: no port used twice on one address (hosts sharing an address share its ports).
+deny contains lib.finding(
+	"SV-005", "deny", c.message, c.resource,
+	"give each deployment, KV listener (kv_transfer.port) and router its own port on that address",
+) if {
+	some c in input.serving.conflicts
+	c.kind == "port"
+}
+
+# SV-006: weights per device plus the KV cache for max_model_len x max_batch fit the device, with headroom.
+_need(p) := p.weights_bytes_per_device + p.kv_cache_bytes_per_device
+
+deny contains lib.finding(
+	"SV-006", "deny",
+	sprintf("deployment %s on host %s needs %v GB per device (weights %v GB + KV cache %v GB for %d tokens x %d sequences), more than the %v GB a device has", [p.deployment, p.host, _gb(_need(p)), _gb(p.weights_bytes_per_device), _gb(p.kv_cache_bytes_per_device), p.max_model_len, p.max_batch, p.device_memory_gb]),
+	lib.res("deployments", p.deployment),
+	"lower max_model_len or max_batch, use a smaller kv_dtype (fp8), raise tensor_parallel, or use devices with more memory",
+) if {
+	some p in input.serving.placements
+	p.device_memory_gb != null
+	p.weights_bytes_per_device != null
+	p.kv_cache_bytes_per_device != null
+	_need(p) > p.device_memory_gb * 1e9
+}
+
+warn contains lib.finding(
+	"SV-006", "warn",
+	sprintf("deployment %s on host %s needs %v GB of a device's %v GB: less than the %v%% headroom is left for activations and fragmentation", [p.deployment, p.host, _gb(_need(p)), p.device_memory_gb, round(_headroom * 100)]),
+	lib.res("deployments", p.deployment),
+	"lower max_model_len or max_batch, use kv_dtype fp8, or raise tensor_parallel (headroom: serving_memory_headroom in the policy data)",
+) if {
+	some p in input.serving.placements
+	p.device_memory_gb != null
+	p.weights_bytes_per_device != null
+	p.kv_cache_bytes_per_device != null
+	_need(p) <= p.device_memory_gb * 1e9
+	_need(p) > (1 - _headroom) * p.device_memory_gb * 1e9
+}
+
+warn contains lib.finding(
+	"SV-006", "warn",
+	sprintf("deployment %s: model %s has no architecture, so its KV cache cannot be sized; only the weights were checked against device memory", [p.deployment, p.model]),
+	lib.res("deployments", p.deployment),
+	"add models[].architecture {layers, kv_heads, head_dim} (from the model's config.json)",
+) if {
+	some p in input.serving.placements
+	p.weights_bytes_per_device != null
+	p.kv_bytes_per_token == null
+}
+
+deny contains lib.finding(
+	"SV-006", "deny",
+	sprintf("deployment %s on host %s: the weights alone need %v GB per device, more than the %v GB a device has", [p.deployment, p.host, _gb(p.weights_bytes_per_device), p.device_memory_gb]),
+	lib.res("deployments", p.deployment),
+	"raise tensor_parallel, use devices with more memory, or a smaller (quantized) model",
+) if {
+	some p in input.serving.placements
+	p.kv_bytes_per_token == null
+	p.device_memory_gb != null
+	p.weights_bytes_per_device != null
+	p.weights_bytes_per_device > p.device_memory_gb * 1e9
+}
+
+# SV-007: a speculative-decoding draft model is pinned and carries a verifying publisher signature.
+deny contains lib.finding(
+	"SV-007", "deny",
+	sprintf("deployment %s: draft model %s version %s is not pinned", [s.deployment, s.draft_model, s.version]),
+	lib.res("deployments", s.deployment),
+	"pin the draft model's exact version, as for any served model",
+) if {
+	some s in input.serving.drafts
+	s.found == true
+	not lib.pinned_version(s.version)
+}
+
+deny contains lib.finding(
+	"SV-007", "deny",
+	sprintf("deployment %s: draft model %s has no publisher signature", [s.deployment, s.draft_model]),
+	lib.res("deployments", s.deployment),
+	"obtain the publisher's signature over the draft model's files and set models[].signature",
+) if {
+	some s in input.serving.drafts
+	s.found == true
+	s.signature.path == null
+}
+
+deny contains lib.finding(
+	"SV-007", "deny",
+	sprintf("deployment %s: draft model %s signature does not verify: %s", [s.deployment, s.draft_model, s.signature.reason]),
+	lib.res("deployments", s.deployment),
+	"fetch the approved draft model and its signature again, or check trust_roots.publishers",
+) if {
+	some s in input.serving.drafts
+	s.found == true
+	s.signature.path != null
+	s.signature.checked == true
+	s.signature.verified != true
+}

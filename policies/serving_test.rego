@@ -1,0 +1,161 @@
+package sovkit.serving_test
+
+import rego.v1
+
+import data.sovkit.serving
+
+_ids(fs) := {f.id | some f in fs}
+
+_side(dep, role) := {"deployment": dep, "role": role, "model": "m", "model_version": "1.0", "runtime": "rt", "runtime_family": "vllm", "kv_dtype": "bf16"}
+
+_group := {
+	"name": "g", "prefill": _side("p", "prefill"), "decode": _side("d", "decode"),
+	"connector": "NixlConnector", "link": "rdma", "kv_port": 14579, "router_host": "h1", "router_port": 8000,
+}
+
+# 8 B weights per device + 4 GB KV cache on an 80 GB device: fits with headroom.
+_place := {
+	"deployment": "p", "host": "h1", "address": "10.0.0.1", "role": "prefill", "group": "g", "side": "prefill",
+	"model": "m", "runtime": "rt", "runtime_family": "vllm", "tensor_parallel": 2, "devices": [0, 1],
+	"device_kinds": ["nvidia-h100-sxm", "nvidia-h100-sxm"], "accelerator_vendors": ["nvidia"],
+	"device_memory_gb": 80, "weights_bytes_per_device": 8e9, "kv_dtype": "bf16", "kv_bytes_per_token": 131072,
+	"kv_cache_bytes_per_device": 4e9, "max_model_len": 4096, "max_batch": 8,
+}
+
+_sig := {"path": "d.sig", "format": "dsse", "signer": "pub", "checked": true, "verified": true, "keyid": "k", "reason": "ok"}
+
+_draft := {"deployment": "p", "draft_model": "small", "method": "draft_model", "num_tokens": 4, "found": true, "version": "1.0", "signature": _sig}
+
+_serving := {
+	"deployments": [
+		{"name": "p", "role": "prefill", "group": "g", "side": "prefill"},
+		{"name": "d", "role": "decode", "group": "g", "side": "decode"},
+	],
+	"groups": [_group],
+	"placements": [_place],
+	"conflicts": [],
+	"drafts": [_draft],
+}
+
+_with(patch) := object.union(_serving, patch)
+
+_place_with(patch) := _with({"placements": [object.union(_place, patch)]})
+
+_group_with(patch) := _with({"groups": [object.union(_group, patch)]})
+
+test_good_serving_passes if {
+	count(serving.deny) == 0 with input.serving as _serving
+	count(serving.warn) == 0 with input.serving as _serving
+}
+
+test_plain_deployment_needs_no_group if {
+	s := _with({"deployments": [{"name": "x", "role": "both", "group": null, "side": null}], "groups": []})
+	count(serving.deny) == 0 with input.serving as s
+}
+
+test_sv_001_unpaired_prefill if {
+	s := _with({"deployments": [{"name": "p", "role": "prefill", "group": null, "side": null}], "groups": []})
+	_ids(serving.deny) == {"SV-001"} with input.serving as s
+}
+
+test_sv_001_group_member_with_wrong_role if {
+	s := _group_with({"decode": _side("d", "both")})
+	_ids(serving.deny) == {"SV-001"} with input.serving as s
+	some f in serving.deny with input.serving as s
+	f.resource == "serving_groups/g"
+}
+
+test_sv_002_model_version_differs if {
+	s := _group_with({"decode": object.union(_side("d", "decode"), {"model_version": "1.1"})})
+	_ids(serving.deny) == {"SV-002"} with input.serving as s
+}
+
+test_sv_002_kv_dtype_differs if {
+	s := _group_with({"decode": object.union(_side("d", "decode"), {"kv_dtype": "fp8"})})
+	_ids(serving.deny) == {"SV-002"} with input.serving as s
+}
+
+test_sv_002_runtime_family_differs if {
+	# vllm-rbln does not know NixlConnector either: SV-003 joins SV-002
+	s := _group_with({"decode": object.union(_side("d", "decode"), {"runtime_family": "vllm-rbln"})})
+	_ids(serving.deny) == {"SV-002", "SV-003"} with input.serving as s
+}
+
+test_sv_003_family_on_unsupported_accelerator if {
+	s := _place_with({"runtime_family": "furiosa-llm"})
+	_ids(serving.deny) == {"SV-003"} with input.serving as s
+}
+
+test_sv_003_family_missing_from_data if {
+	s := _place_with({"runtime_family": "vllm"})
+	_ids(serving.deny) == {"SV-003"} with input.serving as s with data.sovkit.config.runtime_families as {}
+}
+
+test_sv_003_connector_not_supported if {
+	s := _group_with({"connector": "RblnNixlConnector"})
+	_ids(serving.deny) == {"SV-003"} with input.serving as s
+}
+
+test_sv_003_family_without_disaggregation if {
+	fam := {"deployment": "x", "role": "prefill", "model": "m", "model_version": "1.0", "runtime": "f", "runtime_family": "furiosa-llm", "kv_dtype": "bf16"}
+	s := _group_with({"prefill": fam, "decode": object.union(fam, {"role": "decode"})})
+	_ids(serving.deny) == {"SV-003"} with input.serving as s
+}
+
+test_sv_004_device_claimed_twice if {
+	s := _with({"conflicts": [{"kind": "device", "host": "h1", "resource": "deployments/d", "message": "device 0 on host h1 is claimed by deployments p and d"}]})
+	_ids(serving.deny) == {"SV-004"} with input.serving as s
+}
+
+test_sv_004_not_enough_devices if {
+	s := _with({"conflicts": [{"kind": "devices", "host": "h1", "resource": "deployments/d", "message": "needs 2"}]})
+	_ids(serving.deny) == {"SV-004"} with input.serving as s
+}
+
+test_sv_005_port_clash if {
+	s := _with({"conflicts": [{"kind": "port", "host": "h1", "resource": "serving_groups/g", "message": "port 8000 on address 10.0.0.1"}]})
+	_ids(serving.deny) == {"SV-005"} with input.serving as s
+}
+
+test_sv_006_does_not_fit if {
+	s := _place_with({"kv_cache_bytes_per_device": 73e9})
+	_ids(serving.deny) == {"SV-006"} with input.serving as s
+}
+
+test_sv_006_little_headroom_warns if {
+	# 8 + 65 = 73 GB of 80: fits, but above 90 %
+	s := _place_with({"kv_cache_bytes_per_device": 65e9})
+	count(serving.deny) == 0 with input.serving as s
+	_ids(serving.warn) == {"SV-006"} with input.serving as s
+}
+
+test_sv_006_headroom_is_configurable if {
+	s := _place_with({"kv_cache_bytes_per_device": 65e9})
+	count(serving.warn) == 0 with input.serving as s with data.sovkit.config.serving_memory_headroom as 0.05
+}
+
+test_sv_006_no_architecture_warns_never_silent if {
+	s := _place_with({"kv_bytes_per_token": null, "kv_cache_bytes_per_device": null})
+	count(serving.deny) == 0 with input.serving as s
+	_ids(serving.warn) == {"SV-006"} with input.serving as s
+}
+
+test_sv_006_no_architecture_weights_alone_too_big if {
+	s := _place_with({"kv_bytes_per_token": null, "kv_cache_bytes_per_device": null, "weights_bytes_per_device": 90e9})
+	_ids(serving.deny) == {"SV-006"} with input.serving as s
+}
+
+test_sv_007_draft_unpinned if {
+	s := _with({"drafts": [object.union(_draft, {"version": "latest"})]})
+	_ids(serving.deny) == {"SV-007"} with input.serving as s
+}
+
+test_sv_007_draft_unsigned if {
+	s := _with({"drafts": [object.union(_draft, {"signature": object.union(_sig, {"path": null, "checked": false, "verified": false})})]})
+	_ids(serving.deny) == {"SV-007"} with input.serving as s
+}
+
+test_sv_007_draft_signature_does_not_verify if {
+	s := _with({"drafts": [object.union(_draft, {"signature": object.union(_sig, {"verified": false, "reason": "bad"})})]})
+	_ids(serving.deny) == {"SV-007"} with input.serving as s
+}
