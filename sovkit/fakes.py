@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from sovkit.errors import ProvisionError, StateError, StateLocked
-from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from sovkit.provision.executor import RECORD_KEYS, ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
 from sovkit.signing.keys import LocalSigner, PublicKey
 from sovkit.state.models import LockInfo, State
@@ -52,7 +52,7 @@ RC_OK, RC_FAILED, RC_UNREACHABLE, RC_CANCELLED = 0, 2, 4, 254
 # --------------------------------------------------------------------------------------------- executor
 
 StepKind = Literal["ok", "record", "failed", "unreachable"]
-_RECORD_KEYS = ("sovkit_record", "sovkit_observed")
+_RECORD_KEYS = tuple(sorted(RECORD_KEYS))
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,8 @@ def unreachable(task: str, message: str = "unreachable") -> Step:
 
 def observed(**lists: list[Any]) -> dict[str, Any]:
     """The ``msg`` of observe.yml's record task: every list it has, empty unless given."""
-    keys = ("firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files", "serving")
+    keys = ("firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files", "serving",
+            "serving_status", "serving_models")
     unknown = set(lists) - set(keys)
     if unknown:
         raise ValueError(f"observe.yml records no {', '.join(sorted(unknown))}")

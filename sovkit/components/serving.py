@@ -199,7 +199,7 @@ class Serving(ComponentKind):
                 ctx, name=dep.name, kind="deployment", group=group.name if group else None, role=dep.role,
                 model=m.name, model_version=m.version, runtime=rt.name, runtime_version=rt.version,
                 port=dep.port, tp=dep.tensor_parallel, devices=site.devices(ctx.host.name, dep.name),
-                launch=launch, readiness=profile.endpoints.readiness, models_path=profile.endpoints.models,
+                launch=launch, readiness=profile.endpoints.readiness.path, models_path=profile.endpoints.models.path,
                 takes_traffic=group is None, deadline_s=dep.readiness_timeout_s)
         for group in ctx.site.inv.site.serving_groups:
             if group.router.host != ctx.host.name:
@@ -231,8 +231,10 @@ class Serving(ComponentKind):
         after = {"role": want.role, "model": f"{want.model} {want.model_version}", "port": want.port,
                  "config_sha256": want.config_sha256}
         if have is None:
+            what = (f"router of group {want.group} (prefill, then decode)" if want.kind == "router"
+                    else f"{want.role} server for {want.model} {want.model_version}")
             return Change(host=host, component=self.name, name=name, action="create", after=after,
-                          reason=f"{want.role} server for {want.model} {want.model_version} on port {want.port}")
+                          reason=f"{what} on port {want.port}")
         before = {"role": have.role, "model": f"{have.model} {have.model_version}", "port": have.port,
                   "config_sha256": have.config_sha256}
         if have.config_sha256 == want.config_sha256:

@@ -383,6 +383,9 @@ class Deployment(Strict):
     kv_dtype: KvDtype | None = Field(default=None, description="KV-cache dtype; default: the model's dtype "
                                      "(int4 weights: int8).")
     speculative: Speculative | None = None
+    readiness_timeout_s: Annotated[int, Field(ge=1, le=86_400)] = Field(
+        default=600, description="How long apply waits for the server to become ready (loading weights takes "
+        "minutes on real hardware) before the deployment is rolled back.")
 
     @model_validator(mode="after")
     def _devices_match_tp(self) -> Deployment:

@@ -30,7 +30,7 @@ from ansible_runner.interface import init_runner
 
 from sovkit import identifiers
 from sovkit.errors import ProvisionError
-from sovkit.provision.executor import ExecEvent, HostOutcome, HostTarget, RunResult
+from sovkit.provision.executor import RECORD_KEYS, ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
 
 _TASK_EVENTS = {"runner_on_start", "playbook_on_task_start"}
@@ -314,13 +314,13 @@ class AnsibleRunnerExecutor:
                 on_event(ExecEvent("task", host, task))
             elif kind == "runner_item_on_ok" and host in outcomes:
                 msg = res.get("msg")
-                if isinstance(msg, dict) and ("sovkit_record" in msg or "sovkit_observed" in msg):
+                if isinstance(msg, dict) and not RECORD_KEYS.isdisjoint(msg):
                     on_event(ExecEvent("record", host, task, data=msg))
             elif kind == "runner_on_ok" and host in outcomes:
                 outcomes[host].ok += 1
                 outcomes[host].changed += int(bool(res.get("changed")))
                 msg = res.get("msg")
-                if isinstance(msg, dict) and ("sovkit_record" in msg or "sovkit_observed" in msg):
+                if isinstance(msg, dict) and not RECORD_KEYS.isdisjoint(msg):
                     on_event(ExecEvent("record", host, task, data=msg))
                 else:
                     on_event(ExecEvent("ok", host, task))

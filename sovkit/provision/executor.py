@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+#: keys of the debug messages that carry results back to sovkit as "record" events (apply and rollback
+#: records, observe.yml's observation, probe.yml's serving probes)
+RECORD_KEYS = frozenset({"sovkit_record", "sovkit_observed", "sovkit_probed"})
+
 EventKind = Literal["task", "ok", "failed", "unreachable", "record", "host_done"]
 
 

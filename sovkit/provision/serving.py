@@ -145,7 +145,7 @@ class _Runner:
             for i, (m, op) in enumerate(items):
                 if lines is None or i >= len(lines):
                     out[(host, m.want.deployment, op)] = {
-                        "ok": False, "error": f"host not probed: {outcome.error or 'no result'}"}
+                        "ok": False, "unprobed": True, "error": f"host not probed: {outcome.error or 'no result'}"}
                 else:
                     out[(host, m.want.deployment, op)] = _parse(lines[i])
         return out
@@ -169,7 +169,8 @@ class _Runner:
                 ok = bool(r.get("ok")) and (s is None or bool(s.get("ok")))
                 if not ok or (m is u.front and s is None):
                     unit_ok = False
-                error = "" if r.get("ok") else f"not ready within {m.want.deadline_s} s: {_err(r)}"
+                error = "" if r.get("ok") else (_err(r) if r.get("unprobed") else
+                                                 f"not ready within {m.want.deadline_s} s: {_err(r)}")
                 if not error and s is not None and not s.get("ok"):
                     error = f"smoke request failed: {_err(s)}"
                 rec = state.hosts.get(m.host, HostRecord()).serving.get(m.want.deployment)
