@@ -61,8 +61,9 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 def _stop_serving(request: pytest.FixtureRequest) -> Iterator[None]:
     """Serving processes a test's apply started under its tmp_path are stopped when the test ends (ports free)."""
     yield
-    if "tmp_path" in request.fixturenames:
-        stop_all(request.getfixturevalue("tmp_path"))
+    path = getattr(request.node, "funcargs", {}).get("tmp_path")
+    if isinstance(path, Path):
+        stop_all(path)
 
 
 @pytest.fixture(autouse=True, scope="session")

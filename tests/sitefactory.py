@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import shutil
+import socket
 import sys
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,18 @@ class Site:
         return root if root.is_absolute() else self.root / root
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on this machine right now (bound to port 0, then released)."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in socks]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
 def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
     """Copy the demo site to ``tmp``; optionally replace its hosts (deployments are re-spread over them).
 
@@ -99,6 +112,10 @@ def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
         site.data["deployments"][0]["hosts"] = names[:1]
         site.data["deployments"][1]["hosts"] = names[1:] or names[:1]
         site.data["serving_groups"][0]["router"]["host"] = names[0]
+    ports = free_ports(4)  # the demo's fixed ports would clash with another site's servers still running
+    site.data["deployments"][0]["port"], site.data["deployments"][1]["port"] = ports[0], ports[1]
+    site.data["serving_groups"][0]["kv_transfer"]["port"] = ports[2]
+    site.data["serving_groups"][0]["router"]["port"] = ports[3]
     key = root / ".sovkit" / "keys" / "operator.key"
     write_keypair(LocalSigner.generate(), key, None)
     site.save()

@@ -54,7 +54,7 @@ def test_steps_can_depend_on_the_variables(tmp_path: Path) -> None:
 
 
 def test_a_record_step_must_carry_a_sovkit_record() -> None:
-    with pytest.raises(ValueError, match="sovkit_record or sovkit_observed"):
+    with pytest.raises(ValueError, match="sovkit_observed or sovkit_probed or sovkit_record"):
         record("sovkit record firmware", {"component": "firmware"})
     with pytest.raises(ValueError, match="no bogus"):
         observed(bogus=[1])

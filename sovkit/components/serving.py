@@ -213,19 +213,22 @@ class Serving(ComponentKind):
         name = f"{group.name}-router"
         paths = _paths(ctx.root, name)
 
-        def upstream(dep: Deployment) -> str:
-            return _endpoint(site.hosts[dep.hosts[0]].address, dep.port)
-
-        launch = Launch(argv=[ctx.python, paths["router_path"], "--host", "0.0.0.0",
-                              "--port", str(group.router.port), "--prefill", upstream(prefill),
-                              "--decode", upstream(decode)], env={})
+        argv = [ctx.python, paths["router_path"], "--host", "0.0.0.0", "--port", str(group.router.port)]
+        for h in dict.fromkeys(prefill.hosts):
+            argv += ["--prefill", _endpoint(site.hosts[h].address, prefill.port)]
+        for h in dict.fromkeys(decode.hosts):  # each decode with its KV listener: the router tells prefill where
+            address = site.hosts[h].address
+            argv += ["--decode", _endpoint(address, decode.port),
+                     "--decode-kv", f"[{address}]:{group.kv_transfer.port}" if ":" in address
+                     else f"{address}:{group.kv_transfer.port}"]
+        launch = Launch(argv=argv, env={})
         return self._entry(
             ctx, name=name, kind="router", group=group.name, role="router", model=m.name,
             model_version=m.version, runtime=ROUTER_RUNTIME, runtime_version=router_version(),
             port=group.router.port, tp=1, devices=(), launch=launch, readiness="/health",
             models_path="/v1/models", takes_traffic=True,
             deadline_s=max(prefill.readiness_timeout_s, decode.readiness_timeout_s),
-            extra_digest=router_source())
+            extra_digest=router_source() + m.version)  # a new model version restarts the group as a whole
 
     def changes(self, host: str, name: str, want: DesiredServing, have: ServingRecord | None) -> Change | None:
         after = {"role": want.role, "model": f"{want.model} {want.model_version}", "port": want.port,

@@ -121,6 +121,8 @@ class _Runner:
 
     def probe(self, jobs: list[tuple[Member, str]]) -> dict[tuple[str, str, str], dict[str, Any]]:
         """Run probes (member, "ready"|"smoke"); a host that could not be reached answers every probe as failed."""
+        if not jobs:
+            return {}
         per_host: dict[str, list[tuple[Member, str]]] = {}
         for m, op in jobs:
             per_host.setdefault(m.host, []).append((m, op))
@@ -154,7 +156,14 @@ class _Runner:
               only: dict[str, set[tuple[str, str]]] | None = None) -> tuple[list[ServingCheck], set[str]]:
         """Readiness of every member, then a smoke request to each unit whose members are all ready.
         Returns the checks and the names of the units that failed; statuses are written into ``state``."""
-        ready = self.probe([(m, "ready") for u in todo for m in u.members])
+        failed_start = {(m.host, m.want.deployment): rec.detail for u in todo for m in u.members
+                        if (rec := state.hosts.get(m.host, HostRecord()).serving.get(m.want.deployment)) is not None
+                        and rec.status == "start-failed"}
+        ready = self.probe([(m, "ready") for u in todo for m in u.members
+                            if (m.host, m.want.deployment) not in failed_start])
+        for (host, name), detail in failed_start.items():  # no point waiting for a process that exited at once
+            ready[(host, name, "ready")] = {"ok": False, "unprobed": True,
+                                            "error": f"did not start: {detail or 'no reason given'}"}
         fronts = [u.front for u in todo if u.front is not None
                   and all(ready[(m.host, m.want.deployment, "ready")].get("ok") for m in u.members)]
         smoke = self.probe([(f, "smoke") for f in fronts if f is not None]) if fronts else {}

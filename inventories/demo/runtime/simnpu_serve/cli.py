@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from simnpu_serve import __version__
-from simnpu_serve.model import RefuseToStart, load
+from simnpu_serve.model import RefuseToStart, load, max_position_embeddings
 from simnpu_serve.server import ROLES, App, Config, make_servers
 
 
@@ -83,6 +83,10 @@ def main(argv: list[str]) -> int:
         model = load(args.model_path, args.manifest)
     except RefuseToStart as exc:
         _fail(str(exc))
+    limit = max_position_embeddings(model.root / "config.json")
+    if limit is not None and cfg.max_model_len > limit:
+        # as vLLM refuses a max_model_len beyond what the model was trained for
+        _fail(f"--max-model-len {cfg.max_model_len} is greater than the model's max_position_embeddings {limit}")
     app = App(model, cfg)
     try:
         servers = make_servers(app, args.host, args.port)

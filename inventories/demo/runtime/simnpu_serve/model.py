@@ -113,6 +113,15 @@ def kv_per_token(config_file: Path) -> tuple[int, str]:
     return 2 * layers * kv_heads * head_dim * size, short
 
 
+def max_position_embeddings(config_file: Path) -> int | None:
+    """The longest sequence the model supports, when its config.json says (Hugging Face's key)."""
+    try:
+        value = json.loads(config_file.read_bytes()).get("max_position_embeddings")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, int) and value > 0 else None
+
+
 def prompt_tokens(prompt: str) -> int:
     """Byte-level tokens (the demo model's vocabulary is 256 bytes); at least one."""
     return max(1, len(prompt.encode("utf-8")))
