@@ -158,7 +158,9 @@ def test_a_field_added_to_the_state_serving_record_reaches_the_audit(tmp_path: P
                 env={"PYTHONPATH": str(copy)}, cwd=tmp_path)  # `-m` puts the cwd first on sys.path
     assert r.code == 0, r.text
     (host,) = json.loads((tmp_path / "pack/report.json").read_text())["installed"]
-    assert host["serving"] == [{**serving, "name": "chat"}]
+    defaults = {"endpoint": "", "status": "installed", "served_version": None, "ttft_ms": None, "checked_at": "",
+                "detail": ""}  # the fields a state written before they existed reads back with
+    assert host["serving"] == [{**defaults, **serving, "name": "chat"}]
 
 
 def test_the_bundle_is_not_evaluated_from_an_untrusted_pack(denied_pack: tuple[Path, Path], tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Any
@@ -53,7 +54,7 @@ CASES = [
      lambda s: s.clear(),
      [("npu-node-1", "firmware", KIND, "create"), ("npu-node-1", "runtime", "simnpu-serve", "create"),
       ("npu-node-1", "model", "demo-ko-chat", "create"), ("npu-node-1", "serving", "chat-prefill", "create"),
-      ("npu-node-2", "firmware", KIND, "create"), ("npu-node-2", "runtime", "simnpu-serve", "create"),
+      ("npu-node-1", "serving", "chat-router", "create"), ("npu-node-2", "firmware", KIND, "create"), ("npu-node-2", "runtime", "simnpu-serve", "create"),
       ("npu-node-2", "model", "demo-ko-chat", "create"), ("npu-node-2", "serving", "chat-decode", "create")],
      None),
     ("converged: no changes", lambda s: None, [], None),
@@ -117,9 +118,13 @@ def test_a_deployment_change_updates_only_its_serving_config(tmp_path: Path) -> 
     finally:
         changed_file.unlink()
     plan = diff("demo", changed, converged())
-    assert [(c.host, c.component, c.action) for c in plan.changes] == [("npu-node-1", "serving", "update")]
+    # the prefill listens elsewhere, and its group's router must send there: both restart, nothing else
+    assert [(c.host, c.component, c.name, c.action) for c in plan.changes] == [
+        ("npu-node-1", "serving", "chat-prefill", "update"), ("npu-node-1", "serving", "chat-router", "update")]
     assert plan.changes[0].reason == "serving configuration changed: port 8101 → 9999"
-    assert "port: 9999" in changed["npu-node-1"].serving["chat-prefill"].config
+    assert plan.changes[1].reason == "serving configuration changed"
+    assert "9999" in json.loads(changed["npu-node-1"].serving["chat-prefill"].spec)["argv"]
+    assert "http://127.0.0.1:9999" in json.loads(changed["npu-node-1"].serving["chat-router"].spec)["argv"]
 
 
 def test_pinned_artifacts_cover_every_file_installed() -> None:

@@ -69,7 +69,7 @@ def test_human_output_groups_changes_per_host_with_markers_and_a_summary(mixed: 
         "    + firmware rebellions-atom-max: flash 1.2.0 on 2 device(s)",
         "    + runtime simnpu-serve: install simnpu-serve 1.0.0",
         "    + model demo-ko-chat: install demo-ko-chat 1.0 (3 files) and activate",
-        "    + serving chat-decode: decode server for demo-ko-chat 1.0 on port 8102",
+        f"    + serving chat-decode: decode server for demo-ko-chat 1.0 on port {mixed.data['deployments'][1]['port']}",
     ]
     assert "Plan: 4 to create, 1 to update, 1 to delete." in lines
     assert "Policy: allowed" in r.out
@@ -92,7 +92,7 @@ def test_json_output(mixed: Site, cli: Cli) -> None:
     plan = doc["plan"]
     assert plan["site"] == "demo"
     assert plan["summary"] == {"create": 4, "update": 1, "delete": 1}
-    assert plan["unchanged"] == 3  # npu-node-1: runtime, model, serving
+    assert plan["unchanged"] == 4  # npu-node-1: runtime, model, the prefill server and the router
     got = [(c["host"], c["action"], c["component"], c["name"]) for c in plan["changes"]]
     assert got == [
         ("npu-node-1", "update", "firmware", KIND), ("npu-node-1", "delete", "model", "old-model"),

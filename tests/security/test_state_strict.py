@@ -104,4 +104,4 @@ def test_deleted_state_with_a_backup_is_called_out_in_the_plan(tmp_path: Path) -
     assert f"cp {store.directory}/state.json.backup {store.path}" in warnings[0] and "sovkit refresh" in warnings[0]
     human = run_cli("plan", site.path)
     assert "warning: " in human.err and "state.json.backup" in human.err
-    assert "8 to create" in human.out
+    assert "9 to create" in human.out
