@@ -167,6 +167,7 @@ __all__ = [
     "run_policy_tests",
     "save_plan",
     "serving_request",
+    "serving_stop",
     "serving_status",
     "site_power",
     "validate",
@@ -279,6 +280,12 @@ def serving_request(*, workspace: Workspace, prompt: str, target: str | None = N
                     max_tokens: int = 16) -> Answer:
     """One streamed completion through a serving group's router (or a plain deployment), timed."""
     return _send_request(desired_site(workspace.inventory), prompt, target, max_tokens)
+
+
+def serving_stop(*, workspace: Workspace, hosts: list[str] | None = None, on_event: OnEvent = _quiet
+                 ) -> ApplyReport:
+    """Stop the recorded serving processes (on ``hosts``, or everywhere); `apply` starts them again."""
+    return workflow.stop_serving(workspace, hosts, on_event)
 
 
 def check_policy(*, workspace: Workspace) -> PolicyDecision:

@@ -30,7 +30,7 @@ from sovkit.plan.planfile import check_bindings as check_bindings_values
 from sovkit.policy.api import PolicyDecision, evaluate_policy, policy_pack_digest
 from sovkit.provision.apply import ApplyReport, execute_plan, run_recording
 from sovkit.provision.executor import ExecEvent
-from sovkit.provision.hostvars import rollback_target
+from sovkit.provision.hostvars import common_target, rollback_target
 from sovkit.provision.observe import observe, with_findings
 from sovkit.provision.preflight import Preflight
 from sovkit.state.models import State, now
@@ -341,3 +341,35 @@ def rollback(ws: Workspace, model: str, hosts: list[str] | None = None, on_event
                                policy_allowed=True, findings=[])
             attest_provision(ws.attestations, report, ctx, chosen, desired, ws.signer)
     return report
+
+
+def stop_serving(ws: Workspace, hosts: list[str] | None = None, on_event: OnEvent = _quiet) -> ApplyReport:
+    """Stop the serving processes recorded on ``hosts`` (default: all); each is recorded ``stopped``.
+
+    Not attested as a provision: nothing installed changes. The next plan shows each stopped process as a
+    restart, because the inventory still asks for it.
+    """
+    with ws.store.lock("serving stop"):
+        state = ws.store.read()
+        desired = desired_site(ws.inventory)
+        known = ws.directory / "known_hosts"
+        targets = []
+        for host, rec in sorted(state.hosts.items()):
+            want = desired.get(host)
+            if want is None or (hosts is not None and host not in hosts):
+                continue
+            items = [{"name": name, "service": w.service, "manager": w.service_manager, "rundir": w.rundir,
+                      "fields": rec.serving[name].model_dump(mode="json", exclude={"served_version", "ttft_ms"})}
+                     for name, w in sorted(want.serving.items()) if name in rec.serving]
+            if items:
+                target = common_target(ws.inventory, want, known)
+                target.variables["sovkit_serving_stop"] = items
+                targets.append(target)
+        if not targets:
+            raise SovkitError("no serving process is recorded on " + (", ".join(hosts) if hosts else "this site"),
+                              "`sovkit apply` starts them")
+        started = now()
+        new_state, run_id, outcomes, records = run_recording(
+            "serving_stop.yml", targets, state, ws.store, ws.executor, ws.runs, on_event, {})
+    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=outcomes, state=new_state,
+                       preflight=Preflight(), records=records)

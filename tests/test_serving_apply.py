@@ -95,6 +95,15 @@ def test_apply_starts_serving_checks_it_and_answers_through_the_router(served: S
     verified = re.search(r"^simnpu_kv_payloads_verified_total (\d+)", metrics, re.M)
     assert verified is not None and int(verified.group(1)) >= 2, metrics
 
+    # the audit report carries each process's status, endpoint and smoke timing
+    pack = site.root / "pack"
+    audited = run_cli("audit", site.path, "-o", pack)
+    assert audited.code == 0, audited.text
+    report = json.loads((pack / "report.json").read_text())
+    rows = {s["name"]: s for h in report["installed"] for s in h["serving"]}
+    assert rows["chat-router"]["status"] == "ready" and rows["chat-router"]["ttft_ms"] == router.ttft_ms
+    assert "smoke request: first token in" in (pack / "report.html").read_text()
+
 
 def test_killed_server_is_drift_and_apply_restarts_it(served: Site) -> None:
     site = served

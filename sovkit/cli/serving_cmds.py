@@ -11,7 +11,9 @@ from rich.table import Table
 from sovkit import api
 from sovkit.cli.options import InvArg, JsonOpt, StateDirOpt
 from sovkit.cli.output import console, emit_result
-from sovkit.errors import SovkitError
+from sovkit.cli.plan_cmds import _Progress as Progress
+from sovkit.cli.plan_cmds import _report as show_report
+from sovkit.errors import ProvisionError, SovkitError
 
 serving_app = typer.Typer(help="Serving endpoints: health, the model they serve, a request through the router.",
                           no_args_is_help=True)
@@ -63,6 +65,22 @@ def request(
     console.print(f"[bold]{escape(answer.model)}[/] via {escape(answer.endpoint)}: {escape(answer.text)}")
     console.print(f"time to first token {answer.ttft_ms:.1f} ms, whole answer {answer.total_ms:.1f} ms "
                   f"({answer.chunks} chunks)")
+
+
+@serving_app.command("stop")
+def stop(
+    inventory: InvArg,
+    host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
+    state_dir: StateDirOpt = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Stop the serving processes (maintenance, the end of a demo); `sovkit apply` starts them again."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    with Progress(enabled=not json_out) as progress:
+        report = api.serving_stop(workspace=ws, hosts=host or None, on_event=progress)
+    show_report(report, json_out)
+    if not report.ok:
+        raise ProvisionError(f"stopping failed on {len(report.failures)} host(s)", "see the messages above")
 
 
 def register(app: typer.Typer) -> None:
