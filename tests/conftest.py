@@ -60,9 +60,11 @@ def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> 
 @pytest.fixture(autouse=True)
 def _stop_serving(request: pytest.FixtureRequest) -> Iterator[None]:
     """Serving processes a test's apply started under its tmp_path are stopped when the test ends (ports free)."""
+    # taken before the test runs, so tmp_path is still there at this teardown (it is torn down after us)
+    tmp = request.getfixturevalue("tmp_path") if "tmp_path" in request.fixturenames else None
     yield
-    if "tmp_path" in request.fixturenames:
-        stop_all(request.getfixturevalue("tmp_path"))
+    if tmp is not None:
+        stop_all(tmp)
 
 
 @pytest.fixture(autouse=True, scope="session")
