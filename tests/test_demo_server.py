@@ -349,7 +349,10 @@ def test_router_health_is_503_when_decode_is_down_and_it_recovers_on_restart(tmp
     own.procs["decode"].wait(timeout=10)
     status, _, body = request(own.router, "GET", "/health")
     doc = json.loads(body)
-    assert status == 503 and doc["prefill"] == 200 and "refused" in doc["decode"]
+    assert status == 503 and doc["status"] == "unavailable"
+    assert [(e["ok"], e["status"]) for e in doc["prefill"]] == [(True, 200)]
+    ((down),) = doc["decode"]
+    assert down["ok"] is False and down["status"] is None and "refused" in down["error"]
     assert probe("ready", f"http://127.0.0.1:{own.router}", "/health", 0.5)["status"] == 503
     # the prefill cannot hand its KV to a decode that is gone: the router says so, it does not hang
     status, _, body = request(own.router, "POST", "/v1/completions", {"model": NAME, "prompt": "x"})
@@ -361,6 +364,135 @@ def test_router_health_is_503_when_decode_is_down_and_it_recovers_on_restart(tmp
     for _ in range(3):
         status, _, body = request(own.router, "POST", "/v1/completions", {"model": NAME, "prompt": "after"})
         assert status == 200 and b"version 1.0" in body
+
+
+@dataclass
+class Xpyd:
+    prefill: int
+    decodes: list[int]
+    kvs: list[int]
+    router: int
+    procs: dict[str, subprocess.Popen[bytes]]
+
+
+def start_xpyd(procs: Procs, model: Path) -> Xpyd:
+    """One prefill and two decodes behind the router with --decode-kv. The prefill's own configured KV peer
+    is a port nobody listens on: every payload that arrives went where the router's remote_host/port said."""
+    p, r, nowhere = free_port(), free_port(), free_port()
+    decodes, kvs = [free_port(), free_port()], [free_port(), free_port()]
+    started: dict[str, subprocess.Popen[bytes]] = {}
+    for i, (d, kv) in enumerate(zip(decodes, kvs, strict=True)):
+        started[f"decode{i}"] = procs.start(f"decode{i}", serve_argv(
+            model, d, "--kv-transfer-config", kv_config("kv_consumer", 1 + i, kv), "--kv-wait-s", "2"), d)
+    started["prefill"] = procs.start("prefill", serve_argv(model, p, "--kv-transfer-config",
+                                                           kv_config("kv_producer", 0, nowhere)), p)
+    argv = [sys.executable, str(ROUTER), "--host", "127.0.0.1", "--port", str(r), "--prefill", f"http://127.0.0.1:{p}"]
+    for d, kv in zip(decodes, kvs, strict=True):
+        argv += ["--decode", f"http://127.0.0.1:{d}", "--decode-kv", f"127.0.0.1:{kv}"]
+    started["router"] = procs.start("router", argv, r)
+    return Xpyd(p, decodes, kvs, r, started)
+
+
+def router_metric(port: int, name: str, upstream: str) -> float:
+    status, _, body = request(port, "GET", "/metrics")
+    assert status == 200
+    for line in body.decode().splitlines():
+        if line.startswith(name + "{") and f'upstream="{upstream}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{name} for {upstream} not in the router's /metrics")
+
+
+def test_one_prefill_two_decodes_round_robin_each_decode_gets_its_own_kv(tmp_path: Path, procs: Procs) -> None:
+    x = start_xpyd(procs, model_dir(tmp_path))
+    status, _, body = request(x.router, "GET", "/health")
+    health = json.loads(body)
+    assert status == 200 and [e["ok"] for e in health["decode"]] == [True, True]
+    assert [e["kv"] for e in health["decode"]] == [f"127.0.0.1:{kv}" for kv in x.kvs]
+    for i in range(4):
+        status, _, body = request(x.router, "POST", "/v1/completions",
+                                  {"model": NAME, "prompt": f"request {i}", "max_tokens": 64, "stream": i % 2 == 1})
+        if i % 2:  # streamed: the events' texts joined
+            events = [e[len("data: "):] for e in body.decode().split("\n\n") if e.startswith("data: ")]
+            assert events[-1] == "[DONE]"
+            body = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1]).encode()
+        assert status == 200 and b"version 1.0" in body
+    size = kv_per_token_from_config() * len("request 0")
+    for d in x.decodes:  # each decode received and verified two of the four payloads, none more
+        assert metric(d, "simnpu_kv_payloads_received_total") == 2
+        assert metric(d, "simnpu_kv_payloads_verified_total") == 2
+        assert metric(d, "simnpu_kv_verified_bytes_total") == 2 * size
+        assert metric(d, "simnpu_kv_rejected_total") == 0
+        assert router_metric(x.router, "sovkit_router_upstream_requests_total", f"http://127.0.0.1:{d}") == 2
+    assert metric(x.prefill, "simnpu_kv_payloads_sent_total") == 4
+    assert router_metric(x.router, "sovkit_router_upstream_requests_total", f"http://127.0.0.1:{x.prefill}") == 4
+    # the prefill hop alone says where the payload went: the decode the request named
+    status, _, body = request(x.prefill, "POST", "/v1/completions", {
+        "model": NAME, "prompt": "abc", "kv_transfer_params": {"do_remote_decode": True, "remote_host": "127.0.0.1",
+                                                               "remote_port": x.kvs[1]}})
+    params = json.loads(body)["kv_transfer_params"]
+    assert status == 200 and (params["remote_host"], params["remote_port"]) == ("127.0.0.1", x.kvs[1])
+    assert metric(x.decodes[1], "simnpu_kv_payloads_received_total") == 3
+
+
+def test_a_decode_that_is_down_is_listed_failing_and_its_requests_go_to_the_next(tmp_path: Path,
+                                                                                 procs: Procs) -> None:
+    """Documented choice: the prefill cannot push to a decode that is down (502 kv_transfer_error, nothing
+    was handed over), so the router tries the request once more on the next decode; clients see 200."""
+    x = start_xpyd(procs, model_dir(tmp_path))
+    x.procs["decode1"].terminate()
+    x.procs["decode1"].wait(timeout=10)
+    status, _, body = request(x.router, "GET", "/health")
+    doc = json.loads(body)
+    assert status == 200 and doc["status"] == "ok"
+    up, down = doc["decode"]
+    assert up["url"] == f"http://127.0.0.1:{x.decodes[0]}" and up["ok"] is True and up["status"] == 200
+    assert down["url"] == f"http://127.0.0.1:{x.decodes[1]}" and down["ok"] is False and "refused" in down["error"]
+    for i in range(4):
+        status, _, body = request(x.router, "POST", "/v1/completions", {"model": NAME, "prompt": f"r{i}"})
+        assert status == 200 and b"version 1.0" in body
+    assert metric(x.decodes[0], "simnpu_kv_payloads_verified_total") == 4
+    assert router_metric(x.router, "sovkit_router_upstream_errors_total", f"http://127.0.0.1:{x.decodes[1]}") == 2
+    assert metric(x.router, "sovkit_router_retries_total") == 2
+    status, _, body = request(x.router, "GET", "/v1/models")  # from the decode that answers
+    assert status == 200 and json.loads(body)["data"][0]["sovkit_model_version"] == "1.0"
+    # with both decodes down, nothing is healthy behind the router any more
+    x.procs["decode0"].terminate()
+    x.procs["decode0"].wait(timeout=10)
+    assert request(x.router, "GET", "/health")[0] == 503
+    status, _, body = request(x.router, "POST", "/v1/completions", {"model": NAME, "prompt": "none left"})
+    assert status == 502 and b"KV transfer" in body
+
+
+@pytest.mark.parametrize(("params", "message"), [
+    ({"remote_host": "http://127.0.0.1", "remote_port": 1}, b"remote_host must be an IP address or a host name"),
+    ({"remote_host": "evil.example/kv?x=", "remote_port": 80}, b"remote_host must be an IP address or a host name"),
+    ({"remote_host": "user@host", "remote_port": 80}, b"remote_host must be an IP address or a host name"),
+    ({"remote_host": 127, "remote_port": 80}, b"remote_host must be an IP address or a host name"),
+    ({"remote_host": "127.0.0.1", "remote_port": 0}, b"remote_port must be a port number"),
+    ({"remote_host": "127.0.0.1", "remote_port": 65536}, b"remote_port must be a port number"),
+    ({"remote_host": "127.0.0.1", "remote_port": "80"}, b"remote_port must be a port number"),
+    ({"remote_host": "127.0.0.1", "remote_port": None}, b"both remote_host and remote_port, or neither"),
+])
+def test_the_prefill_refuses_a_kv_target_that_is_not_a_host_and_port(pd: Pd, params: dict[str, Any],
+                                                                      message: bytes) -> None:
+    sent = metric(pd.prefill, "simnpu_kv_payloads_sent_total")
+    status, _, body = request(pd.prefill, "POST", "/v1/completions", {
+        "model": NAME, "prompt": "abc", "kv_transfer_params": {"do_remote_decode": True, **params}})
+    assert status == 400 and message in body, body
+    assert metric(pd.prefill, "simnpu_kv_payloads_sent_total") == sent
+
+
+@pytest.mark.parametrize(("flags", "message"), [
+    (["--decode", "http://127.0.0.1:2", "--decode-kv", "127.0.0.1:3"], "once per --decode"),
+    (["--decode-kv", "127.0.0.1"], "--decode-kv must be HOST:PORT"),
+    (["--decode-kv", "a/b:80"], "--decode-kv must be HOST:PORT"),
+    (["--decode-kv", "127.0.0.1:0"], "--decode-kv must be HOST:PORT"),
+    (["--decode", "http://127.0.0.1:1"], "--decode lists the same URL twice"),
+])
+def test_the_router_refuses_inconsistent_upstream_flags(flags: list[str], message: str) -> None:
+    done = subprocess.run([sys.executable, str(ROUTER), "--port", str(free_port()), "--prefill", "http://127.0.0.1:9",
+                           "--decode", "http://127.0.0.1:1", *flags], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 2 and message in done.stderr, done.stderr
 
 
 def test_the_committed_wheel_is_packed_from_the_runtime_source(tmp_path: Path) -> None:

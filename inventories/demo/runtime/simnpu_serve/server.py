@@ -2,6 +2,8 @@
 
 Roles follow vLLM's ``--kv-transfer-config`` ``kv_role``: ``kv_producer`` (prefill) computes the
 prompt's KV payload and POSTs it to the decode's KV listener (``http://kv_ip:kv_port/kv/<id>``);
+When the prefill request's ``kv_transfer_params`` names ``remote_host``/``remote_port`` (the
+router's choice of decode, one of several), the payload goes there instead.
 ``kv_consumer`` (decode) runs that listener and, for a completion carrying the prefill's
 ``kv_transfer_params``, waits for the payload, checks its size and sha256, then answers.
 Without a KV config the server does both steps itself.
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import http.client
+import ipaddress
 import json
 import re
 import socket
@@ -28,6 +31,9 @@ from simnpu_serve.model import LoadedModel, answer_tokens, kv_payload, prompt_to
 ROLES = {"kv_producer": "prefill", "kv_consumer": "decode", "kv_both": "both"}
 _TRANSFER_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 _KEEP_S = 120.0  # an unclaimed KV payload is dropped after this long
+_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                       r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+_POOLED_TARGETS = 64  # KV listeners that keep idle connections; others get one connection per push
 
 
 @dataclass
@@ -92,18 +98,20 @@ class App:
         self.slots = threading.BoundedSemaphore(config.max_num_seqs)
         self.created = int(time.time())
         self._pool_lock = threading.Lock()
-        self._kv_idle: list[http.client.HTTPConnection] = []
+        self._kv_idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = {}
 
-    # --- prefill side: push the KV payload to the decode's listener over pooled kept-alive connections
-    def send_kv(self, transfer_id: str, data: bytes) -> None:
+    # --- prefill side: push the KV payload to a decode's listener over pooled kept-alive connections
+    def send_kv(self, transfer_id: str, data: bytes, target: tuple[str, int]) -> None:
         digest = hashlib.sha256(data).hexdigest()
         headers = {"Content-Type": "application/octet-stream", "X-Sovkit-Sha256": digest}
-        where = f"{self.config.kv_ip}:{self.config.kv_port}"
+        host, port = target
+        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         for attempt in (0, 1):
             with self._pool_lock:
-                conn = self._kv_idle.pop() if self._kv_idle and attempt == 0 else None
+                idle = self._kv_idle.get(target)
+                conn = idle.pop() if idle and attempt == 0 else None
             reused = conn is not None
-            conn = conn or _NoDelayConnection(self.config.kv_ip, self.config.kv_port, timeout=self.config.kv_wait_s)
+            conn = conn or _NoDelayConnection(host, port, timeout=self.config.kv_wait_s)
             try:
                 conn.request("POST", f"/kv/{transfer_id}", body=data, headers=headers)
                 resp = conn.getresponse()
@@ -114,8 +122,11 @@ class App:
                     continue  # the listener closed an idle kept-alive connection: one fresh try
                 raise KvTransferError(f"KV transfer to {where} failed: {exc or type(exc).__name__}") from None
             with self._pool_lock:
-                if len(self._kv_idle) < 64:
-                    self._kv_idle.append(conn)
+                idle = self._kv_idle.get(target)
+                if idle is None and len(self._kv_idle) < _POOLED_TARGETS:
+                    idle = self._kv_idle[target] = []
+                if idle is not None and len(idle) < 64:
+                    idle.append(conn)
                     conn = None
             if conn is not None:
                 conn.close()
@@ -263,7 +274,7 @@ class ApiHandler(_Handler):
         out_params: dict[str, Any] | None = None
         with app.slots:
             if cfg.role == "prefill" and params.get("do_remote_decode"):
-                out_params = self.prefill(prompt)
+                out_params = self.prefill(prompt, kv_target(params, (cfg.kv_ip, cfg.kv_port)))
                 max_tokens = 1
             elif cfg.role == "decode" and params.get("transfer_id"):
                 self.claim_kv(prompt, params)
@@ -285,19 +296,19 @@ class ApiHandler(_Handler):
             doc["kv_transfer_params"] = out_params
         self.send_json(200, doc)
 
-    def prefill(self, prompt: str) -> dict[str, Any]:
+    def prefill(self, prompt: str, target: tuple[str, int]) -> dict[str, Any]:
         app, cfg = self.app, self.app.config
         data = kv_payload(app.model, prompt)
         transfer_id = uuid.uuid4().hex
         try:
-            app.send_kv(transfer_id, data)
+            app.send_kv(transfer_id, data, target)
         except KvTransferError as exc:
             raise ApiError(502, str(exc), "kv_transfer_error") from None
         app.metrics.add("kv_payloads_sent_total")
         app.metrics.add("kv_sent_bytes_total", len(data))
         return {"do_remote_decode": False, "do_remote_prefill": True, "transfer_id": transfer_id,
-                "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "remote_host": cfg.kv_ip,
-                "remote_port": cfg.kv_port, "kv_connector": cfg.kv_connector}
+                "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest(), "remote_host": target[0],
+                "remote_port": target[1], "kv_connector": cfg.kv_connector}
 
     def claim_kv(self, prompt: str, params: dict[str, Any]) -> None:
         app = self.app
@@ -334,6 +345,32 @@ class ApiHandler(_Handler):
         _chunk(self.wfile, b"data: [DONE]\n\n")
         self.wfile.write(b"0\r\n\r\n")
         self.app.metrics.add("req /v1/completions 200")
+
+
+def kv_target(params: dict[str, Any], default: tuple[str, int]) -> tuple[str, int]:
+    """Where the prefill pushes the KV payload: the request's remote_host/remote_port, else the configured peer.
+
+    The host must be an IP address or a plain host name and the port 1-65535 (400 otherwise): it
+    comes from a request, so nothing else (no URL, no path, no credentials) gets through.
+    """
+    host, port = params.get("remote_host"), params.get("remote_port")
+    if host is None and port is None:
+        return default
+    if host is None or port is None:
+        raise ApiError(400, "kv_transfer_params needs both remote_host and remote_port, or neither")
+    if not isinstance(host, str) or not (_is_ip(host) or _HOSTNAME.match(host)):
+        raise ApiError(400, "kv_transfer_params.remote_host must be an IP address or a host name")
+    if not isinstance(port, int) or isinstance(port, bool) or not 0 < port < 65536:
+        raise ApiError(400, "kv_transfer_params.remote_port must be a port number (1-65535)")
+    return host, port
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def _path_label(path: str) -> str:
