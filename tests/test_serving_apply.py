@@ -10,8 +10,8 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import re
+import signal
 import time
 import urllib.request
 from pathlib import Path
@@ -63,7 +63,8 @@ def test_apply_starts_serving_checks_it_and_answers_through_the_router(served: S
     site = served
     state = _state(site)
     statuses = {(h, n): (s.status, s.model_version) for h, rec in state.hosts.items() for n, s in rec.serving.items()}
-    assert statuses == {("npu-node-1", "chat-prefill"): ("ready", "1.0"), ("npu-node-1", "chat-router"): ("ready", "1.0"),
+    assert statuses == {("npu-node-1", "chat-prefill"): ("ready", "1.0"),
+                        ("npu-node-1", "chat-router"): ("ready", "1.0"),
                         ("npu-node-2", "chat-decode"): ("ready", "1.0")}
     router = state.hosts["npu-node-1"].serving["chat-router"]
     assert router.ttft_ms is not None and router.endpoint.startswith("http://127.0.0.1:")

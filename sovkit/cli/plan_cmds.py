@@ -19,7 +19,7 @@ from sovkit.cli.signing import KeyOpt, attest_decision, wire_optional_signer, wi
 from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
 
 
-class _Progress:
+class Progress:
     """Live per-host progress lines; quiet in JSON mode. Started and stopped around each phase."""
 
     def __init__(self, enabled: bool) -> None:
@@ -36,7 +36,7 @@ class _Progress:
             self.status.__exit__(None, None, None)
             self.status = None
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> Progress:
         self.start()
         return self
 
@@ -84,7 +84,7 @@ def plan(
     """Show what apply would change on each host and why, with the policy decision."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
-    with _Progress(enabled=refresh and not json_out) as progress:
+    with Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
     saved = None
@@ -123,7 +123,7 @@ def _is_plan_file(path: Path) -> bool:
     return path.is_file() and api.looks_like_plan(path)
 
 
-def _report(report: api.ApplyReport, json_out: bool) -> None:
+def show_report(report: api.ApplyReport, json_out: bool) -> None:
     if json_out:
         emit_result(api.ApplyOutput.of(report))
         return
@@ -162,15 +162,15 @@ def apply(
         wire_signer(ws, key)
         if saved.plan.empty and not json_out:
             console.print("Nothing to apply.")
-        with _Progress(enabled=not json_out and not saved.plan.empty) as progress:
+        with Progress(enabled=not json_out and not saved.plan.empty) as progress:
             outcome = api.apply_saved_plan(workspace=ws, saved=saved, on_event=progress)
     else:
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
                                             extra_policies=policies), key)
 
-        plan_progress = _Progress(enabled=refresh and not json_out)
-        run_progress = _Progress(enabled=not json_out)
+        plan_progress = Progress(enabled=refresh and not json_out)
+        run_progress = Progress(enabled=not json_out)
 
         def confirm(result: api.PlanResult) -> bool:
             """Show the plan and the decision; ask unless --auto-approve (or nothing is to be done)."""
@@ -198,7 +198,7 @@ def apply(
             emit_result(outcome.output())
         return 0
     report = outcome.report
-    _report(report, json_out)
+    show_report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"apply finished with {len(report.failures)} failed host(s)",
                              "fix the causes above and run `sovkit plan` / `sovkit apply` again: completed "
@@ -210,7 +210,7 @@ def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt
     """Read back firmware, runtimes, models and serving configs from the hosts; record them; attest the drift."""
     ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
     wire_optional_signer(ws, key, "the drift found", quiet=json_out)
-    with _Progress(enabled=not json_out) as progress:
+    with Progress(enabled=not json_out) as progress:
         result = api.refresh(workspace=ws, on_event=progress)
     if json_out:
         emit_result(result.output())
@@ -250,9 +250,9 @@ def rollback(
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
     ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir), key)
-    with _Progress(enabled=not json_out) as progress:
+    with Progress(enabled=not json_out) as progress:
         report = api.rollback(workspace=ws, model=model, hosts=host or None, on_event=progress)
-    _report(report, json_out)
+    show_report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"rollback failed on {len(report.failures)} host(s)", "see the messages above")
     if not json_out:

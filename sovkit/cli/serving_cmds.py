@@ -11,8 +11,7 @@ from rich.table import Table
 from sovkit import api
 from sovkit.cli.options import InvArg, JsonOpt, StateDirOpt
 from sovkit.cli.output import console, emit_result
-from sovkit.cli.plan_cmds import _Progress as Progress
-from sovkit.cli.plan_cmds import _report as show_report
+from sovkit.cli.plan_cmds import Progress, show_report
 from sovkit.errors import ProvisionError, SovkitError
 
 serving_app = typer.Typer(help="Serving endpoints: health, the model they serve, a request through the router.",
