@@ -1,6 +1,14 @@
-"""Router overhead: the P/D router against a client that makes the same two hops itself.
+"""Serving: apply start to the first answered request on the demo site, and the router's overhead.
 
-    python bench/serving_bench.py [--requests 1000] [--prompt-bytes 64]
+    python bench/serving_bench.py [--requests 1000] [--prompt-bytes 64] [--skip-apply]
+
+Apply to first answer: a fresh copy of the demo site (its ports moved to free ones) is applied with
+`sovkit apply --auto-approve` (install firmware, runtime, model; start prefill, decode and router; readiness
+and smoke checks), then one completion is sent through the router; printed: the apply's time, the time from
+apply start to that answer, and the share of it spent after the apply returned. `sovkit serving stop`
+stops the processes afterwards.
+
+Router overhead:
 
 Starts the demo runtime as decode (kv_consumer) and prefill (kv_producer) and sovkit's router
 (templates/serving/router.py), all on loopback, on a copy of the demo model. Then sends
@@ -148,11 +156,49 @@ def pct(values: list[float], q: int) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
+def apply_to_first_answer() -> None:
+    """Time `sovkit apply` on a fresh demo site, then the first request answered through its router."""
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="sovkit-serving-bench-") as tmp:
+        work = Path(tmp) / "demo"
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        prepared = subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
+                                   "from sovkit.demo import prepare_demo; print(prepare_demo(Path(sys.argv[1])))",
+                                   str(work)], env=env, capture_output=True, text=True, check=True)
+        site = Path(prepared.stdout.strip())
+        data = yaml.safe_load(site.read_text())
+        group = data["serving_groups"][0]
+        data["deployments"][0]["port"], data["deployments"][1]["port"] = free_port(), free_port()
+        group["kv_transfer"]["port"], group["router"]["port"] = free_port(), free_port()
+        site.write_text(yaml.safe_dump(data, sort_keys=False))
+        started = time.perf_counter()
+        applied = subprocess.run([sys.executable, "-m", "sovkit", "apply", str(site), "--auto-approve"], env=env,
+                                 capture_output=True, text=True)
+        apply_s = time.perf_counter() - started
+        try:
+            if applied.returncode != 0:
+                raise SystemExit(f"apply failed:\n{applied.stdout}\n{applied.stderr}")
+            conn = nodelay(http.client.HTTPConnection("127.0.0.1", group["router"]["port"], timeout=30))
+            answer = post(conn, {"model": NAME, "prompt": "hello", "max_tokens": 8})
+            first_s = time.perf_counter() - started
+            assert "version 1.0" in answer["choices"][0]["text"], answer
+        finally:
+            subprocess.run([sys.executable, "-m", "sovkit", "serving", "stop", str(site)], env=env,
+                           capture_output=True, check=False)
+    print(f"apply (install + start + readiness + smoke, 2 hosts, 3 processes): {apply_s:.1f} s; "
+          f"apply start -> first request answered through the router: {first_s:.1f} s "
+          f"({(first_s - apply_s) * 1000:.0f} ms after apply returned, {first_s / apply_s:.3f}x the apply)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--prompt-bytes", type=int, default=64)
+    parser.add_argument("--skip-apply", action="store_true", help="only the router overhead")
     args = parser.parse_args()
+    if not args.skip_apply:
+        apply_to_first_answer()
     times = run(args.requests, args.prompt_bytes)
     config = json.loads((MODEL_SRC / "config.json").read_text())
     heads = config["num_attention_heads"]

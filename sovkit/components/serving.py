@@ -221,14 +221,17 @@ class Serving(ComponentKind):
             argv += ["--decode", _endpoint(address, decode.port),
                      "--decode-kv", f"[{address}]:{group.kv_transfer.port}" if ":" in address
                      else f"{address}:{group.kv_transfer.port}"]
-        launch = Launch(argv=argv, env={})
+        # the group's model version is in the router's environment (it ignores it): a new version changes the
+        # router's config too, so the whole group restarts (and rolls back) together
+        launch = Launch(argv=argv, env={"SOVKIT_SERVING_GROUP": group.name,
+                                        "SOVKIT_MODEL": f"{m.name}@{m.version}"})
         return self._entry(
             ctx, name=name, kind="router", group=group.name, role="router", model=m.name,
             model_version=m.version, runtime=ROUTER_RUNTIME, runtime_version=router_version(),
             port=group.router.port, tp=1, devices=(), launch=launch, readiness="/health",
             models_path="/v1/models", takes_traffic=True,
             deadline_s=max(prefill.readiness_timeout_s, decode.readiness_timeout_s),
-            extra_digest=router_source() + m.version)  # a new model version restarts the group as a whole
+            extra_digest=router_source())
 
     def changes(self, host: str, name: str, want: DesiredServing, have: ServingRecord | None) -> Change | None:
         after = {"role": want.role, "model": f"{want.model} {want.model_version}", "port": want.port,
@@ -276,7 +279,8 @@ class Serving(ComponentKind):
 
     def observe_vars(self, desired: Mapping[str, DesiredServing], recorded: Mapping[str, Any],
                      catalog: Catalog) -> list[dict[str, Any]]:
-        return [{"name": s.deployment, "paths": [s.spec_path, s.unit_path] if s.unit else [s.spec_path],
+        return [{"name": s.deployment, "paths": [s.spec_path] + ([s.unit_path] if s.unit else [])
+                 + ([s.router_path] if s.kind == "router" else []),
                  "service": s.service, "manager": s.service_manager, "rundir": s.rundir,
                  "base": f"http://127.0.0.1:{s.port}", "models_path": s.models_path}
                 for s in desired.values()]
