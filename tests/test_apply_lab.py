@@ -23,12 +23,13 @@ from sovkit.state.models import State
 from tests.conftest import CliResult, run_cli
 from tests.hostlab import HostLab
 from tests.sitefactory import Site, make_lab_site
+from tests.test_serving_apply import DEMO_CONFIG, _model_files
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(2400)]
 
 HOSTS = ("h1", "h2", "h3")
 COMPONENTS = {"firmware": "rebellions-atom-max", "runtime": "simnpu-serve", "model": "demo-ko-chat"}
-SERVING = {"h1": "chat-prefill", "h2": "chat-decode", "h3": "chat-decode"}
+SERVING = {"h1": ("chat-prefill", "chat-router"), "h2": ("chat-decode",), "h3": ("chat-decode",)}
 
 
 def _state(site: Site) -> State:
@@ -49,7 +50,8 @@ def _all(action: str, hosts: tuple[str, ...] = HOSTS, components: tuple[str, ...
     out = set()
     for h in hosts:
         for comp in components:
-            out.add((h, action, comp, SERVING[h] if comp == "serving" else COMPONENTS[comp]))
+            for name in (SERVING[h] if comp == "serving" else (COMPONENTS[comp],)):
+                out.add((h, action, comp, name))
     return out
 
 
@@ -66,7 +68,7 @@ def _installed(site: Site, host: str) -> dict[str, Any]:
         "firmware": set(_firmware(root)),
         "runtime": (root / "opt/sovkit/runtimes/simnpu-serve/1.0.0/simnpu_serve/__init__.py").is_file(),
         "model": os.readlink(current).rsplit("/", 1)[-1] if current.is_symlink() else None,
-        "serving": (root / f"etc/sovkit/serving/{SERVING[host]}.yaml").is_file(),
+        "serving": all((root / f"etc/sovkit/serving/{name}.json").is_file() for name in SERVING[host]),
     }
 
 
@@ -85,10 +87,10 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     plan_file = tmp_path / "first.plan"
     made = run_cli("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
     assert made.code == 2, made.text
-    assert "Plan: 12 to create, 0 to update, 0 to delete." in made.out
+    assert "Plan: 13 to create, 0 to update, 0 to delete." in made.out
     applied = run_cli("apply", plan_file, env=env)
     assert applied.code == 0, applied.text
-    assert "12 component(s) recorded across 3 host(s)" in applied.out
+    assert "13 component(s) recorded across 3 host(s)" in applied.out
     logins = _accepted_logins(lab)
     assert all(logins[h] > logins_before[h] for h in HOSTS), (logins_before, logins)  # each host's own sshd
     loader = type("UnsafeLoader", (yaml.SafeLoader,), {})
@@ -101,8 +103,9 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
         assert "StrictHostKeyChecking=yes" in conn["ansible_ssh_common_args"]
     for host in HOSTS:
         assert _installed(site, host) == {"firmware": {"1.2.0"}, "runtime": True, "model": "1.0", "serving": True}
-        assert f"role: {'prefill' if host == 'h1' else 'decode'}" in (
-            site.host_root(host) / f"etc/sovkit/serving/{SERVING[host]}.yaml").read_text()
+        spec = json.loads((site.host_root(host) / f"etc/sovkit/serving/{SERVING[host][0]}.json").read_text())
+        kv = json.loads(spec["argv"][spec["argv"].index("--kv-transfer-config") + 1])
+        assert kv["kv_role"] == ("kv_producer" if host == "h1" else "kv_consumer")
     state = _state(site)
     assert set(state.hosts) == set(HOSTS)
     assert all(state.hosts[h].firmware["rebellions-atom-max"].version == "1.2.0" for h in HOSTS)
@@ -111,8 +114,7 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     # 2. firmware bump and a new model version: the plan shows exactly those updates, and apply does them
     for h in site.data["hosts"]:
         h["accelerators"][0]["firmware"] = "atom-max-fw-1.3.0"
-    site.bump_model("demo-ko-chat", "1.1", {"config.json": b'{"v": "1.1"}\n', "model.safetensors": b"n" * 4096,
-                                            "tokenizer.json": b'{"vocab": 2}\n'})
+    site.bump_model("demo-ko-chat", "1.1", _model_files(DEMO_CONFIG))
     site.save()
     planned = run_cli("plan", site.path, "--json", "--detailed-exitcode")
     assert planned.code == 2, planned.text
@@ -122,7 +124,7 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     assert all(reasons[(h, "model")].startswith("1.0 → 1.1") for h in HOSTS)
     applied = run_cli("apply", site.path, "--auto-approve")
     assert applied.code == 0, applied.text
-    assert "9 component(s) recorded across 3 host(s)" in applied.out
+    assert "10 component(s) recorded across 3 host(s)" in applied.out
     for host in HOSTS:
         assert _installed(site, host) == {"firmware": {"1.3.0"}, "runtime": True, "model": "1.1", "serving": True}
         models = site.host_root(host) / "opt/sovkit/models/demo-ko-chat"
@@ -164,7 +166,7 @@ def test_host_lost_mid_apply_others_complete_and_next_apply_does_the_rest(
     from sovkit.cli import plan_cmds
     from sovkit.provision.executor import ExecEvent
 
-    progress = plan_cmds._Progress.__call__
+    progress = plan_cmds.Progress.__call__
     pulled: list[str] = []
 
     def pull_cable_when_h3_starts_its_runtime(self: Any, event: ExecEvent) -> None:
@@ -173,7 +175,7 @@ def test_host_lost_mid_apply_others_complete_and_next_apply_does_the_rest(
             pulled.append(event.task)
         progress(self, event)
 
-    monkeypatch.setattr(plan_cmds._Progress, "__call__", pull_cable_when_h3_starts_its_runtime)
+    monkeypatch.setattr(plan_cmds.Progress, "__call__", pull_cable_when_h3_starts_its_runtime)
     r = cli("apply", site.path, "--auto-approve")
     assert pulled, "h3 never started its runtime role"
     assert r.code == 1, r.text
@@ -187,7 +189,7 @@ def test_host_lost_mid_apply_others_complete_and_next_apply_does_the_rest(
     for host in ("h1", "h2"):
         rec = state.hosts[host]
         assert (set(rec.firmware), set(rec.runtimes), set(rec.models), set(rec.serving)) == (
-            {"rebellions-atom-max"}, {"simnpu-serve"}, {"demo-ko-chat"}, {SERVING[host]})
+            {"rebellions-atom-max"}, {"simnpu-serve"}, {"demo-ko-chat"}, set(SERVING[host]))
         assert _installed(site, host) == {"firmware": {"1.2.0"}, "runtime": True, "model": "1.0", "serving": True}
     h3 = state.hosts["h3"]
     assert set(h3.firmware) == {"rebellions-atom-max"} and h3.firmware["rebellions-atom-max"].version == "1.2.0"
@@ -196,7 +198,7 @@ def test_host_lost_mid_apply_others_complete_and_next_apply_does_the_rest(
 
     # the cable is back: the next apply does only the rest, on h3 only
     lab.link_up("h3")
-    monkeypatch.setattr(plan_cmds._Progress, "__call__", progress)
+    monkeypatch.setattr(plan_cmds.Progress, "__call__", progress)
     rest = cli("plan", site.path, "--json", "--detailed-exitcode")
     assert rest.code == 2, rest.text
     assert _changes(rest) == _all("create", hosts=("h3",), components=("runtime", "model", "serving"))

@@ -34,7 +34,7 @@ def test_apply_installs_everything_and_converges(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 0, r.text
-    assert "8 component(s) recorded across 2 host(s)" in r.out
+    assert "9 component(s) recorded across 2 host(s)" in r.out
     for host in ("npu-node-1", "npu-node-2"):
         root = site.host_root(host)
         assert _firmware(root) == {"1.2.0"}
@@ -44,7 +44,8 @@ def test_apply_installs_everything_and_converges(tmp_path: Path) -> None:
             site.store / "models/demo-ko-chat/1.0/model.safetensors").read_bytes()
         runtime = root / "opt/sovkit/runtimes/simnpu-serve/1.0.0/simnpu_serve/__init__.py"
         assert '__version__ = "1.0.0"' in runtime.read_text()
-    assert "role: prefill" in (site.host_root("npu-node-1") / "etc/sovkit/serving/chat-prefill.yaml").read_text()
+    argv = json.loads((site.host_root("npu-node-1") / "etc/sovkit/serving/chat-prefill.json").read_text())["argv"]
+    assert json.loads(argv[argv.index("--kv-transfer-config") + 1])["kv_role"] == "kv_producer"
     state = _state(site.root)
     assert set(state.hosts) == {"npu-node-1", "npu-node-2"}
     assert state.hosts["npu-node-2"].models["demo-ko-chat"].signature_verified is True
@@ -65,13 +66,16 @@ def test_corrupt_firmware_fails_that_host_only_and_activates_nothing(tmp_path: P
     bad = site.host_root("npu-node-2")
     assert _firmware(bad) == {"1.0.0"}, "the device must keep its old firmware"
     assert not (bad / "opt/sovkit/models/demo-ko-chat/current").exists(), "nothing may be activated"
-    assert not (bad / "etc/sovkit/serving/chat-decode.yaml").exists()
+    assert not (bad / "etc/sovkit/serving/chat-decode.json").exists()
     good = site.host_root("npu-node-1")
     assert _firmware(good) == {"1.2.0"}
     assert (good / "opt/sovkit/models/demo-ko-chat/current").is_symlink()
     state = _state(site.root)
     assert "npu-node-2" not in state.hosts or not state.hosts["npu-node-2"].firmware
-    assert set(state.hosts["npu-node-1"].serving) == {"chat-prefill"}
+    # its group cannot serve without its decode: the prefill and router this first apply started are stopped
+    assert {n: s.status for n, s in state.hosts["npu-node-1"].serving.items()} == {
+        "chat-prefill": "stopped", "chat-router": "stopped"}
+    assert "npu-node-1 failed at serving check: group chat" in r.err
 
 
 def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path: Path) -> None:

@@ -340,6 +340,8 @@ def _with_health(rec: ServingRecord, seen: Any, name: str, findings: list[Findin
         return rec.model_copy(update={"status": "stopped", "detail": "not observed"})
     if not seen.get("running"):
         return rec.model_copy(update={"status": "stopped", "detail": "the service is not running"})
+    if rec.role == "router":  # a router whose upstreams are down is not itself broken: they are reported
+        return rec.model_copy(update={"status": "ready", "detail": ""})
     if not seen.get("ok"):
         return rec.model_copy(update={"status": "unhealthy",
                                       "detail": str(seen.get("error") or "no answer")[:200]})

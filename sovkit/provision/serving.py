@@ -152,31 +152,41 @@ class _Runner:
                     out[(host, m.want.deployment, op)] = _parse(lines[i])
         return out
 
-    def check(self, todo: list[Unit], phase: Phase, state: State,
-              only: dict[str, set[tuple[str, str]]] | None = None) -> tuple[list[ServingCheck], set[str]]:
-        """Readiness of every member, then a smoke request to each unit whose members are all ready.
-        Returns the checks and the names of the units that failed; statuses are written into ``state``."""
+    def check(self, todo: list[Unit], phase: Phase, state: State, must: set[tuple[str, str]]
+              ) -> tuple[list[ServingCheck], set[str]]:
+        """Readiness of every process of each unit, then a smoke request to the unit's front.
+
+        A unit passes when every process in ``must`` (those this phase (re)started) and its front are ready and
+        the smoke request is answered. A process the phase did not touch is probed and reported too, but does
+        not fail the unit by itself (a decode on a host that failed earlier in the apply is already reported
+        there; the router sends around it). Returns the checks and the names of the failed units; statuses
+        are written into ``state``.
+        """
         failed_start = {(m.host, m.want.deployment): rec.detail for u in todo for m in u.members
                         if (rec := state.hosts.get(m.host, HostRecord()).serving.get(m.want.deployment)) is not None
-                        and rec.status == "start-failed"}
+                        and rec.status == "start-failed" and (m.host, m.want.deployment) in must}
         ready = self.probe([(m, "ready") for u in todo for m in u.members
                             if (m.host, m.want.deployment) not in failed_start])
         for (host, name), detail in failed_start.items():  # no point waiting for a process that exited at once
             ready[(host, name, "ready")] = {"ok": False, "unprobed": True,
                                             "error": f"did not start: {detail or 'no reason given'}"}
+
+        def needed(u: Unit) -> list[Member]:
+            return [m for m in u.members if (m.host, m.want.deployment) in must or m is u.front]
+
         fronts = [u.front for u in todo if u.front is not None
-                  and all(ready[(m.host, m.want.deployment, "ready")].get("ok") for m in u.members)]
-        smoke = self.probe([(f, "smoke") for f in fronts if f is not None]) if fronts else {}
+                  and all(ready[(m.host, m.want.deployment, "ready")].get("ok") for m in needed(u))]
+        smoke = self.probe([(f, "smoke") for f in fronts if f is not None])
         checks: list[ServingCheck] = []
         failed: set[str] = set()
         stamp = now()
         for u in todo:
-            unit_ok = True
+            unit_ok = u.front is not None and (u.front.host, u.front.want.deployment, "smoke") in smoke
             for m in u.members:
                 r = ready[(m.host, m.want.deployment, "ready")]
                 s = smoke.get((m.host, m.want.deployment, "smoke"))
                 ok = bool(r.get("ok")) and (s is None or bool(s.get("ok")))
-                if not ok or (m is u.front and s is None):
+                if not ok and m in needed(u):
                     unit_ok = False
                 error = "" if r.get("ok") else (_err(r) if r.get("unprobed") else
                                                  f"not ready within {m.want.deadline_s} s: {_err(r)}")
@@ -191,7 +201,8 @@ class _Runner:
                     smoke=None if s is None else bool(s.get("ok")), ttft_ms=ttft,
                     answer=str(s.get("text"))[:200] if s and s.get("ok") else None, error=error))
                 if rec is not None:
-                    status = ("rolled-back" if phase == "rollback" else "ready") if ok else "unhealthy"
+                    restored = phase == "rollback" and (m.host, m.want.deployment) in must
+                    status = ("rolled-back" if restored else "ready") if ok else "unhealthy"
                     state.hosts[m.host].serving[m.want.deployment] = rec.model_copy(update={
                         "status": status, "checked_at": stamp, "detail": error,
                         "ttft_ms": ttft if ttft is not None else rec.ttft_ms})
@@ -217,7 +228,7 @@ def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before:
     if not todo:
         return ServingOutcome(state, [], {}, {})
     runner = _Runner(inv, desired, store, executor, workdir, on_event)
-    checks, failed = runner.check(todo, "apply", state)
+    checks, failed = runner.check(todo, "apply", state, set(started))
     state = store.write(state)
     failures: dict[str, tuple[str, str]] = {}
     rb_records: dict[str, list[dict[str, Any]]] = {}
@@ -226,13 +237,14 @@ def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before:
         state, rb_records, restored, stopped = _roll_back(runner, bad, started, before, state, records,
                                                           record_run)
         if restored:
-            rechecks, refailed = runner.check(restored, "rollback", state)
+            rechecks, refailed = runner.check(restored, "rollback", state, set(started))
             checks += rechecks
             state = store.write(state)
         else:
             refailed = set()
         for u in bad:
-            first = next((c for c in checks if c.unit == u.name and c.phase == "apply" and c.error), None)
+            errors = [c for c in checks if c.unit == u.name and c.phase == "apply" and c.error]
+            first = next((c for c in errors if (c.host, c.name) in started), errors[0] if errors else None)
             why = f"{first.name} on {first.host}: {first.error}" if first else "the smoke request was not answered"
             if u in stopped:
                 after = "nothing to roll back to (first install): its new processes were stopped"

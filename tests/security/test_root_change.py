@@ -43,6 +43,6 @@ def test_root_change_replans_runtime_and_model_at_the_new_prefix(tmp_path: Path)
         new / "opt/sovkit/runtimes/simnpu-serve/1.0.0/simnpu_serve/__init__.py").read_text()
     current = new / "opt/sovkit/models/demo-ko-chat/current"
     assert current.is_symlink() and os.readlink(current) == str(new / "opt/sovkit/models/demo-ko-chat/1.0")
-    assert str(new) in (new / "etc/sovkit/serving/chat-prefill.yaml").read_text()
+    assert str(new) in (new / "etc/sovkit/serving/chat-prefill.json").read_text()
     again = run_cli("plan", site.path, "--detailed-exitcode")
     assert again.code == 0, again.text
