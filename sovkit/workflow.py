@@ -33,6 +33,7 @@ from sovkit.provision.executor import ExecEvent
 from sovkit.provision.hostvars import common_target, rollback_target
 from sovkit.provision.observe import observe, with_findings
 from sovkit.provision.preflight import Preflight
+from sovkit.provision.serving import ServingCheck
 from sovkit.state.models import State, now
 from sovkit.workspace import Workspace
 
@@ -86,12 +87,13 @@ class ApplyOutput(_Out):
     state_serial: int | None
     failures: list[Failure]
     records: dict[str, list[dict[str, Any]]]
+    serving_checks: list[ServingCheck] = []
 
     @classmethod
     def of(cls, report: ApplyReport) -> ApplyOutput:
         return cls(run_id=report.run_id, ok=report.ok, state_serial=report.state.serial,
                    failures=[Failure(host=h, task=t, message=m) for h, t, m in report.failures],
-                   records=report.records)
+                   records=report.records, serving_checks=report.serving_checks)
 
 
 class RefreshOutput(_Out):

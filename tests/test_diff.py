@@ -134,3 +134,21 @@ def test_pinned_artifacts_cover_every_file_installed() -> None:
         [{"path": fw.image.path} for fw in DEMO.site.firmware if fw.name == "atom-max-fw-1.2.0"]
         + [{"path": a.path} for r in DEMO.site.runtimes for a in r.artifacts]
         + [{"path": f.path} for m in DEMO.site.models for f in m.files])}
+
+
+def test_a_new_model_version_restarts_every_serving_process_of_it() -> None:
+    """The launch names the model's `current` link, so the version must change the launch by itself: a server
+    that kept running on the old weights after a model update would be reported as serving the new one."""
+    import yaml
+
+    data = yaml.safe_load((INVENTORIES / "demo/site.yaml").read_text())
+    data["models"][0]["version"] = "1.1"
+    changed_file = INVENTORIES / "demo" / f".test-{os.getpid()}.yaml"
+    try:
+        changed_file.write_text(yaml.safe_dump(data))
+        changed = desired_site(load_inventory(changed_file))
+    finally:
+        changed_file.unlink()
+    plan = diff("demo", changed, converged())
+    assert {(c.host, c.name) for c in plan.changes if c.component == "serving"} == {
+        ("npu-node-1", "chat-prefill"), ("npu-node-1", "chat-router"), ("npu-node-2", "chat-decode")}

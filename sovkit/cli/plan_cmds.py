@@ -51,7 +51,10 @@ class Progress:
         elif event.kind == "record" and "sovkit_record" in event.data:
             r = event.data["sovkit_record"]
             what = "removed" if r.get("removed") else r.get("version") or r.get("role") or "done"
-            console.print(f"  [green]✓[/] {escape(event.host)}: {r['component']} {escape(str(r['name']))} → "
+            if r.get("component") == "serving" and r.get("status"):  # started, start-failed, stopped
+                what = f"{what} {r['model']} {r['model_version']} ({r['status']})"
+            mark = "[red]✗[/]" if r.get("status") in ("start-failed", "stopped") else "[green]✓[/]"
+            console.print(f"  {mark} {escape(event.host)}: {r['component']} {escape(str(r['name']))} → "
                           f"{escape(str(what))}")
         elif event.kind in ("failed", "unreachable"):
             console.print(f"  [red]✗[/] {escape(event.host)}: {escape(event.task)}: {escape(event.message)}")
@@ -130,6 +133,13 @@ def show_report(report: api.ApplyReport, json_out: bool) -> None:
     done = sum(len(v) for v in report.records.values())
     console.print(f"[bold]Apply {report.run_id}:[/] {done} component(s) recorded across {len(report.records)} "
                   f"host(s); state serial {report.state.serial}.")
+    for c in report.serving_checks:
+        if c.smoke is None:
+            continue
+        mark = "[green]✓[/]" if c.smoke else "[red]✗[/]"
+        timing = f"first token in {c.ttft_ms:.1f} ms" if c.ttft_ms is not None else escape(c.error)
+        console.print(f"{mark} serving {escape(c.unit)} ({c.phase}): smoke request through {escape(c.name)} on "
+                      f"{escape(c.host)}, model {escape(c.model_version)}: {timing}")
     for host, task, msg in report.failures:
         err_console.print(f"[red]✗ {escape(host)}[/] failed at {escape(task)}: {escape(msg)}")
 

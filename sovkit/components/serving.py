@@ -169,6 +169,9 @@ class Serving(ComponentKind):
         paths = _paths(ctx.root, name)
         service = f"sovkit-{name}"
         manager = ctx.host.service_manager
+        # the model path is the `current` link, so the version goes into the environment (the runtime ignores
+        # it): a new model version changes the launch, which restarts the process, and a rollback restores it
+        launch = Launch(argv=launch.argv, env={**launch.env, "SOVKIT_MODEL": f"{model}@{model_version}"})
         spec = json.dumps({**supervisor_spec(launch, service), "rundir": paths["rundir"]}, indent=2,
                           sort_keys=True) + "\n"
         unit = systemd_unit(launch, f"sovkit {role} server {name} ({model} {model_version})",
@@ -221,10 +224,9 @@ class Serving(ComponentKind):
             argv += ["--decode", _endpoint(address, decode.port),
                      "--decode-kv", f"[{address}]:{group.kv_transfer.port}" if ":" in address
                      else f"{address}:{group.kv_transfer.port}"]
-        # the group's model version is in the router's environment (it ignores it): a new version changes the
-        # router's config too, so the whole group restarts (and rolls back) together
-        launch = Launch(argv=argv, env={"SOVKIT_SERVING_GROUP": group.name,
-                                        "SOVKIT_MODEL": f"{m.name}@{m.version}"})
+        # like every serving process, the router's environment names the group's model version (it ignores
+        # it): a new version restarts the whole group, and a rollback restores it as a whole
+        launch = Launch(argv=argv, env={"SOVKIT_SERVING_GROUP": group.name})
         return self._entry(
             ctx, name=name, kind="router", group=group.name, role="router", model=m.name,
             model_version=m.version, runtime=ROUTER_RUNTIME, runtime_version=router_version(),
