@@ -101,7 +101,8 @@ def demo_commands(workdir: Path, site: Path) -> list[DemoCommand]:
     return [
         DemoCommand("validate the inventory", ["validate", str(site)]),
         DemoCommand("evaluate the policy pack", ["check", str(site)]),
-        DemoCommand("plan, and save the signed plan", ["plan", str(site), "-o", str(plan_file)]),
+        DemoCommand("plan against what the hosts really have, and save the signed plan",
+                    ["plan", str(site), "--refresh", "-o", str(plan_file)]),
         DemoCommand("apply the saved plan through Ansible", ["apply", str(plan_file)]),
         DemoCommand("plan again: nothing left to do", ["plan", str(site), "--detailed-exitcode"]),
         DemoCommand("verify the signed attestations offline", ["attest", "verify", str(site), "--key", f"{key}.pub"]),

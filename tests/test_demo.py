@@ -17,8 +17,11 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
     work = tmp_path / "demo"
     first = run_cli("demo", "--workdir", work, timeout=1500)
     assert first.code == 0, first.text
-    for step in ("1/8", "evaluate the policy pack", "apply the saved plan", "No changes", "8/8", "demo complete"):
+    for step in ("1/10", "evaluate the policy pack", "apply the saved plan", "No changes", "10/10", "demo complete"):
         assert step in first.out, step
+    # it ends with a real answer through the router (prefill, then decode), and its timings
+    assert "Hello from demo-ko-chat version 1.0" in first.out and "time to first token" in first.out
+    assert "serving group chat (apply): smoke request through chat-router on npu-node-1" in first.out
     state = json.loads((work / ".sovkit" / "state.json").read_text())
     assert set(state["hosts"]) == {"npu-node-1", "npu-node-2"}
     assert all(h["models"]["demo-ko-chat"]["version"] == "1.0" for h in state["hosts"].values())
@@ -33,7 +36,7 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
     summary = json.loads(second.out)
     assert summary["ok"] is True and summary["workdir"] == str(work.resolve())
     assert summary["audit_pack"] == str(work.resolve() / "audit-pack")
-    assert len(summary["steps"]) == 8 and all(s["ok"] and s["detail"] == "exit 0" for s in summary["steps"])
+    assert len(summary["steps"]) == 10 and all(s["ok"] and s["detail"] == "exit 0" for s in summary["steps"])
     assert all(set(s) == {"name", "command", "ok", "detail"} for s in summary["steps"])
     assert summary["steps"][3]["name"] == "apply the saved plan through Ansible"
     assert summary["steps"][0]["command"].startswith("sovkit validate ")

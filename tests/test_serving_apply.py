@@ -145,7 +145,7 @@ def test_decode_failing_readiness_rolls_the_pair_back_to_the_previous_version(se
 
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 1, r.text
-    assert "group chat: chat-decode on npu-node-2" in r.text and "max_model_len" in r.text
+    assert "group chat: chat-decode on npu-node-2: did not start" in r.text and "--max-model-len 4096" in r.text
     assert "rolled back to the previous config and model, which answers" in r.text
 
     state = _state(site)

@@ -165,11 +165,21 @@ class _Runner:
         failed_start = {(m.host, m.want.deployment): rec.detail for u in todo for m in u.members
                         if (rec := state.hosts.get(m.host, HostRecord()).serving.get(m.want.deployment)) is not None
                         and rec.status == "start-failed" and (m.host, m.want.deployment) in must}
-        ready = self.probe([(m, "ready") for u in todo for m in u.members
-                            if (m.host, m.want.deployment) not in failed_start])
-        for (host, name), detail in failed_start.items():  # no point waiting for a process that exited at once
-            ready[(host, name, "ready")] = {"ok": False, "unprobed": True,
-                                            "error": f"did not start: {detail or 'no reason given'}"}
+        # a unit with a process that exited at once has failed already: waiting out the others' deadlines (the
+        # router's /health stays 503 without its decode) would only delay the rollback
+        doomed = {u.name: next(name for (_h, name) in failed_start if any(
+                  (m.host, m.want.deployment) in failed_start for m in u.members))
+                  for u in todo if any((m.host, m.want.deployment) in failed_start for m in u.members)}
+        ready = self.probe([(m, "ready") for u in todo if u.name not in doomed for m in u.members])
+        for u in todo:
+            for m in u.members:
+                key = (m.host, m.want.deployment)
+                if key in failed_start:
+                    ready[(*key, "ready")] = {"ok": False, "unprobed": True, "start_failed": True,
+                                              "error": f"did not start: {failed_start[key] or 'no reason given'}"}
+                elif u.name in doomed:
+                    ready[(*key, "ready")] = {"ok": False, "unprobed": True,
+                                              "error": f"not checked: {doomed[u.name]} did not start"}
 
         def needed(u: Unit) -> list[Member]:
             return [m for m in u.members if (m.host, m.want.deployment) in must or m is u.front]
@@ -243,8 +253,12 @@ def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before:
         else:
             refailed = set()
         for u in bad:
-            errors = [c for c in checks if c.unit == u.name and c.phase == "apply" and c.error]
-            first = next((c for c in errors if (c.host, c.name) in started), errors[0] if errors else None)
+            # the cause first: a process that did not start, then one not ready, then the router or the smoke request
+            errors = sorted((c for c in checks if c.unit == u.name and c.phase == "apply" and c.error
+                             and not c.error.startswith("not checked")),
+                            key=lambda c: ((c.host, c.name) not in started, not c.error.startswith("did not start"),
+                                           c.role == "router"))
+            first = errors[0] if errors else None
             why = f"{first.name} on {first.host}: {first.error}" if first else "the smoke request was not answered"
             if u in stopped:
                 after = "nothing to roll back to (first install): its new processes were stopped"
