@@ -35,6 +35,9 @@ from sovkit.state.models import HostRecord, State, now
 from sovkit.state.store import StateStore
 
 Phase = Literal["apply", "rollback"]
+#: provision.apply.run_recording, passed in (apply imports this module): runs a playbook whose roles send
+#: ``sovkit record`` results, folding each into the state as it arrives
+RecordRun = Callable[..., tuple[State, str, dict[str, HostOutcome], dict[str, list[dict[str, Any]]]]]
 
 
 class ServingCheck(BaseModel):
@@ -223,10 +226,7 @@ class _Runner:
 
 def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before: State, state: State,
                   records: dict[str, list[dict[str, Any]]], store: StateStore, executor: Executor, workdir: Path,
-                  on_event: Callable[[ExecEvent], None], record_run: Callable[..., tuple[State, str,
-                                                                                      dict[str, HostOutcome],
-                                                                                      dict[str, list[dict[str, Any]]]]]
-                  ) -> ServingOutcome:
+                  on_event: Callable[[ExecEvent], None], record_run: RecordRun) -> ServingOutcome:
     """Check every unit this apply (re)started; roll back the ones that fail (see the module docstring).
 
     ``records`` are the apply's ``sovkit record`` results (which processes were started, and whether each kept
@@ -244,8 +244,7 @@ def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before:
     rb_records: dict[str, list[dict[str, Any]]] = {}
     bad = [u for u in todo if u.name in failed]
     if bad:
-        state, rb_records, restored, stopped = _roll_back(runner, bad, started, before, state, records,
-                                                          record_run)
+        state, rb_records, restored, stopped = _roll_back(runner, bad, started, before, state, record_run)
         if restored:
             rechecks, refailed = runner.check(restored, "rollback", state, set(started))
             checks += rechecks
@@ -273,7 +272,7 @@ def check_serving(inv: LoadedInventory, desired: dict[str, DesiredHost], before:
 
 
 def _roll_back(runner: _Runner, bad: list[Unit], started: dict[tuple[str, str], bool], before: State,
-               state: State, records: dict[str, list[dict[str, Any]]], record_run: Callable[..., Any]
+               state: State, record_run: RecordRun
                ) -> tuple[State, dict[str, list[dict[str, Any]]], list[Unit], list[Unit]]:
     """Restore (or stop) each process of the failed units that this apply started; returns the new state, the
     rollback's records, the units restored (to check again) and the units stopped."""
