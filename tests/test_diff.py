@@ -107,17 +107,24 @@ def test_diff_is_pure() -> None:
     assert {k: v.model_dump() for k, v in state.items()} == before
 
 
+def _desired_with(data: dict[str, Any]) -> dict[str, Any]:
+    """Desired state of an edited demo inventory, written beside the demo's (same root: same host paths)."""
+    import yaml
+
+    changed_file = INVENTORIES / "demo" / f".test-{os.getpid()}.yaml"
+    try:
+        changed_file.write_text(yaml.safe_dump(data))
+        return desired_site(load_inventory(changed_file))
+    finally:
+        changed_file.unlink()
+
+
 def test_a_deployment_change_updates_only_its_serving_config(tmp_path: Path) -> None:
     import yaml
 
     data = yaml.safe_load((INVENTORIES / "demo/site.yaml").read_text())
     data["deployments"][0]["port"] = 9999
-    changed_file = INVENTORIES / "demo" / f".test-{os.getpid()}.yaml"  # same root: same host paths
-    try:
-        changed_file.write_text(yaml.safe_dump(data))
-        changed = desired_site(load_inventory(changed_file))
-    finally:
-        changed_file.unlink()
+    changed = _desired_with(data)
     plan = diff("demo", changed, converged())
     # the prefill listens elsewhere, and its group's router must send there: both restart, nothing else
     assert [(c.host, c.component, c.name, c.action) for c in plan.changes] == [
@@ -143,12 +150,7 @@ def test_a_new_model_version_restarts_every_serving_process_of_it() -> None:
 
     data = yaml.safe_load((INVENTORIES / "demo/site.yaml").read_text())
     data["models"][0]["version"] = "1.1"
-    changed_file = INVENTORIES / "demo" / f".test-{os.getpid()}.yaml"
-    try:
-        changed_file.write_text(yaml.safe_dump(data))
-        changed = desired_site(load_inventory(changed_file))
-    finally:
-        changed_file.unlink()
+    changed = _desired_with(data)
     plan = diff("demo", changed, converged())
     assert {(c.host, c.name) for c in plan.changes if c.component == "serving"} == {
         ("npu-node-1", "chat-prefill"), ("npu-node-1", "chat-router"), ("npu-node-2", "chat-decode")}

@@ -7,7 +7,6 @@ previous version, attested; `kill -9` of the decode → `plan --refresh` shows d
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import signal
@@ -17,27 +16,14 @@ from typing import Any
 
 import pytest
 
-from sovkit.state.models import State
 from tests.conftest import run_cli
 from tests.hostlab import HostLab
 from tests.servingkit import running
 from tests.sitefactory import Site, make_lab_site
-from tests.test_serving_apply import DEMO_CONFIG, _model_files
+from tests.test_serving_apply import DEMO_CONFIG, _model_files, _state
+from tests.test_serving_apply import _provision_predicates as _provision
 
 pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(1800)]
-
-
-def _state(site: Site) -> State:
-    return State.model_validate_json((site.root / ".sovkit" / "state.json").read_bytes())
-
-
-def _provision(site: Site) -> list[dict[str, Any]]:
-    out = []
-    for line in (site.root / ".sovkit" / "attestations" / "log.jsonl").read_text().splitlines():
-        payload = json.loads(base64.b64decode(json.loads(line)["envelope"]["payload"]))
-        if payload["predicateType"].endswith("/provision/v1"):
-            out.append(payload["predicate"])
-    return out
 
 
 def _netns_of(pid: int) -> str:
