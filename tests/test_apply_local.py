@@ -18,6 +18,7 @@ from sovkit.simulator import read_devices
 from sovkit.state.models import State
 from tests.conftest import ROOT, run_cli
 from tests.sitefactory import corrupt_image, make_site
+from tests.test_serving_apply import DEMO_CONFIG, _model_files
 
 pytestmark = pytest.mark.slow
 
@@ -81,6 +82,9 @@ def test_corrupt_firmware_fails_that_host_only_and_activates_nothing(tmp_path: P
 def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     site.add_model("ko-chat-b", "2.0", {"config.json": b'{"a": 1}\n', "model.safetensors": b"w" * 4096})
+    site.data["serving_groups"] = []  # two plain deployments, one model each
+    for dep in site.data["deployments"]:
+        dep["role"] = "both"
     site.data["deployments"][1]["model"] = "ko-chat-b"
     site.save()
     weights = site.store / "models/ko-chat-b/2.0/model.safetensors"
@@ -217,7 +221,7 @@ def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None
 def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     assert run_cli("apply", site.path, "--auto-approve").code == 0
-    site.bump_model("demo-ko-chat", "1.1", {"config.json": b'{"v": "1.1"}\n', "model.safetensors": b"n" * 2048})
+    site.bump_model("demo-ko-chat", "1.1", _model_files(DEMO_CONFIG))
     site.save()
     plan = run_cli("plan", site.path)
     assert "~ model demo-ko-chat: 1.0 → 1.1; previous kept for rollback" in plan.out, plan.out
@@ -225,7 +229,8 @@ def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: P
     models = site.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat"
     assert os.readlink(models / "current").endswith("/1.1")
     assert os.readlink(models / "previous").endswith("/1.0")
-    assert (models / "current/config.json").read_bytes() == b'{"v": "1.1"}\n'
+    assert (models / "current/config.json").read_bytes() == (
+        site.store / "models/demo-ko-chat/1.1/config.json").read_bytes()
     assert _state(site.root).hosts["npu-node-1"].models["demo-ko-chat"].previous == "1.0"
 
     back = run_cli("rollback", site.path, "--model", "demo-ko-chat", "--host", "npu-node-1")

@@ -159,7 +159,7 @@ def test_a_field_added_to_the_state_serving_record_reaches_the_audit(tmp_path: P
     assert r.code == 0, r.text
     (host,) = json.loads((tmp_path / "pack/report.json").read_text())["installed"]
     defaults = {"endpoint": "", "status": "installed", "served_version": None, "ttft_ms": None, "checked_at": "",
-                "detail": ""}  # the fields a state written before they existed reads back with
+                "detail": "", "rundir": ""}  # the fields a state written before they existed reads back with
     assert host["serving"] == [{**defaults, **serving, "name": "chat"}]
 
 

@@ -155,7 +155,7 @@ def test_decode_failing_readiness_rolls_the_pair_back_to_the_previous_version(se
         current = site.host_root(host) / "opt/sovkit/models/demo-ko-chat/current"
         assert os.readlink(current).endswith("/1.0")
     assert {n: (s.status, s.model_version) for n, s in state.hosts["npu-node-1"].serving.items()} == {
-        "chat-prefill": ("rolled-back", "1.0"), "chat-router": ("ready", "1.0")}
+        "chat-prefill": ("rolled-back", "1.0"), "chat-router": ("rolled-back", "1.0")}
     assert (state.hosts["npu-node-2"].serving["chat-decode"].status,
             state.hosts["npu-node-2"].serving["chat-decode"].model_version) == ("rolled-back", "1.0")
     assert running(site.root).keys() == before.keys()

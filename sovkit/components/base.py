@@ -257,8 +257,9 @@ class ComponentKind(ABC):
         the checks here refuse anything that is not plain; raise ValueError/KeyError/TypeError)."""
 
     # --- provision ---
-    def apply_vars(self, want: Any, store: Path, root: str) -> dict[str, Any] | None:
-        """Ansible variables for installing one desired record (an item of ``sovkit_<var>``)."""
+    def apply_vars(self, want: Any, store: Path, root: str, have: Any | None = None) -> dict[str, Any] | None:
+        """Ansible variables for installing one desired record (an item of ``sovkit_<var>``); ``have`` is what
+        the state records for it (None: nothing)."""
         return None
 
     def removal(self, host: str, name: str, have: Any | None, root: str) -> list[str] | None:

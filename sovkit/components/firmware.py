@@ -134,7 +134,7 @@ class Firmware(ComponentKind):
             devices={str(d): DeviceRecord(kind=name, firmware=str(v)) for d, v in result["devices"].items()},
         )
 
-    def apply_vars(self, want: DesiredFirmware, store: Path, root: str) -> dict[str, Any]:
+    def apply_vars(self, want: DesiredFirmware, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
         return {"kind": want.kind, "version": want.version, "count": want.count, "sha256": want.image.sha256,
                 "image_src": str(store / want.image.store_path), **profile(want.kind)}
 

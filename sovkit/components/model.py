@@ -138,7 +138,7 @@ class Model(ComponentKind):
             signature_verified=signatures_ok.get(f"model:{name}@{result['version']}", False),
         )
 
-    def apply_vars(self, want: DesiredModel, store: Path, root: str) -> dict[str, Any]:
+    def apply_vars(self, want: DesiredModel, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
         return {"name": want.name, "version": want.version, "dir": want.path,
                 "signature_src": str(store / want.signature) if want.signature else "",
                 "files": [{"src": str(store / f.store_path), "name": f.name, "sha256": f.sha256} for f in want.files]}

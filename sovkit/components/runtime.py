@@ -105,7 +105,7 @@ class Runtime(ComponentKind):
         return RuntimeRecord(version=result["version"], package=result["package"], artifacts=result["artifacts"],
                              prefix=result["prefix"])
 
-    def apply_vars(self, want: DesiredRuntime, store: Path, root: str) -> dict[str, Any]:
+    def apply_vars(self, want: DesiredRuntime, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
         return {"name": want.name, "version": want.version, "package": want.package, "prefix": want.prefix,
                 "staging": f"{root}/var/lib/sovkit/staging/runtime/{want.name}-{want.version}",
                 "artifacts": [{"src": str(store / a.store_path), "name": a.name, "sha256": a.sha256,

@@ -89,7 +89,7 @@ class DesiredServing(_M):
         return {"role": self.role, "model": self.model, "model_version": self.model_version,
                 "runtime": self.runtime, "runtime_version": self.runtime_version,
                 "config_sha256": self.config_sha256, "port": self.port, "endpoint": self.endpoint,
-                "status": status}
+                "rundir": self.rundir, "status": status}
 
 
 class InstalledServing(ServingRecord, Row):
@@ -262,11 +262,16 @@ class Serving(ComponentKind):
             runtime=result["runtime"], runtime_version=str(result["runtime_version"]),
             config_sha256=result["config_sha256"], port=int(result["port"]),
             endpoint=str(result.get("endpoint") or ""), status=result.get("status") or "installed",
+            rundir=str(result.get("rundir") or ""),
             detail=str(result.get("detail") or "")[:500],
         )
 
-    def apply_vars(self, want: DesiredServing, store: Path, root: str) -> dict[str, Any]:
-        return {"name": want.deployment, "service": want.service, "manager": want.service_manager,
+    def apply_vars(self, want: DesiredServing, store: Path, root: str,
+                   have: ServingRecord | None = None) -> dict[str, Any]:
+        # a process recorded under another run directory (the host's root moved) is stopped before this one
+        # starts: it would still hold the port
+        moved = have.rundir if have is not None and have.rundir and have.rundir != want.rundir else ""
+        return {"name": want.deployment, "stop_first": moved, "service": want.service, "manager": want.service_manager,
                 "spec": want.spec, "spec_path": want.spec_path, "unit": want.unit, "unit_path": want.unit_path,
                 "rundir": want.rundir, "record_path": want.record_path,
                 "record": json.dumps(want.record(), sort_keys=True) + "\n",

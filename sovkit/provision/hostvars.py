@@ -72,8 +72,9 @@ def apply_target(inv: LoadedInventory, desired: DesiredHost, changes: list[Chang
     store = inv.artifact_root
     touched = {(c.component, c.name) for c in changes if c.action != "delete"}
     for kind in registry.kinds():
-        items = (kind.apply_vars(want, store, desired.root) for name, want in kind.desired_of(desired).items()
-                 if (kind.name, name) in touched)
+        records = kind.records_of(recorded)
+        items = (kind.apply_vars(want, store, desired.root, records.get(name))
+                 for name, want in kind.desired_of(desired).items() if (kind.name, name) in touched)
         v[f"sovkit_{kind.var}"] = [item for item in items if item is not None]
     removals = []
     for c in changes:

@@ -123,6 +123,8 @@ class ServingRecord(_M):
         default=None, description="time to first token of the last smoke request, in ms")
     checked_at: str = ""
     detail: Annotated[str, StringConstraints(max_length=500)] = ""
+    rundir: HostPath = Field(default="", description="the supervisor's run directory on the host (where its pid "
+                             "file is), so a process is stopped there when the host's root moves")
 
 
 # Record models of component kinds registered beyond the built-in fields (sovkit/components/registry.py fills
