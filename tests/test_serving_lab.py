@@ -40,7 +40,7 @@ def test_prefill_decode_router_over_ssh_answer_roll_back_and_restart(lab: HostLa
     # 1. apply: three processes on three hosts, checked on the hosts, and a request through the router
     r = run_cli("apply", site.path, "--auto-approve", env=env)
     assert r.code == 0, r.text
-    procs = running(site.root)
+    procs = running(tmp_path)
     assert set(procs) == {"sovkit-chat-prefill", "sovkit-chat-decode", "sovkit-chat-router"}
     spaces = {name: _netns_of(pid) for name, pid in procs.items()}
     assert len(set(spaces.values())) == 3 and _netns_of(os.getpid()) not in spaces.values()  # one host each
@@ -76,10 +76,10 @@ def test_prefill_decode_router_over_ssh_answer_roll_back_and_restart(lab: HostLa
     assert verified.code == 0, verified.text  # the rollback's attestation matches what the hosts now run
 
     # 3. kill -9 the decode: drift; apply restarts it
-    pid = running(site.root)["sovkit-chat-decode"]
+    pid = running(tmp_path)["sovkit-chat-decode"]
     os.kill(pid, signal.SIGKILL)
     deadline = time.monotonic() + 10
-    while "sovkit-chat-decode" in running(site.root) and time.monotonic() < deadline:
+    while "sovkit-chat-decode" in running(tmp_path) and time.monotonic() < deadline:
         time.sleep(0.1)
     planned = run_cli("plan", site.path, "--refresh", "--json", env=env)
     assert planned.code == 0, planned.text
@@ -93,7 +93,7 @@ def test_prefill_decode_router_over_ssh_answer_roll_back_and_restart(lab: HostLa
     site.save()
     r = run_cli("apply", site.path, "--auto-approve", "--refresh", env=env)
     assert r.code == 0, r.text
-    assert running(site.root)["sovkit-chat-decode"] != pid
+    assert running(tmp_path)["sovkit-chat-decode"] != pid
     answer = run_cli("serving", "request", site.path, "--json", env=env)
     assert answer.code == 0 and "version 1.0" in json.loads(answer.out)["text"], answer.text
 
