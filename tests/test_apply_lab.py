@@ -152,7 +152,7 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     repaired = run_cli("apply", site.path, "--refresh", "--auto-approve")
     assert repaired.code == 0, repaired.text
     assert "1 component(s) recorded across 1 host(s)" in repaired.out
-    assert tampered.read_bytes() == b'{"vocab": 2}\n'
+    assert tampered.read_bytes() == (site.store / "models/demo-ko-chat/1.1/tokenizer.json").read_bytes()
     assert _state(site).hosts["h2"].models["demo-ko-chat"].previous == "1.0", "rollback target must survive"
     final = run_cli("plan", site.path, "--refresh", "--detailed-exitcode")
     assert final.code == 0, final.text
