@@ -105,6 +105,17 @@ def test_apply_starts_serving_checks_it_and_answers_through_the_router(served: S
     assert rows["chat-router"]["status"] == "ready" and rows["chat-router"]["ttft_ms"] == router.ttft_ms
     assert "smoke request: first token in" in (pack / "report.html").read_text()
 
+    # `serving stop` stops every process and records it; the inventory still wants them, so plan restarts them
+    stopped = run_cli("serving", "stop", site.path)
+    assert stopped.code == 0, stopped.text
+    assert running(site.root) == {}
+    assert {n: s.status for rec in _state(site).hosts.values() for n, s in rec.serving.items()} == {
+        "chat-prefill": "stopped", "chat-router": "stopped", "chat-decode": "stopped"}
+    replan = json.loads(run_cli("plan", site.path, "--json").out)["plan"]["changes"]
+    assert {(c["name"], c["action"]) for c in replan} == {
+        ("chat-prefill", "update"), ("chat-router", "update"), ("chat-decode", "update")}
+    assert all(c["reason"].startswith("service is stopped: restart it") for c in replan)
+
 
 def test_killed_server_is_drift_and_apply_restarts_it(served: Site) -> None:
     site = served
