@@ -56,7 +56,9 @@ def test_host_reported_link_target_is_refused_and_never_reaches_ansible(tmp_path
     assert "lookup" not in state_text
 
     # the deployment on npu-node-2 goes away: its model is removed using the recorded path
-    site.data["deployments"] = [d for d in site.data["deployments"] if "npu-node-2" not in d["hosts"]]
+    site.data["serving_groups"] = []  # without its decode the prefill serves alone
+    site.data["deployments"] = [{**d, "role": "both"} for d in site.data["deployments"]
+                                if "npu-node-2" not in d["hosts"]]
     site.save()
     applied = run_cli("apply", site.path, "--auto-approve")
     assert "Traceback" not in applied.err
@@ -74,7 +76,9 @@ def test_tampered_state_path_is_refused_before_ansible(tmp_path: Path) -> None:
     model = doc["hosts"]["npu-node-2"]["models"]["demo-ko-chat"]
     model["path"] = str(site.host_root("npu-node-2") / f"opt/sovkit/models/demo-ko-chat{PAYLOAD}/1.0")
     state_file.write_text(json.dumps(doc))
-    site.data["deployments"] = [d for d in site.data["deployments"] if "npu-node-2" not in d["hosts"]]
+    site.data["serving_groups"] = []  # without its decode the prefill serves alone
+    site.data["deployments"] = [{**d, "role": "both"} for d in site.data["deployments"]
+                                if "npu-node-2" not in d["hosts"]]
     site.save()
     applied = run_cli("apply", site.path, "--auto-approve")
     assert _markers(tmp_path) == [], "a path from state.json was rendered on the controller"
