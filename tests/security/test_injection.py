@@ -19,7 +19,7 @@ from sovkit.inventory import load_inventory
 from sovkit.plan.diff import diff
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.executor import ExecEvent, HostTarget
-from sovkit.provision.hostvars import apply_target, observe_target
+from sovkit.provision.hostvars import apply_target, common_target, observe_target
 from sovkit.state.models import HostRecord
 from tests.sitefactory import KIND, make_site
 
@@ -59,9 +59,11 @@ def mutated(data: dict[str, Any], path: tuple[Any, ...], text: str) -> dict[str,
 def local_site(tmp: Path, n: int) -> Any:
     hosts = [{"name": f"h{i}", "rack": "demo-rack", "address": "127.0.0.1", "arch": "aarch64",
               "cpu": "arm-neoverse-v2", "connection": "local", "root": f"hosts/h{i}",
-              "accelerators": [{"kind": KIND, "count": 1, "firmware": "atom-max-fw-1.2.0"}]} for i in range(n)]
+              "accelerators": [{"kind": KIND, "count": 2, "firmware": "atom-max-fw-1.2.0"}]} for i in range(n)]
     site = make_site(tmp, hosts=hosts)
     site.data["racks"][0]["power_budget_w"] = 100000
+    for dep in site.data["deployments"]:
+        dep["tensor_parallel"] = 1  # prefill and decode share a host when there is one
     site.save()
     return site
 
@@ -115,8 +117,8 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
                 conn = mutated(conn, path, text)
             else:
                 variables = mutated(variables, path, text)
-            if path == ("sovkit_serving", 0, "config"):
-                literal_config = (Path(variables["sovkit_serving"][0]["config_path"]), text)
+            if path == ("sovkit_serving", 0, "spec"):
+                literal_config = (Path(variables["sovkit_serving"][0]["spec_path"]), text)
         targets.append(HostTarget(t.name, conn, variables))
     for j, path in enumerate(ssh_leaves):
         targets.append(HostTarget(f"s{j}", mutated(ssh_conn, path, payload(markers, f"ssh.{_tag(path)}")),
@@ -133,6 +135,28 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
             t = HostTarget(t.name, t.connection_vars, {**t.variables, "sovkit_observe": obs})
         obs_targets.append(t)
     run("observe.yml", obs_targets, tmp_path / "runs")
+
+    # the serving probes (readiness, smoke request) and the serving rollback: every leaf of their items too
+    serving = desired["h0"].serving["chat-prefill"]
+    probe_items = {"sovkit_probes": [{"name": "chat-prefill",
+                                      "args": ["ready", "http://127.0.0.1:1", "/health", "1"]}]}
+    item = {"name": "chat-prefill", "action": "restore", "service": serving.service, "manager": "supervisor",
+            "rundir": serving.rundir, "spec_path": serving.spec_path, "record_path": serving.record_path,
+            "files": [serving.spec_path], "fields": serving.record()}
+    plays = [("probe.yml", probe_items),
+             ("serving_rollback.yml", {"sovkit_model_back": [{"name": "m", "dir": f"{serving.rundir}/m"}],
+                                       "sovkit_serving_rollback": []}),
+             ("serving_rollback.yml", {"sovkit_model_back": [], "sovkit_serving_rollback": [item]}),
+             ("serving_rollback.yml", {"sovkit_model_back": [],
+                                       "sovkit_serving_rollback": [{**item, "action": "stop"}]}),
+             ("serving_stop.yml", {"sovkit_serving_stop": [item]})]
+    for k, (playbook, items) in enumerate(plays):
+        base = common_target(inv, desired["h0"], known)
+        play_targets = [HostTarget(f"p{k}-{i}", base.connection_vars,
+                                   {**base.variables, **mutated(items, leaf, payload(
+                                       markers, f"{k}.{playbook}.{_tag(leaf)}"))})
+                        for i, leaf in enumerate(leaves(items))]
+        run(playbook, play_targets, tmp_path / "runs")
 
     assert sorted(p.name for p in markers.iterdir()) == [], "a payload was rendered or run on the controller"
     # the untouched host applied everything: unsafe-marked values still drive the roles
