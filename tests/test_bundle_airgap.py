@@ -19,10 +19,15 @@ from tests.sitefactory import KIND, make_site
 pytestmark = pytest.mark.slow
 
 
-def offline(*args: str | os.PathLike[str], cwd: Path | None = None) -> CliResult:
-    """``python -m sovkit ARGS`` in a new network namespace: no interface but a downed loopback."""
+def offline(*args: str | os.PathLike[str], cwd: Path | None = None, loopback: bool = False) -> CliResult:
+    """``python -m sovkit ARGS`` in a new network namespace: no interface but the loopback, which is down
+    unless ``loopback`` (apply starts the site's serving processes, which talk to each other over it: an
+    air-gapped host still has its own loopback, and nothing else)."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
-    proc = subprocess.run(["unshare", "-n", sys.executable, "-m", "sovkit", *map(str, args)],
+    command = [sys.executable, "-m", "sovkit", *map(str, args)]
+    if loopback:
+        command = ["sh", "-c", 'ip link set lo up && exec "$@"', "sh", *command]
+    proc = subprocess.run(["unshare", "-n", *command],
                           capture_output=True, text=True, env=env, timeout=900, cwd=cwd)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
@@ -66,7 +71,7 @@ def test_usb_to_serving_model_with_networking_disabled(tmp_path: Path) -> None:
     keyed = offline("keys", "generate", "-o", inv.parent / ".sovkit" / "keys" / "operator.key",
                     "--insecure-no-passphrase")  # the site's own operator key: plans and attestations
     assert keyed.code == 0, keyed.text
-    applied = offline("apply", inv, "--auto-approve")
+    applied = offline("apply", inv, "--auto-approve", loopback=True)
     assert applied.code == 0, applied.text
     state = State.model_validate_json((inv.parent / ".sovkit" / "state.json").read_bytes())
     for host in ("npu-node-1", "npu-node-2"):
