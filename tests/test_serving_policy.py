@@ -133,11 +133,22 @@ def _serving(decision: dict[str, Any]) -> list[dict[str, Any]]:
 _CASES = [(rule, i) for rule, (_, bad, _) in sorted(SERVING_RULES.items()) for i in range(len(bad))]
 
 
+def _site(tmp_path: Path) -> Site:
+    """A sitefactory site with the demo's own ports back (sitefactory picks free ones for sites that start
+    servers; these cases only run `check`, and their ports are part of what they say)."""
+    site = make_site(tmp_path)
+    site.data["deployments"][0]["port"], site.data["deployments"][1]["port"] = 8101, 8102
+    site.data["serving_groups"][0]["kv_transfer"]["port"] = 8112
+    site.data["serving_groups"][0]["router"]["port"] = 8100
+    site.save()
+    return site
+
+
 @pytest.mark.parametrize(("rule", "case"), _CASES)
 def test_violating_site_is_denied_with_the_rule(rule: str, case: int, tmp_path: Path,
                                                 cli: Callable[..., CliResult]) -> None:
     severity, bad, _ = SERVING_RULES[rule]
-    site = make_site(tmp_path)
+    site = _site(tmp_path)
     bad[case](site)
     code, decision = _check(cli, site)
     hits = [f for f in decision["findings"] if f["id"] == rule]
@@ -151,7 +162,7 @@ def test_violating_site_is_denied_with_the_rule(rule: str, case: int, tmp_path: 
 @pytest.mark.parametrize("rule", sorted(SERVING_RULES))
 def test_passing_site_has_no_serving_finding(rule: str, tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     _, _, good = SERVING_RULES[rule]
-    site = make_site(tmp_path)
+    site = _site(tmp_path)
     good(site)
     code, decision = _check(cli, site)
     assert _serving(decision) == [], _serving(decision)
@@ -160,7 +171,7 @@ def test_passing_site_has_no_serving_finding(rule: str, tmp_path: Path, cli: Cal
 
 @pytest.mark.parametrize("case", sorted(SERVING_WARNINGS))
 def test_memory_warnings(case: str, tmp_path: Path, cli: Callable[..., CliResult]) -> None:
-    site = make_site(tmp_path)
+    site = _site(tmp_path)
     SERVING_WARNINGS[case](site)
     code, decision = _check(cli, site)
     assert code == 0 and decision["allowed"] is True
@@ -172,7 +183,7 @@ def test_memory_warnings(case: str, tmp_path: Path, cli: Callable[..., CliResult
 
 def test_messages_name_what_clashes(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     """The KV listener of decode (npu-node-2) and prefill (npu-node-1) share 127.0.0.1: one port, one stack."""
-    site = make_site(tmp_path)
+    site = _site(tmp_path)
     _group(kv_transfer={"port": 8101})(site)
     _, decision = _check(cli, site)
     [f] = [f for f in decision["findings"] if f["id"] == "SV-005"]
@@ -183,7 +194,7 @@ def test_messages_name_what_clashes(tmp_path: Path, cli: Callable[..., CliResult
 
 def test_eu_sovereign_as_first_shipped_is_denied(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     """The example as it was: furiosa-llm on H100 prefill hosts, and prefill/decode paired by nothing."""
-    site = make_site(tmp_path)
+    site = _site(tmp_path)
     site.data["hosts"][0]["accelerators"] = [{"kind": "nvidia-h100-sxm", "count": 2}]
     _all(_runtime("furiosa-llm"), _no_group(None))(site)
     _, decision = _check(cli, site)

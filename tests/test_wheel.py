@@ -138,6 +138,6 @@ def test_installed_demo_runs_the_main_job(venv: Path, tmp_path: Path) -> None:
     assert ensure.returncode == 0, ensure.stderr
     proc = run_venv(venv, sovkit_bin, "demo", "--workdir", str(tmp_path / "demo"), cwd=tmp_path, timeout=1500)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert "8/8" in proc.stdout and "demo complete" in proc.stdout
+    assert "10/10" in proc.stdout and "demo complete" in proc.stdout
     report = json.loads((tmp_path / "demo" / "audit-pack" / "report.json").read_text())
     assert report["overview"]["site"] == "demo" and report["policy"]["allowed"] is True
