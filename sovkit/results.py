@@ -120,6 +120,7 @@ class BundleCreated(_Out):
     carried_bytes: int
     since: str | None
     parts: list[dict[str, Any]] | None
+    target: dict[str, Any] | None = None
 
     @classmethod
     def of(cls, out: str, result: CreateResult) -> BundleCreated:
@@ -127,7 +128,8 @@ class BundleCreated(_Out):
         return cls(out=out, manifest_sha256=m.digest(), entries=len(m.entries),
                    carried_blobs=result.bundle.carried_files, carried_bytes=result.bundle.carried_bytes,
                    since=m.since,
-                   parts=[p.model_dump() for p in result.volumes.index.parts] if result.volumes else None)
+                   parts=[p.model_dump() for p in result.volumes.index.parts] if result.volumes else None,
+                   target=m.target.model_dump() if m.target is not None else None)
 
 
 class BundleImported(_Out):

@@ -13,7 +13,8 @@ from sovkit.bundle.importer import ImportReport, import_bundle
 from sovkit.bundle.manifest import load_any_manifest
 from sovkit.bundle.verify import check_bundle
 from sovkit.bundle.volumes import JoinReport, SplitReport, join_volumes, split_bundle
-from sovkit.bundle.wheels import default_cache, self_wheels
+from sovkit.bundle.wheels import default_cache, resolve_target, self_wheels
+from sovkit.errors import BundleError
 from sovkit.inventory import load_inventory
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.signing.steps import Verification
@@ -36,25 +37,33 @@ def create(
     wheel_cache: Path | None = None,
     on_event: OnEvent = ignore,
     workers: int | None = None,
+    platform: str | None = None,
+    python: str | None = None,
 ) -> CreateResult:
-    """Bundle everything ``inventory`` needs; with ``volume_size``, ``out`` receives the parts instead."""
+    """Bundle everything ``inventory`` needs; with ``volume_size``, ``out`` receives the parts instead.
+    ``platform``/``python`` (default: this machine's) choose the wheels sovkit is carried as."""
+    if not include_self and (platform is not None or python is not None):
+        raise BundleError("--platform/--python choose sovkit's wheels, and --no-self leaves them out",
+                          "drop --no-self to carry sovkit for that platform, or drop --platform/--python")
+    target = resolve_target(platform, python) if include_self else None  # a bad value fails before any work
     loaded = load_inventory(inventory, check_files=False)
     base = load_any_manifest(since) if since is not None else None
     sources = [*inventory_sources(loaded, artifact_dirs or []), *shipped_sources()]
     if include_self:
         on_event(BundleEvent("note", message="collecting sovkit and its dependency wheels"))
-        sources += self_wheels(wheel_cache or default_cache())
-    target = out if volume_size is None else out.parent / f".{out.name}.whole"
+        own, target = self_wheels(wheel_cache or default_cache(), target)
+        sources += own
+    staged = out if volume_size is None else out.parent / f".{out.name}.whole"
     if volume_size is not None:
-        shutil.rmtree(target, ignore_errors=True)
-    report = create_bundle(target, sources, signer, loaded.site.metadata.name, loaded.digest, base, on_event,
-                           workers)
+        shutil.rmtree(staged, ignore_errors=True)
+    report = create_bundle(staged, sources, signer, loaded.site.metadata.name, loaded.digest, base, on_event,
+                           workers, target=target)
     if volume_size is None:
         return CreateResult(report, None)
     try:
-        split = split_bundle(target, out, volume_size, on_event)
+        split = split_bundle(staged, out, volume_size, on_event)
     finally:
-        shutil.rmtree(target, ignore_errors=True)
+        shutil.rmtree(staged, ignore_errors=True)
     return CreateResult(report, split)
 
 

@@ -7,7 +7,9 @@ install cannot use it. This file is copied next to ``volumes.json`` as
     python3 sovkit-bootstrap.py /media/usb1 [/media/usb2 ...] -o /tmp/wheelhouse
 
 It reads the wheels' byte ranges from the parts, checks each against the
-sha256 in ``manifest.json`` and ``volumes.json``, writes them plus a
+sha256 in ``manifest.json`` and ``volumes.json``, refuses a bundle whose
+wheels are for another platform or Python (the manifest's ``target``) before
+writing anything, writes them plus a
 ``requirements.txt`` pinning every hash (for ``pip install --require-hashes``),
 and prints the manifest's sha256. Compare that with the digest printed by
 ``sovkit bundle create`` on the connected side (carried separately, e.g. on
@@ -20,12 +22,50 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import platform
 import re
 import sys
 from pathlib import Path
 from typing import Any
 
 _WHEEL = re.compile(r"^wheels/([A-Za-z0-9_.+-]+\.whl)$")
+_MACHINES = {"amd64": "x86_64", "x64": "x86_64", "arm64": "aarch64", "armv8": "aarch64"}
+
+
+def host_platform() -> str:
+    """``linux/x86_64``: this machine as bundle targets name platforms (also used by ``sovkit bundle create``)."""
+    machine = platform.machine().lower()
+    return f"{sys.platform}/{_MACHINES.get(machine, machine)}"
+
+
+def host_python() -> str:
+    return f"{sys.version_info[0]}.{sys.version_info[1]}"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"[0-9]+", text)[:2])
+
+
+def target_problem(target: dict[str, Any] | None) -> str | None:
+    """Why this machine cannot install the bundle's wheels, naming both sides; None when it can."""
+    if not target:
+        return None  # made before targets were recorded: wheels for the machine that created the bundle
+    here_py, impl = host_python(), "cp" if sys.implementation.name == "cpython" else sys.implementation.name
+    want = f"{target['platform']} {target['implementation']}{target['python'].replace('.', '')}"
+    here = f"{host_platform()} {impl}{here_py.replace('.', '')}"
+    if want != here:
+        return (f"this bundle's wheels are for {want}, this machine is {here}: run this bootstrap on a "
+                f"{target['platform']} machine with Python {target['python']} (the Python that will run sovkit), "
+                f"or create the bundle again on the connected side with "
+                f"`sovkit bundle create ... --platform {host_platform()} --python {here_py}`; nothing was written")
+    need = target.get("glibc")
+    if need:
+        libc, version = platform.libc_ver()
+        if libc != "glibc" or _version(version) < _version(need):
+            have = f"{libc} {version}".strip() or "no glibc"
+            return (f"this bundle's wheels for {want} need glibc >= {need}, this machine has {have}: run it on a "
+                    f"newer OS release (glibc >= {need}); nothing was written")
+    return None
 
 
 def _locate(inputs: list[Path]) -> tuple[dict[str, Any], dict[str, Path]]:
@@ -73,6 +113,9 @@ def main(argv: list[str] | None = None) -> int:
     index, parts = _locate(args.volumes)
     raw = _read(index, parts, "manifest.json")
     manifest = json.loads(raw)
+    problem = target_problem(manifest.get("target"))
+    if problem:
+        sys.exit(problem)
     args.out.mkdir(parents=True, exist_ok=True)
     pins: list[str] = []
     for entry in manifest["entries"]:

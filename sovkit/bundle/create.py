@@ -20,7 +20,16 @@ from sovkit.bundle.errors import BundleInvalid
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import Source
 from sovkit.bundle.hashing import Digest, Job, digest_many
-from sovkit.bundle.manifest import BLOB_DIR, Entry, Manifest, blob_path, merge_items, path_problem, write_manifest
+from sovkit.bundle.manifest import (
+    BLOB_DIR,
+    Entry,
+    Manifest,
+    Target,
+    blob_path,
+    merge_items,
+    path_problem,
+    write_manifest,
+)
 from sovkit.errors import BundleError
 from sovkit.fsutil import fsync_dir
 from sovkit.signing.keys import Signer
@@ -55,19 +64,22 @@ def create_bundle(
     on_event: OnEvent = ignore,
     workers: int | None = None,
     durable: bool = True,
+    target: Target | None = None,
 ) -> CreateReport:
-    """Write a signed bundle of ``sources`` to ``out`` (a new directory)."""
+    """Write a signed bundle of ``sources`` to ``out`` (a new directory); ``target``: what the wheels are for."""
     out = out.absolute()
     staging = _staging(out)
     try:
-        return _create(out, staging, sources, signer, site, inventory_digest, since, on_event, workers, durable)
+        return _create(out, staging, sources, signer, site, inventory_digest, since, on_event, workers, durable,
+                       target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
 
 
 def _create(out: Path, staging: Path, sources: list[Source], signer: Signer, site: str, inventory_digest: str,
-            since: Manifest | None, on_event: OnEvent, workers: int | None, durable: bool) -> CreateReport:
+            since: Manifest | None, on_event: OnEvent, workers: int | None, durable: bool,
+            target: Target | None) -> CreateReport:
     unsafe = [f"{src.path}: {why}" for src in sources if (why := path_problem(src.path))]
     if unsafe:
         raise BundleInvalid(unsafe, what="bundle sources",
@@ -110,16 +122,16 @@ def _create(out: Path, staging: Path, sources: list[Source], signer: Signer, sit
     for d in results.values():
         if d.job.dst is None:
             continue
-        target = blob_path(staging, d.sha256)
-        if d.sha256 in carried and not target.exists():
-            os.rename(d.job.dst, target)
+        blob = blob_path(staging, d.sha256)
+        if d.sha256 in carried and not blob.exists():
+            os.rename(d.job.dst, blob)
         else:
             os.unlink(d.job.dst)
     (staging / "blobs" / "tmp").rmdir()
     manifest = Manifest(
         site=site, inventory_digest=inventory_digest, created=datetime.now(UTC).isoformat(timespec="seconds"),
         sovkit_version=__version__, since=since.digest() if since is not None else None,
-        entries=merge_items(entries),
+        entries=merge_items(entries), target=target,
     )
     write_manifest(staging, manifest, signer)
     if durable:

@@ -51,6 +51,21 @@ class Entry(FileEntry):
     carried: bool = Field(default=True, description="False in a differential bundle: the site already has it.")
 
 
+class Target(BaseModel):
+    """The machine the carried wheels install on; the air-gapped bootstrap refuses any other."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    platform: str = Field(pattern=r"^[a-z0-9]+/[a-z0-9_]+$", description="OS/machine, e.g. linux/aarch64.")
+    python: str = Field(pattern=r"^3\.[0-9]{1,2}$", description="Python major.minor the wheels are built for.")
+    implementation: Literal["cp"] = "cp"
+    glibc: str | None = Field(default=None, pattern=r"^[0-9]+\.[0-9]+$",
+                              description="Oldest glibc every carried binary wheel runs on (None: none needs one).")
+
+    def label(self) -> str:
+        """``linux/aarch64 cp311``: how messages name a target."""
+        return f"{self.platform} {self.implementation}{self.python.replace('.', '')}"
+
+
 class Manifest(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     format: Literal["sovkit.dev/bundle/v1"] = FORMAT
@@ -60,9 +75,14 @@ class Manifest(BaseModel):
     sovkit_version: str
     since: Sha256 | None = Field(default=None, description="sha256 of the manifest this bundle is relative to.")
     entries: list[Entry]
+    target: Target | None = Field(default=None, description="Platform and Python of the carried wheels (none: "
+                                  "no wheels, or a bundle made before targets were recorded).")
 
     def to_bytes(self) -> bytes:
-        return canonical_json(self.model_dump(mode="json")) + b"\n"  # the format ends the file with a newline
+        data = self.model_dump(mode="json")
+        if data["target"] is None:  # absent, not null: manifests written before targets existed keep their digest
+            del data["target"]
+        return canonical_json(data) + b"\n"  # the format ends the file with a newline
 
     def digest(self) -> str:
         return hashlib.sha256(self.to_bytes()).hexdigest()

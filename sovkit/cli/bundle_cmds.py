@@ -91,13 +91,19 @@ def create(
                                           "dependencies.")] = False,
     wheel_cache: Annotated[Path | None, typer.Option("--wheel-cache", help="Cache for built/downloaded wheels "
                                                      "(default ~/.cache/sovkit/wheels).")] = None,
+    platform: Annotated[str | None, typer.Option("--platform", help="Platform of the machine that will run "
+                                                 "sovkit, for its wheels: linux/aarch64 or linux/x86_64 "
+                                                 "(default: this machine's).")] = None,
+    python: Annotated[str | None, typer.Option("--python", help="Python (MAJOR.MINOR) that will run sovkit there "
+                                               "(default: this one's).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Bundle every artifact the inventory needs, the policy pack, the Ansible content and sovkit itself."""
     size = api.parse_size(volume_size) if volume_size else None
     signer = _signer(key)
     with _Bar(not json_out) as bar:
-        result = api.bundles.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar)
+        result = api.bundles.create(inventory, out, signer, artifacts, since, size, not no_self, wheel_cache, bar,
+                                    platform=platform, python=python)
     m = result.bundle.manifest
     if json_out:
         emit_result(api.BundleCreated.of(str(out), result))
@@ -106,6 +112,9 @@ def create(
                   f"{result.bundle.carried_files} blob(s) carried ({result.bundle.carried_bytes} bytes)"
                   + (f", differential since {m.since[:16]}…" if m.since else ""))
     console.print(f"  manifest sha256:{m.digest()}  signed by {signer.keyid[:16]}…")
+    if m.target is not None:
+        console.print(f"  sovkit's wheels for {m.target.label()}"
+                      + (f" (glibc ≥ {m.target.glibc})" if m.target.glibc else ""))
     if result.volumes:
         parts = result.volumes.index.parts
         console.print(f"  {len(parts)} volume(s) in {escape(str(out))}: "
