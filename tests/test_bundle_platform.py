@@ -102,11 +102,12 @@ def test_other_platform_bundle_holds_no_wheel_for_this_machine(other_bundle: Bui
 
 def test_other_platform_bundle_holds_every_dependency(other_bundle: Built) -> None:
     """Walk Requires-Dist from sovkit's own wheel, markers evaluated for the target: every name has a wheel."""
-    names = {canonicalize_name(parse_wheel_filename(n)[0]): n for n in other_bundle.wheels}
+    names: dict[str, str] = {canonicalize_name(parse_wheel_filename(n)[0]): n for n in other_bundle.wheels}
     by_name = {name: other_bundle.wheels[wheel] for name, wheel in names.items()}
-    env = {**default_environment(), "platform_machine": OTHER_MACHINE, "python_version": "3.11",
-           "python_full_version": "3.11.0", "sys_platform": "linux", "platform_system": "Linux",
-           "implementation_name": "cpython", "platform_python_implementation": "CPython", "os_name": "posix"}
+    env: dict[str, str] = {**{k: str(v) for k, v in default_environment().items()},
+                           "platform_machine": OTHER_MACHINE, "python_version": "3.11", "python_full_version": "3.11.0",
+                           "sys_platform": "linux", "platform_system": "Linux", "implementation_name": "cpython",
+                           "platform_python_implementation": "CPython", "os_name": "posix"}
     todo: list[tuple[str, frozenset[str]]] = [("sovkit", frozenset())]
     seen: set[tuple[str, frozenset[str]]] = set()
     while todo:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from sovkit.bundle import wheels
+from sovkit.bundle.bootstrap import host_platform
 from sovkit.errors import BundleError
 
 
@@ -61,7 +62,7 @@ def test_another_platform_uses_pips_cross_download_options(tmp_path: Path, monke
             (out / name).write_bytes(b"PK fake wheel")
 
     monkeypatch.setattr(wheels, "_pip", fake_pip)
-    other = "linux/x86_64" if wheels.host_platform() == "linux/aarch64" else "linux/aarch64"
+    other = "linux/x86_64" if host_platform() == "linux/aarch64" else "linux/aarch64"
     machine = other.split("/")[1]
     _, target = wheels.self_wheels(tmp_path / "cache", wheels.resolve_target(other, "3.11"))
     download = calls[-1]
