@@ -77,6 +77,7 @@ def _target_tags(glibc: tuple[int, int]) -> set[Tag]:
     return {*cpython_tags((3, 11), ["cp311"], plats), *compatible_tags((3, 11), "cp311", plats)}
 
 
+@pytest.mark.slow  # the session's one download from the package index
 def test_manifest_records_the_target(other_bundle: Built) -> None:
     target = Target.model_validate(other_bundle.manifest["target"])
     assert (target.platform, target.python, target.implementation) == (OTHER, "3.11", "cp")
@@ -85,6 +86,7 @@ def test_manifest_records_the_target(other_bundle: Built) -> None:
     assert target.glibc == "{}.{}".format(*max(binary)), "the oldest glibc that runs every binary wheel"
 
 
+@pytest.mark.slow  # the session's one download from the package index
 def test_other_platform_bundle_holds_no_wheel_for_this_machine(other_bundle: Built) -> None:
     target = Target.model_validate(other_bundle.manifest["target"])
     assert target.glibc is not None
@@ -100,6 +102,7 @@ def test_other_platform_bundle_holds_no_wheel_for_this_machine(other_bundle: Bui
     assert binary >= 5, "pydantic_core, cryptography, regopy, pyyaml, … are binary wheels"
 
 
+@pytest.mark.slow  # the session's one download from the package index
 def test_other_platform_bundle_holds_every_dependency(other_bundle: Built) -> None:
     """Walk Requires-Dist from sovkit's own wheel, markers evaluated for the target: every name has a wheel."""
     names: dict[str, str] = {canonicalize_name(parse_wheel_filename(n)[0]): n for n in other_bundle.wheels}
@@ -130,6 +133,7 @@ def test_other_platform_bundle_holds_every_dependency(other_bundle: Built) -> No
         assert all(t.platform.endswith(f"_{OTHER_MACHINE}") for t in tags), names[binary]
 
 
+@pytest.mark.slow  # the session's one download from the package index
 def test_bootstrap_refuses_the_other_platform_bundle_here(other_bundle: Built, tmp_path: Path) -> None:
     out = tmp_path / "wheelhouse"
     proc = subprocess.run([sys.executable, "-I", other_bundle.vols / BOOTSTRAP, other_bundle.vols, "-o", out],
