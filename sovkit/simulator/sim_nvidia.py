@@ -150,7 +150,8 @@ def nvfwupd(host: core.Host, argv: list[str]) -> str:
                              + ["  ".join(r.values()) for r in rows])
         fitting = [d for d in gpus if d["kind"] == header["accelerator"]]
         if not fitting:
-            raise core.SimError(f"package {package} is for {header['accelerator']!r}: no such GPU on this system")
+            raise core.SimError(f"package {package} is built for accelerator {header['accelerator']!r}: no such GPU on "
+                                f"this system")
         lines: list[str] = []
         errors: list[str] = []
         for dev in fitting:
