@@ -155,6 +155,14 @@ def install_simulator(
     for tool in tools:
         _write(root / "bin" / tool, source, 0o755)
         installed.append(root / "bin" / tool)
+    kmod = _PACKAGE / "kmod.py"  # the driver component's modprobe/modinfo shim (standalone), when present
+    if kmod.is_file() and vendors:
+        text = kmod.read_text(encoding="utf-8")
+        if interpreter is not None:
+            text = "#!" + interpreter + "\n" + text.partition("\n")[2]
+        for tool in ("modprobe", "modinfo"):
+            _write(root / "bin" / tool, text, 0o755)
+            installed.append(root / "bin" / tool)
 
     pci = root / "sys/bus/pci/devices"
     shutil.rmtree(pci, ignore_errors=True)
