@@ -90,7 +90,7 @@ def test_ansible_runner_reaches_every_host_over_ssh(lab: HostLab, tmp_path: Path
     ids = [(h.root / "etc" / "hostlab-id").read_bytes() for h in lab.hosts]
     assert len(set(ids)) == len(ids)
     # a host's root holds what was put there, not Ansible's scratch files
-    assert {p.name for p in lab.host("h1").root.iterdir()} == {"bin", "etc", "var"}
+    assert {p.name for p in lab.host("h1").root.iterdir()} == {"bin", "etc", "proc", "sys", "usr", "var"}
 
 
 def test_host_with_link_down_is_dark_and_others_complete(lab_links_up: HostLab, tmp_path: Path) -> None:
