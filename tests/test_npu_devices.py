@@ -185,12 +185,12 @@ def test_every_procedure_step_cites_a_source_and_rebellions_follows_its_document
     for p in catalog.profiles.values():
         assert all(s.source[:3] in ("[V]", "[S]", "[R]") for _, s in p.firmware_update.steps())
     rb = procedure("rebellions-atom-max", "/r/img", "/r")
-    assert [s["argv"] for s in rb["pre"] + rb["update"] + rb["post"]] == [
+    assert [s["argv"] for s in rb["pre_steps"] + rb["update_steps"] + rb["post_steps"]] == [
         ["systemctl", "stop", "rbln-smd.service"], ["modprobe", "-r", "rebellions"],
         ["rbln-flash", "--cp", "-f", "/r/img", "-s", "{bdf}"], ["modprobe", "rebellions"],
         ["systemctl", "start", "rbln-smd.service"]]
     fu = procedure("furiosa-rngd", "/r/img", "/r")
-    assert [s["kind"] for s in fu["update"]] == ["command", "reboot"]
+    assert [s["kind"] for s in fu["update_steps"]] == ["command", "reboot"]
     assert fu["reboot"] == {"command": "/r/bin/sovkit-sim-reboot", "boot_time": "cat /r/var/lib/npu-sim/boot_id"}
     assert procedure("furiosa-rngd", "/img", "")["reboot"] == {"command": "", "boot_time": ""}
     assert catalog.profiles["nvidia"].power_cap is not None

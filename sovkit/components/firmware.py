@@ -100,9 +100,9 @@ def procedure(kind: str, image: str, root: str, catalog: Catalog | None = None) 
              for where, step in p.firmware_update.steps()]
     prefix = host_prefix(root)
     return {
-        "pre": [s for s in steps if s["phase"] == "pre"],
-        "update": [s for s in steps if s["phase"] == "update"],
-        "post": [s for s in steps if s["phase"] == "post"],
+        "pre_steps": [s for s in steps if s["phase"] == "pre"],
+        "update_steps": [s for s in steps if s["phase"] == "update"],
+        "post_steps": [s for s in steps if s["phase"] == "post"],
         "reboot": {"command": f"{prefix}/bin/sovkit-sim-reboot" if prefix else "",
                    "boot_time": f"cat {prefix}/var/lib/npu-sim/boot_id" if prefix else ""},
         "module": p.kernel_module.name,
