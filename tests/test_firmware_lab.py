@@ -109,7 +109,7 @@ def test_vendor_procedures_and_their_faults_over_ssh(lab: HostLab, tmp_path: Pat
     r = run_cli("apply", site.path, "--auto-approve", env=env)
     assert r.code == 1, r.text
     assert "Traceback" not in r.text
-    # (a) the device that boots its old firmware is caught by the read-back (this run is the first to flash)
+    # (a) the device that boots its old firmware is caught by the read-back
     assert re.search(r"✗ h1 failed at firmware \| every device must report 1\.3\.0: .*"
                      r"0000:02:00\.0 reports 1\.2\.0", r.err), r.err
     # (b) a flash error fails the host at the flash, and the post hooks still bring the driver back

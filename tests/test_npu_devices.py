@@ -227,3 +227,14 @@ def test_malformed_procedures_are_refused_at_load(tmp_path: Path, edit: Any, mes
     with pytest.raises(CatalogError, match=r"profiles\.yaml|vendor profile") as err:
         read_catalog(_catalog_copy(tmp_path, edit))
     assert message in str(err.value)
+
+
+def test_docs_hardware_table_lists_every_step_with_its_source() -> None:
+    text = (Path(__file__).resolve().parent.parent / "docs" / "hardware.md").read_text()
+    for p in load_catalog().profiles.values():
+        for _, step in p.firmware_update.steps():
+            if step.kind == "command":
+                assert f"`{' '.join(step.argv)}`" in text, step.argv
+            assert step.source.replace("|", "\\|") in text, step.source
+        for cmd in p.query.commands:
+            assert f"`{' '.join(cmd.argv)}`" in text, cmd.argv
