@@ -25,6 +25,13 @@ PACKAGE: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]{0,98}[A-Za-z0-9])?$"
 USER: Final = r"^[A-Za-z_][A-Za-z0-9._-]{0,31}$"
 #: a device id as a vendor tool reports it (PCI address, index, serial)
 DEVICE_ID: Final = r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,63}$"
+#: a PCI address in sysfs form, domain:bus:device.function (``0000:01:00.0``); vendor tools' other spellings
+#: (nvidia-smi's 8-digit domain, upper case) are normalised to this before matching
+BDF: Final = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"
+#: a chip name as a vendor tool prints it (``RBLN-CA25``, ``rngd``, ``NVIDIA H100 80GB HBM3``)
+CHIP_NAME: Final = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}$"
+#: a device index as a vendor tool numbers devices
+DEVICE_INDEX: Final = r"^[0-9]{1,4}$"
 #: a serving endpoint as sovkit records it: http, an address or host name, a port (no path, no credentials)
 ENDPOINT: Final = r"^http://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]{1,253}):[0-9]{1,5}$"
 #: a KV-transfer connector as the runtime names it (vLLM's ``NixlConnector``, SGLang's ``mooncake``): it becomes

@@ -220,7 +220,8 @@ def test_corrupt_firmware_over_ssh_fails_that_host_before_anything_is_activated(
     site.save()
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 1, r.text
-    assert re.search(r"✗ h2 failed at firmware \| flash: .*(payload|digest|sha256)", r.err), r.err
+    assert re.search(r"✗ h2 failed at firmware \| update per device: rbln-flash .*(payload|digest|sha256)",
+                     r.err), r.err
     assert _installed(site, "h2") == {"firmware": {"1.0.0"}, "runtime": False, "model": None, "serving": False}
     for host in ("h1", "h3"):
         assert _installed(site, host) == {"firmware": {"1.2.0"}, "runtime": True, "model": "1.0", "serving": True}

@@ -62,7 +62,7 @@ def test_corrupt_firmware_fails_that_host_only_and_activates_nothing(tmp_path: P
     site.save()
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 1
-    assert "npu-node-2" in r.err and "firmware | flash" in r.err
+    assert "npu-node-2" in r.err and "firmware | update per device: rbln-flash" in r.err
     assert "Traceback" not in r.err
     bad = site.host_root("npu-node-2")
     assert _firmware(bad) == {"1.0.0"}, "the device must keep its old firmware"

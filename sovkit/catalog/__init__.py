@@ -28,17 +28,17 @@ class Figure(BaseModel):
     source: str
 
 
-class VendorProfile(BaseModel):
+#: a source label as in shared/reference/serving-and-hardware.md: [V] vendor, [S] secondary, [R] unconfirmed
+Source = Annotated[str, Field(pattern=r"^\[(V|S|R)\] \S.*$")]
+
+
+class PciId(BaseModel):
+    """The PCI vendor:device id the card enumerates as (discovery maps it to the catalog kind)."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
-    id: str
-    tool: str
-    query: list[str]
-    flash: list[str]
-    reset: list[str]
-    devices_key: str
-    id_key: str
-    firmware_key: str
-    source: str
+    vendor: Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
+    device: Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
+    source: Annotated[str, Field(pattern=r"^(V|S|R)( .*)?$")]
 
 
 class AcceleratorKind(BaseModel):
@@ -47,6 +47,10 @@ class AcceleratorKind(BaseModel):
     vendor: str
     name: str
     profile: str
+    pci: PciId
+    #: the chip names the vendor's own tool prints for this kind (the device parser maps them to ``id``)
+    chip_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}$")]] = Field(min_length=1)
+    chip_names_source: Source
     bf16_tflops: Figure
     int8_tops: Figure
     fp8_tflops: Figure
@@ -82,8 +86,6 @@ SPEC_PLACEHOLDERS: Final = frozenset({"speculative_config", "draft_model_path", 
 #: ``{name}`` in a profile string (any word, so a misspelt name is caught rather than passed through)
 PLACEHOLDER_RE: Final = re.compile(r"\{(\w*)\}")
 
-#: a source label as in shared/reference/serving-and-hardware.md: [V] vendor, [S] secondary, [R] unconfirmed
-Source = Annotated[str, Field(pattern=r"^\[(V|S|R)\] \S.*$")]
 _ENV_NAME = Annotated[str, Field(pattern=r"^[A-Z_][A-Z0-9_]*$")]
 _ARG = Annotated[str, Field(min_length=1)]
 
@@ -176,12 +178,112 @@ class RuntimeProfile(_R):
                 yield f"{where}.{var.name}", var.value
 
 
+#: placeholders a firmware step may use; the firmware role replaces them by plain values (never templated)
+STEP_PLACEHOLDERS: Final = frozenset({"image", "bdf", "index", "bmc_address", "bmc_user", "bmc_password"})
+#: placeholders that name one device: only in ``per: device`` steps (and the power cap)
+DEVICE_PLACEHOLDERS: Final = frozenset({"bdf", "index"})
+POWER_PLACEHOLDERS: Final = frozenset({"watts", "bdf", "index"})
+#: the device-list parsers of templates/ansible/helpers/npu_devices.py
+QUERY_FORMATS: Final = ("rbln-smi", "furiosa-smi", "nvidia-smi-csv")
+
+
+class Command(_R):
+    """One command of a vendor tool, with the source that says the tool takes it."""
+
+    argv: list[_ARG] = Field(min_length=1)
+    source: Source
+
+
+class Query(_R):
+    """The command(s) that list devices and their firmware, and the parser for the tool's own output."""
+
+    format: Literal["rbln-smi", "furiosa-smi", "nvidia-smi-csv"]
+    commands: list[Command] = Field(min_length=1)
+
+
+class Step(_R):
+    """One step of a firmware update: a command (once, or per device by PCI bus id) or a reboot of the host."""
+
+    kind: Literal["command", "reboot"]
+    per: Literal["once", "device"]
+    argv: list[_ARG]
+    source: Source
+
+
+class FirmwareUpdate(_R):
+    pre: list[Step]
+    update: list[Step] = Field(min_length=1)
+    post: list[Step]
+
+    def steps(self) -> Iterator[tuple[str, Step]]:
+        for phase in ("pre", "update", "post"):
+            for i, step in enumerate(getattr(self, phase)):
+                yield f"firmware_update.{phase}[{i}]", step
+
+
+class Named(_R):
+    name: Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,64}$")]
+    source: Source
+
+
+class PciVendor(_R):
+    id: Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
+    source: Source
+
+
+class VendorProfile(_R):
+    """One vendor's procedure as its documentation gives it: query, firmware update, power cap, diagnostic."""
+
+    id: Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]
+    vendor: str
+    tool: str
+    source: Source
+    kernel_module: Named
+    pci_vendor: PciVendor
+    query: Query
+    firmware_update: FirmwareUpdate
+    power_cap: Command | None
+    diagnostic: Command
+
+
+def _check_profile(p: VendorProfile) -> None:
+    """Only known placeholders, each where it has a value; a reboot step has no argv; no placeholder in queries."""
+    def bad(message: str) -> CatalogError:
+        return CatalogError(f"vendor profile {p.id}: {message}", "reinstall sovkit")
+
+    for where, step in p.firmware_update.steps():
+        if step.kind == "reboot" and (step.argv or step.per != "once"):
+            raise bad(f"{where}: a reboot step has no argv and runs once")
+        if step.kind == "command" and not step.argv:
+            raise bad(f"{where}: a command step needs argv")
+        for arg in step.argv:
+            for name in PLACEHOLDER_RE.findall(arg):
+                if name not in STEP_PLACEHOLDERS:
+                    raise bad(f"{where} uses unknown placeholder {{{name}}} "
+                              f"(known: {', '.join('{' + n + '}' for n in sorted(STEP_PLACEHOLDERS))})")
+                if name in DEVICE_PLACEHOLDERS and step.per != "device":
+                    raise bad(f"{where} uses {{{name}}}, which has a value only in a per: device step")
+    fixed = [("query", c) for c in p.query.commands] + [("diagnostic", p.diagnostic)]
+    for where, cmd in fixed:
+        if any(PLACEHOLDER_RE.search(a) for a in cmd.argv):
+            raise bad(f"{where} takes no placeholders")
+    if p.power_cap is not None:
+        for arg in p.power_cap.argv:
+            for name in PLACEHOLDER_RE.findall(arg):
+                if name not in POWER_PLACEHOLDERS:
+                    raise bad(f"power_cap uses unknown placeholder {{{name}}}")
+
+
 class Catalog(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     accelerators: dict[str, AcceleratorKind]
     cpus: dict[str, CpuKind]
     profiles: dict[str, VendorProfile]
     runtimes: dict[str, RuntimeProfile]
+
+    def chip_kinds(self, profile: str) -> dict[str, str]:
+        """Chip name as the vendor tool prints it -> catalog accelerator id, for one vendor profile."""
+        return {chip: a.id for a in self.accelerators.values() if a.profile == profile for chip in a.chip_names}
 
     def suggest(self, kind: Literal["accelerators", "cpus"], unknown: str) -> str:
         """A "did you mean" hint for an unknown catalog id."""
@@ -227,9 +329,17 @@ def read_catalog(directory: Path) -> Catalog:
         profiles={p.id: p for p in profiles},
         runtimes={r.id: r for r in runtimes},
     )
+    for p in profiles:
+        _check_profile(p)
     for a in accels:
         if a.profile not in catalog.profiles:
             raise CatalogError(f"accelerator {a.id} names unknown profile {a.profile}", "reinstall sovkit")
+    chips: dict[tuple[str, str], str] = {}
+    for a in accels:
+        for chip in a.chip_names:
+            other = chips.setdefault((a.profile, chip), a.id)
+            if other != a.id:
+                raise CatalogError(f"chip name {chip!r} maps to both {other} and {a.id}", "reinstall sovkit")
     if len(catalog.runtimes) != len(runtimes):
         raise CatalogError("runtimes.yaml lists a runtime profile id twice", "reinstall sovkit")
     vendors = {a.vendor for a in accels}

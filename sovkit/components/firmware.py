@@ -5,9 +5,11 @@ The worked example of docs/architecture.md ("Adding a component kind").
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import posixpath
 from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +26,11 @@ from sovkit.components.base import (
     Row,
     SiteIndex,
     StoreFile,
+    host_prefix,
     provenance,
 )
 from sovkit.inventory.loader import LoadedInventory
+from sovkit.resources import templates_dir
 from sovkit.signing.artifacts import Claim
 from sovkit.state.models import DeviceRecord, FirmwareRecord
 
@@ -57,21 +61,65 @@ def version_key(v: str) -> tuple[tuple[int, str], ...]:
     return tuple(parts)
 
 
-def profile(kind: str, catalog: Catalog | None = None) -> dict[str, Any]:
-    """The vendor tool's commands and JSON keys for an accelerator kind (from the catalog)."""
+STAGING = "var/lib/sovkit/staging/firmware"
+
+
+@cache
+def device_lister() -> Any:
+    """templates/ansible/helpers/npu_devices.py as a module: the parsers and checks the hosts run, shared."""
+    path = templates_dir() / "ansible" / "helpers" / "npu_devices.py"
+    spec = importlib.util.spec_from_file_location("sovkit_npu_devices", path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def query_spec(kind: str, catalog: Catalog | None = None) -> dict[str, Any]:
+    """What npu_devices.py needs to list this kind's devices: the vendor's query argv, its format, chip names."""
+    catalog = catalog or load_catalog()
+    pid = catalog.accelerators[kind].profile
+    p = catalog.profiles[pid]
+    return {"format": p.query.format, "commands": [c.argv for c in p.query.commands],
+            "chips": catalog.chip_kinds(pid)}
+
+
+def procedure(kind: str, image: str, root: str, catalog: Catalog | None = None) -> dict[str, Any]:
+    """The vendor's firmware-update steps for ``kind``, ``{image}`` already replaced by the staged path.
+
+    Device placeholders ({bdf}, {index}) are replaced on the host by the role with values the device lister
+    checked; BMC placeholders with values from the controller's environment. ``reboot`` says how Ansible's
+    reboot module reboots this host: the simulator's commands under a ``root:`` prefix (such a host cannot
+    reboot the machine), the module's own defaults (empty strings) on a real host.
+    """
     catalog = catalog or load_catalog()
     p = catalog.profiles[catalog.accelerators[kind].profile]
-    return {"query": p.query, "flash": p.flash, "reset": p.reset, "devices_key": p.devices_key,
-            "id_key": p.id_key, "firmware_key": p.firmware_key}
+    steps = [{"phase": where.split(".")[1].split("[")[0], "kind": step.kind, "per": step.per,
+              "argv": [a.replace("{image}", image) for a in step.argv], "source": step.source}
+             for where, step in p.firmware_update.steps()]
+    prefix = host_prefix(root)
+    return {
+        "pre_steps": [s for s in steps if s["phase"] == "pre"],
+        "update_steps": [s for s in steps if s["phase"] == "update"],
+        "post_steps": [s for s in steps if s["phase"] == "post"],
+        "reboot": {"command": f"{prefix}/bin/sovkit-sim-reboot" if prefix else "",
+                   "boot_time": f"cat {prefix}/var/lib/npu-sim/boot_id" if prefix else ""},
+        "module": p.kernel_module.name,
+    }
 
 
-def _devices(fw: dict[str, Any], stdout: str) -> list[tuple[str, str]] | None:
-    """(device id, firmware) of this kind from the vendor tool's JSON; None if any value is not plain."""
-    found = [d for d in json.loads(stdout)[fw["devices_key"]] if isinstance(d, dict) and d.get("kind") == fw["kind"]]
-    pairs = [(str(d[fw["id_key"]]), str(d[fw["firmware_key"]])) for d in found]
-    if all(ids.matches(ids.DEVICE_ID, i) and ids.matches(ids.VERSION, v) for i, v in pairs):
-        return pairs
-    return None
+def parse_devices(stdout: str, spec: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[str]]:
+    """What a host's npu_devices.py printed, checked again here (the host is not trusted to have run it):
+    (devices, untrusted reasons). Raises ValueError when it is not the lister's output."""
+    doc = json.loads(stdout)
+    if not isinstance(doc, dict) or "error" in doc:
+        raise ValueError("the device lister failed")
+    devices, untrusted = device_lister().check(doc.get("devices"), spec["chips"])
+    reported = doc.get("untrusted") or []
+    if not isinstance(reported, list):
+        reported = ["the untrusted list is not a list"]
+    return devices, [*untrusted, *(str(r)[:200] for r in reported)]
 
 
 class Firmware(ComponentKind):
@@ -135,13 +183,15 @@ class Firmware(ComponentKind):
         )
 
     def apply_vars(self, want: DesiredFirmware, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
+        staged = f"{host_prefix(root)}/{STAGING}/{want.image.sha256}.img"
         return {"kind": want.kind, "version": want.version, "count": want.count, "sha256": want.image.sha256,
-                "image_src": str(store / want.image.store_path), **profile(want.kind)}
+                "image_src": str(store / want.image.store_path), "staged": staged,
+                "query": json.dumps(query_spec(want.kind)), **procedure(want.kind, staged, root)}
 
     def observe_vars(self, desired: Mapping[str, Any], recorded: Mapping[str, Any],
                      catalog: Catalog) -> list[dict[str, Any]]:
         kinds = sorted(set(desired) | set(recorded))
-        return [{"kind": k, **profile(k, catalog)} for k in kinds if k in catalog.accelerators]
+        return [{"kind": k, "query": json.dumps(query_spec(k, catalog))} for k in kinds if k in catalog.accelerators]
 
     def parse(self, spec: list[dict[str, Any]], observed: dict[str, Any], desired: Mapping[str, Any],
               recorded: Mapping[str, FirmwareRecord], findings: list[Finding]) -> dict[str, Any]:
@@ -150,22 +200,23 @@ class Firmware(ComponentKind):
             if rc != 0 or not stdout:
                 continue
             try:
-                devices = _devices(fw, stdout)
+                devices, untrusted = parse_devices(stdout, json.loads(fw["query"]))
             except (ValueError, KeyError, TypeError):
                 continue
             rec = recorded.get(fw["kind"])
             sha = rec.image_sha256 if rec else ""
-            if devices is None:
-                findings.append(Finding("firmware", fw["kind"], "the vendor tool reports a device id or firmware "
-                                        "version that is not a plain identifier"))
+            if untrusted:
+                findings.append(Finding("firmware", fw["kind"], "the vendor tool reports a value that is not plain: "
+                                        + "; ".join(untrusted)[:300]))
                 out[fw["kind"]] = FirmwareRecord(kind=fw["kind"], version=ids.UNTRUSTED, image_sha256=sha)
                 continue
-            if not devices:
+            mine = [(d["bdf"], d["firmware"]) for d in devices if d["kind"] == fw["kind"]]
+            if not mine:
                 continue
-            versions = {v for _, v in devices}
+            versions = {v for _, v in mine}
             out[fw["kind"]] = FirmwareRecord(
                 kind=fw["kind"], version=versions.pop() if len(versions) == 1 else "mixed", image_sha256=sha,
-                devices={i: DeviceRecord(kind=fw["kind"], firmware=v) for i, v in devices},
+                devices={b: DeviceRecord(kind=fw["kind"], firmware=v) for b, v in mine},
             )
         return out
 
