@@ -310,7 +310,7 @@ def test_reboot_loads_modules_and_starts_daemons(tmp_path: Path) -> None:
     ok(tmp_path, "systemctl", "stop", "rbln-smd.service")
     unload(tmp_path, "rebellions")
     package = tmp_path / "var/lib/npu-sim/modules/rebellions.json"  # a newly installed driver package
-    package.parent.mkdir(parents=True)
+    package.parent.mkdir(parents=True, exist_ok=True)
     package.write_text(json.dumps({"name": "rebellions", "version": "2.0.1"}))
     ok(tmp_path, "sovkit-sim-reboot")
     assert (tmp_path / "sys/module/rebellions/version").read_text() == "2.0.1\n"

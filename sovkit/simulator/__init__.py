@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sovkit.simulator import simcore
+from sovkit.simulator import drivers, simcore
 from sovkit.simulator.npu import REBOOT_TOOL, TOOLS
 from sovkit.simulator.simcore import FAULTS, HARDWARE, LIB_RELPATH, MAGIC, STATE_RELPATH, VENDORS, parse_image
 
@@ -155,14 +155,8 @@ def install_simulator(
     for tool in tools:
         _write(root / "bin" / tool, source, 0o755)
         installed.append(root / "bin" / tool)
-    kmod = _PACKAGE / "kmod.py"  # the driver component's modprobe/modinfo shim (standalone), when present
-    if kmod.is_file() and vendors:
-        text = kmod.read_text(encoding="utf-8")
-        if interpreter is not None:
-            text = "#!" + interpreter + "\n" + text.partition("\n")[2]
-        for tool in ("modprobe", "modinfo"):
-            _write(root / "bin" / tool, text, 0o755)
-            installed.append(root / "bin" / tool)
+    if vendors:  # the vendor procedures unload and reload the driver with modprobe
+        installed += drivers.install_kmod(root, interpreter=interpreter)
 
     pci = root / "sys/bus/pci/devices"
     shutil.rmtree(pci, ignore_errors=True)
@@ -189,8 +183,8 @@ def install_simulator(
     for module, version in modules.items():
         shutil.rmtree(root / "sys/module" / module, ignore_errors=True)
         (root / "var/lib/npu-sim/holders" / module).unlink(missing_ok=True)
-        if driver_loaded:
-            _write(root / "sys/module" / module / "version", version + "\n")
+        if driver_loaded:  # installed (so `modprobe` can reload it) and loaded, as on a host booted with it
+            drivers.load_module(root, module, version)
     for unit, module in daemons.items():
         if driver_loaded and daemons_running:
             _write(root / "var/lib/npu-sim/holders" / module, unit + "\n")
