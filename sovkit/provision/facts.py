@@ -321,9 +321,10 @@ def check_hardware(inventory_hosts: Mapping[str, Host], facts: Mapping[str, Host
 
 
 def facts_of(observed: Mapping[str, Any]) -> HostFacts | FactsError | None:
-    """The facts in an observe/facts play record (``facts``: [report], ``facts_rc``: [rc]); None if absent."""
-    if "facts" not in observed:
-        return None
+    """The facts in an observe/facts play record (``facts``: [report], ``facts_rc``: [rc]); None if the play
+    did not read them (absent or empty lists: a scripted executor's record, or no helper given)."""
+    if not observed.get("facts") and not observed.get("facts_rc"):
+        return None  # the play was not given the helper (observe.yml skips it then)
     reports, rcs = observed.get("facts") or [], observed.get("facts_rc") or []
     if not isinstance(reports, list) or len(reports) != 1 or not isinstance(rcs, list) or len(rcs) != 1:
         return FactsError("the facts helper did not run")
