@@ -202,3 +202,18 @@ def test_not_json_and_oversized_reports_are_refused() -> None:
         parse_facts("Traceback (most recent call last): ...")
     with pytest.raises(FactsError, match="more than"):
         parse_facts(" " * (600 * 1024))
+
+
+def test_scripted_observe_records_carry_facts() -> None:
+    """The fake executor's observe record has observe.yml's facts lists: empty means not read, one report is
+    parsed (so scripted tests exercise the same check as the real play)."""
+    from sovkit.fakes import observed
+    from sovkit.provision.facts import facts_of as facts_in
+
+    assert facts_in(observed()["sovkit_observed"]) is None
+    report = json.dumps({"cpuinfo": {"parts": ["0x41:0xd84"], "vendor_id": [], "model_name": [], "processors": 1},
+                         "memtotal": None, "os": None, "pci": None, "machine": None, "errors": []})
+    got = facts_in(observed(facts=[report], facts_rc=[0])["sovkit_observed"])
+    assert isinstance(got, HostFacts) and got.cpu == "arm-neoverse-v3-agi"
+    failed = facts_in(observed(facts=[""], facts_rc=[1])["sovkit_observed"])
+    assert isinstance(failed, FactsError) and "exit 1" in str(failed)
