@@ -14,7 +14,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sovkit.catalog import load_catalog
 from sovkit.errors import SovkitError
 from sovkit.inventory import load_inventory
 from sovkit.resources import data_dir
@@ -45,16 +44,13 @@ def prepare_demo(workdir: Path, fresh: bool = False) -> Path:
         shutil.copytree(demo_source(), workdir, ignore=shutil.ignore_patterns("generate.py", "*.in"),
                         dirs_exist_ok=True)
     loaded = load_inventory(site)
-    catalog = load_catalog()
     for host in loaded.site.hosts:
         root = Path(loaded.host_root(host) or "")
         if (root / "bin").is_dir():
             continue
-        for slot_kind in {s.kind for s in host.accelerators}:
-            profile = catalog.profiles[catalog.accelerators[slot_kind].profile]
-            devices = [(s.kind, FACTORY_FIRMWARE) for s in host.accelerators if s.kind == slot_kind for _ in
-                       range(s.count)]
-            install_simulator(root, profile.tool, devices, interpreter=sys.executable)
+        # one simulated host per root: every card of every slot, in slot order (card N on PCI bus N+1)
+        devices = [(s.kind, FACTORY_FIRMWARE) for s in host.accelerators for _ in range(s.count)]
+        install_simulator(root, devices, cpu=host.cpu, interpreter=sys.executable)
     key = workdir / ".sovkit" / "keys" / "operator.key"
     if not key.exists():
         # with SOVKIT_KEY_PASSPHRASE set the operator asked for encrypted keys: the demo key is encrypted with

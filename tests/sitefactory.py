@@ -121,7 +121,7 @@ def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
     site.save()
     for h in site.data["hosts"]:
         count = sum(a["count"] for a in h.get("accelerators", []))
-        install_simulator(site.host_root(h["name"]), "rbln-smi", [(KIND, "1.0.0")] * count,
+        install_simulator(site.host_root(h["name"]), [(KIND, "1.0.0")] * count, cpu=h["cpu"],
                           interpreter=sys.executable)
     return site
 

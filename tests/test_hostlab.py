@@ -35,12 +35,12 @@ PLAYBOOK = """\
         } > "{{ host_root }}/etc/hostlab-id"
     - name: query the simulated NPU through the vendor tool on the host
       ansible.builtin.command:
-        argv: ["{{ host_root }}/bin/rbln-smi", "--json"]
+        argv: ["{{ host_root }}/bin/rbln-smi", "-q", "-qd", "npu,fw_ver"]
       register: npu
     - name: keep what the device reported
       ansible.builtin.copy:
         content: "{{ npu.stdout }}"
-        dest: "{{ host_root }}/etc/npu.json"
+        dest: "{{ host_root }}/etc/npu.txt"
 """
 
 
@@ -61,9 +61,9 @@ def prepare_hosts(lab: HostLab) -> dict[str, str]:
     firmware = {}
     for h in lab.hosts:
         firmware[h.name] = f"1.0.{h.index}"
-        install_simulator(h.root, "rbln-smi", [("rebellions-atom", firmware[h.name])])
+        install_simulator(h.root, [("rebellions-atom", firmware[h.name])])
         (h.root / "etc" / "hostlab-id").unlink(missing_ok=True)
-        (h.root / "etc" / "npu.json").unlink(missing_ok=True)
+        (h.root / "etc" / "npu.txt").unlink(missing_ok=True)
     return firmware
 
 
@@ -73,8 +73,8 @@ def assert_host_ran(lab: HostLab, name: str, firmware: str) -> str:
     assert who == name
     client, _, server, port = ssh_connection.split()
     assert (client, server, port) == (lab.gateway, h.address, "22")  # came in through this host's own sshd
-    devices = json.loads((h.root / "etc" / "npu.json").read_text())["devices"]
-    assert [d["firmware"] for d in devices] == [firmware]
+    # rbln-smi query mode: a header line, then "npu, fw_ver" per device
+    assert (h.root / "etc" / "npu.txt").read_text().splitlines() == ["npu, fw_ver", f"0, {firmware}"]
     return netns
 
 
@@ -90,7 +90,7 @@ def test_ansible_runner_reaches_every_host_over_ssh(lab: HostLab, tmp_path: Path
     ids = [(h.root / "etc" / "hostlab-id").read_bytes() for h in lab.hosts]
     assert len(set(ids)) == len(ids)
     # a host's root holds what was put there, not Ansible's scratch files
-    assert {p.name for p in lab.host("h1").root.iterdir()} == {"bin", "etc", "var"}
+    assert {p.name for p in lab.host("h1").root.iterdir()} == {"bin", "etc", "proc", "sys", "usr", "var"}
 
 
 def test_host_with_link_down_is_dark_and_others_complete(lab_links_up: HostLab, tmp_path: Path) -> None:

@@ -1,19 +1,15 @@
-"""The simulated NPU vendor tool, and helpers to install it onto demo and test hosts.
+"""The simulated accelerator vendor tools and host, and helpers to install them onto demo and test hosts.
 
-There are no NPUs on development machines, CI runners or the machine running
-``sovkit demo``. So that the *product* code path is identical for real and
-simulated devices, sovkit ships a stand-in for the vendor tools
-(``rbln-smi``, ``furiosa-smi``, ``nvidia-smi``): :mod:`sovkit.simulator.npu`,
-a standalone stdlib-only script speaking exactly the contract of the vendor
-profiles in ``sovkit/catalog/profiles.yaml`` (see its docstring for the
-command lines, the state file and the firmware image format).
+There are no NPUs on development machines, CI runners or the machine running ``sovkit demo``. So that the
+*product* code path is identical for real and simulated devices, sovkit ships stand-ins for the vendor tools
+(``rbln-smi``, ``rbln-flash``, ``furiosa-smi``, ``nvidia-smi``, ``nvfwupd``, ...) speaking each vendor's
+documented argv and output format (:mod:`sovkit.simulator.npu` lists them), plus the host around them: a
+sysfs PCI tree, ``/proc/cpuinfo``, ``/proc/meminfo``, ``/etc/os-release`` and loaded kernel modules, all
+under the host's ``root:`` prefix.
 
-Why it lives in the package and not under ``tests/``: ``sovkit demo`` must work
-from an installed wheel, where ``tests/`` does not exist. It is only ever
-*installed onto demo/test hosts* (:func:`install_simulator` puts it at
-``{root}/bin/<tool>``); no product code path imports or calls it. The
-provisioner runs whatever command the vendor profile names, and on a demo host
-that name happens to resolve to this script.
+Why it lives in the package and not under ``tests/``: ``sovkit demo`` must work from an installed wheel,
+where ``tests/`` does not exist. It is only ever *installed onto demo/test hosts*; no product code path
+imports or calls it.
 """
 
 from __future__ import annotations
@@ -21,16 +17,23 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from sovkit.simulator import npu
-from sovkit.simulator.npu import FAULTS, MAGIC, STATE_FORMAT, STATE_RELPATH, TOOLS, build_image, parse_image
+from sovkit.simulator import simcore
+from sovkit.simulator.npu import REBOOT_TOOL, TOOLS
+from sovkit.simulator.simcore import FAULTS, HARDWARE, LIB_RELPATH, MAGIC, STATE_RELPATH, VENDORS, parse_image
 
 __all__ = [
+    "CPUS",
     "FAULTS",
+    "HARDWARE",
     "MAGIC",
     "TOOLS",
+    "VENDORS",
     "install_simulator",
     "make_firmware_image",
     "parse_image",
@@ -40,10 +43,27 @@ __all__ = [
     "state_path",
 ]
 
+_PACKAGE = Path(__file__).resolve().parent
+#: the simulator's modules copied to {root}/usr/lib/sovkit-npu-sim (the entry script npu.py goes to bin/)
+MODULES = ("simcore.py", "sim_rebellions.py", "sim_furiosa.py", "sim_nvidia.py", "npu.py")
+
+#: catalog CPU id -> what /proc/cpuinfo shows. MIDR parts [V] linux cputype.h (0xd0c Neoverse N1 [S]);
+#: core counts and memory from catalog/cpus.yaml where known, else small simulated values
+CPUS: dict[str, dict[str, Any]] = {
+    "arm-neoverse-v2": {"arch": "aarch64", "part": "0xd4f", "cores": 72, "memory_gb": 480},
+    "arm-neoverse-v3": {"arch": "aarch64", "part": "0xd84", "cores": 136, "memory_gb": 512},
+    "arm-neoverse-v3-agi": {"arch": "aarch64", "part": "0xd84", "cores": 136, "memory_gb": 512},
+    "ampere-altra": {"arch": "aarch64", "part": "0xd0c", "cores": 128, "memory_gb": 256},
+    "generic-x86_64": {"arch": "x86_64", "part": None, "cores": 8, "memory_gb": 64},
+}
+
+DEFAULT_OS_RELEASE = {"NAME": "Ubuntu", "VERSION_ID": "22.04", "ID": "ubuntu", "ID_LIKE": "debian",
+                      "PRETTY_NAME": "Ubuntu 22.04.4 LTS", "VERSION_CODENAME": "jammy"}
+
 
 def script_path() -> Path:
-    """Path of the simulator script inside the installed package."""
-    return Path(npu.__file__).resolve()
+    """Path of the simulator entry script inside the installed package."""
+    return _PACKAGE / "npu.py"
 
 
 def state_path(root: Path) -> Path:
@@ -68,71 +88,146 @@ def make_firmware_image(accelerator: str, version: str, payload_size: int = 6553
         chunks.append(block)
         produced += len(block)
         counter += 1
-    return build_image(accelerator, version, b"".join(chunks)[:payload_size])
+    return simcore.build_image(accelerator, version, b"".join(chunks)[:payload_size])
+
+
+def _write(path: Path, text: str, mode: int = 0o644) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.chmod(tmp, mode)
+    os.replace(tmp, path)
+
+
+def _cpuinfo(cpu: str, cores: int) -> str:
+    spec = CPUS[cpu]
+    stanzas = []
+    for n in range(cores):
+        if spec["arch"] == "aarch64":
+            stanzas.append(f"processor\t: {n}\nBogoMIPS\t: 2000.00\nFeatures\t: fp asimd evtstrm aes pmull sha1 "
+                           f"sha2 crc32 atomics\nCPU implementer\t: 0x41\nCPU architecture: 8\nCPU variant\t: 0x0\n"
+                           f"CPU part\t: {spec['part']}\nCPU revision\t: 0\n")
+        else:
+            stanzas.append(f"processor\t: {n}\nvendor_id\t: GenuineIntel\ncpu family\t: 6\nmodel\t\t: 85\n"
+                           f"model name\t: Simulated x86-64 CPU (sovkit)\ncpu cores\t: {cores}\n")
+    return "\n".join(stanzas)
 
 
 def install_simulator(
     root: Path,
-    tool: str,
-    devices: list[tuple[str, str]],
+    devices: Sequence[tuple[str, str]] | str,
+    legacy_devices: Sequence[tuple[str, str]] | None = None,
     *,
+    cpu: str = "arm-neoverse-v2",
+    cores: int | None = None,
+    memory_kb: int | None = None,
+    os_release: Mapping[str, str] | None = None,
+    driver_loaded: bool = True,
+    daemons_running: bool = True,
     interpreter: str | None = None,
-) -> Path:
-    """Install the simulator as ``{root}/bin/{tool}`` (mode 0755) with fresh device state.
+) -> list[Path]:
+    """Make ``root`` a simulated host with fresh state; returns the installed tools (mode 0755).
 
-    ``devices`` is ``[(accelerator_kind, initial_firmware_version), ...]``; the
-    devices get ids ``"0"``, ``"1"``, ... in that order. An existing state file
-    is replaced. ``interpreter`` replaces the ``#!/usr/bin/env python3`` line
-    with ``#!{interpreter}`` (for hosts whose ``python3`` is not on the PATH).
-    Returns the path of the installed tool.
+    ``devices`` is ``[(accelerator_kind, initial_firmware_version), ...]``, one entry per *card*, in slot
+    order: card N sits on PCI bus N+1 (``0000:0N:00.F``), one function per NPU (REBEL-Quad: 4 [R]). The tools
+    of every vendor present are installed, plus ``sovkit-sim-reboot``. With ``driver_loaded`` each vendor's
+    kernel module shows as loaded (``{root}/sys/module/<module>/version``) so sites without a driver component
+    work; with ``daemons_running`` the vendor daemons (rbln-smd) run and hold their module. ``interpreter``
+    replaces the ``#!/usr/bin/env python3`` line. The legacy form ``(root, tool, devices)`` is accepted.
     """
-    if tool not in TOOLS:
-        raise ValueError(f"unknown vendor tool {tool!r}; the simulator speaks: {', '.join(sorted(TOOLS))}")
+    if isinstance(devices, str):  # legacy (root, tool, devices): the tool follows from the kinds now
+        devices = list(legacy_devices or [])
+    unknown = sorted({kind for kind, _ in devices} - set(HARDWARE))
+    if unknown or cpu not in CPUS:
+        raise ValueError(f"the simulator has no hardware {unknown or cpu!r}; known accelerators: "
+                         f"{', '.join(HARDWARE)}; CPUs: {', '.join(CPUS)}")
     root = Path(root)
-    bindir = root / "bin"
-    bindir.mkdir(parents=True, exist_ok=True)
-    target = bindir / tool
-    source = script_path().read_bytes()
+    vendors = list(dict.fromkeys(HARDWARE[kind]["vendor"] for kind, _ in devices))
+    lib = root / LIB_RELPATH
+    lib.mkdir(parents=True, exist_ok=True)
+    for name in MODULES:
+        shutil.copyfile(_PACKAGE / name, lib / name)
+    source = script_path().read_text(encoding="utf-8")
     if interpreter is not None:
-        _, _, rest = source.partition(b"\n")
-        source = b"#!" + interpreter.encode() + b"\n" + rest
-    tmp = target.with_name(f".{tool}.tmp")
-    tmp.write_bytes(source)
-    os.chmod(tmp, 0o755)
-    os.replace(tmp, target)
-    state: dict[str, Any] = {
-        "format": STATE_FORMAT,
-        "tool": tool,
-        "devices": [
-            {
-                "id": str(index),
-                "kind": kind,
-                "firmware": firmware,
-                "serial": "SIM-" + hashlib.sha256(f"{root}|{index}|{kind}".encode()).hexdigest()[:12].upper(),
-                "staged": None,
+        source = "#!" + interpreter + "\n" + source.partition("\n")[2]
+    tools = [t for v in vendors for t in VENDORS[v]["tools"]] + [REBOOT_TOOL]
+    installed = []
+    for tool in tools:
+        _write(root / "bin" / tool, source, 0o755)
+        installed.append(root / "bin" / tool)
+    kmod = _PACKAGE / "kmod.py"  # the driver component's modprobe/modinfo shim (standalone), when present
+    if kmod.is_file() and vendors:
+        text = kmod.read_text(encoding="utf-8")
+        if interpreter is not None:
+            text = "#!" + interpreter + "\n" + text.partition("\n")[2]
+        for tool in ("modprobe", "modinfo"):
+            _write(root / "bin" / tool, text, 0o755)
+            installed.append(root / "bin" / tool)
+
+    pci = root / "sys/bus/pci/devices"
+    shutil.rmtree(pci, ignore_errors=True)
+    records: list[dict[str, Any]] = []
+    for card, (kind, firmware) in enumerate(devices):
+        hw = HARDWARE[kind]
+        for function in range(hw["npus"]):
+            bdf = f"0000:{card + 1:02x}:00.{function}"
+            for name, value in (("vendor", "0x" + VENDORS[hw["vendor"]]["pci_vendor"]),
+                                ("device", "0x" + hw["pci_device"]), ("class", hw["class"]), ("numa_node", "0")):
+                _write(pci / bdf / name, value + "\n")
+            seed = hashlib.sha256(f"{root}|{bdf}|{kind}".encode()).hexdigest()
+            record: dict[str, Any] = {
+                "id": str(len(records)), "bdf": bdf, "card": card, "vendor": hw["vendor"], "kind": kind,
+                "chip": hw["chip"], "firmware": firmware, "staged": None, "fault": None, "present": True,
+                "serial": "SIM-" + seed[:12].upper(), "uuid": str(uuid.UUID(seed[:32])),
             }
-            for index, (kind, firmware) in enumerate(devices)
-        ],
-    }
-    npu.write_state(state_path(root), state)
-    return target
+            if "power" in hw:
+                record["power_limit_w"] = float(hw["power"][2])
+            records.append(record)
+
+    modules = {VENDORS[v]["module"]: VENDORS[v]["module_version"] for v in vendors}
+    daemons = {u: m for v in vendors for u, m in VENDORS[v]["daemons"].items()}
+    for module, version in modules.items():
+        shutil.rmtree(root / "sys/module" / module, ignore_errors=True)
+        (root / "var/lib/npu-sim/holders" / module).unlink(missing_ok=True)
+        if driver_loaded:
+            _write(root / "sys/module" / module / "version", version + "\n")
+    for unit, module in daemons.items():
+        if driver_loaded and daemons_running:
+            _write(root / "var/lib/npu-sim/holders" / module, unit + "\n")
+    state = {"format": simcore.STATE_FORMAT, "vendors": vendors, "devices": records,
+             "boot_modules": modules if driver_loaded else {},
+             "daemons_enabled": sorted(daemons) if daemons_running else []}
+    simcore.write_json(state_path(root), state)
+    _write(root / "var/lib/npu-sim/boot_id", str(uuid.uuid4()) + "\n")
+
+    spec = CPUS[cpu]
+    _write(root / "proc/cpuinfo", _cpuinfo(cpu, cores or spec["cores"]))
+    total = memory_kb or spec["memory_gb"] * 1024 * 1024
+    _write(root / "proc/meminfo", f"MemTotal:       {total} kB\nMemFree:        {total * 9 // 10} kB\n"
+                                  f"MemAvailable:   {total * 9 // 10} kB\n")
+    release = dict(os_release or DEFAULT_OS_RELEASE)
+    _write(root / "etc/os-release", "".join(f'{k}="{v}"\n' for k, v in release.items()))
+    return installed
 
 
 def read_devices(root: Path) -> list[dict[str, Any]]:
-    """The raw device records of the simulator under ``root`` (for tests and the demo)."""
-    state = json.loads(state_path(root).read_text(encoding="utf-8"))
-    devices: list[dict[str, Any]] = state["devices"]
-    return devices
+    """The device records under ``root`` as the hardware stands now (driver reloads applied), in BDF order.
+
+    Devices lost to ``missing-after-reboot`` stay in the list with ``present: false``.
+    """
+    host = simcore.Host(Path(root))
+    with host.locked():
+        return host.devices(present=False)
 
 
-
-def set_fault(root: Path, device_id: str, fault: str | None) -> None:
-    """Inject (or clear, with ``None``) a simulated hardware fault on one device; see :data:`FAULTS`."""
+def set_fault(root: Path, device: str, fault: str | None) -> None:
+    """Inject (or clear, with ``None``) a simulated hardware fault on one device (BDF or id); see FAULTS."""
     if fault is not None and fault not in FAULTS:
         raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
-    path = state_path(root)
-    with npu.locked(path):
-        state = npu.read_state(path)
-        dev = npu.find_device(state, device_id)
-        dev["fault"] = fault
-        npu.write_state(path, state)
+    host = simcore.Host(Path(root))
+    with host.locked() as state:
+        bdf = simcore.normalise_bdf(device)
+        matches = [d for d in state["devices"] if d["bdf"] == bdf or d["id"] == device]
+        if not matches:
+            raise ValueError(f"no device {device!r} under {root}")
+        matches[0]["fault"] = fault
