@@ -20,14 +20,14 @@ pytestmark = pytest.mark.slow
 
 
 def test_refresh_stops_on_a_missing_card(tmp_path: Path) -> None:
-    """Both demo hosts have what the inventory says (Neoverse V2, 2x ATOM-Max): refresh plans normally. One card
-    gone from npu-node-2's PCI bus: `plan --refresh` fails, naming the host and inventory vs found, and so does
-    `refresh` (the state is not rewritten)."""
+    """Both demo hosts are simulated as the inventory says (install_simulator: Neoverse V2, 2x ATOM-Max): refresh
+    plans normally. One card gone from npu-node-2's PCI bus: `plan --refresh` fails, naming the host and
+    inventory vs found, and so does `refresh` (the state is not rewritten)."""
     site = make_site(tmp_path)
     for h in site.data["hosts"]:
         assert h["cpu"] == "arm-neoverse-v2" and h["accelerators"] == [
             {"kind": "rebellions-atom-max", "count": 2, "firmware": "atom-max-fw-1.2.0"}]
-        write_host(site.host_root(h["name"]), arm_cpuinfo([NEOVERSE_V2]), [ATOM_MAX, ATOM_MAX])
+        assert (site.host_root(h["name"]) / "sys/bus/pci/devices/0000:02:00.0/device").read_text() == "0x1250\n"
     ok = run_cli("plan", site.path, "--refresh", "--json")
     assert ok.code == 0, ok.text
     assert json.loads(ok.out)["unreachable"] == {}

@@ -217,3 +217,25 @@ def test_scripted_observe_records_carry_facts() -> None:
     assert isinstance(got, HostFacts) and got.cpu == "arm-neoverse-v3-agi"
     failed = facts_in(observed(facts=[""], facts_rc=[1])["sovkit_observed"])
     assert isinstance(failed, FactsError) and "exit 1" in str(failed)
+
+
+def _simulated_kinds() -> list[str]:
+    from sovkit.simulator import simcore
+
+    return sorted(simcore.HARDWARE)
+
+
+@pytest.mark.parametrize("kind", _simulated_kinds())
+def test_the_simulators_hosts_read_back_as_installed(kind: str, tmp_path: Path) -> None:
+    """install_simulator's host files (two cards of each kind, each catalog CPU) read back as exactly that kind,
+    count and CPU — so a simulated site's refresh finds the hardware its inventory names."""
+    from sovkit.simulator import CPUS, install_simulator
+
+    catalog = load_catalog()
+    for cpu in sorted(c for c in CPUS if c in catalog.cpus):
+        root = tmp_path / cpu
+        install_simulator(root, [(kind, "1.0.0"), (kind, "1.0.0")], cpu=cpu, interpreter=sys.executable)
+        facts = facts_of(root)
+        assert (facts.arch, facts.cpu) == (catalog.cpus[cpu].arch, cpu)
+        assert facts.accelerator_counts() == {kind: 2}
+        assert facts.os_id and facts.memory_kb and not facts.other_devices
