@@ -98,7 +98,7 @@ def test_init_discover_round_trip(tmp_path: Path) -> None:
     assert hosts["npu-a"]["accelerators"] == [{"kind": "rebellions-atom-max", "count": 2}]
     assert hosts["npu-b"]["arch"] == "x86_64" and hosts["npu-b"]["cpu"] == "generic-x86_64"
     assert hosts["npu-b"]["accelerators"] == [{"kind": "furiosa-rngd", "count": 1}]
-    assert hosts["npu-b"]["root"] == str((roots / "npu-b").resolve())
+    assert hosts["npu-b"]["root"] == str(roots / "npu-b")
 
     unfilled = run_cli("validate", path)
     assert unfilled.code == 1

@@ -239,3 +239,41 @@ def test_the_simulators_hosts_read_back_as_installed(kind: str, tmp_path: Path) 
         assert (facts.arch, facts.cpu) == (catalog.cpus[cpu].arch, cpu)
         assert facts.accelerator_counts() == {kind: 2}
         assert facts.os_id and facts.memory_kb and not facts.other_devices
+
+
+def test_the_pci_table_agrees_with_the_catalog() -> None:
+    """Where the catalog's accelerators carry a `pci` id (vendorproc's accelerators.yaml), facts map that id to
+    that same kind; every kind the table names has an id there too once the catalog has any."""
+    catalog = load_catalog()
+    ids = {a.id: getattr(a, "pci", None) for a in catalog.accelerators.values()}
+    for kind, pci in ids.items():
+        if pci is not None:
+            assert PCI_IDS[(pci.vendor, pci.device)].kind == kind, kind
+    if any(p is not None for p in ids.values()):
+        assert {p.kind for p in PCI_IDS.values()} <= {k for k, p in ids.items() if p is not None}
+
+
+def test_discover_refuses_odd_names_and_options(tmp_path: Path) -> None:
+    """Host names, addresses, the ssh user, --python and --root reach Ansible: plain identifiers only, refused
+    before anything runs (the executor here would fail the test if it were called)."""
+    from sovkit.errors import SovkitError
+    from sovkit.provision.discover import DiscoverOptions, discover_hosts, parse_host_spec
+
+    assert parse_host_spec("10.0.0.7") == ("10.0.0.7", "10.0.0.7")
+    assert parse_host_spec("npu-1=gpu1.example.org") == ("npu-1", "gpu1.example.org")
+    assert parse_host_spec("GPU1.Example.org") == ("gpu1.example.org", "GPU1.Example.org")
+
+    class NoRun:
+        def run(self, *a: Any, **k: Any) -> Any:
+            raise AssertionError("nothing may run")
+
+    for specs, opts, match in (
+        (["n1={{ x }}"], DiscoverOptions(), "not an address"),
+        (["{{x}}=10.0.0.1"], DiscoverOptions(), "not a valid host name"),
+        (["a=10.0.0.1", "a=10.0.0.2"], DiscoverOptions(), "given twice"),
+        (["a=10.0.0.1"], DiscoverOptions(user="root;id"), "not a valid ssh user"),
+        (["a=10.0.0.1"], DiscoverOptions(python="/usr/bin/python3 -c x"), "--python"),
+        (["a=10.0.0.1"], DiscoverOptions(root=Path("/tmp/a b")), "--root"),
+    ):
+        with pytest.raises(SovkitError, match=match):
+            discover_hosts(specs, opts, NoRun(), tmp_path / ".sovkit")

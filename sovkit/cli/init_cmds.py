@@ -30,7 +30,7 @@ def init(
                                                "local: this Python).")] = None,
     connection: Annotated[str, typer.Option("--connection", help="ssh, or local (this machine).")] = "ssh",
     root: Annotated[Path | None, typer.Option(
-        "--root", help="Simulated hosts: host NAME's filesystem root is ROOT/NAME (with --connection local).")] = None,
+        "--root", help="Simulated hosts: host NAME's filesystem root is ROOT/NAME (written as its `root:`).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing site.yaml.")] = False,
     json_out: JsonOpt = False,
 ) -> None:

@@ -68,7 +68,7 @@ def parse_host_spec(spec: str) -> tuple[str, str]:
 
 def _target(name: str, address: str, opts: DiscoverOptions, known_hosts: Path) -> HostTarget:
     python = opts.python or (sys.executable if opts.connection == "local" else "/usr/bin/python3")
-    root = str((opts.root / name).resolve()) if opts.root is not None else None
+    root = str(opts.root.absolute() / name) if opts.root is not None else None
     if opts.connection == "local":
         conn: dict[str, Any] = {"ansible_connection": "local"}
     else:
@@ -92,6 +92,12 @@ def discover_hosts(specs: list[str], opts: DiscoverOptions, executor: Executor, 
         raise SovkitError(f"host name(s) given twice: {', '.join(dup)}", "give each host once (NAME=ADDRESS)")
     if opts.connection == "ssh" and not identifiers.matches(identifiers.USER, opts.user):
         raise SovkitError(f"{identifiers.describe(opts.user)} is not a valid ssh user", "a POSIX login name")
+    if opts.python is not None and not identifiers.safe_path(opts.python):
+        raise SovkitError(f"--python {identifiers.describe(opts.python)} is not a plain absolute path",
+                          "e.g. /usr/bin/python3")
+    if opts.root is not None and not identifiers.safe_path(str(opts.root.absolute())):
+        raise SovkitError(f"--root {identifiers.describe(str(opts.root))} is not a plain path",
+                          "letters, digits and '. _ + @ , = ~ : -' between '/', no '..'")
     runs = state_dir / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     targets = [_target(n, a, opts, state_dir / "known_hosts") for n, a in parsed]
@@ -141,7 +147,7 @@ def _host_entry(h: DiscoveredHost, opts: DiscoverOptions, site_dir: Path) -> dic
     if opts.python is not None:
         entry["python_interpreter"] = opts.python
     if opts.root is not None:
-        entry["root"] = str((opts.root / h.name).resolve())
+        entry["root"] = str(opts.root.absolute() / h.name)
     counts = f.accelerator_counts()
     if counts:
         entry["accelerators"] = [{"kind": k, "count": n} for k, n in sorted(counts.items())]
