@@ -42,6 +42,7 @@ from sovkit.policy.input import build_input, input_schema
 from sovkit.policy.opa import OpaServerEngine
 from sovkit.policy.testing import RegoTestResult, run_tests
 from sovkit.provision.apply import ApplyReport
+from sovkit.provision.discover import DiscoveredHost, DiscoverOptions, discover_hosts, starting_inventory
 from sovkit.provision.endpoints import Answer, EndpointStatus
 from sovkit.provision.endpoints import send_request as _send_request
 from sovkit.provision.endpoints import serving_status as _serving_status
@@ -103,6 +104,7 @@ __all__ = [
     "DemoCommand",
     "DemoReport",
     "DemoStep",
+    "Discovered",
     "EndpointStatus",
     "ExecEvent",
     "Executor",
@@ -140,6 +142,7 @@ __all__ = [
     "check_policy",
     "decision_from_summary",
     "demo_commands",
+    "discover_site",
     "export_ansible",
     "export_policy_bundle",
     "force_unlock",
@@ -196,6 +199,34 @@ def open_workspace(*, inventory: Path | str, state_dir: Path | None = None, exec
 def validate(*, path: Path | str) -> LoadedInventory:
     """Load and fully check an inventory; raises InventoryError listing every problem."""
     return load_inventory(path)
+
+
+@dataclass(frozen=True)
+class Discovered:
+    """`sovkit init --discover`: the site.yaml written and the hosts found."""
+
+    path: Path
+    hosts: list[DiscoveredHost]
+
+
+def discover_site(*, directory: Path, hosts: list[str], options: DiscoverOptions, name: str | None = None,
+                  country: str | None = None, force: bool = False, executor: Executor | None = None,
+                  on_event: OnEvent = _quiet) -> Discovered:
+    """Read the hosts' facts and write ``directory/site.yaml``: a starting inventory whose TODO values must be
+    filled before it validates. Refuses to overwrite an existing site.yaml unless ``force``."""
+    target = directory / "site.yaml"
+    if target.exists() and not force:
+        raise SovkitError(f"{target} already exists: nothing was written", "choose another directory or pass --force")
+    if executor is None:
+        from sovkit.provision.ansible_executor import AnsibleRunnerExecutor  # as Workspace.executor does
+
+        executor = AnsibleRunnerExecutor()
+    found = discover_hosts(hosts, options, executor, directory / ".sovkit", on_event)
+    site_name = name or directory.resolve().name.lower()
+    text = starting_inventory(site_name, found, options, directory, country)
+    directory.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    return Discovered(target, found)
 
 
 def inventory_schema() -> dict[str, Any]:

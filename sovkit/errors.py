@@ -113,6 +113,26 @@ class ObserveError(ProvisionError):
         return [f"{host}: {reason}" for host, reason in sorted(self.failures.items())]
 
 
+class HardwareMismatch(ProvisionError):
+    """A host's hardware (arch, CPU kind, accelerator cards) is not what the inventory says: an inventory error,
+    not drift sovkit could repair, so the refresh stops before anything is planned or recorded."""
+
+    def __init__(self, problems: dict[str, list[str]]) -> None:
+        self.problems = {h: list(p) for h, p in problems.items()}
+        names = ", ".join(sorted(self.problems))
+        n = len(self.problems)
+        super().__init__(
+            f"hardware on {n} host{'s' if n != 1 else ''} ({names}) differs from the inventory: refresh stopped, "
+            "nothing was planned or recorded",
+            "correct the host's arch, cpu or accelerators in the inventory to what is installed (`sovkit init "
+            "--discover HOST` shows what sovkit reads), or fix the hardware (a card missing from the PCI bus: "
+            "check it is seated and powered, `lspci -nn`), then run again",
+        )
+
+    def details(self) -> list[str]:
+        return [f"{host}: {line}" for host, lines in sorted(self.problems.items()) for line in lines]
+
+
 class SigningKeyError(SovkitError):
     """A key could not be generated, read, or decrypted."""
 

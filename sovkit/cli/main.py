@@ -14,6 +14,7 @@ from sovkit.cli import (
     audit_cmds,
     bundle_cmds,
     demo_cmds,
+    init_cmds,
     inventory_cmds,
     plan_cmds,
     policy_cmds,
@@ -48,7 +49,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds):
+                serving_cmds, init_cmds):
     _module.register(app)
 
 

@@ -261,6 +261,9 @@ def _problem_from(err: ErrorDetails, smap: SourceMap, data: Any) -> Problem:
         message = f"{message} (got {_short(err.get('input'))})"
     elif message.startswith("Value error, "):
         message = message[len("Value error, "):]
+    if isinstance(err.get("input"), str) and str(err.get("input")).startswith("TODO"):
+        # a placeholder `sovkit init --discover` wrote: say so, whatever the field's own error is
+        message = f"{_short(err.get('input'))} is a TODO left to fill in"
     return Problem(
         message,
         mark.file if mark else None,

@@ -95,6 +95,7 @@ def observe_target(inv: LoadedInventory, desired: DesiredHost, recorded: HostRec
     """Variables for the observe playbook: everything desired or recorded on the host (``sovkit_observe.<var>``)."""
     conn, v = _common(inv, desired.name, desired, known_hosts)
     catalog = load_catalog()
+    v["sovkit_host_facts"] = helper("host_facts")
     v["sovkit_observe"] = {kind.var: kind.observe_vars(kind.desired_of(desired), kind.records_of(recorded), catalog)
                            for kind in registry.kinds()}
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
@@ -107,3 +108,10 @@ def rollback_target(inv: LoadedInventory, desired: DesiredHost, model: str, reco
     rec = recorded.models[model]
     v["sovkit_rollback"] = [{"name": model, "dir": str(Path(rec.path).parent)}]
     return HostTarget(name=desired.name, connection_vars=conn, variables=v)
+
+
+def facts_target(name: str, connection_vars: dict[str, Any], python: str, root: str | None) -> HostTarget:
+    """A host for facts.yml (`sovkit init --discover`: no inventory yet, so the caller gives the connection)."""
+    return HostTarget(name=name, connection_vars={**connection_vars, "ansible_python_interpreter": python},
+                      variables={"sovkit_python": python, "sovkit_root": root,
+                                 "sovkit_host_facts": helper("host_facts")})

@@ -15,6 +15,7 @@ from sovkit.errors import ObserveError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.model import Change, Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
+from sovkit.provision.facts import FactsError, HostFacts, check_hardware, facts_of
 from sovkit.provision.hostvars import observe_target
 from sovkit.state.models import HostRecord
 
@@ -26,6 +27,7 @@ class Observation:
     hosts: dict[str, HostRecord]
     unreachable: dict[str, str] = field(default_factory=dict)
     untrusted: dict[str, list[Finding]] = field(default_factory=dict)
+    facts: dict[str, HostFacts] = field(default_factory=dict)
 
 
 def with_findings(drift: Plan, untrusted: dict[str, list[Finding]]) -> Plan:
@@ -68,7 +70,9 @@ def observe(
     on_event: Callable[[ExecEvent], None] = lambda e: None,
 ) -> Observation:
     """Read every desired host back; raises ObserveError naming each host that could not be read (fail closed:
-    a refresh that silently fell back to recorded state would report "no drift" for a host nobody looked at)."""
+    a refresh that silently fell back to recorded state would report "no drift" for a host nobody looked at),
+    and HardwareMismatch when a host's hardware (arch, CPU, accelerator cards) is not what the inventory says
+    (that is the inventory's error, not drift an apply could repair)."""
     known_hosts = workdir.parent / "known_hosts"
     targets = {h: observe_target(inv, d, recorded.get(h, HostRecord()), known_hosts) for h, d in desired.items()}
     raw: dict[str, dict[str, Any]] = {}
@@ -81,6 +85,7 @@ def observe(
     result = executor.run("observe.yml", list(targets.values()), handle, workdir,
                           run_id=f"observe-{uuid.uuid4().hex[:12]}")
     out = Observation(hosts={})
+    checked: dict[str, HostFacts | FactsError] = {}
     for host, target in targets.items():
         outcome: HostOutcome = result.hosts.get(host, HostOutcome())
         if host not in raw or outcome.failed or outcome.unreachable or result.cancelled:
@@ -89,10 +94,16 @@ def observe(
             out.unreachable[host] = f"{what}{task}: {outcome.error}" if outcome.error else \
                 "the observe play returned no observation"
             continue
+        hw = facts_of(raw[host])
+        if hw is not None:
+            checked[host] = hw
+            if not isinstance(hw, FactsError):
+                out.facts[host] = hw
         found: list[Finding] = []
         out.hosts[host] = _parse(target, desired[host], recorded.get(host, HostRecord()), raw[host], found)
         if found:
             out.untrusted[host] = found
     if out.unreachable:  # fail closed: a host not read back is never replaced by its recorded state
         raise ObserveError(out.unreachable)
+    check_hardware({h: inv.site.host(h) for h in checked}, checked)
     return out

@@ -46,7 +46,7 @@ def _variables(models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     """observe.yml's variables (as hostvars.observe_target makes them): one device query, optional models."""
     return {
         "sovkit_root": "", "sovkit_path_env": SYSTEM_PATH, "sovkit_python": sys.executable,
-        "sovkit_version_probe": helper("version_probe"),
+        "sovkit_version_probe": helper("version_probe"), "sovkit_host_facts": helper("host_facts"),
         "sovkit_observe": {"firmware": [{"kind": "contract-npu", "query": ["true"]}], "runtimes": [],
                            "models": models or [], "serving": []},
     }
