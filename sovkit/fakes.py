@@ -93,7 +93,7 @@ def unreachable(task: str, message: str = "unreachable") -> Step:
 
 def observed(**lists: list[Any]) -> dict[str, Any]:
     """The ``msg`` of observe.yml's record task: every list it has, empty unless given."""
-    keys = ("firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files", "serving",
+    keys = ("drivers", "firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files", "serving",
             "serving_status", "serving_models")
     unknown = set(lists) - set(keys)
     if unknown:

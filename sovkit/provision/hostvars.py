@@ -54,6 +54,7 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
         "sovkit_supervise": helper("supervise"),
         "sovkit_serving_probe": helper("serving_probe"),
         "sovkit_serving_files": helper("serving_files"),
+        "sovkit_wheelhouse": helper("wheelhouse"),
     }
     return conn, variables
 
