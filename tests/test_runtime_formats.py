@@ -42,11 +42,15 @@ def test_archives_are_unpacked_flat_and_only_wheels_are_taken(tmp_path: Path) ->
     with zipfile.ZipFile(tmp_path / "more.zip", "w") as zf:
         zf.writestr("deep/dir/c-3.0-py3-none-any.whl", b"C")
     (tmp_path / "d-4.0-py3-none-any.whl").write_bytes(b"D")
+    real = io.BytesIO()  # a real (zip) wheel stored uncompressed in a plain tar: the tar looks like a zip too
+    with zipfile.ZipFile(real, "w") as zf:
+        zf.writestr("e/__init__.py", "")
+    _tar(tmp_path / "plain.tar", {"e-5.0-py3-none-any.whl": real.getvalue()}, "w")
     r = _gather(tmp_path)
-    assert (r.returncode, r.stdout.strip()) == (0, "4"), r.stderr
+    assert (r.returncode, r.stdout.strip()) == (0, "5"), r.stderr
     got = {p.name: p.read_bytes() for p in (tmp_path / "wheelhouse").iterdir()}
     assert got == {"a-1.0-py3-none-any.whl": b"A", "b-2.0-py3-none-any.whl": b"B", "c-3.0-py3-none-any.whl": b"C",
-                   "d-4.0-py3-none-any.whl": b"D"}
+                   "d-4.0-py3-none-any.whl": b"D", "e-5.0-py3-none-any.whl": real.getvalue()}
 
 
 def test_links_traversal_and_empty_archives_are_refused(tmp_path: Path) -> None:

@@ -1,8 +1,8 @@
 """Gather the wheels of a runtime's staged artifacts into one directory for ``pip --find-links``:
 wheelhouse.py STAGING OUT.
 
-An artifact is a wheel (``*.whl``, copied) or a wheelhouse archive (tar, tar.gz/bz2/xz or zip of wheels, as
-vendors ship them), whose ``*.whl`` members are extracted flat into OUT. The archive's digest was checked
+An artifact is a wheel (``*.whl``, copied) or a wheelhouse archive (``.tar``, ``.tar.gz``/``.tgz``,
+``.tar.bz2``, ``.tar.xz`` or ``.zip`` of wheels, as vendors ship them; other files are ignored), whose ``*.whl`` members are extracted flat into OUT. The archive's digest was checked
 before this runs; still, only regular-file members with a plain wheel file name are written (never a link,
 a device, an absolute or ``..`` path), other members are skipped, and two different wheels of the same name
 are refused. Prints the number of wheels; exit 1 with a message when an archive is unreadable or holds none.
@@ -17,6 +17,7 @@ import zipfile
 from pathlib import Path
 
 WHEEL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._+-]*\.whl")
+TAR_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz")
 
 
 def put(out: Path, name: str, data: bytes, origin: str) -> None:
@@ -68,11 +69,13 @@ def main(staging: Path, out: Path) -> int:
             shutil.copyfile(path, out / path.name)
             total += 1
             continue
+        name = path.name.lower()
         try:
-            if zipfile.is_zipfile(path):
-                found = from_zip(path, out)
-            elif tarfile.is_tarfile(path):
+            # by name: a tar holding uncompressed wheels also "looks like" a zip (it contains zip directories)
+            if name.endswith(TAR_SUFFIXES):
                 found = from_tar(path, out)
+            elif name.endswith(".zip"):
+                found = from_zip(path, out)
             else:
                 continue
         except (tarfile.TarError, zipfile.BadZipFile, OSError, EOFError) as exc:
