@@ -13,8 +13,9 @@ simulated vendor tools, so a simulated host never touches the machine's real ker
 
 An installed module file is ``{"name": NAME, "version": VERSION}``; a module that is loaded without one (the
 simulator installer marks the vendor's module loaded at boot) gets one at its loaded version when unloaded.
-Like the real tools, unloading a module that is not loaded succeeds, and loading a loaded module changes nothing (the real ``modprobe`` does not
-reload: a new version becomes active only after ``modprobe -r`` then ``modprobe``). Exit codes: 0 ok,
+Like the real tools, unloading a module that is not loaded succeeds, and loading a loaded module changes
+nothing (the real ``modprobe`` does not reload: a new version becomes active only after ``modprobe -r`` then
+``modprobe``). Exit codes: 0 ok,
 1 failure (message on stderr, as ``modprobe: FATAL: ...``), 2 usage error.
 """
 
