@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from sovkit import identifiers as ids
+from sovkit.catalog import load_catalog
 from sovkit.components.base import Finding, StoreFile
 from sovkit.components.driver import DesiredDriver, Driver, install_argv
 from sovkit.inventory.loader import load_inventory
@@ -59,7 +60,7 @@ def test_install_commands_per_format_and_root() -> None:
 
 def test_observe_reads_sysfs_and_refuses_what_is_not_a_version() -> None:
     spec = KIND.observe_vars({"rebellions": WANT}, {"rngd": _rec("1.0").model_copy(update={"module": "rngd"})},
-                             None)  # type: ignore[arg-type]
+                             load_catalog())
     assert spec == [{"module": "rebellions"}, {"module": "rngd"}]
 
     def b64(text: str) -> str:
