@@ -48,6 +48,26 @@ def add_driver(site: Site, workdir: Path, name: str, version: str, *, module: st
     return entry
 
 
+def add_runfile_driver(site: Site, name: str, version: str, *, module: str = MODULE) -> dict[str, Any]:
+    """Add a signed runfile ``drivers:`` entry: a shell installer that, run as ``sh FILE --silent``, writes the
+    simulated module file below ``$DESTDIR`` (what sovkit sets on a prefixed host)."""
+    script = (
+        "#!/bin/sh\nset -eu\n"
+        '[ "${1:-}" = "--silent" ] || { echo "usage: $0 --silent" >&2; exit 2; }\n'
+        'mkdir -p "${DESTDIR:?}/var/lib/npu-sim/modules"\n'
+        f"printf '%s\\n' '{json.dumps({'name': module, 'version': version})}' "
+        f'> "$DESTDIR/var/lib/npu-sim/modules/{module}.json"\n'
+    )
+    rel = f"drivers/rebellions-sim-{version}.run"
+    art = site.put(rel, script.encode())
+    env = sign_artifacts({rel: art["sha256"]}, VENDOR, "driver", name, version)
+    site.put(f"drivers/{name}.sig", env.to_json().encode())
+    entry = {"name": name, "vendor": "rebellions", "version": version, "module": module, "format": "runfile",
+             "artifacts": [art], "signature": f"drivers/{name}.sig"}
+    site.data.setdefault("drivers", []).append(entry)
+    return entry
+
+
 def use_driver(site: Site, name: str, hosts: list[str] | None = None) -> None:
     """Name driver ``name`` on every accelerator slot of ``hosts`` (default: all)."""
     for h in site.data["hosts"]:

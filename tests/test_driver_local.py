@@ -13,7 +13,7 @@ from sovkit.simulator import read_devices
 from sovkit.simulator.drivers import loaded_version
 from sovkit.state.models import DriverRecord, State
 from tests.conftest import run_cli
-from tests.driverkit import add_driver, boot_with_driver, use_driver
+from tests.driverkit import add_driver, add_runfile_driver, boot_with_driver, use_driver
 from tests.sitefactory import Site, make_site
 
 pytestmark = pytest.mark.slow
@@ -95,3 +95,22 @@ def test_module_reporting_another_version_fails_the_host_and_keeps_state(tmp_pat
     good = site.host_root("npu-node-1")
     assert {d["firmware"] for d in read_devices(good)} == {"1.3.0"}
     assert loaded_version(good, "rebellions") == "1.1"
+
+
+def test_runfile_driver_is_installed_by_its_installer_and_reloaded(tmp_path: Path) -> None:
+    site = make_site(tmp_path)
+    site.data["deployments"], site.data["serving_groups"] = [], []
+    add_runfile_driver(site, "rbln-driver-run", "1.1")
+    use_driver(site, "rbln-driver-run")
+    site.save()
+    for h in HOSTS:
+        boot_with_driver(site, h, "1.0")
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 0, r.text
+    for h in HOSTS:
+        root = site.host_root(h)
+        assert json.loads((root / "var/lib/npu-sim/modules/rebellions.json").read_text())["version"] == "1.1"
+        assert loaded_version(root, "rebellions") == "1.1"
+        rec = _driver(site, h)
+        assert rec is not None and (rec.version, rec.format) == ("1.1", "runfile")
+    assert run_cli("plan", site.path, "--refresh", "--detailed-exitcode").code == 0
