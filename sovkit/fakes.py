@@ -93,8 +93,8 @@ def unreachable(task: str, message: str = "unreachable") -> Step:
 
 def observed(**lists: list[Any]) -> dict[str, Any]:
     """The ``msg`` of observe.yml's record task: every list it has, empty unless given."""
-    keys = ("firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files", "serving",
-            "serving_status", "serving_models", "facts", "facts_rc")
+    keys = ("drivers", "firmware", "firmware_rc", "runtimes", "runtimes_rc", "models_current", "model_files",
+            "serving", "serving_status", "serving_models", "facts", "facts_rc")
     unknown = set(lists) - set(keys)
     if unknown:
         raise ValueError(f"observe.yml records no {', '.join(sorted(unknown))}")

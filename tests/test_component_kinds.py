@@ -90,7 +90,7 @@ class Sysctl(ComponentKind):
 
 def test_toy_kind_is_planned_recorded_and_audited(tmp_path: Path) -> None:
     with registry.registered(Sysctl(SETTINGS)):
-        assert list(COMPONENT_ORDER) == ["firmware", "sysctl", "runtime", "model", "serving", "host"]
+        assert list(COMPONENT_ORDER) == ["driver", "firmware", "sysctl", "runtime", "model", "serving", "host"]
         desired = desired_site(DEMO)
         assert desired[HOST].extra_kinds["sysctl"]["vm.swappiness"].value == "10"
 
@@ -131,7 +131,7 @@ def test_toy_kind_is_planned_recorded_and_audited(tmp_path: Path) -> None:
 
     # unregistered: nothing plans it, a change naming it is refused, a state carrying its records is refused
     assert registry.find("sysctl") is None
-    assert list(COMPONENT_ORDER) == ["firmware", "runtime", "model", "serving", "host"]
+    assert list(COMPONENT_ORDER) == ["driver", "firmware", "runtime", "model", "serving", "host"]
     assert not desired_site(DEMO)[HOST].extra_kinds
     assert all(c.component != "sysctl" for c in diff(DEMO.site.metadata.name, desired_site(DEMO), {}).changes)
     with pytest.raises(ValidationError, match="unknown component"):

@@ -72,3 +72,14 @@ def test_the_tools_act_under_their_own_root_only(tmp_path: Path) -> None:
     install_module(b, "rebellions", "2.0")
     assert _run(a, "modprobe", "rebellions").returncode == 0
     assert (loaded_version(a, "rebellions"), loaded_version(b, "rebellions")) == ("1.0", None)
+
+
+def test_a_module_loaded_at_boot_without_a_package_file_can_be_reloaded(root: Path) -> None:
+    """The simulator installer marks the vendor module loaded (sysfs only); the firmware procedure's
+    ``modprobe -r`` then ``modprobe`` must bring the same version back."""
+    (root / "sys/module/rebellions").mkdir(parents=True)
+    (root / "sys/module/rebellions/version").write_text("3.0.0\n")
+    assert _run(root, "modprobe", "-r", "rebellions").returncode == 0
+    assert loaded_version(root, "rebellions") is None
+    assert _run(root, "modprobe", "rebellions").returncode == 0
+    assert loaded_version(root, "rebellions") == "3.0.0"

@@ -37,6 +37,12 @@ def _artifact_refs(loaded: LoadedInventory) -> Iterator[tuple[str, Kind, str, in
         yield fw.image.path, "firmware", item, fw.image.size, fw.image.sha256
         if fw.signature:
             yield fw.signature, "firmware-signature", item, None, None
+    for drv in site.drivers:
+        item = f"driver:{drv.name}@{drv.version}"
+        for art in drv.artifacts:
+            yield art.path, "driver", item, art.size, art.sha256
+        if drv.signature:
+            yield drv.signature, "driver-signature", item, None, None
     for rt in site.runtimes:
         item = f"runtime:{rt.name}@{rt.version}"
         for art in rt.artifacts:

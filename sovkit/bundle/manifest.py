@@ -39,7 +39,7 @@ NAMESPACES = ("artifacts", "inventory", "policies", "templates", "wheels")
 
 Kind = Literal[
     "firmware", "firmware-signature", "runtime", "runtime-signature", "model", "model-signature",
-    "trust-root", "inventory", "policy", "template", "wheel",
+    "trust-root", "inventory", "policy", "template", "wheel", "driver", "driver-signature",
 ]
 
 

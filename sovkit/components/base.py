@@ -188,7 +188,7 @@ class ComponentKind(ABC):
     """One kind of component. Subclasses set the class variables and implement the abstract methods.
 
     ``name`` is the component in plans and ``sovkit_record`` results; ``order`` places its changes on a host
-    (lower first; the built-ins are 10, 20, 30, 40, so a kind can go between); ``field`` is its map in
+    (lower first; the built-ins are driver 5, then 10, 20, 30, 40, so a kind can go between); ``field`` is its map in
     ``DesiredHost`` and ``HostRecord`` (a kind whose field is not an attribute there lives in their
     ``extra_kinds`` maps); ``var`` names its Ansible variables (``sovkit_<var>`` at apply,
     ``sovkit_observe.<var>`` at observe); ``record`` is its state record model.

@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict
 
 from sovkit.components import registry
 from sovkit.components.base import HostContext, SiteIndex, host_prefix
+from sovkit.components.driver import DesiredDriver
 from sovkit.components.firmware import DesiredFirmware
 from sovkit.components.model import DesiredModel
 from sovkit.components.runtime import DesiredRuntime
@@ -27,6 +28,7 @@ class DesiredHost(BaseModel):
     runtimes: dict[str, DesiredRuntime]
     models: dict[str, DesiredModel]
     serving: dict[str, DesiredServing]
+    drivers: dict[str, DesiredDriver] = {}
     extra_kinds: dict[str, dict[str, Any]] = {}
 
 

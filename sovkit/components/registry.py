@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from sovkit.components.base import ComponentKind
+from sovkit.components.driver import Driver
 from sovkit.components.firmware import Firmware
 from sovkit.components.model import Model
 from sovkit.components.runtime import Runtime
@@ -44,7 +45,7 @@ def registered(kind: ComponentKind) -> Iterator[ComponentKind]:
 
 
 def kinds() -> list[ComponentKind]:
-    """Every kind in plan order (firmware → runtime → model → serving → …)."""
+    """Every kind in plan order (driver → firmware → runtime → model → serving → …)."""
     return sorted(_KINDS.values(), key=lambda k: k.order)
 
 
@@ -64,5 +65,5 @@ def order(component: str) -> int:
     return HOST_ORDER if component == "host" else get(component).order
 
 
-for _kind in (Firmware(), Runtime(), Model(), Serving()):
+for _kind in (Driver(), Firmware(), Runtime(), Model(), Serving()):
     register(_kind)

@@ -26,6 +26,7 @@ from sovkit.components.base import (
     provenance,
     removable,
 )
+from sovkit.components.driver import install_argv
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.signing.artifacts import Claim
 from sovkit.state.models import RuntimeRecord
@@ -39,6 +40,8 @@ class DesiredRuntime(_M):
     artifacts: tuple[StoreFile, ...]
     signature: str | None
     prefix: str
+    format: str = "wheelhouse"
+    root: str = ""
 
 
 class InstalledRuntime(Row):
@@ -51,6 +54,11 @@ class InstalledRuntime(Row):
 
 def runtime_prefix(root: str, name: str, version: str) -> str:
     return f"{root}/opt/sovkit/runtimes/{name}/{version}"
+
+
+def deb_probe(root: str, package: str) -> list[str]:
+    """The argv printing a deb package's installed version (empty output when it is not installed)."""
+    return ["dpkg-query", *([f"--root={root}"] if root else []), "--show", "--showformat=${Version}", package]
 
 
 class Runtime(ComponentKind):
@@ -73,7 +81,8 @@ class Runtime(ComponentKind):
             rt = runtimes[dep.runtime]
             out[rt.name] = DesiredRuntime(
                 name=rt.name, version=rt.version, package=rt.package, vendor=rt.vendor, artifacts=files[rt.name],
-                signature=rt.signature, prefix=runtime_prefix(ctx.root, rt.name, rt.version),
+                signature=rt.signature, prefix=runtime_prefix(ctx.root, rt.name, rt.version), format=rt.format,
+                root=ctx.root,
             )
         return out
 
@@ -103,11 +112,16 @@ class Runtime(ComponentKind):
     def from_record(self, name: str, result: dict[str, Any], current: Any | None,
                     signatures_ok: Mapping[str, bool]) -> RuntimeRecord:
         return RuntimeRecord(version=result["version"], package=result["package"], artifacts=result["artifacts"],
-                             prefix=result["prefix"])
+                             prefix=result["prefix"], format=result.get("format", "wheelhouse"))
 
     def apply_vars(self, want: DesiredRuntime, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
+        staging = f"{root}/var/lib/sovkit/staging/runtime/{want.name}-{want.version}"
+        deb = want.format == "deb"
+        install = install_argv("deb", root, [f"{staging}/{a.name}" for a in want.artifacts])[0] if deb else []
         return {"name": want.name, "version": want.version, "package": want.package, "prefix": want.prefix,
-                "staging": f"{root}/var/lib/sovkit/staging/runtime/{want.name}-{want.version}",
+                "format": want.format, "staging": staging, "install": install,
+                "probe": deb_probe(root, want.package) if deb else [],
+                "dpkg_admin": f"{root}/var/lib/dpkg" if deb and root else "",
                 "artifacts": [{"src": str(store / a.store_path), "name": a.name, "sha256": a.sha256,
                                "store_path": a.store_path} for a in want.artifacts]}
 
@@ -120,9 +134,16 @@ class Runtime(ComponentKind):
 
     def observe_vars(self, desired: Mapping[str, DesiredRuntime], recorded: Mapping[str, RuntimeRecord],
                      catalog: Catalog) -> list[dict[str, Any]]:
-        runtimes = {r.name: {"name": r.name, "package": r.package, "prefix": r.prefix} for r in desired.values()}
+        runtimes: dict[str, dict[str, Any]] = {}
+        for r in desired.values():
+            runtimes[r.name] = {"name": r.name, "package": r.package, "prefix": r.prefix, "format": r.format}
+            if r.format == "deb":
+                runtimes[r.name]["probe"] = deb_probe(r.root, r.package)
         for name, rec in recorded.items():
-            runtimes.setdefault(name, {"name": name, "package": rec.package, "prefix": rec.prefix})
+            if name not in runtimes and rec.format == "deb":
+                continue  # a deb runtime no longer desired: its host root is not known here, so it is not read
+            runtimes.setdefault(name, {"name": name, "package": rec.package, "prefix": rec.prefix,
+                                       "format": rec.format})
         return list(runtimes.values())
 
     def parse(self, spec: list[dict[str, Any]], observed: dict[str, Any], desired: Mapping[str, DesiredRuntime],
@@ -141,7 +162,7 @@ class Runtime(ComponentKind):
             artifacts = rrec.artifacts if rrec else (self.artifacts(want) if want else {})
             try:
                 out[rt["name"]] = RuntimeRecord(version=version, package=rt["package"], artifacts=artifacts,
-                                                prefix=rt["prefix"])
+                                                prefix=rt["prefix"], format=rt.get("format", "wheelhouse"))
             except ValidationError as exc:
                 findings.append(Finding("runtime", rt["name"], f"not recorded: {exc.errors()[0]['msg']}"))
         return out

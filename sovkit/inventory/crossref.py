@@ -8,15 +8,16 @@ from collections.abc import Set as AbstractSet
 from typing import TYPE_CHECKING
 
 from sovkit import identifiers
-from sovkit.catalog import load_catalog
+from sovkit.catalog import Catalog, load_catalog
 from sovkit.errors import Problem
 from sovkit.inventory.yamlsource import Path_, render_path
 
 if TYPE_CHECKING:
     from sovkit.inventory.loader import LoadedInventory
+    from sovkit.inventory.models import Driver, Host
 
 _NAMED_SECTIONS = (
-    "racks", "hosts", "firmware", "runtimes", "models", "deployments", "data_stores",
+    "racks", "hosts", "firmware", "drivers", "runtimes", "models", "deployments", "data_stores",
     "endpoints", "telemetry", "log_sinks", "backups", "model_registries", "serving_groups",
 )
 
@@ -71,6 +72,7 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
     addresses: dict[str, str] = {}
     racks = {r.name for r in site.racks}
     firmware = {f.name: f for f in site.firmware}
+    drivers = {d.name: d for d in site.drivers}
     for i, host in enumerate(site.hosts):
         if host.connection == "ssh":
             other = addresses.get(host.address)
@@ -94,6 +96,7 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
                 fw = firmware.get(slot.firmware)
                 if fw is not None and fw.accelerator != slot.kind:
                     c.add((*path, "firmware"), f"firmware {fw.name!r} is for {fw.accelerator}, not {slot.kind}")
+        _check_slot_drivers(c, catalog, i, host, drivers)
 
     vendors = {v.name for v in site.trust_roots.vendors}
     publishers = {p.name for p in site.trust_roots.publishers}
@@ -102,6 +105,8 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
         if fw.accelerator not in catalog.accelerators:
             c.add(("firmware", i, "accelerator"), f"unknown accelerator kind {fw.accelerator!r}",
                   catalog.suggest("accelerators", fw.accelerator))
+    for i, drv in enumerate(site.drivers):
+        c.ref(("drivers", i, "vendor"), drv.vendor, vendors, "trusted vendor")
     for i, rt in enumerate(site.runtimes):
         if rt.vendor is not None:
             c.ref(("runtimes", i, "vendor"), rt.vendor, vendors, "trusted vendor")
@@ -127,6 +132,28 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
     if check_files:
         _check_files(inv, c)
     return c.problems
+
+
+def _check_slot_drivers(c: _Collector, catalog: Catalog, i: int, host: Host, drivers: Mapping[str, Driver]) -> None:
+    """Each slot's driver exists and is its accelerator's vendor's; one host loads one driver per module."""
+    by_module: dict[str, str] = {}
+    for j, slot in enumerate(host.accelerators):
+        if slot.driver is None:
+            continue
+        path = ("hosts", i, "accelerators", j, "driver")
+        c.ref(path, slot.driver, drivers, "driver")
+        drv = drivers.get(slot.driver)
+        if drv is None:
+            continue
+        kind = catalog.accelerators.get(slot.kind)
+        if kind is not None and kind.vendor != drv.vendor:
+            c.add(path, f"driver {drv.name!r} is from vendor {drv.vendor}, {slot.kind} is a {kind.vendor} card",
+                  "name a driver of the card's vendor")
+        other = by_module.setdefault(drv.module, drv.name)
+        if other != drv.name:
+            c.add(path, f"driver {drv.name!r} loads module {drv.module!r}, which driver {other!r} of another slot "
+                  "of this host loads too", "a host loads one version of a module: name the same driver on both "
+                  "slots")
 
 
 def _check_serving_groups(inv: LoadedInventory, c: _Collector, hosts: AbstractSet[str]) -> None:
@@ -202,6 +229,11 @@ def _check_files(inv: LoadedInventory, c: _Collector) -> None:
         artifacts.append((("firmware", i, "image", "path"), fw.image.path, fw.image.size))
         if fw.signature:
             artifacts.append((("firmware", i, "signature"), fw.signature, -1))
+    for i, drv in enumerate(site.drivers):
+        for j, art in enumerate(drv.artifacts):
+            artifacts.append((("drivers", i, "artifacts", j, "path"), art.path, art.size))
+        if drv.signature:
+            artifacts.append((("drivers", i, "signature"), drv.signature, -1))
     for i, rt in enumerate(site.runtimes):
         for j, art in enumerate(rt.artifacts):
             artifacts.append((("runtimes", i, "artifacts", j, "path"), art.path, art.size))

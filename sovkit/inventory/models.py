@@ -245,6 +245,8 @@ class AcceleratorSlot(Strict):
     kind: CatalogId = Field(description="A catalog accelerator id (see Catalog ids).")
     count: Annotated[int, Field(ge=1, le=64)]
     firmware: Name | None = Field(default=None, description="The `firmware[]` entry pinned on these cards.")
+    driver: Name | None = Field(default=None, description="The `drivers[]` entry (kernel driver package) these "
+                                "cards need; installed and its module loaded before their firmware is flashed.")
 
 
 class Artifact(Strict):
@@ -295,6 +297,28 @@ class Firmware(Strict):
     signature: RelPath | None = None
 
 
+class Driver(Strict):
+    """A kernel driver package: installed from the store, its module (re)loaded, the loaded version read back."""
+
+    name: Name
+    vendor: Name = Field(description="A `trust_roots.vendors` name: who signs the package; must be the vendor of "
+                         "the accelerators that name this driver.")
+    version: Version = Field(description="The version the loaded module reports (`/sys/module/MODULE/version`); "
+                             "apply fails the host when it reports another.")
+    module: Name = Field(description="The kernel module (`rebellions`, `rngd`, `nvidia`).")
+    format: Literal["deb", "rpm", "runfile"] = Field(description="deb/rpm: installed with dpkg/rpm (one "
+                                                     "transaction for all artifacts); runfile: the vendor's "
+                                                     "installer script (exactly one artifact).")
+    artifacts: Annotated[list[Artifact], Field(min_length=1)]
+    signature: RelPath | None = None
+
+    @model_validator(mode="after")
+    def _one_runfile(self) -> Driver:
+        if self.format == "runfile" and len(self.artifacts) != 1:
+            raise ValueError(f"a runfile driver has exactly one artifact (the installer), not {len(self.artifacts)}")
+        return self
+
+
 RuntimeFamily = Literal["vllm", "vllm-rbln", "furiosa-llm", "sglang", "demo"]
 
 
@@ -306,7 +330,10 @@ class Runtime(Strict):
     vendor: Name | None = None
     package: Package = Field(description="Package (pip or deb) whose installed version is verified: a bare name, "
                              "no version specifier or URL.")
-    format: Literal["wheelhouse"] = "wheelhouse"
+    format: Literal["wheelhouse", "deb"] = Field(
+        default="wheelhouse", description="wheelhouse: wheels, or tar/zip archives of wheels (unpacked on the host), "
+        "installed offline with pip into a versioned prefix; deb: Debian packages installed with dpkg, `package` "
+        "being the deb whose version is verified.")
     artifacts: Annotated[list[Artifact], Field(min_length=1)]
     signature: RelPath | None = None
 
@@ -489,6 +516,7 @@ class Site(Strict):
     racks: list[Rack] = []
     hosts: list[Host] = []
     firmware: list[Firmware] = []
+    drivers: list[Driver] = []
     runtimes: list[Runtime] = []
     models: list[Model] = []
     deployments: list[Deployment] = []

@@ -55,6 +55,7 @@ def _common(inv: LoadedInventory, name: str, desired: DesiredHost,
         "sovkit_serving_probe": helper("serving_probe"),
         "sovkit_serving_files": helper("serving_files"),
         "sovkit_npu_devices": helper("npu_devices"),
+        "sovkit_wheelhouse": helper("wheelhouse"),
     }
     return conn, variables
 

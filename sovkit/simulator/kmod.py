@@ -11,9 +11,11 @@ simulated vendor tools, so a simulated host never touches the machine's real ker
                              {root}/var/lib/npu-sim/holders/NAME exists (a daemon holds the device)
     modinfo -F version NAME  prints the installed module file's version
 
-An installed module file is ``{"name": NAME, "version": VERSION}``. Like the real tools, unloading a module
-that is not loaded succeeds, and loading a loaded module changes nothing (the real ``modprobe`` does not
-reload: a new version becomes active only after ``modprobe -r`` then ``modprobe``). Exit codes: 0 ok,
+An installed module file is ``{"name": NAME, "version": VERSION}``; a module that is loaded without one (the
+simulator installer marks the vendor's module loaded at boot) gets one at its loaded version when unloaded.
+Like the real tools, unloading a module that is not loaded succeeds, and loading a loaded module changes
+nothing (the real ``modprobe`` does not reload: a new version becomes active only after ``modprobe -r`` then
+``modprobe``). Exit codes: 0 ok,
 1 failure (message on stderr, as ``modprobe: FATAL: ...``), 2 usage error.
 """
 
@@ -70,9 +72,22 @@ def load(root: Path, name: str) -> None:
 
 
 def unload(root: Path, name: str) -> None:
+    """Remove the loaded module. A module loaded at simulator install time (no driver package put its file
+    there) stays installed on disk at the version it had, so a later ``modprobe NAME`` loads it again."""
     if (root / HOLDERS_RELPATH / name).exists():
         raise Refused(f"Module {name} is in use.")
-    shutil.rmtree(root / SYS_MODULE_RELPATH / name, ignore_errors=True)
+    sysdir = root / SYS_MODULE_RELPATH / name
+    installed = root / MODULES_RELPATH / f"{name}.json"
+    try:
+        loaded = (sysdir / "version").read_text(encoding="utf-8").strip()
+    except OSError:
+        loaded = ""
+    if loaded and _VERSION.fullmatch(loaded) and not installed.exists():
+        installed.parent.mkdir(parents=True, exist_ok=True)
+        tmp = installed.with_name(f".{name}.json.tmp")
+        tmp.write_text(json.dumps({"name": name, "version": loaded}) + "\n", encoding="utf-8")
+        os.replace(tmp, installed)
+    shutil.rmtree(sysdir, ignore_errors=True)
 
 
 def _usage(tool: str) -> int:

@@ -75,11 +75,32 @@ class FirmwareRecord(_M):
     devices: dict[DeviceId, DeviceRecord] = {}
 
 
+class DriverRecord(_M):
+    """A kernel driver on a host: the loaded module's version as read back from ``/sys/module/MODULE/version``,
+    and the inventory driver (package digests) that installed it."""
+
+    module: Name
+    version: Version
+    driver: Name | None = Field(default=None, description="the inventory `drivers[]` entry that installed it "
+                                "(None: found loaded, not installed by sovkit)")
+    format: Literal["deb", "rpm", "runfile"] | None = None
+    artifacts: dict[RelPath, Sha256] = Field(default_factory=dict, description="store path -> sha256")
+
+
 class RuntimeRecord(_M):
     version: Version
     package: Package
     artifacts: dict[RelPath, Sha256] = Field(default_factory=dict, description="store path -> sha256")
     prefix: HostPath = ""
+    format: Literal["wheelhouse", "deb"] = Field(default="wheelhouse", description="how it was installed (left out "
+                                                 "of the file for wheelhouse, so older states are unchanged)")
+
+    @model_serializer(mode="wrap")
+    def _drop_default_format(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("format") == "wheelhouse":
+            data.pop("format")
+        return data
 
 
 class ModelRecord(_M):
@@ -147,6 +168,8 @@ class HostRecord(_M):
     runtimes: dict[Name, RuntimeRecord] = {}
     models: dict[Name, ModelRecord] = {}
     serving: dict[Name, ServingRecord] = Field(default_factory=dict, description="deployment -> serving config")
+    drivers: dict[Name, DriverRecord] = Field(default_factory=dict, description="kernel module -> driver (left out "
+                                              "of the file while empty, so states without drivers are unchanged)")
     last_apply: str | None = None
     updated_at: str | None = None
     extra_kinds: dict[Name, dict[Name, Any]] = Field(
@@ -171,6 +194,8 @@ class HostRecord(_M):
     def _drop_empty_extra(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
         data = handler(self)
         if isinstance(data, dict):
+            if not data.get("drivers", True):
+                data.pop("drivers")
             extra = {k: v for k, v in (data.pop("extra_kinds", None) or {}).items() if v}
             if extra:
                 data["extra_kinds"] = extra

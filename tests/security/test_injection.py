@@ -21,6 +21,7 @@ from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.executor import ExecEvent, HostTarget
 from sovkit.provision.hostvars import apply_target, common_target, observe_target
 from sovkit.state.models import HostRecord
+from tests.driverkit import add_driver, boot_with_driver, use_driver
 from tests.sitefactory import KIND, make_site
 
 # one Ansible run over ~50 local hosts: minutes on two cores, so it gets more than the default timeout
@@ -64,7 +65,11 @@ def local_site(tmp: Path, n: int) -> Any:
     site.data["racks"][0]["power_budget_w"] = 100000
     for dep in site.data["deployments"]:
         dep["tensor_parallel"] = 1  # prefill and decode share a host when there is one
+    add_driver(site, tmp / "debs", "rbln-driver-1-1", "1.1")
+    use_driver(site, "rbln-driver-1-1")
     site.save()
+    for h in hosts:
+        boot_with_driver(site, h["name"], "1.0")
     return site
 
 
@@ -108,7 +113,8 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
         if i < len(apply_leaves):
             where, path = apply_leaves[i]
             # only the role that uses the mutated value runs (the others are costly and proven elsewhere)
-            lists = ("sovkit_firmware", "sovkit_runtimes", "sovkit_models", "sovkit_serving", "sovkit_remove")
+            lists = ("sovkit_drivers", "sovkit_firmware", "sovkit_runtimes", "sovkit_models", "sovkit_serving",
+                     "sovkit_remove")
             keep = {path[0]} if where == "vars" and path[0] in lists else {
                 "sovkit_models", "sovkit_serving", "sovkit_remove"}
             # the leaves are those of each list's first item, so the first item is all a mutated host needs
@@ -123,7 +129,8 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
         targets.append(HostTarget(t.name, conn, variables))
     for j, path in enumerate(ssh_leaves):
         targets.append(HostTarget(f"s{j}", mutated(ssh_conn, path, payload(markers, f"ssh.{_tag(path)}")),
-                                  {**targets[-1].variables, "sovkit_firmware": [], "sovkit_runtimes": []}))
+                                  {**targets[-1].variables, "sovkit_drivers": [], "sovkit_firmware": [],
+                                   "sovkit_runtimes": []}))
     events = run("apply.yml", targets, tmp_path / "runs")
 
     obs_targets = []
@@ -163,7 +170,7 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
     # the untouched host applied everything: unsafe-marked values still drive the roles
     last = f"h{n_local - 1}"
     assert {e.data["sovkit_record"]["component"] for e in events if e.host == last and e.kind == "record"} == {
-        "firmware", "runtime", "model", "serving"}
+        "driver", "firmware", "runtime", "model", "serving"}
     assert not [e for e in events if e.host == last and e.kind in ("failed", "unreachable")]
     # a value that is written to the host arrives there literally, unexecuted
     assert literal_config is not None
