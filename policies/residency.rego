@@ -35,7 +35,7 @@ deny contains lib.finding(
 	"artifact_store/mirror",
 	"use a mirror inside the allowed jurisdictions (fill it with `sovkit bundle import`)",
 ) if {
-	input.artifact_store.kind == "mirror"
+	input.artifact_store.kind == "oci"
 	not lib.allowed_jurisdiction(input.artifact_store.jurisdiction)
 }
 

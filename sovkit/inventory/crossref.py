@@ -172,7 +172,7 @@ def _check_resolved_paths(inv: LoadedInventory, c: _Collector) -> None:
             c.add(("hosts", i, "root"), f"root {host.root!r} resolves to {identifiers.describe(str(resolved))}, "
                   "which has characters a host path may not have", "move the inventory to a directory whose path "
                   "is letters, digits and '. _ + @ , = ~ : -', or give an absolute root")
-    if inv.site.artifact_store.kind == "local":
+    if True:  # the local store and the registry store's cache are both handed to Ansible
         store = str(inv.artifact_root)
         if not identifiers.safe_path(store):
             c.add(("artifact_store", "path"), f"the artifact store resolves to {identifiers.describe(store)}, "

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from sovkit.artifactstore import ArtifactStore, BlobRefused, open_store
 from sovkit.components import registry
 from sovkit.components.host import DesiredHost
-from sovkit.digest import sha256_file
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.model import Plan
 from sovkit.signing.artifacts import Claim, SignatureCheck, verify_artifact_signature
@@ -25,19 +25,33 @@ class Preflight:
 
 
 class _Checker:
-    def __init__(self, inv: LoadedInventory) -> None:
+    def __init__(self, inv: LoadedInventory, port: ArtifactStore) -> None:
         self.inv = inv
-        self.store = inv.artifact_root
+        self.port = port
+        self.store = port.root
         self.digests: dict[str, str | None] = {}
+        self.refused: dict[str, str] = {}
         self.trust = TrustRoots(inv.trust_root_paths())
 
+    def _fetch(self, store_path: str, pinned: str | None) -> None:
+        """Get the file onto the controller (a registry store pulls it by digest); a refused blob is a problem of
+        the hosts needing it, a store that cannot be used at all (RegistryError) stops the whole run."""
+        if store_path in self.digests or store_path in self.refused:
+            return
+        try:
+            got = self.port.fetch(store_path, pinned)
+        except BlobRefused as exc:
+            self.refused[store_path] = exc.message
+            return
+        self.digests[store_path] = got.sha256 if got is not None else None
+
     def digest_problem(self, store_path: str, pinned: str) -> str | None:
-        if store_path not in self.digests:
-            f = self.store / store_path
-            self.digests[store_path] = sha256_file(f) if f.is_file() else None
+        self._fetch(store_path, pinned)
+        if store_path in self.refused:
+            return self.refused[store_path]
         actual = self.digests[store_path]
         if actual is None:
-            return f"artifact {store_path} is missing from the store {self.store}"
+            return f"artifact {store_path} is missing from {self.port.describe()}"
         if actual != pinned:
             return f"artifact {store_path} has sha256 {actual[:16]}…, the inventory pins {pinned[:16]}…"
         return None
@@ -50,6 +64,9 @@ class _Checker:
         key_path = self.trust.path(section, signer)
         if key is None or key_path is None:
             return SignatureCheck(False, None, signer, f"no usable trusted key for {signer!r}")
+        self._fetch(signature, None)
+        if signature in self.refused:
+            return SignatureCheck(False, key.keyid, signer, self.refused[signature])
         if fmt == "model-signing":
             # OpenSSF Model Signing names files relative to the model directory (the files' common parent)
             paths = [self.store / p for p in files]
@@ -65,9 +82,10 @@ class _Checker:
 
 def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: Plan) -> Preflight:
     """Verify every artifact the plan installs (what each kind's ``preflight`` names); hosts needing a bad one
-    are marked failed."""
+    are marked failed. A registry store pulls each file by digest first; one that cannot be reached raises
+    :class:`RegistryError` before anything runs."""
     out = Preflight()
-    checker = _Checker(inv)
+    checker = _Checker(inv, open_store(inv))
     for change in plan.changes:
         if change.action == "delete" or change.host not in desired or change.host in out.failed_hosts:
             continue
