@@ -58,7 +58,7 @@ def make_ca_and_server(d: Path) -> tuple[Path, Path, Path]:
 
 
 @dataclass
-class TestRegistry:
+class LoopbackRegistry:
     root: Path
     port: int
     ca: Path
@@ -100,7 +100,7 @@ class TestRegistry:
         self.proc = None
 
 
-def configure(root: Path) -> TestRegistry:
+def configure(root: Path) -> LoopbackRegistry:
     """Write the registry's config, certs and htpasswd under ``root`` (not started)."""
     ca, cert, key = make_ca_and_server(root / "tls")
     port = free_ports(1)[0]
@@ -127,11 +127,11 @@ auth:
     realm: sovkit-tests
     path: {root / "htpasswd"}
 """)
-    return TestRegistry(root, port, ca)
+    return LoopbackRegistry(root, port, ca)
 
 
 @contextmanager
-def running_registry(root: Path) -> Iterator[TestRegistry]:
+def running_registry(root: Path) -> Iterator[LoopbackRegistry]:
     reg = configure(root)
     reg.start()
     try:
