@@ -190,6 +190,9 @@ def _check_files(inv: LoadedInventory, c: _Collector) -> None:
     for i, host in enumerate(site.hosts):
         if host.ssh.key is not None and not inv.resolve(host.ssh.key).is_file():
             c.add(("hosts", i, "ssh", "key"), f"SSH key {host.ssh.key} not found", f"paths are relative to {inv.root}")
+    if site.artifact_store.ca is not None and not inv.resolve(site.artifact_store.ca).is_file():
+        c.add(("artifact_store", "ca"), f"CA file {site.artifact_store.ca} not found", f"paths are relative to "
+              f"{inv.root}")
     if site.artifact_store.kind != "local":
         return
     store = inv.artifact_root
