@@ -31,7 +31,7 @@ def _name(cn: str) -> x509.Name:
 
 def make_ca_and_server(d: Path) -> tuple[Path, Path, Path]:
     """(ca.pem, server.pem, server.key): a throwaway CA and a cert for 127.0.0.1/localhost signed by it."""
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("sovkit test CA")).issuer_name(_name("sovkit test CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())

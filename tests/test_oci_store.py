@@ -105,7 +105,8 @@ def test_bundle_import_pushes_oras_artifacts_and_pull_by_digest_round_trips(tmp_
     assert "0 blob(s) uploaded" in again.out
 
 
-def test_wrong_password_missing_ca_and_missing_blob_are_clear_errors(tmp_path: Path, registry: LoopbackRegistry) -> None:
+def test_wrong_password_missing_ca_and_missing_blob_are_clear_errors(tmp_path: Path,
+                                                                     registry: LoopbackRegistry) -> None:
     site = make_site(tmp_path)
     bundle = tmp_path / "bundle"
     make_bundle(site.path, bundle)
