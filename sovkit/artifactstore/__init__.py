@@ -79,7 +79,8 @@ class OciStore:
         self._pinged = False
 
     def describe(self) -> str:
-        return f"the registry {self.registry.base}/{self.registry.repository}"
+        return (f"the registry {self.registry.base}/{self.registry.repository} (push it with "
+                "`sovkit bundle import BUNDLE --registry URL`)")
 
     def _titles(self) -> dict[str, str]:
         if self._index is None:
