@@ -37,6 +37,7 @@ from sovkit.artifactstore import OciStore  # noqa: E402
 from sovkit.artifactstore.oci import Credentials, Registry, artifact_manifest, layer  # noqa: E402
 from tests.bundlekit import SIGNER, make_bundle  # noqa: E402
 from tests.registrykit import PASSWORD, USER, LoopbackRegistry, running_registry  # noqa: E402
+from tests.servingkit import stop_all  # noqa: E402
 from tests.sitefactory import Site, make_site  # noqa: E402
 
 AUTH = "SOVKIT_BENCH_REGISTRY_AUTH"
@@ -81,8 +82,11 @@ def bench_apply(args: argparse.Namespace, reg: LoopbackRegistry, work: Path) -> 
         for kind in ("local", "oci"):
             tmp = work / f"apply-{kind}-{i}"
             site = make_site(tmp) if kind == "local" else oci_site(tmp, reg)
-            times[kind].append(run([sys.executable, "-m", "sovkit", "apply", site.path, "--auto-approve"],
-                                   {AUTH: reg.credentials}))
+            try:
+                times[kind].append(run([sys.executable, "-m", "sovkit", "apply", site.path, "--auto-approve"],
+                                       {AUTH: reg.credentials}))
+            finally:
+                stop_all(tmp)  # the apply started the demo's serving processes: stop them before the next run
             shutil.rmtree(tmp, ignore_errors=True)
     local, oci = statistics.median(times["local"]), statistics.median(times["oci"])
     print(f"apply, demo site (2 local hosts), {args.rounds} rounds, median wall seconds:")
@@ -120,8 +124,7 @@ def push_synthetic(reg: LoopbackRegistry, work: Path, files: int, mib: int) -> d
 def sovkit_pull(reg: LoopbackRegistry, digests: dict[str, str], dest: Path) -> float:
     store = OciStore(dest, Registry(reg.url, REPO, reg.ca, Credentials(USER, PASSWORD)), "bench")
     start = time.perf_counter()
-    for title, digest in digests.items():
-        store.fetch(title, digest)
+    store.fetch_many(dict(digests))  # what preflight calls: concurrent pulls, each verified while written
     return time.perf_counter() - start
 
 

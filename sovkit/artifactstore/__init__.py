@@ -9,6 +9,7 @@ at ``root / store_path`` on the controller, which is what hosts receive.
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -17,6 +18,7 @@ from sovkit.artifactstore.oci import BlobRefused, Credentials, Registry, Registr
 from sovkit.digest import sha256_file
 from sovkit.inventory.loader import LoadedInventory
 
+PULL_STREAMS = 4
 __all__ = ["ArtifactStore", "BlobRefused", "Fetched", "LocalStore", "OciStore", "RegistryError", "open_store"]
 
 
@@ -40,6 +42,11 @@ class ArtifactStore(Protocol):
         one file cannot be had intact."""
         ...
 
+    def fetch_many(self, wanted: dict[str, str | None]) -> dict[str, Fetched | BlobRefused | None]:
+        """:meth:`fetch` for several files (a registry pulls them concurrently); a refused file's error is its
+        value. Raises :class:`RegistryError` like :meth:`fetch`."""
+        ...
+
     def bound_digest(self, store_path: str, pinned: str) -> str:
         """The digest a saved plan binds ``store_path`` to (no download)."""
         ...
@@ -57,6 +64,9 @@ class LocalStore:
     def fetch(self, store_path: str, pinned: str | None) -> Fetched | None:
         f = self.root / store_path
         return Fetched(f, sha256_file(f)) if f.is_file() else None
+
+    def fetch_many(self, wanted: dict[str, str | None]) -> dict[str, Fetched | BlobRefused | None]:
+        return {p: self.fetch(p, d) for p, d in wanted.items()}
 
     def bound_digest(self, store_path: str, pinned: str) -> str:
         f = self.root / store_path
@@ -88,10 +98,15 @@ class OciStore:
             self._index = {t: str(d["digest"]) for t, d in titles(m).items()}
         return self._index
 
-    def fetch(self, store_path: str, pinned: str | None) -> Fetched | None:
+    def _ready(self, need_titles: bool) -> None:
         if not self._pinged:
             self.registry.ping()  # down / TLS / credentials fail the whole run here, before any file is pulled
             self._pinged = True
+        if need_titles:
+            self._titles()
+
+    def fetch(self, store_path: str, pinned: str | None) -> Fetched | None:
+        self._ready(False)
         dest = self.root / store_path
         digest = pinned or self._titles().get(store_path)
         if digest is None:
@@ -108,6 +123,21 @@ class OciStore:
                 return None
             raise
         return Fetched(dest, hexd)
+
+    def fetch_many(self, wanted: dict[str, str | None]) -> dict[str, Fetched | BlobRefused | None]:
+        if not wanted:
+            return {}
+        self._ready(any(d is None for d in wanted.values()))
+        out: dict[str, Fetched | BlobRefused | None] = {}
+        # a few streams at once: the registry encrypts while sovkit decrypts and hashes (one stream leaves a core idle)
+        with ThreadPoolExecutor(max_workers=min(PULL_STREAMS, len(wanted))) as pool:
+            futures = {p: pool.submit(self.fetch, p, d) for p, d in wanted.items()}
+            for p, fut in futures.items():
+                try:
+                    out[p] = fut.result()
+                except BlobRefused as exc:
+                    out[p] = exc
+        return out
 
     def bound_digest(self, store_path: str, pinned: str) -> str:
         return pinned  # content-addressed: what is pulled for the path is the pinned digest or nothing

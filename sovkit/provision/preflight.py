@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from sovkit.artifactstore import ArtifactStore, BlobRefused, open_store
 from sovkit.components import registry
+from sovkit.components.base import ArtifactCheck
 from sovkit.components.host import DesiredHost
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.model import Plan
@@ -32,6 +33,16 @@ class _Checker:
         self.digests: dict[str, str | None] = {}
         self.refused: dict[str, str] = {}
         self.trust = TrustRoots(inv.trust_root_paths())
+
+    def prefetch(self, wanted: dict[str, str | None]) -> None:
+        """Get every file the plan needs at once (a registry pulls them concurrently)."""
+        got = self.port.fetch_many({p: d for p, d in wanted.items()
+                                    if p not in self.digests and p not in self.refused})
+        for p, res in got.items():
+            if isinstance(res, BlobRefused):
+                self.refused[p] = res.message
+            else:
+                self.digests[p] = res.sha256 if res is not None else None
 
     def _fetch(self, store_path: str, pinned: str | None) -> None:
         """Get the file onto the controller (a registry store pulls it by digest); a refused blob is a problem of
@@ -86,13 +97,23 @@ def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: P
     :class:`RegistryError` before anything runs."""
     out = Preflight()
     checker = _Checker(inv, open_store(inv))
+    specs: list[tuple[str, ArtifactCheck]] = []
     for change in plan.changes:
-        if change.action == "delete" or change.host not in desired or change.host in out.failed_hosts:
+        if change.action == "delete" or change.host not in desired:
             continue
         kind = registry.find(change.component)
         want = kind.desired_of(desired[change.host]).get(change.name) if kind else None
         spec = kind.preflight(want) if kind is not None and want is not None else None
-        if spec is None:
+        if spec is not None:
+            specs.append((change.host, spec))
+    wanted: dict[str, str | None] = {}
+    for _host, spec in specs:
+        wanted.update(spec.files)
+        if spec.signature is not None and spec.signer is not None:
+            wanted.setdefault(spec.signature, None)
+    checker.prefetch(wanted)
+    for host, spec in specs:
+        if host in out.failed_hosts:
             continue
         problem: str | None = None
         for path, pinned in spec.files.items():
@@ -105,5 +126,5 @@ def run_preflight(inv: LoadedInventory, desired: dict[str, DesiredHost], plan: P
         if problem is None and check is not None and not check.verified:
             problem = f"{label}: signature by {check.signer or 'unknown'} does not verify ({check.reason})"
         if problem is not None:
-            out.failed_hosts[change.host] = problem
+            out.failed_hosts[host] = problem
     return out
