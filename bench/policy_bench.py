@@ -32,7 +32,8 @@ def make_site(directory: Path, hosts: int) -> Path:
     for key in ("publisher.pub", "vendor-rebellions.pub"):
         (directory / "keys" / key).write_bytes((ROOT / "inventories/demo/keys" / key).read_bytes())
     racks = (hosts + 7) // 8
-    demo["artifact_store"] = {"kind": "mirror", "url": "https://mirror.bench.internal", "jurisdiction": "KR-11"}
+    demo["artifact_store"] = {"kind": "oci", "url": "https://mirror.bench.internal", "repository": "bench",
+                              "jurisdiction": "KR-11"}
     demo["racks"] = [{"name": f"r{i:05d}", "power_budget_w": 8000} for i in range(racks)]
     demo["hosts"] = [{"name": f"h{i:05d}", "rack": f"r{i // 8:05d}", "address": f"10.{i // 65536}.{i // 256 % 256}."
                       f"{i % 256}", "arch": "aarch64", "cpu": "arm-neoverse-v2",

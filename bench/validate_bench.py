@@ -49,7 +49,8 @@ def synthetic_site(n_hosts: int) -> dict[str, object]:
         "residency": {"allowed_jurisdictions": ["KR"], "air_gapped": True},
         "trust_roots": {"publishers": [{"name": "pub", "public_key": "keys/pub.pub"}],
                         "vendors": [{"name": "rebellions", "public_key": "keys/vendor.pub"}]},
-        "artifact_store": {"kind": "mirror", "url": "https://mirror.internal", "jurisdiction": "KR-11"},
+        "artifact_store": {"kind": "oci", "url": "https://mirror.internal", "repository": "bench",
+                           "jurisdiction": "KR-11"},
         "racks": racks,
         "hosts": hosts,
         "firmware": [

@@ -68,7 +68,7 @@ deny contains lib.finding(
 	lib.older(fw.version, recorded)
 }
 
-# FW-006: the signature could not be checked here (mirror store).
+# FW-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 warn contains lib.finding(
 	"FW-006", "warn",
 	sprintf("firmware %s signature was not checked: %s", [fw.name, fw.signature.reason]),

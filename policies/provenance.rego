@@ -98,7 +98,7 @@ model_deny contains lib.finding(
 
 deny contains f if some f in model_deny
 
-# PRV-006: the signature could not be checked here (mirror store, or a format verified at apply time).
+# PRV-006: the signature could not be checked here (OCI registry store, or a format verified at apply time).
 warn contains lib.finding(
 	"PRV-006", "warn",
 	sprintf("model %s signature was not checked: %s", [m.name, m.signature.reason]),

@@ -28,14 +28,14 @@ deny contains lib.finding(
 	not lib.allowed_jurisdiction(item.jurisdiction)
 }
 
-# RES-007: a site-local artifact mirror holds the weights, so it must be in an allowed jurisdiction too.
+# RES-007: the site's artifact registry (kind oci) holds the weights, so it must be in an allowed jurisdiction too.
 deny contains lib.finding(
 	"RES-007", "deny",
-	sprintf("artifact mirror %s is in %s, outside the allowed jurisdictions", [input.artifact_store.url, input.artifact_store.jurisdiction]),
-	"artifact_store/mirror",
-	"use a mirror inside the allowed jurisdictions (fill it with `sovkit bundle import`)",
+	sprintf("artifact registry %s is in %s, outside the allowed jurisdictions", [input.artifact_store.url, input.artifact_store.jurisdiction]),
+	"artifact_store/oci",
+	"use a registry inside the allowed jurisdictions (fill it with `sovkit bundle import --registry`)",
 ) if {
-	input.artifact_store.kind == "mirror"
+	input.artifact_store.kind == "oci"
 	not lib.allowed_jurisdiction(input.artifact_store.jurisdiction)
 }
 

@@ -79,7 +79,7 @@ test_res_007_mirror_outside if {
 	r := _res
 	s := _site
 	d := residency.deny with input.residency as r with input.site as s
-		with input.artifact_store as {"kind": "mirror", "url": "https://m.example.com", "jurisdiction": "US"}
+		with input.artifact_store as {"kind": "oci", "repository": "r", "url": "https://m.example.com", "jurisdiction": "US"}
 	"RES-007" in _ids(d)
 }
 
@@ -87,7 +87,7 @@ test_res_007_mirror_inside if {
 	r := _res
 	s := _site
 	d := residency.deny with input.residency as r with input.site as s
-		with input.artifact_store as {"kind": "mirror", "url": "https://m.example.kr", "jurisdiction": "KR-11"}
+		with input.artifact_store as {"kind": "oci", "repository": "r", "url": "https://m.example.kr", "jurisdiction": "KR-11"}
 	count(d) == 0
 }
 

@@ -77,7 +77,7 @@ deny contains lib.finding(
 	lib.older(p.runtime_version, p.recorded_runtime)
 }
 
-# RT-006: the signature could not be checked here (mirror store).
+# RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 warn contains lib.finding(
 	"RT-006", "warn",
 	sprintf("runtime %s signature was not checked: %s", [rt.name, rt.signature.reason]),

@@ -14,13 +14,13 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from sovkit.artifactstore import open_store
 from sovkit.attest import log as attest_log
 from sovkit.attest.emit import attest_drift, attest_policy_decision, attest_provision
 from sovkit.attest.predicates import PROVISION_PREDICATE
 from sovkit.attest.provenance import ApplyContext
 from sovkit.audit.drift import write_refresh_record
 from sovkit.components.host import DesiredHost, desired_site, pinned_artifacts
-from sovkit.digest import sha256_file
 from sovkit.errors import PolicyDenied, SovkitError
 from sovkit.plan.diff import diff
 from sovkit.plan.drift import recorded_drift
@@ -193,8 +193,8 @@ def bindings(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan:
     """What a saved plan is bound to: state serial, inventory, policy pack, and the artifacts it installs."""
     touched = {c.host for c in plan.changes}
     needed = pinned_artifacts({h: d for h, d in desired.items() if h in touched})
-    store = ws.inventory.artifact_root
-    actual = {p: (sha256_file(store / p) if (store / p).is_file() else "missing") for p in needed}
+    port = open_store(ws.inventory)
+    actual = {p: port.bound_digest(p, d) for p, d in needed.items()}
     return Bindings(state_lineage=state.lineage, state_serial=state.serial, inventory_digest=ws.inventory.digest,
                     policy_pack_digest=policy_pack_digest(ws.extra_policies), artifact_digests=actual)
 

@@ -254,8 +254,8 @@ CASES: list[Case] = [
          edits=(E("path: models/demo-ko-chat/1.0/config.json", "path: models/../../x.json"),)),
     Case("ssh-host-relative-root", "must be an absolute path", "hosts[0]", "- name: npu-node-1",
          edits=(E("    connection: local\n    root: hosts/npu-node-1", "    connection: ssh\n    root: hosts/n1"),)),
-    Case("mirror-without-url", "mirror artifact store needs url", "artifact_store", "artifact_store:",
-         edits=(E("kind: local", "kind: mirror"),)),
+    Case("oci-without-url", "oci artifact store needs url, repository and jurisdiction", "artifact_store",
+         "artifact_store:", edits=(E("kind: local", "kind: oci"),)),
     # --- unknown keys ---------------------------------------------------------------------------------------
     Case("typo-metadata-name", "unknown field 'nmae'", "metadata.nmae", "nmae:",
          edits=(E("  name: demo\n", "  nmae: demo\n"),), hint="did you mean 'name'?"),

@@ -49,7 +49,7 @@ def _all(*mutations: Mutation) -> Mutation:
 
 def _mirror(jurisdiction: str = "KR-11") -> Mutation:
     def mutate(site: Site) -> None:
-        site.data["artifact_store"] = {"kind": "mirror", "url": "https://mirror.demo.internal",
+        site.data["artifact_store"] = {"kind": "oci", "url": "https://mirror.demo.internal", "repository": "demo",
                                        "jurisdiction": jurisdiction}
     return mutate
 

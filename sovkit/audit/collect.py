@@ -51,9 +51,9 @@ def data_flows(inv: LoadedInventory) -> list[DataFlow]:
     site = inv.site
     rows: list[tuple[str, str, str, str, bool, str]] = []
     store = site.artifact_store
-    rows.append(("artifact-store", store.kind, store.url or store.path,
+    rows.append(("artifact-store", store.kind, f"{store.url}/{store.repository}" if store.url else store.path,
                  store.jurisdiction or site.jurisdiction.region or site.jurisdiction.country, False,
-                 "site-local directory" if store.kind == "local" else "site mirror"))
+                 "site-local directory" if store.kind == "local" else f"OCI registry ({store.repository})"))
     rows += [("data-store", d.name, d.location or d.kind, d.jurisdiction, d.personal_data, d.kind)
              for d in site.data_stores]
     personal = {d.name for d in site.data_stores if d.personal_data}

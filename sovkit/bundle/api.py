@@ -6,11 +6,13 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from sovkit.artifactstore.oci import Credentials, Registry, ensure_tag, split_reference
 from sovkit.bundle.create import CreateReport, create_bundle
 from sovkit.bundle.events import BundleEvent, OnEvent, ignore
 from sovkit.bundle.gather import inventory_sources, shipped_sources
 from sovkit.bundle.importer import ImportReport, import_bundle
 from sovkit.bundle.manifest import load_any_manifest
+from sovkit.bundle.registry_import import RegistryImportReport, import_to_registry
 from sovkit.bundle.verify import check_bundle
 from sovkit.bundle.volumes import JoinReport, SplitReport, join_volumes, split_bundle
 from sovkit.bundle.wheels import default_cache, resolve_target, self_wheels
@@ -74,6 +76,17 @@ def verify(bundle: Path, keys: list[PublicKey], on_event: OnEvent = ignore) -> V
 def import_(bundle: Path, store: Path, keys: list[PublicKey], site_dir: Path | None = None,
             on_event: OnEvent = ignore) -> ImportReport:
     return import_bundle(bundle, store, keys, site_dir, on_event)
+
+
+def import_registry(bundle: Path, registry_url: str, keys: list[PublicKey], ca: Path | None = None,
+                    credentials_env: str | None = None, credentials_file: Path | None = None,
+                    tag: str = "sovkit-store", on_event: OnEvent = ignore) -> RegistryImportReport:
+    """Push a verified bundle's artifacts to ``https://HOST[:PORT]/REPOSITORY`` (credentials from a variable or a
+    file, never the command line)."""
+    base, repository = split_reference(registry_url)
+    creds = (Credentials.from_env(credentials_env) if credentials_env
+             else Credentials.from_file(credentials_file) if credentials_file else None)
+    return import_to_registry(bundle, Registry(base, repository, ca, creds), ensure_tag(tag), keys, on_event)
 
 
 def split(bundle: Path, out: Path, part_size: int, on_event: OnEvent = ignore) -> SplitReport:

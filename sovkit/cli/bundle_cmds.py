@@ -21,7 +21,7 @@ from rich.progress import (
 from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result, err_console
-from sovkit.errors import SigningKeyError
+from sovkit.errors import SigningKeyError, SovkitError
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
 
@@ -150,14 +150,40 @@ def verify(
 @bundle_app.command("import")
 def import_(
     bundle: Annotated[Path, typer.Argument(help="Bundle directory.", show_default=False)],
-    store: Annotated[Path, typer.Option("--store", help="The site's artifact store directory.")],
+    store: Annotated[Path | None, typer.Option("--store", help="The site's artifact store directory.")] = None,
     key: PubKeyOpt = None,
     site_dir: Annotated[Path | None, typer.Option("--site-dir", help="Also write the inventory, policy pack, "
                                                   "templates and wheels under this directory.")] = None,
+    registry: Annotated[str | None, typer.Option("--registry", help="Push the artifacts to this OCI registry "
+                                                 "repository instead: https://HOST[:PORT]/REPOSITORY.")] = None,
+    ca: Annotated[Path | None, typer.Option("--ca", help="The registry's CA file (PEM).")] = None,
+    credentials_env: Annotated[str | None, typer.Option("--credentials-env", help="Variable holding the registry's "
+                                                        "USER:PASSWORD (or a token).")] = None,
+    credentials_file: Annotated[Path | None, typer.Option("--credentials-file", help="File whose first line is "
+                                                          "USER:PASSWORD (or a token).")] = None,
+    tag: Annotated[str, typer.Option("--tag", help="The store manifest's tag (artifact_store.tag).")] = "sovkit-store",
     json_out: JsonOpt = False,
 ) -> None:
-    """Verify, then commit into the artifact store atomically per file; a failure changes nothing."""
+    """Verify, then commit into the artifact store atomically per file (or push to a registry); a failure
+    changes nothing."""
     keys = _keys(key)
+    if (store is None) == (registry is None):
+        raise SovkitError("give exactly one of --store DIR or --registry URL",
+                              "--store fills a local artifact store, --registry an OCI one")
+    if registry is not None:
+        if site_dir is not None:
+            raise SovkitError("--site-dir goes with --store", "import the site files with a --store run")
+        with _Bar(not json_out) as bar:
+            pushed = api.bundles.import_registry(bundle, registry, keys, ca, credentials_env, credentials_file,
+                                                 tag, bar)
+        if json_out:
+            emit_json({"reference": pushed.reference, "manifest_sha256": pushed.manifest.digest(),
+                       "store_manifest": pushed.manifest_digest, "pushed": pushed.pushed, "present": pushed.present})
+            return
+        console.print(f"[green]✓[/] pushed to {escape(pushed.reference)}: {len(pushed.pushed)} blob(s) uploaded, "
+                      f"{len(pushed.present)} already there; store manifest {pushed.manifest_digest}")
+        return
+    assert store is not None
     with _Bar(not json_out) as bar:
         report = api.bundles.import_(bundle, store, keys, site_dir, bar)
     if json_out:

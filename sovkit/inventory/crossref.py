@@ -199,7 +199,7 @@ def _check_resolved_paths(inv: LoadedInventory, c: _Collector) -> None:
             c.add(("hosts", i, "root"), f"root {host.root!r} resolves to {identifiers.describe(str(resolved))}, "
                   "which has characters a host path may not have", "move the inventory to a directory whose path "
                   "is letters, digits and '. _ + @ , = ~ : -', or give an absolute root")
-    if inv.site.artifact_store.kind == "local":
+    if True:  # the local store and the registry store's cache are both handed to Ansible
         store = str(inv.artifact_root)
         if not identifiers.safe_path(store):
             c.add(("artifact_store", "path"), f"the artifact store resolves to {identifiers.describe(store)}, "
@@ -217,6 +217,9 @@ def _check_files(inv: LoadedInventory, c: _Collector) -> None:
     for i, host in enumerate(site.hosts):
         if host.ssh.key is not None and not inv.resolve(host.ssh.key).is_file():
             c.add(("hosts", i, "ssh", "key"), f"SSH key {host.ssh.key} not found", f"paths are relative to {inv.root}")
+    if site.artifact_store.ca is not None and not inv.resolve(site.artifact_store.ca).is_file():
+        c.add(("artifact_store", "ca"), f"CA file {site.artifact_store.ca} not found", f"paths are relative to "
+              f"{inv.root}")
     if site.artifact_store.kind != "local":
         return
     store = inv.artifact_root

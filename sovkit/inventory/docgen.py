@@ -105,8 +105,9 @@ site/
 Key files (`trust_roots.*.public_key`, `hosts[].ssh.key`, `known_hosts`) are relative to the inventory
 directory (the directory of the file, or the directory itself). Artifact paths (`firmware[].image.path`,
 `runtimes[].artifacts[].path`, `models[].files[].path`, signatures) are relative to the artifact store.
-With `artifact_store.kind: local` every key and artifact must exist, and artifact sizes must match; with a
-`mirror` the files are checked at plan time.
+With `artifact_store.kind: local` every key and artifact must exist, and artifact sizes must match; with
+`oci` (an OCI registry) preflight pulls each artifact by digest into `artifact_store.path` (the controller's
+cache) and verifies digest and signature there before any host receives it.
 
 ## YAML rules
 
@@ -132,7 +133,8 @@ residency: {{allowed_jurisdictions: [KR], air_gapped: true}}
 trust_roots:
   publishers: [{{name: skt-ai, public_key: keys/skt-ai-publisher.pub}}]
   vendors: [{{name: rebellions, public_key: keys/rebellions.pub}}]
-artifact_store: {{kind: mirror, url: "https://artifacts.gasan.internal/sovkit", jurisdiction: KR-11}}
+artifact_store: {{kind: oci, url: "https://artifacts.gasan.internal", repository: kr-telco/gasan, jurisdiction: KR-11,
+                 credentials: {{env: SOVKIT_REGISTRY_AUTH}}}}
 racks: [{{name: gasan-r01, power_budget_w: 15000}}]
 hosts:
   - name: prefill-01

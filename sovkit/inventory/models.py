@@ -199,24 +199,59 @@ class TrustRoots(Strict):
     vendors: list[TrustedKey] = []
 
 
+class StoreCredentials(Strict):
+    """Where the registry credentials are: never in the inventory, only the name of a variable or a file.
+
+    The value is ``USER:PASSWORD`` (basic auth, or exchanged for a token where the registry asks for Bearer)
+    or a bare bearer token.
+    """
+
+    env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = Field(
+        default=None, description="Environment variable holding USER:PASSWORD or a token.")
+    file: AnyPath | None = Field(default=None, description="File (relative to the inventory, or absolute) whose "
+                                 "first line is USER:PASSWORD or a token.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> StoreCredentials:
+        if (self.env is None) == (self.file is None):
+            raise ValueError("credentials name exactly one of env or file")
+        return self
+
+
 class ArtifactStore(Strict):
     """Where artifacts come from.
 
     ``local``: a directory (relative to the inventory or absolute) that must hold
-    every artifact — what `sovkit bundle import` fills. ``mirror``: a site-local
-    mirror (URL and jurisdiction), whose files are checked at plan time.
+    every artifact — what `sovkit bundle import --store` fills. ``oci``: an OCI
+    registry repository (`sovkit bundle import --registry` fills it); preflight
+    pulls each artifact by digest into ``path`` (the controller's cache) and
+    verifies digest and signature there before any host receives it.
     """
 
-    kind: Literal["local", "mirror"] = "local"
-    path: AnyPath = Field(default="artifacts", description="The store directory: relative to the inventory "
-                          "(no '..') or absolute; artifact paths below it are handed to Ansible.")
-    url: str | None = None
+    kind: Literal["local", "oci"] = "local"
+    path: AnyPath = Field(default="artifacts", description="local: the store directory; oci: the controller's "
+                          "cache the registry's files are pulled into. Relative to the inventory (no '..') or "
+                          "absolute; artifact paths below it are handed to Ansible.")
+    url: Annotated[str, StringConstraints(pattern=r"^https://[A-Za-z0-9.\-]+(:[0-9]{1,5})?/?$")] | None = Field(
+        default=None, description="oci: the registry, https://HOST[:PORT] (TLS only).")
+    repository: Annotated[str, StringConstraints(
+        pattern=r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*(?:/[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*)*$")] | None = (
+        Field(default=None, description="oci: the repository holding the site's artifacts."))
+    tag: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")] = Field(
+        default="sovkit-store", description="oci: the tag of the store manifest (file name -> digest) that "
+        "`bundle import --registry` keeps; artifacts pinned by digest are pulled by digest.")
+    ca: AnyPath | None = Field(default=None, description="oci: the site's CA file (PEM) the registry's TLS "
+                               "certificate is verified against; without it, the system's CAs.")
+    credentials: StoreCredentials | None = Field(default=None, description="oci: where the registry "
+                                                 "credentials are (a variable or a file; never the values).")
     jurisdiction: Jurisdiction | None = None
 
     @model_validator(mode="after")
-    def _mirror_has_url(self) -> ArtifactStore:
-        if self.kind == "mirror" and (self.url is None or self.jurisdiction is None):
-            raise ValueError("a mirror artifact store needs url and jurisdiction")
+    def _oci_has_registry(self) -> ArtifactStore:
+        if self.kind == "oci" and (self.url is None or self.repository is None or self.jurisdiction is None):
+            raise ValueError("an oci artifact store needs url, repository and jurisdiction")
+        if self.kind == "local" and (self.url or self.repository or self.ca or self.credentials):
+            raise ValueError("url, repository, ca and credentials belong to an oci artifact store")
         return self
 
 

@@ -282,7 +282,8 @@ class PolicyInput(_Doc):
 
 
 class _Signatures:
-    """Checks artifact signatures against the trust roots (a local store only; a mirror is checked at apply)."""
+    """Checks artifact signatures against the trust roots (a local store only; a registry store is checked at
+    apply, after the pull)."""
 
     def __init__(self, inv: LoadedInventory) -> None:
         self.inv = inv
@@ -303,7 +304,7 @@ class _Signatures:
         if key is None:
             return info(True, False, None, f"no usable trusted key for {signer!r} in trust_roots.{section}")
         if not self.local:
-            return info(False, False, key.keyid, "artifact store is a mirror; verified at apply time")
+            return info(False, False, key.keyid, "artifact store is an OCI registry; verified at apply time")
         if fmt != "dsse":
             return info(False, False, key.keyid, f"{fmt} signatures are verified at apply time")
         check = verify_artifact_signature(self.inv.artifact_root / signature, {a.path: a.sha256 for a in files},
