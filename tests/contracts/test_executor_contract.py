@@ -9,6 +9,7 @@ module interpreter is missing), unreachable. Adding an adapter (a site-worker ex
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
 import sys
 from collections.abc import Callable, Iterator
@@ -47,7 +48,9 @@ def _variables(models: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     return {
         "sovkit_root": "", "sovkit_path_env": SYSTEM_PATH, "sovkit_python": sys.executable,
         "sovkit_version_probe": helper("version_probe"), "sovkit_host_facts": helper("host_facts"),
-        "sovkit_observe": {"firmware": [{"kind": "contract-npu", "query": ["true"]}], "runtimes": [],
+        "sovkit_npu_devices": helper("npu_devices"),
+        "sovkit_observe": {"firmware": [{"kind": "contract-npu", "query": json.dumps(
+            {"format": "furiosa-smi", "commands": [["echo", "[]"]], "chips": {}})}], "runtimes": [],
                            "models": models or [], "serving": []},
     }
 
