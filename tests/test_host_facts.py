@@ -4,6 +4,7 @@ controller's strict parsing of what it prints (CPU part -> catalog cpu, PCI ids 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,9 +12,10 @@ from typing import Any
 
 import pytest
 
+import sovkit.catalog
 from sovkit.catalog import load_catalog
 from sovkit.inventory.models import Host
-from sovkit.provision.facts import CPU_PARTS, PCI_IDS, FactsError, HostFacts, hardware_mismatches, parse_facts
+from sovkit.provision.facts import CPU_PARTS, FactsError, HostFacts, hardware_mismatches, parse_facts, pci_ids
 from sovkit.resources import templates_dir
 from tests.hostfiles import (
     ATOM_MAX,
@@ -82,8 +84,8 @@ def test_every_catalog_id_in_the_tables_exists() -> None:
     cpus = set(catalog.cpus)
     accels = set(catalog.accelerators)
     assert {p.cpu for p in CPU_PARTS.values() if p.cpu} <= cpus
-    assert {p.kind for p in PCI_IDS.values()} <= accels
-    assert all(p.source in ("V", "S", "R") for p in [*CPU_PARTS.values(), *PCI_IDS.values()])
+    assert {p.kind for p in pci_ids().values()} <= accels
+    assert all(p.source in ("V", "S", "R") for p in [*CPU_PARTS.values(), *pci_ids().values()])
 
 
 def test_vf_and_audio_functions_are_not_cards(tmp_path: Path) -> None:
@@ -92,7 +94,7 @@ def test_vf_and_audio_functions_are_not_cards(tmp_path: Path) -> None:
                                                       ("0x10de", "0x22a3", "0x040300")])
     facts = facts_of(tmp_path)
     assert facts.accelerator_counts() == {"rebellions-atom-max": 1}
-    assert facts.other_devices == ["Rebellions 1eff:1251 at 0000:02:00.0"]
+    assert facts.other_devices == ["rebellions 1eff:1251 at 0000:02:00.0"]
 
 
 def test_absent_files_are_not_read_and_not_compared(tmp_path: Path) -> None:
@@ -241,16 +243,28 @@ def test_the_simulators_hosts_read_back_as_installed(kind: str, tmp_path: Path) 
         assert facts.os_id and facts.memory_kb and not facts.other_devices
 
 
-def test_the_pci_table_agrees_with_the_catalog() -> None:
-    """Where the catalog's accelerators carry a `pci` id (vendorproc's accelerators.yaml), facts map that id to
-    that same kind; every kind the table names has an id there too once the catalog has any."""
-    catalog = load_catalog()
-    ids = {a.id: getattr(a, "pci", None) for a in catalog.accelerators.values()}
-    for kind, pci in ids.items():
-        if pci is not None:
-            assert PCI_IDS[(pci.vendor, pci.device)].kind == kind, kind
-    if any(p is not None for p in ids.values()):
-        assert {p.kind for p in PCI_IDS.values()} <= {k for k, p in ids.items() if p is not None}
+def test_the_catalog_knows_every_card_the_simulator_enumerates_and_only_as_its_kind() -> None:
+    """The simulator's hardware table (what a card enumerates as) and the catalog's `pci` entries (what sovkit
+    maps an id to) are written independently; every simulated card must map back to its own kind, and every
+    catalog accelerator has at least one id."""
+    from sovkit.simulator.simcore import HARDWARE, VENDORS
+    table = pci_ids()
+    for kind, hw in HARDWARE.items():
+        assert table[(VENDORS[hw["vendor"]]["pci_vendor"], hw["pci_device"])].kind == kind, kind
+    assert {p.kind for p in table.values()} == set(load_catalog().accelerators)
+
+
+def test_a_pci_id_claimed_by_two_kinds_is_refused(tmp_path: Path) -> None:
+    """The catalog refuses one PCI id on two accelerator kinds (discovery could not tell them apart)."""
+    from sovkit.catalog import read_catalog
+    from sovkit.errors import CatalogError
+    shipped = Path(sovkit.catalog.__file__).parent
+    for f in shipped.glob("*.yaml"):
+        shutil.copy(f, tmp_path / f.name)
+    text = (tmp_path / "accelerators.yaml").read_text(encoding="utf-8")
+    (tmp_path / "accelerators.yaml").write_text(text.replace('device: "2335"', 'device: "2330"'), encoding="utf-8")
+    with pytest.raises(CatalogError, match="PCI id 10de:2330 maps to both nvidia-h100-sxm and nvidia-h200"):
+        read_catalog(tmp_path)
 
 
 def test_discover_refuses_odd_names_and_options(tmp_path: Path) -> None:

@@ -38,6 +38,7 @@ class PciId(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     vendor: Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
     device: Annotated[str, Field(pattern=r"^[0-9a-f]{4}$")]
+    name: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ()+._-]{0,63}$")]
     source: Annotated[str, Field(pattern=r"^(V|S|R)( .*)?$")]
 
 
@@ -47,7 +48,7 @@ class AcceleratorKind(BaseModel):
     vendor: str
     name: str
     profile: str
-    pci: PciId
+    pci: list[PciId] = Field(min_length=1)
     #: the chip names the vendor's own tool prints for this kind (the device parser maps them to ``id``)
     chip_names: list[Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}$")]] = Field(min_length=1)
     chip_names_source: Source
@@ -285,6 +286,14 @@ class Catalog(BaseModel):
         """Chip name as the vendor tool prints it -> catalog accelerator id, for one vendor profile."""
         return {chip: a.id for a in self.accelerators.values() if a.profile == profile for chip in a.chip_names}
 
+    def pci_kinds(self) -> dict[tuple[str, str], tuple[str, PciId]]:
+        """(PCI vendor, device) -> (catalog accelerator id, the id's entry): what discovery maps a card to."""
+        return {(ref.vendor, ref.device): (a.id, ref) for a in self.accelerators.values() for ref in a.pci}
+
+    def accelerator_vendors(self) -> dict[str, str]:
+        """PCI vendor id -> vendor name, for the vendors sovkit has a procedure for."""
+        return {p.pci_vendor.id: p.vendor for p in self.profiles.values()}
+
     def suggest(self, kind: Literal["accelerators", "cpus"], unknown: str) -> str:
         """A "did you mean" hint for an unknown catalog id."""
         ids = list(getattr(self, kind))
@@ -340,6 +349,13 @@ def read_catalog(directory: Path) -> Catalog:
             other = chips.setdefault((a.profile, chip), a.id)
             if other != a.id:
                 raise CatalogError(f"chip name {chip!r} maps to both {other} and {a.id}", "reinstall sovkit")
+    pci: dict[tuple[str, str], str] = {}
+    for a in catalog.accelerators.values():
+        for ref in a.pci:
+            other = pci.setdefault((ref.vendor, ref.device), a.id)
+            if other != a.id:
+                raise CatalogError(f"PCI id {ref.vendor}:{ref.device} maps to both {other} and {a.id}",
+                                   "reinstall sovkit")
     if len(catalog.runtimes) != len(runtimes):
         raise CatalogError("runtimes.yaml lists a runtime profile id twice", "reinstall sovkit")
     vendors = {a.vendor for a in accels}

@@ -20,13 +20,13 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
 from sovkit import identifiers
+from sovkit.catalog import Catalog, load_catalog
 from sovkit.errors import HardwareMismatch
 from sovkit.inventory.models import Host
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 
 __all__ = [
     "CPU_PARTS",
-    "PCI_IDS",
     "CpuPart",
     "FactsError",
     "HostFacts",
@@ -35,6 +35,7 @@ __all__ = [
     "check_hardware",
     "hardware_mismatches",
     "parse_facts",
+    "pci_ids",
     "read_facts",
 ]
 
@@ -77,26 +78,11 @@ class PciId:
     source: str
 
 
-#: PCI (vendor, device) -> catalog accelerator kind. Ids from ISSUE13/reference A4: [S] pciutils pci.ids
-#: (Rebellions physical-function ids; a VF is the id + 1 and is not a card), NVIDIA device ids [R].
-#: Temporary: the catalog's accelerators.yaml is getting `pci:` entries; this table should then be read from it.
-PCI_IDS: Mapping[tuple[str, str], PciId] = {
-    ("1eff", "1020"): PciId("rebellions-atom", "CA2 (ATOM)", "S"),
-    ("1eff", "1120"): PciId("rebellions-atom", "CA12 (ATOM)", "S"),
-    ("1eff", "1220"): PciId("rebellions-atom", "CA22 (ATOM)", "S"),
-    ("1eff", "1250"): PciId("rebellions-atom-max", "CA25 (ATOM-Max)", "S"),
-    ("1eff", "2030"): PciId("rebellions-rebel-quad", "CR03 (REBEL) [R mapping]", "R"),
-    ("1eff", "2130"): PciId("rebellions-rebel-quad", "CR13 (REBEL-Quad) [R mapping]", "R"),
-    ("1eff", "2230"): PciId("rebellions-rebel-quad", "CR23 (REBEL) [R mapping]", "R"),
-    ("1ed2", "0001"): PciId("furiosa-rngd", "RNGD", "S"),
-    ("10de", "2330"): PciId("nvidia-h100-sxm", "H100 SXM", "R"),
-    ("10de", "2335"): PciId("nvidia-h200", "H200", "R"),
-    ("10de", "2901"): PciId("nvidia-b200", "B200", "R"),
-    ("10de", "26b9"): PciId("nvidia-l40s", "L40S", "R"),
-}
-
-#: PCI vendors whose other devices are worth naming (an unknown card of a known accelerator vendor)
-ACCELERATOR_VENDORS = {"1eff": "Rebellions", "1ed2": "FuriosaAI", "10de": "NVIDIA"}
+def pci_ids(catalog: Catalog | None = None) -> dict[tuple[str, str], PciId]:
+    """PCI (vendor, device) -> what the card is: the catalog's `pci` entries (sovkit/catalog/accelerators.yaml:
+    Rebellions physical-function ids from pci.ids [S], a VF is the id + 1 and no card; NVIDIA ids [R])."""
+    catalog = catalog or load_catalog()
+    return {key: PciId(kind, ref.name, ref.source[0]) for key, (kind, ref) in catalog.pci_kinds().items()}
 
 
 class FactsError(ValueError):
@@ -252,15 +238,17 @@ def parse_facts(report: object) -> HostFacts:
     by_slot: dict[tuple[str, str], list[str]] = {}
     mapped: dict[tuple[str, str], PciId] = {}
     other: list[str] = []
+    catalog = load_catalog()
+    known, vendors = pci_ids(catalog), catalog.accelerator_vendors()
     for fn in raw.pci or []:
         if fn.vendor is None or fn.device is None:
             continue
         vendor, device = fn.vendor[2:].lower(), fn.device[2:].lower()
-        hit = PCI_IDS.get((vendor, device))
+        hit = known.get((vendor, device))
         if hit is None:
             cls = (fn.class_ or "").lower()
-            if vendor in ACCELERATOR_VENDORS and (not cls or cls.startswith(("0x12", "0x03"))):
-                other.append(f"{ACCELERATOR_VENDORS[vendor]} {vendor}:{device} at {fn.bdf.lower()}")
+            if vendor in vendors and (not cls or cls.startswith(("0x12", "0x03"))):  # an accelerator we can't name
+                other.append(f"{vendors[vendor]} {vendor}:{device} at {fn.bdf.lower()}")
             continue
         key = (_slot(fn.bdf), f"{vendor}:{device}")
         by_slot.setdefault(key, []).append(fn.bdf.lower())
