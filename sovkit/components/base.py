@@ -87,6 +87,15 @@ def provenance(matches: bool, source: str, signer: str | None, signature: str | 
     return Provenance(source=source, signer=signer, signature=signature, matches_inventory=matches, note=note)
 
 
+def recorded_artifacts(recorded: Mapping[str, Any]) -> dict[str, str]:
+    """Every artifact (store path -> sha256) the recorded components of a kind were installed from: the
+    attestation subjects of kinds whose records carry an ``artifacts`` map (drivers, runtimes)."""
+    out: dict[str, str] = {}
+    for rec in recorded.values():
+        out.update(rec.artifacts)
+    return out
+
+
 @dataclass(frozen=True)
 class Finding:
     """A value a host reported that sovkit refused (not a plain identifier, or a path outside its prefix)."""

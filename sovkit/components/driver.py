@@ -34,6 +34,7 @@ from sovkit.components.base import (
     SiteIndex,
     StoreFile,
     provenance,
+    recorded_artifacts,
 )
 from sovkit.components.firmware import version_key
 from sovkit.inventory.loader import LoadedInventory
@@ -197,10 +198,7 @@ class Driver(ComponentKind):
                              claim=Claim("driver", want.name, want.version))
 
     def subjects(self, recorded: Mapping[str, DriverRecord], desired: Mapping[str, Any] | None) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for rec in recorded.values():
-            out.update(rec.artifacts)
-        return out
+        return recorded_artifacts(recorded)
 
     def audit_index(self, inv: LoadedInventory) -> Any:
         return {(d.module, d.version): d for d in inv.site.drivers}

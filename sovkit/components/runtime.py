@@ -24,6 +24,7 @@ from sovkit.components.base import (
     StoreFile,
     moved,
     provenance,
+    recorded_artifacts,
     removable,
 )
 from sovkit.components.driver import install_argv
@@ -173,10 +174,7 @@ class Runtime(ComponentKind):
                              claim=Claim("runtime", want.name, want.version))
 
     def subjects(self, recorded: Mapping[str, RuntimeRecord], desired: Mapping[str, Any] | None) -> dict[str, str]:
-        out: dict[str, str] = {}
-        for rt in recorded.values():
-            out.update(rt.artifacts)
-        return out
+        return recorded_artifacts(recorded)
 
     def audit_index(self, inv: LoadedInventory) -> Any:
         return {(r.name, r.version): r for r in inv.site.runtimes}
