@@ -117,3 +117,12 @@ def test_power_cap_refused_at_load_where_the_tool_has_none_or_above_tdp(tmp_path
     gpu = _gpu_site(tmp_path / "g", 701)
     r = run_cli("validate", gpu.path)
     assert r.code != 0 and "power cap 701 W is above the nvidia-h100-sxm TDP of 700 W" in r.text, r.text
+
+
+def test_a_record_without_a_cap_is_written_as_before() -> None:
+    """States written before power caps existed load unchanged, and a record without a cap has no new key."""
+    from sovkit.state.models import FirmwareRecord
+
+    old = {"kind": GPU, "version": VBIOS, "image_sha256": "", "devices": {}}
+    assert FirmwareRecord.model_validate(old).model_dump(mode="json") == old
+    assert FirmwareRecord.model_validate({**old, "power_limit_w": 500}).model_dump(mode="json")["power_limit_w"] == 500
