@@ -117,6 +117,13 @@ def test_power_cap_refused_at_load_where_the_tool_has_none_or_above_tdp(tmp_path
     gpu = _gpu_site(tmp_path / "g", 701)
     r = run_cli("validate", gpu.path)
     assert r.code != 0 and "power cap 701 W is above the nvidia-h100-sxm TDP of 700 W" in r.text, r.text
+    slot = gpu.host("gpu-node-1")["accelerators"][0]
+    slot["power_cap_w"] = 500
+    gpu.host("gpu-node-1")["accelerators"] = [slot, dict(slot, power_cap_w=600), dict(slot, firmware=None)]
+    gpu.save()
+    r = run_cli("validate", gpu.path)
+    assert "slots of nvidia-h100-sxm on one host have different power caps (500 and 600)" in r.text, r.text
+    assert "power_cap_w needs firmware" in r.text
 
 
 def test_a_record_without_a_cap_is_written_as_before() -> None:
