@@ -238,3 +238,14 @@ def test_docs_hardware_table_lists_every_step_with_its_source() -> None:
             assert step.source.replace("|", "\\|") in text, step.source
         for cmd in p.query.commands:
             assert f"`{' '.join(cmd.argv)}`" in text, cmd.argv
+
+
+def test_nvidia_power_limit_is_passed_on_as_watts_or_left_out() -> None:
+    out = ("0, NVIDIA H100 80GB HBM3, 00000000:01:00.0, 96.00.89.00.01, 550.54.15, 500.00\n"
+           "1, NVIDIA H100 80GB HBM3, 00000000:02:00.0, 96.00.89.00.01, 550.54.15, [N/A]\n"
+           "2, NVIDIA H100 80GB HBM3, 00000000:03:00.0, 96.00.89.00.01, 550.54.15, {{ lookup(\"pipe\" ~ \"id\") }}\n")
+    devices, untrusted = LISTER.parse("nvidia-smi-csv", [out], CHIPS)
+    assert [d.get("power_limit_w") for d in devices] == [500.0, None]
+    assert len(untrusted) == 1 and "power_limit_w" in untrusted[0]
+    again, bad = LISTER.check(devices, CHIPS)  # sovkit checks what a host printed again
+    assert again == devices and bad == []

@@ -44,6 +44,7 @@ class DesiredFirmware(_M):
     signature: str | None
     count: int
     profile: str
+    power_cap_w: int | None = None
 
 
 class InstalledFirmware(Row):
@@ -122,6 +123,30 @@ def parse_devices(stdout: str, spec: Mapping[str, Any]) -> tuple[list[dict[str, 
     return devices, [*untrusted, *(str(r)[:200] for r in reported)]
 
 
+def power_and_diagnostic(kind: str, cap: int | None, catalog: Catalog | None = None) -> dict[str, Any]:
+    """The role's power-cap argv (``{watts}`` replaced here, ``{index}`` on the host; None without a cap) and
+    the vendor's post-install diagnostic argv."""
+    catalog = catalog or load_catalog()
+    p = catalog.profiles[catalog.accelerators[kind].profile]
+    argv = ([a.replace("{watts}", str(cap)) for a in p.power_cap.argv]
+            if cap is not None and p.power_cap is not None else None)
+    return {"power_cap": {"watts": cap, "argv": argv} if argv else None, "diagnostic": list(p.diagnostic.argv)}
+
+
+def _observed_limit(devices: list[dict[str, Any]], kind: str, want: Any, rec: FirmwareRecord | None) -> int | None:
+    """The power limit the devices report, recorded only where sovkit manages a cap (desired or recorded): the
+    one value all report, else the first that differs from the wanted cap (so refresh shows drift)."""
+    cap = getattr(want, "power_cap_w", None)
+    if cap is None and (rec is None or rec.power_limit_w is None):
+        return None
+    limits = [d.get("power_limit_w") for d in devices if d["kind"] == kind]
+    if not limits or any(w is None for w in limits):
+        return None
+    rounded = [max(1, round(float(w))) for w in limits if w is not None]
+    differing = [w for w in rounded if w != cap]
+    return differing[0] if differing else rounded[0]
+
+
 class Firmware(ComponentKind):
     name = "firmware"
     order = 10
@@ -142,12 +167,13 @@ class Firmware(ComponentKind):
                 continue
             f = firmware[slot.firmware]
             prev = fw.get(slot.kind)
+            cap = slot.power_cap_w if slot.power_cap_w is not None else (prev.power_cap_w if prev else None)
             fw[slot.kind] = DesiredFirmware(
                 kind=slot.kind, name=f.name, version=f.version, vendor=f.vendor,
                 image=StoreFile(store_path=f.image.path, sha256=f.image.sha256, size=f.image.size,
                                 name=posixpath.basename(f.image.path)),
                 signature=f.signature, count=slot.count + (prev.count if prev else 0),
-                profile=catalog.accelerators[slot.kind].profile,
+                profile=catalog.accelerators[slot.kind].profile, power_cap_w=cap,
             )
         return fw
 
@@ -155,14 +181,20 @@ class Firmware(ComponentKind):
         return {want.image.store_path: want.image.sha256}
 
     def changes(self, host: str, name: str, want: DesiredFirmware, have: FirmwareRecord | None) -> Change | None:
-        after = {"version": want.version, "image_sha256": want.image.sha256, "devices": want.count}
+        after: dict[str, Any] = {"version": want.version, "image_sha256": want.image.sha256, "devices": want.count}
+        if want.power_cap_w is not None:
+            after["power_limit_w"] = want.power_cap_w
         if have is None:
             return Change(host=host, component=self.name, name=name, action="create", after=after,
                           reason=f"flash {want.version} on {want.count} device(s)")
         stale = sorted(d for d, dev in have.devices.items() if dev.firmware != want.version)
-        if have.version == want.version and not stale and len(have.devices) == want.count:
+        cap_differs = want.power_cap_w is not None and have.power_limit_w != want.power_cap_w
+        if have.version == want.version and not stale and len(have.devices) == want.count and not cap_differs:
             return None
-        before = {"version": have.version, "image_sha256": have.image_sha256, "devices": len(have.devices)}
+        before: dict[str, Any] = {"version": have.version, "image_sha256": have.image_sha256,
+                                  "devices": len(have.devices)}
+        if have.power_limit_w is not None:
+            before["power_limit_w"] = have.power_limit_w
         if have.version == ids.UNTRUSTED:
             reason = f"the devices reported untrusted values (refused); flash {want.version}"
         elif have.version != want.version:
@@ -170,8 +202,11 @@ class Firmware(ComponentKind):
             reason = f"{direction} {have.version} → {want.version}"
         elif len(have.devices) != want.count:
             reason = f"{len(have.devices)} device(s) recorded, {want.count} declared"
-        else:
+        elif stale:
             reason = f"device(s) {', '.join(stale)} report other firmware (drift)"
+        else:
+            limit = f"{have.power_limit_w} W" if have.power_limit_w is not None else "no recorded limit"
+            reason = f"power limit {limit} → {want.power_cap_w} W"
         return Change(host=host, component=self.name, name=name, action="update", before=before, after=after,
                       reason=reason)
 
@@ -180,13 +215,15 @@ class Firmware(ComponentKind):
         return FirmwareRecord(
             kind=name, version=result["version"], image_sha256=result["image_sha256"],
             devices={str(d): DeviceRecord(kind=name, firmware=str(v)) for d, v in result["devices"].items()},
+            power_limit_w=int(result["power_limit_w"]) if result.get("power_limit_w") not in (None, "") else None,
         )
 
     def apply_vars(self, want: DesiredFirmware, store: Path, root: str, have: Any | None = None) -> dict[str, Any]:
         staged = f"{host_prefix(root)}/{STAGING}/{want.image.sha256}.img"
         return {"kind": want.kind, "version": want.version, "count": want.count, "sha256": want.image.sha256,
                 "image_src": str(store / want.image.store_path), "staged": staged,
-                "query": json.dumps(query_spec(want.kind)), **procedure(want.kind, staged, root)}
+                "query": json.dumps(query_spec(want.kind)), **procedure(want.kind, staged, root),
+                **power_and_diagnostic(want.kind, want.power_cap_w)}
 
     def observe_vars(self, desired: Mapping[str, Any], recorded: Mapping[str, Any],
                      catalog: Catalog) -> list[dict[str, Any]]:
@@ -217,6 +254,7 @@ class Firmware(ComponentKind):
             out[fw["kind"]] = FirmwareRecord(
                 kind=fw["kind"], version=versions.pop() if len(versions) == 1 else "mixed", image_sha256=sha,
                 devices={b: DeviceRecord(kind=fw["kind"], firmware=v) for b, v in mine},
+                power_limit_w=_observed_limit(devices, fw["kind"], desired.get(fw["kind"]), rec),
             )
         return out
 

@@ -97,6 +97,7 @@ def check_references(inv: LoadedInventory, check_files: bool = True) -> list[Pro
                 if fw is not None and fw.accelerator != slot.kind:
                     c.add((*path, "firmware"), f"firmware {fw.name!r} is for {fw.accelerator}, not {slot.kind}")
         _check_slot_drivers(c, catalog, i, host, drivers)
+        _check_slot_power_caps(c, catalog, i, host)
 
     vendors = {v.name for v in site.trust_roots.vendors}
     publishers = {p.name for p in site.trust_roots.publishers}
@@ -154,6 +155,32 @@ def _check_slot_drivers(c: _Collector, catalog: Catalog, i: int, host: Host, dri
             c.add(path, f"driver {drv.name!r} loads module {drv.module!r}, which driver {other!r} of another slot "
                   "of this host loads too", "a host loads one version of a module: name the same driver on both "
                   "slots")
+
+
+def _check_slot_power_caps(c: _Collector, catalog: Catalog, i: int, host: Host) -> None:
+    """A power cap needs a vendor tool that has one, the firmware role that applies it, and a value within the TDP;
+    one host's slots of one kind share one cap (the role caps every device of the kind)."""
+    caps: dict[str, int | None] = {}
+    for j, slot in enumerate(host.accelerators):
+        kind = catalog.accelerators.get(slot.kind)
+        if slot.kind in caps and caps[slot.kind] != slot.power_cap_w:
+            c.add(("hosts", i, "accelerators", j, "power_cap_w"), f"slots of {slot.kind} on one host have "
+                  f"different power caps ({caps[slot.kind]} and {slot.power_cap_w})",
+                  "give every slot of this kind the same power_cap_w (the devices are capped as one kind)")
+        caps.setdefault(slot.kind, slot.power_cap_w)
+        if slot.power_cap_w is None or kind is None:
+            continue
+        path = ("hosts", i, "accelerators", j, "power_cap_w")
+        profile = catalog.profiles[kind.profile]
+        if profile.power_cap is None:
+            c.add(path, f"{slot.kind} has no power cap: the {profile.tool} procedure has none",
+                  "remove power_cap_w (sovkit/catalog/profiles.yaml lists no power-limit command for this vendor)")
+        elif slot.firmware is None:
+            c.add(path, "power_cap_w needs firmware: the firmware role sets the cap",
+                  "pin the slot's firmware, or remove power_cap_w")
+        elif kind.tdp_w.value is not None and slot.power_cap_w > kind.tdp_w.value:
+            c.add(path, f"power cap {slot.power_cap_w} W is above the {slot.kind} TDP of {kind.tdp_w.value:g} W",
+                  "give a cap at most the TDP (catalog accelerators.yaml tdp_w)")
 
 
 def _check_serving_groups(inv: LoadedInventory, c: _Collector, hosts: AbstractSet[str]) -> None:

@@ -282,6 +282,10 @@ class AcceleratorSlot(Strict):
     firmware: Name | None = Field(default=None, description="The `firmware[]` entry pinned on these cards.")
     driver: Name | None = Field(default=None, description="The `drivers[]` entry (kernel driver package) these "
                                 "cards need; installed and its module loaded before their firmware is flashed.")
+    power_cap_w: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Power limit in watts set on every device of the slot after its firmware is "
+        "read back (the vendor procedure's `power_cap`), then read back. Needs `firmware`; only for vendors whose "
+        "tool has a power cap (NVIDIA); at most the catalog TDP when the catalog has one.")
 
 
 class Artifact(Strict):

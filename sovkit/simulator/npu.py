@@ -21,6 +21,7 @@ the simulator's choice; see docs/hardware.md)::
     furiosa_rngd_updater_all -f IMAGE          [V tool, R -f]: staged, active after a cold reboot
     nvidia-smi --query-gpu=F,... --format=csv[,noheader][,nounits] [-i N]      [V]
     nvidia-smi -r -i N  |  nvidia-smi -pl W -i N                               [V] reset / power cap
+    nvidia-smi -q [-x] [-i N]    [V flags] full report (XML with -x) [R layout]; fails on ``diagnostic-error``
     nvfwupd -t ip=BMC user=U password=P update_fw -p PKG [-s FILE]             [V]: active after reset/reboot [R]
     nvfwupd -t ip=BMC user=U password=P show_version [-p PKG] [-j]             [V flags, R output]
     sovkit-sim-reboot            a cold reboot of the simulated host: staged firmware boots, faults strike,
@@ -29,7 +30,7 @@ the simulator's choice; see docs/hardware.md)::
 Vendor tools exit 1 with "no NPU driver loaded" when their kernel module directory
 ``{root}/sys/module/<module>`` is absent (rebellions, rngd [R], nvidia). Usage errors exit 2.
 Firmware images are ``SOVKIT-SIMFW/1`` stand-ins (see :mod:`simcore`); faults per device: ``flash-error``,
-``boots-old-firmware``, ``missing-after-reboot``.
+``boots-old-firmware``, ``missing-after-reboot``, ``diagnostic-error`` (only ``nvidia-smi -q`` fails).
 """
 
 from __future__ import annotations

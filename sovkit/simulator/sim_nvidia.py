@@ -69,8 +69,12 @@ def nvidia_smi(host: core.Host, argv: list[str]) -> str:
     ident = _option(args, "-i", "--id")
     power = _option(args, "-pl", "--power-limit")
     reset = [a for a in args if a in ("-r", "--gpu-reset")]
-    args = [a for a in args if a not in reset]
-    modes = [m for m in (query, power) if m is not None] + reset
+    full = [a for a in args if a in ("-q", "--query")]
+    xml = [a for a in args if a in ("-x", "--xml-format")]
+    args = [a for a in args if a not in reset + full + xml]
+    modes = [m for m in (query, power) if m is not None] + reset + full
+    if xml and not full:
+        raise core.SimError("-x needs -q", core.EXIT_USAGE)
     if args or len(modes) != 1 or (query is None) != (fmt is None):
         raise core.SimError(f"unrecognised arguments: {' '.join(argv) or '(none)'}", core.EXIT_USAGE)
     if query is not None:
@@ -90,6 +94,8 @@ def nvidia_smi(host: core.Host, argv: list[str]) -> str:
             lines = [] if "noheader" in opts else [", ".join(n + FIELDS[n][0] for n in names)]
             lines += [", ".join(FIELDS[n][1](i, d, drv, units) for n in names) for i, d in targets]
             return "\n".join(lines)
+        if full:  # [V] -q [-x]; [R] the layout (a few of the real report's tags / lines)
+            return _full_report(targets, drv, bool(xml))
         if reset:  # [R] output wording; the reset restarts the GPU, so staged firmware boots [R]
             for _, dev in targets:
                 host.restart(dev)
@@ -109,6 +115,26 @@ def nvidia_smi(host: core.Host, argv: list[str]) -> str:
                          f"{dev['power_limit_w']:.2f} W.")
             dev["power_limit_w"] = watts
         return "\n".join([*lines, "All done."])
+
+
+def _full_report(targets: list[tuple[int, dict[str, Any]]], drv: str, xml: bool) -> str:
+    """``nvidia-smi -q [-x]``: a device with the ``diagnostic-error`` fault makes it fail (exit 1, [R] wording)
+    although the short ``--query-gpu`` still lists it."""
+    for _, dev in targets:
+        if dev.get("fault") == "diagnostic-error":
+            raise core.SimError(f"Unable to determine the device handle for GPU {nv_bus_id(dev)}: Unknown Error")
+    if xml:
+        gpus = "".join(f'<gpu id="{nv_bus_id(d)}"><product_name>{d["chip"]}</product_name><serial>{d["serial"]}'
+                       f'</serial><vbios_version>{d["firmware"]}</vbios_version><power_readings><power_limit>'
+                       f'{d["power_limit_w"]:.2f} W</power_limit></power_readings></gpu>' for _, d in targets)
+        return ('<?xml version="1.0" ?>\n<nvidia_smi_log><driver_version>' + drv + "</driver_version>"
+                f"<attached_gpus>{len(targets)}</attached_gpus>{gpus}</nvidia_smi_log>")
+    lines = [f"Driver Version                            : {drv}", f"Attached GPUs                             : "
+             f"{len(targets)}"]
+    for _, d in targets:
+        lines += [f"GPU {nv_bus_id(d)}", f"    Product Name                          : {d['chip']}",
+                  f"    VBIOS Version                         : {d['firmware']}"]
+    return "\n".join(lines)
 
 
 def nvfwupd(host: core.Host, argv: list[str]) -> str:

@@ -26,7 +26,7 @@ STATE_RELPATH = Path("var/lib/npu-sim/devices.json")
 STATE_FORMAT = 2
 LIB_RELPATH = Path("usr/lib/sovkit-npu-sim")
 
-FAULTS = ("flash-error", "boots-old-firmware", "missing-after-reboot")
+FAULTS = ("flash-error", "boots-old-firmware", "missing-after-reboot", "diagnostic-error")
 
 EXIT_OK = 0
 EXIT_FAIL = 1

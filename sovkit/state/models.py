@@ -73,6 +73,16 @@ class FirmwareRecord(_M):
     version: Version
     image_sha256: Sha256OrEmpty
     devices: dict[DeviceId, DeviceRecord] = {}
+    power_limit_w: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="the power cap sovkit set and read back on every device (left out of the file "
+        "when None, so states without caps are unchanged)")
+
+    @model_serializer(mode="wrap")
+    def _drop_no_cap(self, handler: SerializerFunctionWrapHandler, info: SerializationInfo) -> Any:
+        data = handler(self)
+        if isinstance(data, dict) and data.get("power_limit_w", 0) is None:
+            data.pop("power_limit_w")
+        return data
 
 
 class DriverRecord(_M):

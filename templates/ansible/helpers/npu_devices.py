@@ -8,6 +8,9 @@ It runs the commands (no shell), parses each vendor's format and prints ONE JSON
   {"devices": [{"bdf": "0000:01:00.0", "index": "0", "chip": "RBLN-CA25", "kind": "rebellions-atom-max",
                 "firmware": "1.3.0"}], "untrusted": []}
 
+A device whose tool reports its power limit (nvidia-smi's ``power.limit``) also has ``"power_limit_w"``: watts
+as a number; ``[N/A]`` (no power management) leaves the key out.
+
 Devices are keyed by PCI bus id (sysfs form). A value that is not plain (a BDF, index, chip name or version
 outside the patterns below, the same as sovkit/identifiers.py) is never passed on: the device is left out and
 the reason is listed under ``untrusted``. A command that fails or prints something unparsable gives
@@ -25,6 +28,7 @@ BDF = r"^[0-9a-f]{4}:[0-9a-f]{2}:[0-1][0-9a-f]\.[0-7]$"
 CHIP_NAME = r"^[A-Za-z0-9][A-Za-z0-9 ._+-]{0,63}$"
 DEVICE_INDEX = r"^[0-9]{1,4}$"
 VERSION = r"^[A-Za-z0-9][A-Za-z0-9.+_-]{0,63}$"
+WATTS = r"^[0-9]{1,5}(\.[0-9]{1,3})?$"
 
 FORMATS = ("rbln-smi", "furiosa-smi", "nvidia-smi-csv")
 
@@ -121,8 +125,11 @@ def _nvidia(outputs):
         if len(cells) != len(_NVIDIA_FIELDS):
             raise ParseError(f"nvidia-smi line {_describe(line)} has {len(cells)} fields, not {len(_NVIDIA_FIELDS)}")
         row = dict(zip(_NVIDIA_FIELDS, cells))
-        out.append({"bdf": row["pci.bus_id"], "index": row["index"], "chip": row["name"],
-                    "firmware": row["vbios_version"]})
+        dev = {"bdf": row["pci.bus_id"], "index": row["index"], "chip": row["name"],
+               "firmware": row["vbios_version"]}
+        if row["power.limit"] != "[N/A]":
+            dev["power_limit_w"] = row["power.limit"]
+        out.append(dev)
     return out
 
 
@@ -145,6 +152,9 @@ def check(raw, chips):
         bad = [f"{field} {_describe(d.get(field))}" for field, pattern, value in (
             ("bdf", BDF, bdf), ("index", DEVICE_INDEX, d.get("index")), ("chip", CHIP_NAME, d.get("chip")),
             ("firmware", VERSION, d.get("firmware"))) if not _plain(pattern, value)]
+        watts = d.get("power_limit_w")
+        if watts is not None and not _plain(WATTS, watts if isinstance(watts, str) else f"{watts}"):
+            bad.append(f"power_limit_w {_describe(watts)}")
         kind = chips.get(d["chip"]) if not bad else None  # from the catalog's mapping, never from the host
         if not bad and bdf in seen:
             bad.append(f"bdf {bdf} listed twice")
@@ -152,8 +162,10 @@ def check(raw, chips):
             untrusted.append(f"device #{i}: not a plain value: {', '.join(bad)}")
             continue
         seen.add(bdf)
-        devices.append({"bdf": bdf, "index": d["index"], "chip": d["chip"], "kind": kind,
-                        "firmware": d["firmware"]})
+        dev = {"bdf": bdf, "index": d["index"], "chip": d["chip"], "kind": kind, "firmware": d["firmware"]}
+        if watts is not None:
+            dev["power_limit_w"] = float(watts)
+        devices.append(dev)
     return sorted(devices, key=lambda d: d["bdf"]), untrusted
 
 
