@@ -79,7 +79,7 @@ from sovkit.workflow import (
     RefreshOutput,
     RefreshResult,
 )
-from sovkit.workspace import Workspace
+from sovkit.workspace import Workspace, ansible_executor
 
 if TYPE_CHECKING:
     from sovkit.audit.pack import AuditPack
@@ -104,6 +104,7 @@ __all__ = [
     "DemoCommand",
     "DemoReport",
     "DemoStep",
+    "DiscoverOptions",
     "Discovered",
     "EndpointStatus",
     "ExecEvent",
@@ -218,9 +219,7 @@ def discover_site(*, directory: Path, hosts: list[str], options: DiscoverOptions
     if target.exists() and not force:
         raise SovkitError(f"{target} already exists: nothing was written", "choose another directory or pass --force")
     if executor is None:
-        from sovkit.provision.ansible_executor import AnsibleRunnerExecutor  # as Workspace.executor does
-
-        executor = AnsibleRunnerExecutor()
+        executor = ansible_executor()
     found = discover_hosts(hosts, options, executor, directory / ".sovkit", on_event)
     site_name = name or directory.resolve().name.lower()
     text = starting_inventory(site_name, found, options, directory, country)

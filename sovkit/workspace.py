@@ -65,9 +65,7 @@ class Workspace:
     def executor(self) -> Executor:
         """The executor that runs playbooks: Ansible (ansible-runner) unless another was wired in."""
         if self.executor_adapter is None:
-            from sovkit.provision.ansible_executor import AnsibleRunnerExecutor  # the one construction site
-
-            self.executor_adapter = AnsibleRunnerExecutor()
+            self.executor_adapter = ansible_executor()
         return self.executor_adapter
 
     @property
@@ -91,3 +89,10 @@ class Workspace:
             return key
         env = os.environ.get(SIGNING_KEY_ENV)
         return Path(env) if env else self.directory / "keys" / "operator.key"
+
+
+def ansible_executor() -> Executor:
+    """The real executor (ansible-runner), imported late: the one place it is constructed."""
+    from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
+
+    return AnsibleRunnerExecutor()

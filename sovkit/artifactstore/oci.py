@@ -26,6 +26,7 @@ from urllib.parse import urljoin, urlsplit
 import requests
 
 from sovkit.errors import SovkitError
+from sovkit.signing.canonical import canonical_json
 
 MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 ARTIFACT_TYPE = "application/vnd.sovkit.artifacts.v1"
@@ -269,7 +270,7 @@ class Registry:
         return out
 
     def put_manifest(self, reference: str, manifest: dict[str, Any]) -> str:
-        body = json.dumps(manifest, separators=(",", ":"), sort_keys=True).encode()
+        body = canonical_json(manifest)
         self._request("PUT", f"manifests/{reference}", ok=(201,), data=body,
                       headers={"Content-Type": MANIFEST}).close()
         return "sha256:" + hashlib.sha256(body).hexdigest()

@@ -12,7 +12,6 @@ from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_result
 from sovkit.errors import SovkitError
-from sovkit.provision.discover import DiscoverOptions
 
 
 def init(
@@ -41,7 +40,7 @@ def init(
     if not discover:
         raise SovkitError("nothing to discover: no --discover HOST given",
                           "pass --discover NAME=ADDRESS for each host to read")
-    opts = DiscoverOptions(connection="local" if connection == "local" else "ssh", user=user, port=port, key=key,
+    opts = api.DiscoverOptions(connection="local" if connection == "local" else "ssh", user=user, port=port, key=key,
                            python=python, root=root)
     done = api.discover_site(directory=directory, hosts=discover, options=opts, name=name, country=country,
                              force=force)
