@@ -69,6 +69,10 @@ class CatalogError(SovkitError):
     """The hardware catalog is missing or malformed (a packaging bug)."""
 
 
+class PlannerError(SovkitError):
+    """The serving planner cannot predict or place: a bad model config, a missing figure, infeasible targets."""
+
+
 class PolicyError(SovkitError):
     """The policy engine could not give an answer. Fail closed: nothing is allowed."""
 

@@ -415,6 +415,10 @@ class Model(Strict):
         default=None, description="Needed to size the KV cache (policy SV-006 warns without it)."
     )
     card: ModelCard | None = None
+    config: RelPath | None = Field(
+        default=None, description="The model's Hugging Face config.json, relative to the inventory: the serving "
+        "planner reads layers, heads, FFN, vocabulary, MoE and MLA sizes from it (`sovkit serving plan`, policy "
+        "SV latency/power checks).")
 
 
 KvDtype = Literal["bf16", "fp16", "fp8", "int8"]
@@ -426,6 +430,15 @@ class Speculative(Strict):
     draft_model: Name = Field(description="A `models[]` name.")
     method: Literal["draft_model", "eagle", "eagle3", "ngram", "mtp"] = "draft_model"
     num_tokens: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="Tokens proposed per step.")
+
+
+class ServingTargets(Strict):
+    """Latency targets a deployment is planned for (the planner's prediction is checked against them)."""
+
+    ttft_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Time to first token, milliseconds.")
+    tpot_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
+        default=None, description="Time per output token, milliseconds.")
 
 
 class Deployment(Strict):
@@ -449,6 +462,8 @@ class Deployment(Strict):
     kv_dtype: KvDtype | None = Field(default=None, description="KV-cache dtype; default: the model's dtype "
                                      "(int4 weights: int8).")
     speculative: Speculative | None = None
+    targets: ServingTargets | None = Field(default=None, description="Latency targets; policy warns when "
+                                           "the planner's prediction misses them.")
     readiness_timeout_s: Annotated[int, Field(ge=1, le=86_400)] = Field(
         default=600, description="How long apply waits for the server to become ready (loading weights takes "
         "minutes on real hardware) before the deployment is rolled back.")
