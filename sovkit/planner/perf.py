@@ -66,7 +66,7 @@ class Prediction:
     weights_gb_per_device: float = 0.0
     kv_gb_per_sequence: float = 0.0  # per device, at max(prompt, context) tokens
     usable_gb_per_device: float = 0.0  # memory minus the reserve
-    min_tp: int = 1  # the smallest TP whose weights and one sequence's KV fit
+    min_tp: int = 1  # the smallest TP whose weights and one sequence's KV fit (0: none, the KV alone is too big)
     eta_compute: float = DEFAULT_ETA_COMPUTE
     eta_memory: float = DEFAULT_ETA_MEMORY
     overhead_ms: float = 0.0
@@ -208,14 +208,14 @@ def memory_fit(shape: ModelShape, device: DeviceSpec, work: Workload) -> MemoryF
         shape, work.tp)
     free = usable - weights
     max_batch = max(0, math.floor(free / kv_seq)) if kv_seq > 0 else 0
-    min_tp = 1
-    while min_tp < 4096:
-        share = _kv_share(shape, min_tp)
-        need = weights_all / min_tp + seq * shape.layers * shape.kv_elements_per_layer() * DTYPE_BYTES[
-            work.kv_dtype] * share
-        if need <= usable:
-            break
-        min_tp += 1
+    # the smallest tp with weights/tp + kv_all·share(tp) <= usable; 0 when one sequence's KV alone never fits
+    kv_all = seq * shape.layers * shape.kv_elements_per_layer() * DTYPE_BYTES[work.kv_dtype]
+    floor_share = 1.0 if shape.mla is not None else 1.0 / shape.kv_heads  # share once heads are one per device
+    min_tp = 0
+    if shape.mla is None and weights_all + kv_all <= usable * shape.kv_heads:
+        min_tp = max(1, math.ceil((weights_all + kv_all) / usable))  # both split by tp up to kv_heads
+    elif usable > kv_all * floor_share:
+        min_tp = max(1, math.ceil(weights_all / (usable - kv_all * floor_share)))
     return MemoryFit(weights / 1e9, kv_seq / 1e9, usable / 1e9, max_batch, min_tp)
 
 
@@ -261,7 +261,8 @@ class RooflinePredictor:
             note = (f"does not fit: at tp {work.tp} the {work.weight_dtype} weights take {fit.weights_gb:.1f} GB "
                     f"per device and one sequence's KV {fit.kv_gb_per_sequence:.2f} GB, over the "
                     f"{fit.usable_gb:.1f} GB usable ({device.memory_gb:g} GB less {MEMORY_RESERVE:.0%} reserve); "
-                    f"needs tp >= {fit.min_tp}")
+                    + (f"needs tp >= {fit.min_tp}" if fit.min_tp else "no TP fits: one sequence's KV alone "
+                       "is too big"))
         elif fit.max_batch < work.batch:
             note = f"batch {work.batch} does not fit: memory allows {fit.max_batch} at this context"
         return Prediction(

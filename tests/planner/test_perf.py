@@ -94,8 +94,20 @@ def test_k1_does_not_fit_one_decode_npu_host_and_says_why() -> None:
     dev = device_spec(load_catalog(), "rebellions-atom-max")
     p = RooflinePredictor().predict(k1, dev, Workload(tp=8, batch=1, prompt_tokens=2048, context_tokens=2048))
     assert p.max_batch == 0
-    assert p.min_tp > 8
+    usable, kv_one = 64e9 * 0.9, 2048 * 61 * (512 + 64) * 2  # MLA latent: replicated, not split by tp
+    assert p.min_tp == math.ceil(k1.params_total() * 2 / (usable - kv_one)) == 19
     assert "does not fit" in p.note and "GB per device" in p.note and f"needs tp >= {p.min_tp}" in p.note
+
+
+def test_min_tp_with_kv_heads_split_then_replicated() -> None:
+    l70 = load_model("llama-3.1-70b")
+    dev = device_spec(load_catalog(), "nvidia-l40s")  # 48 GB
+    p = RooflinePredictor().predict(l70, dev, Workload(tp=1, batch=1, prompt_tokens=8000, context_tokens=8000))
+    kv_all = 8000 * 327680
+    assert p.min_tp == math.ceil((l70.params_total() * 2 + kv_all) / (48e9 * 0.9)) == 4
+    huge = RooflinePredictor().predict(l70, dev, Workload(tp=1, batch=1, prompt_tokens=10_000_000,
+                                                          context_tokens=10_000_000))
+    assert huge.min_tp == 0 and "no TP fits" in huge.note
 
 
 def test_moe_decode_reads_fewer_expert_bytes_at_small_batch() -> None:
