@@ -10,13 +10,14 @@ have no device or port conflict. The write is one atomic replace; a site that th
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from sovkit.catalog import Catalog
 from sovkit.errors import InventoryError, PlannerError
@@ -24,7 +25,8 @@ from sovkit.fsutil import atomic_write
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.models import Deployment, ServingGroup, Site
 from sovkit.inventory.serving import placements
-from sovkit.planner.search import ServingPlan
+from sovkit.planner.perf import Predictor
+from sovkit.planner.search import PlanRequest, ServingPlan, plan_inventory
 
 FIRST_PORT = 8000
 
@@ -54,7 +56,8 @@ def _free_ports(site: Site, catalog: Catalog, count: int) -> list[int]:
     """``count`` ports no socket of the site uses on any address (so no clash, whichever hosts share one)."""
     used = {u.port for u in placements(site, catalog).ports()}
     used |= {g.kv_transfer.port for g in site.serving_groups}
-    out, port = [], FIRST_PORT
+    out: list[int] = []
+    port = FIRST_PORT
     while len(out) < count:
         if port not in used:
             out.append(port)
@@ -196,3 +199,44 @@ def write_placement(inv: LoadedInventory, catalog: Catalog, placement: Placement
     diff = "".join(difflib.unified_diff(old.splitlines(keepends=True), new.splitlines(keepends=True),
                                         fromfile=f"{site_file} (before)", tofile=f"{site_file} (planned)"))
     return Written(site_file, diff)
+
+
+class ServingPlanOutput(BaseModel):
+    """`sovkit serving plan --json`: the plan, its placement as YAML, and what was written (with the diff)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    plan: ServingPlan
+    placement_yaml: str
+    written: str | None = None
+    diff: str | None = None
+
+
+def parse_prices(values: list[str]) -> dict[str, float]:
+    """``KIND=USD_PER_HOUR`` pairs (per device-hour); PlannerError names a malformed one."""
+    out: dict[str, float] = {}
+    for v in values:
+        kind, sep, usd = v.partition("=")
+        try:
+            price = float(usd)
+        except ValueError:
+            price = math.nan
+        if not sep or not kind or not math.isfinite(price) or price < 0:
+            raise PlannerError(f"--price {v!r} is not KIND=USD_PER_HOUR", "e.g. --price nvidia-h100-sxm=2.50")
+        out[kind] = price
+    return out
+
+
+def plan_and_place(inv: LoadedInventory, catalog: Catalog, request: PlanRequest, predictor: Predictor | None = None,
+                   write: Path | None = None) -> ServingPlanOutput:
+    """Search, turn the winner into deployments (+ serving group), and optionally write it into ``write``."""
+    unknown = sorted(set(request.prices) - set(catalog.accelerators))
+    if unknown:
+        raise PlannerError(f"--price names unknown accelerator kind(s) {', '.join(unknown)}",
+                           catalog.suggest("accelerators", unknown[0]))
+    plan = plan_inventory(inv, catalog, request, predictor)
+    placement = build_placement(inv.site, catalog, plan, request.name)
+    if write is None:
+        return ServingPlanOutput(plan=plan, placement_yaml=placement.to_yaml())
+    written = write_placement(inv, catalog, placement, write)
+    return ServingPlanOutput(plan=plan, placement_yaml=placement.to_yaml(), written=str(written.file),
+                             diff=written.diff)

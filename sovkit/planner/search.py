@@ -244,11 +244,11 @@ def _free(site: Site, catalog: Catalog, specs: Mapping[str, DeviceSpec]) -> _Fre
     if unknown_w:
         notes.append(f"no power figure for {', '.join(sorted(unknown_w))}: counted as 0 W in the rack totals")
     groups: dict[tuple[str, float | None, int], _Group] = {}
-    for (kind, cap, free), hosts in by_key.items():
+    for (kind, cap, indexes), hosts in by_key.items():
         for tp in TP_DEGREES:
-            if tp > len(free):
+            if tp > len(indexes):
                 break
-            devs = free[:tp]
+            devs = indexes[:tp]
             g = groups.get((kind, cap, tp))
             if g is None or g.devices == devs:
                 merged = (g.hosts if g else ()) + tuple(hosts)
@@ -321,7 +321,7 @@ class _Search:
                  predictor: Predictor, specs: Mapping[str, DeviceSpec]) -> None:
         self.site, self.catalog, self.req, self.shape, self.predictor, self.specs = (
             site, catalog, req, shape, predictor, specs)
-        self.wdtype = cast(Dtype, model.dtype)
+        self.wdtype: Dtype = model.dtype
         self.kvdtype = cast(Dtype, "int8" if model.dtype == "int4" else model.dtype)
         self.memo: dict[tuple[object, ...], Prediction | PlannerError] = {}
         bins = req.bins
