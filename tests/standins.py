@@ -146,6 +146,6 @@ class StandIns:
                 priv = self.root / f"{m['publisher']}.pem"
                 priv.write_bytes(signer.private_pem(None))
                 model_dir = self.store / posixpath.dirname(m["files"][0]["path"])
-                signing.Config().use_elliptic_key_signer(private_key=priv).sign(model_dir, self.store / m["signature"])
+                signing.Config().use_elliptic_key_signer(private_key=priv).sign(model_dir, self.store / m["signature"])  # type: ignore[no-untyped-call]
             else:
                 self.sign(m["signature"], m["files"], signer, "model", m)

@@ -3,8 +3,8 @@
 Small generated stand-ins take the place of their artifacts, with the examples' structure (firmware images,
 wheelhouse tars, model directories, DSSE and OpenSSF model-signing signatures by generated keys); the copies are
 re-pinned, bundled, pushed with `sovkit bundle import --registry`, and preflight — the controller side of apply —
-pulls every file by digest and verifies digest and signature. The hosts' side (real SSH addresses, the examples'
-accelerators and the wheelhouse runtime format) is not run here.
+pulls every file by digest and verifies digest and signature. This runs without root; the hosts' side — kr-telco
+applied end to end on lab hosts from the registry — is tests/test_oci_examples_lab.py.
 """
 
 from __future__ import annotations
