@@ -63,6 +63,7 @@ class LoopbackRegistry:
     port: int
     ca: Path
     proc: subprocess.Popen[bytes] | None = None
+    access_log: bool = False  # the registry's access log (on its stdout) kept in ``access_log_file``
 
     @property
     def url(self) -> str:
@@ -76,8 +77,13 @@ class LoopbackRegistry:
         hexd = digest.removeprefix("sha256:")
         return self.root / "data" / "docker/registry/v2/blobs/sha256" / hexd[:2] / hexd / "data"
 
+    @property
+    def access_log_file(self) -> Path:
+        return self.root / "access.log"
+
     def start(self) -> None:
-        self.proc = subprocess.Popen([BINARY, "serve", str(self.root / "config.yml")], stdout=subprocess.DEVNULL,
+        out = self.access_log_file.open("ab") if self.access_log else subprocess.DEVNULL
+        self.proc = subprocess.Popen([BINARY, "serve", str(self.root / "config.yml")], stdout=out,
                                      stderr=(self.root / "registry.log").open("wb"))
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
@@ -100,7 +106,7 @@ class LoopbackRegistry:
         self.proc = None
 
 
-def configure(root: Path) -> LoopbackRegistry:
+def configure(root: Path, access_log: bool = False) -> LoopbackRegistry:
     """Write the registry's config, certs and htpasswd under ``root`` (not started)."""
     ca, cert, key = make_ca_and_server(root / "tls")
     port = free_ports(1)[0]
@@ -110,7 +116,7 @@ def configure(root: Path) -> LoopbackRegistry:
 log:
   level: warn
   accesslog:
-    disabled: true
+    disabled: {"false" if access_log else "true"}
 storage:
   filesystem:
     rootdirectory: {root / "data"}
@@ -127,12 +133,12 @@ auth:
     realm: sovkit-tests
     path: {root / "htpasswd"}
 """)
-    return LoopbackRegistry(root, port, ca)
+    return LoopbackRegistry(root, port, ca, access_log=access_log)
 
 
 @contextmanager
-def running_registry(root: Path) -> Iterator[LoopbackRegistry]:
-    reg = configure(root)
+def running_registry(root: Path, access_log: bool = False) -> Iterator[LoopbackRegistry]:
+    reg = configure(root, access_log)
     reg.start()
     try:
         yield reg

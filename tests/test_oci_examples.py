@@ -3,33 +3,27 @@
 Small generated stand-ins take the place of their artifacts, with the examples' structure (firmware images,
 wheelhouse tars, model directories, DSSE and OpenSSF model-signing signatures by generated keys); the copies are
 re-pinned, bundled, pushed with `sovkit bundle import --registry`, and preflight — the controller side of apply —
-pulls every file by digest and verifies digest and signature. The hosts' side (real SSH addresses, the examples'
-accelerators and the wheelhouse runtime format) is not run here.
+pulls every file by digest and verifies digest and signature. This runs without root; the hosts' side — kr-telco
+applied end to end on lab hosts from the registry — is tests/test_oci_examples_lab.py.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
-import posixpath
 import shutil
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
-from model_signing import signing
 
 from sovkit import api
 from sovkit.components.host import desired_site
 from sovkit.provision.preflight import run_preflight
-from sovkit.signing.artifacts import sign_artifacts
-from sovkit.signing.keys import LocalSigner
 from tests.bundlekit import SIGNER, make_bundle
 from tests.conftest import INVENTORIES, run_cli
 from tests.registrykit import LoopbackRegistry, running_registry
+from tests.standins import StandIns
 
 pytestmark = pytest.mark.slow
 AUTH = "SOVKIT_TEST_REGISTRY_AUTH"
@@ -39,63 +33,6 @@ AUTH = "SOVKIT_TEST_REGISTRY_AUTH"
 def registry(tmp_path: Path) -> Iterator[LoopbackRegistry]:
     with running_registry(tmp_path / "registry") as reg:
         yield reg
-
-
-def _tar(name: str) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        data = f"stand-in wheel for {name}\n".encode()
-        info = tarfile.TarInfo(f"wheelhouse/{name}-py3-none-any.whl")
-        info.size = len(data)
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-class StandIns:
-    """Writes stand-in artifacts into ``store`` and re-pins/re-keys the inventory data to match."""
-
-    def __init__(self, root: Path, data: dict[str, Any]) -> None:
-        self.root, self.data, self.store = root, data, root / "standin-store"
-        self.keys: dict[tuple[str, str], LocalSigner] = {}
-
-    def key(self, section: str, name: str) -> LocalSigner:
-        if (section, name) not in self.keys:
-            signer = LocalSigner.generate("ecdsa-p256")  # model-signing's elliptic key signer needs EC
-            entry = next(k for k in self.data["trust_roots"][section] if k["name"] == name)
-            (self.root / entry["public_key"]).write_bytes(signer.public_key.pem())
-            self.keys[(section, name)] = signer
-        return self.keys[(section, name)]
-
-    def put(self, art: dict[str, Any], data: bytes) -> None:
-        f = self.store / art["path"]
-        f.parent.mkdir(parents=True, exist_ok=True)
-        f.write_bytes(data)
-        art.update(sha256=hashlib.sha256(data).hexdigest(), size=len(data))
-
-    def sign(self, path: str, files: list[dict[str, Any]], signer: LocalSigner, kind: str,
-             item: dict[str, Any]) -> None:
-        env = sign_artifacts({a["path"]: a["sha256"] for a in files}, signer, kind, item["name"], item["version"])
-        (self.store / path).write_bytes(env.to_json().encode())
-
-    def fill(self) -> None:
-        for fw in self.data["firmware"]:
-            self.put(fw["image"], f"stand-in firmware {fw['name']} {fw['version']}\n".encode() * 64)
-            self.sign(fw["signature"], [fw["image"]], self.key("vendors", fw["vendor"]), "firmware", fw)
-        for rt in self.data["runtimes"]:
-            for art in rt["artifacts"]:
-                self.put(art, _tar(rt["package"]) if art["path"].endswith(".tar") else b"stand-in runtime\n")
-            self.sign(rt["signature"], rt["artifacts"], self.key("vendors", rt["vendor"]), "runtime", rt)
-        for m in self.data["models"]:
-            for art in m["files"]:
-                self.put(art, f"stand-in {posixpath.basename(art['path'])} of {m['name']}\n".encode() * 32)
-            signer = self.key("publishers", m["publisher"])
-            if m.get("signature_format") == "model-signing":
-                priv = self.root / f"{m['publisher']}.pem"
-                priv.write_bytes(signer.private_pem(None))
-                model_dir = self.store / posixpath.dirname(m["files"][0]["path"])
-                signing.Config().use_elliptic_key_signer(private_key=priv).sign(model_dir, self.store / m["signature"])
-            else:
-                self.sign(m["signature"], m["files"], signer, "model", m)
 
 
 @pytest.mark.parametrize("example", ["kr-telco", "eu-sovereign"])

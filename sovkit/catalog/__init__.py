@@ -63,6 +63,10 @@ class AcceleratorKind(BaseModel):
     power_idle_w: Figure
     power_prefill_w: Figure
     power_decode_w: Figure
+    #: devices the vendor tool lists per card (a card exposing several NPUs lists each); the firmware role
+    #: expects ``count x devices_per_card`` devices of the kind, since inventories count cards
+    devices_per_card: Annotated[int, Field(ge=1, le=16)] = 1
+    devices_per_card_source: Source | None = None
 
 
 class CpuKind(BaseModel):

@@ -42,7 +42,7 @@ class DesiredFirmware(_M):
     vendor: str
     image: StoreFile
     signature: str | None
-    count: int
+    count: int  # devices the vendor tool must list: cards x the kind's devices_per_card
     profile: str
     power_cap_w: int | None = None
 
@@ -172,7 +172,8 @@ class Firmware(ComponentKind):
                 kind=slot.kind, name=f.name, version=f.version, vendor=f.vendor,
                 image=StoreFile(store_path=f.image.path, sha256=f.image.sha256, size=f.image.size,
                                 name=posixpath.basename(f.image.path)),
-                signature=f.signature, count=slot.count + (prev.count if prev else 0),
+                signature=f.signature,
+                count=slot.count * catalog.accelerators[slot.kind].devices_per_card + (prev.count if prev else 0),
                 profile=catalog.accelerators[slot.kind].profile, power_cap_w=cap,
             )
         return fw
