@@ -19,9 +19,10 @@ import os
 import re
 import shutil
 import signal
+import tempfile
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,7 +108,7 @@ _RESULT_EVENTS = {"runner_on_ok", "runner_on_failed", "runner_item_on_ok", "runn
 # only what Ansible needs is passed on, and nothing whose name or value is a secret.
 _INHERITED = frozenset({"PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TERM", "TMPDIR", "TZ",
                         "SSH_AUTH_SOCK", "VIRTUAL_ENV", "PWD"})
-_INHERITED_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON", "PYENV_")
+_INHERITED_PREFIXES = ("ANSIBLE_", "LC_", "PYTHON", "PYENV_", "SOVKIT_BMC_")
 _SECRET_NAME = re.compile(r"PASSPHRASE|PASSWORD|PASSWD|_PASS$|TOKEN|SECRET|CREDENTIAL|_KEY$|^KEY$", re.IGNORECASE)
 _MIN_SCANNED = 8  # shorter secret values are dropped from the environment but not searched for in files
 
@@ -130,6 +131,37 @@ def runner_env(env: Mapping[str, str], inherited: Mapping[str, str]) -> dict[str
             continue
         out[k] = v
     return out
+
+
+#: BMC credentials for vendor steps that go through the board's BMC (NVIDIA ``nvfwupd``): the address and user
+#: pass through; the password never enters ansible-playbook's environment (runner writes that to
+#: artifacts/*/command) — the firmware role reads it on the controller from the file this variable names.
+BMC_AUTH_PATH = "SOVKIT_BMC_AUTH_PATH"
+
+
+@contextlib.contextmanager
+def bmc_password_file(environ: Mapping[str, str]) -> Iterator[str | None]:
+    """The path of a file holding the BMC password: $SOVKIT_BMC_PASSWORD_FILE as given, or a private (0600)
+    temporary file outside the run directory holding $SOVKIT_BMC_PASSWORD, removed when the run ends."""
+    given = environ.get("SOVKIT_BMC_PASSWORD_FILE")
+    if given:
+        if not os.path.isfile(given):
+            raise ProvisionError(f"$SOVKIT_BMC_PASSWORD_FILE names {given!r}, which is not a file",
+                                 "point it at the file holding the BMC password, or unset it")
+        yield given
+        return
+    password = environ.get("SOVKIT_BMC_PASSWORD")
+    if not password:
+        yield None
+        return
+    fd, path = tempfile.mkstemp(prefix="sovkit-bmc-")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            out.write(password)
+        yield path
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)
 
 
 def scrub_secrets(run_dir: Path, secrets: Mapping[str, str]) -> list[tuple[Path, str]]:
@@ -273,6 +305,12 @@ class AnsibleRunnerExecutor:
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
     ) -> RunResult:
+        with bmc_password_file(os.environ) as bmc_auth:
+            return self._run(playbook, targets, on_event, workdir, cancel, run_id,
+                             {BMC_AUTH_PATH: bmc_auth} if bmc_auth else {})
+
+    def _run(self, playbook: str, targets: list[HostTarget], on_event: Callable[[ExecEvent], None], workdir: Path,
+             cancel: Callable[[], bool], run_id: str | None, extra_env: dict[str, str]) -> RunResult:
         need = _FREE_BASE + _FREE_PER_HOST * len(targets)
         workdir.mkdir(parents=True, exist_ok=True)
         if _free(workdir) < need:
@@ -348,7 +386,7 @@ class AnsibleRunnerExecutor:
                 verbosity=self.verbosity or None,
                 suppress_env_files=False,
             )
-            runner.config.env = runner_env(runner.config.env, os.environ)
+            runner.config.env = {**runner_env(runner.config.env, os.environ), **extra_env}
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise disk_full(run_dir, f"Ansible run {run_id} was not started; no host was touched",

@@ -39,6 +39,7 @@ __all__ = [
     "parse_image",
     "read_devices",
     "script_path",
+    "set_bmc",
     "set_fault",
     "state_path",
 ]
@@ -225,3 +226,10 @@ def set_fault(root: Path, device: str, fault: str | None) -> None:
         if not matches:
             raise ValueError(f"no device {device!r} under {root}")
         matches[0]["fault"] = fault
+
+
+def set_bmc(root: Path, address: str, user: str, password: str) -> None:
+    """Give the host's simulated BMC its credentials: ``nvfwupd`` then refuses any other ip/user/password."""
+    host = simcore.Host(Path(root))
+    with host.locked() as state:
+        state["bmc"] = {"ip": address, "user": user, "password": password}

@@ -141,7 +141,7 @@ def nvfwupd(host: core.Host, argv: list[str]) -> str:
     """``nvfwupd -t ip=BMC user=U password=P [servertype=T] update_fw -p PKG [-s FILE]`` / ``show_version``.
 
     The simulated BMC updates every GPU the package is built for; the new firmware boots on a GPU reset or a
-    reboot [R]. The target's ip/user/password are required and otherwise ignored.
+    reboot [R]. The target's ip/user/password are required; once `set_bmc` gave the BMC credentials, others are refused.
     """
     args = list(argv)
     if not args or args.pop(0) != "-t":
@@ -154,6 +154,9 @@ def nvfwupd(host: core.Host, argv: list[str]) -> str:
     missing = [k for k in ("ip", "user", "password") if not target.get(k)]
     if missing:
         raise core.SimError(f"target needs {', '.join(k + '=' for k in missing)}", core.EXIT_USAGE)
+    bmc = host.load().get("bmc")
+    if bmc and any(target.get(k) != bmc[k] for k in ("ip", "user", "password")):
+        raise core.SimError(f"BMC {target['ip']}: authentication failed for user {target['user']!r}", 1)
     command = args.pop(0) if args else ""
     package = _option(args, "-p")
     want_json = "-j" in args

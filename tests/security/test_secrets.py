@@ -62,6 +62,27 @@ def test_runner_env_drops_secrets_and_unlisted_inherited_variables() -> None:
                                           "AWX_ISOLATED_DATA_DIR": "/run/x"}
 
 
+def test_bmc_address_and_user_reach_ansible_the_password_only_as_a_private_file(tmp_path: Path) -> None:
+    from sovkit.provision.ansible_executor import bmc_password_file, runner_env
+
+    inherited = {"PATH": "/usr/bin", "SOVKIT_BMC_ADDRESS_GPU_01": "10.0.9.11", "SOVKIT_BMC_USER": "fwadmin",
+                 "SOVKIT_BMC_PASSWORD": "bmc-pw-value-123", "SOVKIT_BMC_PASSWORD_FILE": "/nonexistent"}
+    assert runner_env(inherited, inherited) == {"PATH": "/usr/bin", "SOVKIT_BMC_ADDRESS_GPU_01": "10.0.9.11",
+                                                "SOVKIT_BMC_USER": "fwadmin"}
+    with bmc_password_file({"SOVKIT_BMC_PASSWORD": "bmc-pw-value-123"}) as path:
+        assert path is not None
+        written = Path(path)
+        assert written.read_text() == "bmc-pw-value-123" and written.stat().st_mode & 0o077 == 0
+    assert not written.exists()  # removed when the run ends
+    given = tmp_path / "pw"
+    given.write_text("x")
+    with bmc_password_file({"SOVKIT_BMC_PASSWORD_FILE": str(given), "SOVKIT_BMC_PASSWORD": "y"}) as path:
+        assert path == str(given)
+    assert given.exists()  # the operator's own file is never removed
+    with bmc_password_file({}) as path:
+        assert path is None
+
+
 def test_a_secret_found_in_a_run_directory_is_scrubbed_and_reported(tmp_path: Path) -> None:
     from sovkit.provision.ansible_executor import scrub_secrets, secret_values
 
