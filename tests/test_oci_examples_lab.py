@@ -1,4 +1,4 @@
-"""The kr-telco production example applied end to end from a real OCI registry onto lab hosts.
+"""The production examples (kr-telco, eu-sovereign) applied end to end from a real OCI registry onto lab hosts.
 
 Each example keeps its structure — racks, host names, CPUs, accelerator kinds and counts, firmware, runtimes
 as wheelhouse archives, models with their signature format, deployments, serving groups, policy — with
@@ -16,9 +16,8 @@ model and starts serving. The runtimes are stand-ins named like the real package
 demo runtime's server: a deployment only becomes healthy when sovkit launched it in the runtime's format.
 A registry serving a wrong blob is covered on the demo site by tests/test_oci_store.py.
 
-eu-sovereign is not applied here yet: its NVIDIA hosts fail at nvfwupd because the executor does not pass
-SOVKIT_BMC_* to ansible-playbook (runner_env's allowlist; the password is dropped as a secret), so the
-firmware role's ``lookup('env', ...)`` reads empty values. The ``Example`` class takes any example by name.
+eu-sovereign's NVIDIA hosts take their firmware through nvfwupd with BMC credentials from the controller's
+environment (the simulated BMC needs them non-empty; tests/test_firmware_nvidia_lab.py checks them).
 """
 
 from __future__ import annotations
@@ -54,7 +53,7 @@ AUTH = "SOVKIT_REGISTRY_AUTH"  # the name kr-telco's inventory gives
 
 @pytest.fixture(scope="module")
 def example_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostLab]:
-    """Four lab hosts (each production example has four), for the examples one after the other."""
+    """Four lab hosts (both examples have four), shared by the two examples one after the other."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
@@ -208,6 +207,22 @@ def test_kr_telco_applies_end_to_end_from_the_registry(example_lab: HostLab, reg
         assert "version 4.0" in json.loads(answer.out)["text"]
         logs = _launch_logs(ex)
         assert "vllm (sovkit stand-in): accepted" in logs and "RblnP2pGlooConnector" in logs
+    finally:
+        stop_all(ex.hosts_dir)
+
+
+def test_eu_sovereign_applies_end_to_end_from_the_registry(example_lab: HostLab, registry: LoopbackRegistry,
+                                                           tmp_path: Path) -> None:
+    ex = Example("eu-sovereign", tmp_path, example_lab, registry)
+    try:
+        _apply_and_check(ex, registry)
+        answer = run_cli("serving", "request", ex.path, "--to", "assist", "--json", env=ex.env)
+        assert answer.code == 0, answer.text
+        assert "version 24b-2503" in json.loads(answer.out)["text"]
+        batch = run_cli("serving", "request", ex.path, "--to", "assist-batch", "--json", env=ex.env)
+        assert batch.code == 0, batch.text
+        logs = _launch_logs(ex)
+        assert "furiosa-llm (sovkit stand-in): accepted" in logs and "NixlConnector" in logs
     finally:
         stop_all(ex.hosts_dir)
 
