@@ -1,0 +1,287 @@
+"""The planner's view of a site as declared: each deployment's TTFT and TPOT at its own shape, each rack's peak.
+
+Policy carries these numbers into its input (sovkit/policy/input.py) and the Rego only compares them with the
+targets and budgets (SV-008, SV-009, CAP-001, CAP-002). The shape a deployment is judged at:
+
+- prompt: ``max_model_len // 2`` tokens (half of the longest sequence the deployment accepts);
+- TTFT: prefill of one such prompt at batch 1 (no queueing), plus, for a serving group, the KV cache of that
+  prompt sent over the group's link; the prefill side's kind and TP;
+- TPOT: one decode step at ``max_batch`` sequences with that many tokens in each KV cache; the decode side's
+  kind and TP (a co-located ``role: both`` deployment is both sides).
+
+A rack's peak: every device serving a prefill (or co-located) deployment at its prefill power, every device
+serving a decode deployment at its decode power, every other device at its idle power (each capped at the
+slot's ``power_cap_w``), plus the CPUs' TDP. A kind without phase-power figures counts at its TDP.
+Predictions are memoized per (model, kind, TP, batch, tokens, dtypes, cap): a 10,000-host site predicts once
+per distinct shape.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sovkit.catalog import Catalog
+from sovkit.errors import PlannerError
+from sovkit.inventory import serving as sv
+from sovkit.inventory.models import Deployment, Host, Model, ServingGroup, Site
+from sovkit.planner.hardware import DeviceSpec, device_spec
+from sovkit.planner.modelshape import Dtype, ModelShape, read_config
+from sovkit.planner.perf import Prediction, Predictor, RooflinePredictor, Workload
+
+#: bandwidth of a KV-transfer link, GB/s one way, with its source label (shared/reference carries none)
+LINK_GBS: dict[str, tuple[float, str]] = {
+    "loopback": (10.0, "[R] sovkit assumption: one memory copy through the kernel's loopback device"),
+    "ethernet": (12.5, "[R] sovkit assumption: 100 GbE"),
+    "rdma": (50.0, "[R] sovkit assumption: 400 Gb/s InfiniBand or RoCE"),
+    "pcie": (64.0, "[S] PCIe 5.0 x16, one direction"),
+    "nvlink": (450.0, "[S] NVLink 4 (H100 SXM): 900 GB/s both directions"),
+}
+
+
+def site_predictor() -> Predictor:
+    """The predictor policy and the demo use: the shipped roofline model with the catalog's calibrations."""
+    return RooflinePredictor()
+
+
+def judged_prompt_tokens(d: Deployment) -> int:
+    """The prompt (and decode context) length a deployment's targets are judged at: half its max_model_len."""
+    return max(1, d.max_model_len // 2)
+
+
+@dataclass(frozen=True)
+class DeploymentForecast:
+    """Predicted latency of one deployment (a group's members share the group's TTFT and TPOT)."""
+
+    deployment: str
+    group: str | None
+    role: str
+    accelerator: str
+    tensor_parallel: int
+    max_batch: int
+    prompt_tokens: int
+    prefill_ms: float | None
+    kv_transfer_ms: float | None
+    ttft_ms: float | None
+    tpot_ms: float | None
+    calibrated: bool
+    calibration_source: str
+    error: str | None  # why there is no prediction (then the times are None)
+
+
+@dataclass(frozen=True)
+class PowerTerm:
+    """``count`` devices (or CPUs) at ``watts_each`` in one state: prefill, decode, idle, tdp (no phase figure), cpu."""
+
+    state: str
+    kind: str
+    count: int
+    watts_each: float
+
+
+@dataclass(frozen=True)
+class RackPeak:
+    rack: str
+    peak_w: float
+    terms: list[PowerTerm]
+    phase_devices: int  # devices counted at a phase-power figure
+    tdp_devices: int  # devices counted at TDP (their kind has no phase-power figures)
+    unknown: int  # components with neither figure (the peak is a lower bound)
+
+
+@dataclass
+class SitePredictor:
+    """Predictions for one site, memoized (model configs, device specs and shapes are each computed once)."""
+
+    site: Site
+    root: Path  # where the inventory's relative paths (models[].config) resolve
+    catalog: Catalog
+    predictor: Predictor
+    _shapes: dict[str, ModelShape | PlannerError] = field(default_factory=dict)
+    _specs: dict[str, DeviceSpec | PlannerError] = field(default_factory=dict)
+    _memo: dict[tuple[object, ...], Prediction] = field(default_factory=dict)
+    _placed: sv.Placements | None = None
+
+    def placements(self) -> sv.Placements:
+        if self._placed is None:
+            self._placed = sv.placements(self.site, self.catalog)
+        return self._placed
+
+    def shape(self, model: Model) -> ModelShape:
+        if model.name not in self._shapes:
+            try:
+                if model.config is None:
+                    raise PlannerError(f"model {model.name} declares no config (its config.json)",
+                                       "set models[].config to the model's config.json, relative to the inventory")
+                self._shapes[model.name] = read_config(self.root / model.config, name=model.name)
+            except PlannerError as exc:
+                self._shapes[model.name] = exc
+        got = self._shapes[model.name]
+        if isinstance(got, PlannerError):
+            raise got
+        return got
+
+    def spec(self, kind: str) -> DeviceSpec:
+        if kind not in self._specs:
+            try:
+                self._specs[kind] = device_spec(self.catalog, kind)
+            except PlannerError as exc:
+                self._specs[kind] = exc
+        got = self._specs[kind]
+        if isinstance(got, PlannerError):
+            raise got
+        return got
+
+    def predict(self, model: Model, kind: str, work: Workload) -> Prediction:
+        key = (model.name, kind, work)
+        if key not in self._memo:
+            self._memo[key] = self.predictor.predict(self.shape(model), self.spec(kind), work)
+        return self._memo[key]
+
+
+def _cap(host: Host, kind: str) -> float | None:
+    caps = [s.power_cap_w for s in host.accelerators if s.kind == kind and s.power_cap_w is not None]
+    return float(min(caps)) if caps else None
+
+
+def _workload(d: Deployment, model: Model, batch: int, tokens: int, cap: float | None) -> Workload:
+    kv: Dtype = sv.effective_kv_dtype(d, model)  # type: ignore[assignment]  # KvDtype is a subset of Dtype
+    return Workload(tp=d.tensor_parallel, batch=batch, prompt_tokens=tokens, context_tokens=tokens,
+                    weight_dtype=model.dtype, kv_dtype=kv, power_cap_w=cap)
+
+
+def _kind_of(site: Site, placed: sv.Placements, d: Deployment) -> tuple[str, Host] | None:
+    """The accelerator kind serving ``d`` (its first host's allocated devices) and that host."""
+    hosts = {h.name: h for h in site.hosts}
+    for name in d.hosts:
+        try:
+            p = placed.get(d.name, name)
+        except KeyError:
+            continue
+        kinds = list(p.device_kinds) or sv.host_devices(hosts[name])
+        if kinds:
+            return kinds[0], hosts[name]
+    return None
+
+
+@dataclass(frozen=True)
+class _Side:
+    prefill_ms: float
+    decode_ms: float
+    kv_bytes_per_token: int
+    calibrated: bool
+    source: str
+
+
+def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] = judged_prompt_tokens,
+                         batch: Callable[[Deployment], int] | None = None) -> list[DeploymentForecast]:
+    """A forecast per deployment whose model and kind are known (see the module docstring for the shape).
+
+    ``tokens``/``batch`` override the judged prompt length and decode batch (the demo's request: its own
+    prompt at batch 1).
+    """
+    site = sp.site
+    placed = sp.placements()
+    models = {m.name: m for m in site.models}
+    deployments = {d.name: d for d in site.deployments}
+    groups = sv.group_of(site)
+
+    def side(d: Deployment, n_tokens: int) -> tuple[str, _Side]:
+        model = models[d.model]
+        where = _kind_of(site, placed, d)
+        if where is None:
+            raise PlannerError(f"deployment {d.name} has no accelerator to run on")
+        kind, host = where
+        cap = _cap(host, kind)
+        first = sp.predict(model, kind, _workload(d, model, 1, n_tokens, cap))
+        full = sp.predict(model, kind, _workload(d, model, batch(d) if batch else d.max_batch, n_tokens, cap))
+        return kind, _Side(first.prefill_ms, full.decode_step_ms, first.kv_bytes_per_token,
+                           first.calibrated and full.calibrated, first.calibration_source)
+
+    out: list[DeploymentForecast] = []
+    for d in site.deployments:
+        where = _kind_of(site, placed, d)
+        if d.model not in models or where is None:
+            continue
+        kind = where[0]
+        n = tokens(d)
+        g: ServingGroup | None = groups[d.name][0] if d.name in groups else None
+        try:
+            if g is not None and g.prefill in deployments and g.decode in deployments:
+                pre_d, dec_d = deployments[g.prefill], deployments[g.decode]
+                n = tokens(pre_d)
+                _, pre = side(pre_d, n)
+                _, dec = side(dec_d, n)
+                link_gbs = LINK_GBS[g.kv_transfer.link][0]
+                kv_ms = pre.kv_bytes_per_token * n / (link_gbs * 1e9) * 1e3
+                ttft: float | None = pre.prefill_ms + kv_ms
+                tpot: float | None = dec.decode_ms
+                prefill_ms: float | None = pre.prefill_ms
+                calibrated = pre.calibrated and dec.calibrated
+                source = pre.source if pre.source == dec.source else f"prefill: {pre.source}; decode: {dec.source}"
+                kv: float | None = kv_ms
+            else:
+                _, one = side(d, n)
+                prefill_ms, kv, calibrated, source = one.prefill_ms, None, one.calibrated, one.source
+                ttft = one.prefill_ms if d.role in ("prefill", "both") else None
+                tpot = one.decode_ms if d.role in ("decode", "both") else None
+        except PlannerError as exc:
+            out.append(DeploymentForecast(d.name, g.name if g else None, d.role, kind, d.tensor_parallel,
+                                          d.max_batch, n, None, None, None, None, False, "", exc.message))
+            continue
+        out.append(DeploymentForecast(d.name, g.name if g else None, d.role, kind, d.tensor_parallel, d.max_batch,
+                                      n, prefill_ms, kv, ttft, tpot, calibrated, source, None))
+    return out
+
+
+def rack_peaks(sp: SitePredictor) -> list[RackPeak]:
+    """Each rack's peak power by phase (the module docstring says how each device and CPU counts)."""
+    site, catalog, spec = sp.site, sp.catalog, sp.spec
+    placed = sp.placements()
+    roles = {d.name: d.role for d in site.deployments}
+    state_of: dict[tuple[str, int], str] = {}
+    for p in placed.hosts:
+        role = roles.get(p.deployment, "both")
+        for index in p.devices:
+            # a device claimed twice (SV-004 denies that) counts at the hungrier phase
+            if state_of.get((p.host, index)) != "prefill":
+                state_of[(p.host, index)] = "decode" if role == "decode" else "prefill"
+    terms: dict[str, dict[tuple[str, str, float], int]] = {r.name: {} for r in site.racks}
+    unknown = dict.fromkeys(terms, 0)
+    phase = dict.fromkeys(terms, 0)
+    tdp = dict.fromkeys(terms, 0)
+
+    def add(rack: str, state: str, kind: str, watts: float) -> None:
+        key = (state, kind, watts)
+        terms[rack][key] = terms[rack].get(key, 0) + 1
+
+    for h in site.hosts:
+        if h.rack not in terms:
+            continue
+        cpu = catalog.cpus.get(h.cpu)
+        if cpu is not None and cpu.tdp_w.value is not None:
+            add(h.rack, "cpu", h.cpu, cpu.tdp_w.value)
+        else:
+            unknown[h.rack] += 1
+        for index, kind in enumerate(sv.host_devices(h)):
+            state = state_of.get((h.name, index), "idle")
+            cap = _cap(h, kind)
+            try:
+                s = spec(kind)
+                w = {"prefill": s.power_prefill_w, "decode": s.power_decode_w, "idle": s.power_idle_w}[state]
+                phase[h.rack] += 1
+            except PlannerError:
+                acc = catalog.accelerators.get(kind)
+                if acc is None or acc.tdp_w.value is None:
+                    unknown[h.rack] += 1
+                    continue
+                w, state = acc.tdp_w.value, "tdp"
+                tdp[h.rack] += 1
+            add(h.rack, state, kind, min(w, cap) if cap is not None else w)
+    out = []
+    for r in site.racks:
+        ts = [PowerTerm(state, kind, n, w) for (state, kind, w), n in sorted(terms[r.name].items())]
+        out.append(RackPeak(r.name, sum(t.count * t.watts_each for t in ts), ts, phase[r.name], tdp[r.name],
+                            unknown[r.name]))
+    return out
