@@ -36,6 +36,7 @@ from sovkit.inventory.capacity import RackPower, host_power, rack_power
 from sovkit.inventory.models import Site
 from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
+from sovkit.planner.forecast import RequestForecast, SitePredictor, request_forecast, site_predictor
 from sovkit.policy.api import PolicyBundleFile, PolicyDecision, evaluate_policy, export_policy_bundle
 from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import build_input, input_schema
@@ -129,6 +130,7 @@ __all__ = [
     "RefreshOutput",
     "RefreshResult",
     "RegoTestResult",
+    "RequestForecast",
     "SavedPlan",
     "Signer",
     "StateStore",
@@ -170,6 +172,7 @@ __all__ = [
     "rollback",
     "run_policy_tests",
     "save_plan",
+    "serving_forecast",
     "serving_request",
     "serving_status",
     "serving_stop",
@@ -310,6 +313,13 @@ def serving_request(*, workspace: Workspace, prompt: str, target: str | None = N
                     max_tokens: int = 16) -> Answer:
     """One streamed completion through a serving group's router (or a plain deployment), timed."""
     return _send_request(desired_site(workspace.inventory), prompt, target, max_tokens)
+
+
+def serving_forecast(*, workspace: Workspace, prompt: str, target: str | None = None) -> RequestForecast | None:
+    """The planner's prediction for the request `serving_request` sends (same prompt and unit, batch 1), or None
+    when the unit's model has no config or its chip is unknown to the planner."""
+    inv = workspace.inventory
+    return request_forecast(SitePredictor(inv.site, inv.root, load_catalog(), site_predictor()), prompt, target)
 
 
 def serving_stop(*, workspace: Workspace, hosts: list[str] | None = None, on_event: OnEvent = _quiet

@@ -285,3 +285,64 @@ def rack_peaks(sp: SitePredictor) -> list[RackPeak]:
         out.append(RackPeak(r.name, sum(t.count * t.watts_each for t in ts), ts, phase[r.name], tdp[r.name],
                             unknown[r.name]))
     return out
+
+
+@dataclass(frozen=True)
+class RequestForecast:
+    """The prediction for one request through a serving unit (a group, or a plain deployment), at batch 1."""
+
+    unit: str
+    prompt_tokens: int
+    tokens_estimated: bool  # True: counted as UTF-8 bytes / 4 (no tokenizer here); False: a byte-level model
+    front: DeploymentForecast  # the prefill side (or the plain deployment): its TTFT is the unit's
+    decode: DeploymentForecast | None  # the decode side of a group
+    simulated: bool  # the unit runs the demo runtime (family `demo`): measured times are the simulator's
+
+    @property
+    def ttft_ms(self) -> float | None:
+        return self.front.ttft_ms
+
+    @property
+    def tpot_ms(self) -> float | None:
+        return self.front.tpot_ms
+
+
+def prompt_token_count(prompt: str, shape: ModelShape) -> tuple[int, bool]:
+    """Tokens of ``prompt`` and whether that is an estimate: a byte-level vocabulary (<= 256) counts bytes;
+    anything else is estimated at 4 UTF-8 bytes per token."""
+    size = len(prompt.encode("utf-8"))
+    if shape.vocab <= 256:
+        return max(1, size), False
+    return max(1, size // 4), True
+
+
+def request_forecast(sp: SitePredictor, prompt: str, target: str | None = None) -> RequestForecast | None:
+    """What the planner predicts for ``prompt`` sent to ``target`` (default: the first unit by name, as
+    `sovkit serving request` picks); None when the unit's model has no config or its chip is unknown."""
+    site = sp.site
+    grouped = sv.group_of(site)
+    units = {g.name: g.prefill for g in site.serving_groups} | {
+        d.name: d.name for d in site.deployments if d.name not in grouped}
+    if not units:
+        return None
+    unit = target if target is not None else sorted(units)[0]
+    if unit not in units:
+        return None
+    deployments = {d.name: d for d in site.deployments}
+    front_d = deployments.get(units[unit])
+    model = next((m for m in site.models if front_d is not None and m.name == front_d.model), None)
+    if front_d is None or model is None:
+        return None
+    try:
+        n, estimated = prompt_token_count(prompt, sp.shape(model))
+    except PlannerError:
+        return None
+    by_name = {f.deployment: f for f in forecast_deployments(sp, tokens=lambda d: n, batch=lambda d: 1)}
+    front = by_name.get(front_d.name)
+    if front is None or front.error is not None:
+        return None
+    group = next((g for g in site.serving_groups if g.name == unit), None)
+    decode = by_name.get(group.decode) if group is not None else None
+    families = {r.name: r.family for r in site.runtimes}
+    members = [front_d] + ([deployments[group.decode]] if group is not None and group.decode in deployments else [])
+    return RequestForecast(unit, n, estimated, front, decode, any(families.get(d.runtime) == "demo" for d in members))
