@@ -82,8 +82,8 @@ def _show_forecast(f: api.RequestForecast | None, answer: api.Answer) -> None:
     tokens = f"{'~' if f.tokens_estimated else ''}{f.prompt_tokens}-token prompt"
     tpot = f"{f.tpot_ms:.3f} ms" if f.tpot_ms is not None else "-"
     console.print(f"measured:  time to first token {answer.ttft_ms:.1f} ms, per token {per_token}")
-    console.print(f"predicted: time to first token {f.ttft_ms:.3f} ms ({prefill}), per token {tpot} "
-                  f"[dim](serving planner, {escape(tokens)} at batch 1, {escape(where)}, {calibrated})[/]")
+    console.print(f"predicted: time to first token {f.ttft_ms:.3f} ms ({prefill}), per token {tpot}")
+    console.print(f"[dim]           (serving planner, {escape(tokens)} at batch 1, {escape(where)}, {calibrated})[/]")
     if f.simulated:
         console.print("[dim]on the simulator the measured side is the simulator's: the demo runtime does no model "
                       "arithmetic on simulated NPUs, so its times are this machine's processes and HTTP; the "
