@@ -25,9 +25,10 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
     assert "serving group chat (apply): smoke request through chat-router on npu-node-1" in first.out
     # beside what the request measured, the serving planner's prediction for the same shape, labelled
     flat = " ".join(first.out.split())  # rich wraps long lines
-    measured = re.search(r"measured: time to first token ([0-9.]+) ms, per token ([0-9.]+) ms", flat)
-    predicted = re.search(r"predicted: time to first token ([0-9.]+) ms \(prefill ([0-9.]+) ms \+ KV transfer "
-                          r"([0-9.]+) ms\), per token ([0-9.]+) ms", flat)
+    num = r"([0-9.]+(?:e[+-][0-9]+)?)"
+    measured = re.search(rf"measured: time to first token {num} ms, per token {num} ms", flat)
+    predicted = re.search(rf"predicted: time to first token {num} ms \(prefill {num} ms \+ KV transfer {num} ms\), "
+                          rf"per token {num} ms", flat)
     assert measured and predicted, first.out
     assert all(float(x) > 0 for x in (*measured.groups(), *predicted.groups()))
     assert re.search(r"serving planner, \d+-token prompt at batch 1, prefill on rebellions-atom-max TP 2, decode on "
