@@ -260,7 +260,7 @@ warn contains lib.finding(
 	p.tpot_ms != null
 	p.tpot_ms > p.target_tpot_ms
 	msg := concat("", [
-		sprintf("deployment %s%s: predicted time per output token %v ms misses its %v ms target (one decode step of %d sequences with %d tokens of context each, on %s at TP %d; ", [p.deployment, _in_group(p), _ms(p.tpot_ms), p.target_tpot_ms, p.max_batch, p.prompt_tokens, p.accelerator, p.tensor_parallel]),
+		sprintf("deployment %s%s: predicted time per output token %v ms misses its %v ms target (one decode step of %d sequences with %d tokens of context each, on %s at TP %d; ", [p.deployment, _in_group(p), _ms(p.tpot_ms), p.target_tpot_ms, p.max_batch, p.context_tokens, p.accelerator, p.tensor_parallel]),
 		_calib(p), ")",
 	])
 }

@@ -163,7 +163,7 @@ test_sv_007_draft_signature_does_not_verify if {
 # A serving group's forecast: TTFT 180 ms (prefill 150 + KV transfer 30), TPOT 25 ms.
 _pred := {
 	"deployment": "p", "group": "g", "role": "prefill", "accelerator": "nvidia-h100-sxm", "tensor_parallel": 2,
-	"max_batch": 8, "prompt_tokens": 2048, "prefill_ms": 150, "kv_transfer_ms": 30, "ttft_ms": 180, "tpot_ms": 25,
+	"max_batch": 8, "prompt_tokens": 2048, "context_tokens": 3072, "prefill_ms": 150, "kv_transfer_ms": 30, "ttft_ms": 180, "tpot_ms": 25,
 	"calibrated": false, "calibration_source": "uncalibrated (default efficiencies)",
 	"target_ttft_ms": null, "target_tpot_ms": null, "error": null,
 }
@@ -193,7 +193,7 @@ test_sv_008_tpot_miss_warns_and_says_calibrated if {
 	w := serving.warn with input.serving as _predicted({"target_tpot_ms": 20, "calibrated": true, "calibration_source": "catalog: vendor benchmark"})
 	_ids(w) == {"SV-008"}
 	some f in w
-	f.msg == "deployment p (serving group g): predicted time per output token 25 ms misses its 20 ms target (one decode step of 8 sequences with 2048 tokens of context each, on nvidia-h100-sxm at TP 2; calibrated: catalog: vendor benchmark)"
+	f.msg == "deployment p (serving group g): predicted time per output token 25 ms misses its 20 ms target (one decode step of 8 sequences with 3072 tokens of context each, on nvidia-h100-sxm at TP 2; calibrated: catalog: vendor benchmark)"
 	contains(f.remediation, "max_batch")
 }
 

@@ -3,11 +3,12 @@
 Policy carries these numbers into its input (sovkit/policy/input.py) and the Rego only compares them with the
 targets and budgets (SV-008, SV-009, CAP-001, CAP-002). The shape a deployment is judged at:
 
-- prompt: ``max_model_len // 2`` tokens (half of the longest sequence the deployment accepts);
+- prompt: ``targets.isl`` tokens, else ``max_model_len // 2`` (half of the longest sequence it accepts);
 - TTFT: prefill of one such prompt at batch 1 (no queueing), plus, for a serving group, the KV cache of that
   prompt sent over the group's link; the prefill side's kind and TP;
-- TPOT: one decode step at ``max_batch`` sequences with that many tokens in each KV cache; the decode side's
-  kind and TP (a co-located ``role: both`` deployment is both sides).
+- TPOT: one decode step of ``max_batch`` sequences, each with ``(prompt + max_model_len) // 2`` tokens in its KV
+  cache (midway through the longest answer); the decode side's kind and TP (a co-located ``role: both``
+  deployment is both sides). With ``max_model_len = isl + osl`` this is the shape `sovkit serving plan` plans at.
 
 A rack's peak: every device serving a prefill (or co-located) deployment at its prefill power, every device
 serving a decode deployment at its decode power, every other device at its idle power (each capped at the
@@ -21,6 +22,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 from sovkit.catalog import Catalog
 from sovkit.errors import PlannerError
@@ -46,8 +48,15 @@ def site_predictor() -> Predictor:
 
 
 def judged_prompt_tokens(d: Deployment) -> int:
-    """The prompt (and decode context) length a deployment's targets are judged at: half its max_model_len."""
+    """The prompt a deployment's targets are judged at: ``targets.isl``, else half its max_model_len."""
+    if d.targets is not None and d.targets.isl is not None:
+        return d.targets.isl
     return max(1, d.max_model_len // 2)
+
+
+def decode_context(d: Deployment, prompt: int) -> int:
+    """Tokens in each sequence's KV cache when TPOT is judged: midway from the prompt to max_model_len."""
+    return max(prompt, (prompt + d.max_model_len) // 2)
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class DeploymentForecast:
     tensor_parallel: int
     max_batch: int
     prompt_tokens: int
+    context_tokens: int  # in each sequence's KV cache when TPOT is judged
     prefill_ms: float | None
     kv_transfer_ms: float | None
     ttft_ms: float | None
@@ -145,9 +155,9 @@ def _cap(host: Host, kind: str) -> float | None:
     return float(min(caps)) if caps else None
 
 
-def _workload(d: Deployment, model: Model, batch: int, tokens: int, cap: float | None) -> Workload:
-    kv: Dtype = sv.effective_kv_dtype(d, model)  # type: ignore[assignment]  # KvDtype is a subset of Dtype
-    return Workload(tp=d.tensor_parallel, batch=batch, prompt_tokens=tokens, context_tokens=tokens,
+def _workload(d: Deployment, model: Model, batch: int, tokens: int, context: int, cap: float | None) -> Workload:
+    kv = cast(Dtype, sv.effective_kv_dtype(d, model))  # KvDtype is a subset of Dtype
+    return Workload(tp=d.tensor_parallel, batch=batch, prompt_tokens=tokens, context_tokens=context,
                     weight_dtype=model.dtype, kv_dtype=kv, power_cap_w=cap)
 
 
@@ -175,11 +185,12 @@ class _Side:
 
 
 def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] = judged_prompt_tokens,
-                         batch: Callable[[Deployment], int] | None = None) -> list[DeploymentForecast]:
+                         batch: Callable[[Deployment], int] | None = None,
+                         context: Callable[[Deployment, int], int] = decode_context) -> list[DeploymentForecast]:
     """A forecast per deployment whose model and kind are known (see the module docstring for the shape).
 
-    ``tokens``/``batch`` override the judged prompt length and decode batch (the demo's request: its own
-    prompt at batch 1).
+    ``tokens``/``batch``/``context`` override the judged prompt length, decode batch and decode context (the
+    demo's request: its own prompt, at batch 1, decoding right after it).
     """
     site = sp.site
     placed = sp.placements()
@@ -187,15 +198,15 @@ def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] 
     deployments = {d.name: d for d in site.deployments}
     groups = sv.group_of(site)
 
-    def side(d: Deployment, n_tokens: int) -> tuple[str, _Side]:
+    def side(d: Deployment, n_tokens: int, ctx: int) -> tuple[str, _Side]:
         model = models[d.model]
         where = _kind_of(site, placed, d)
         if where is None:
             raise PlannerError(f"deployment {d.name} has no accelerator to run on")
         kind, host = where
         cap = _cap(host, kind)
-        first = sp.predict(model, kind, _workload(d, model, 1, n_tokens, cap))
-        full = sp.predict(model, kind, _workload(d, model, batch(d) if batch else d.max_batch, n_tokens, cap))
+        first = sp.predict(model, kind, _workload(d, model, 1, n_tokens, n_tokens, cap))
+        full = sp.predict(model, kind, _workload(d, model, batch(d) if batch else d.max_batch, n_tokens, ctx, cap))
         return kind, _Side(first.prefill_ms, full.decode_step_ms, first.kv_bytes_per_token,
                            first.calibrated and full.calibrated, first.calibration_source)
 
@@ -206,13 +217,15 @@ def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] 
             continue
         kind = where[0]
         n = tokens(d)
+        ctx = context(d, n)
         g: ServingGroup | None = groups[d.name][0] if d.name in groups else None
         try:
             if g is not None and g.prefill in deployments and g.decode in deployments:
                 pre_d, dec_d = deployments[g.prefill], deployments[g.decode]
                 n = tokens(pre_d)
-                _, pre = side(pre_d, n)
-                _, dec = side(dec_d, n)
+                ctx = context(dec_d, n)
+                _, pre = side(pre_d, n, n)
+                _, dec = side(dec_d, n, ctx)
                 link_gbs = LINK_GBS[g.kv_transfer.link][0]
                 kv_ms = pre.kv_bytes_per_token * n / (link_gbs * 1e9) * 1e3
                 ttft: float | None = pre.prefill_ms + kv_ms
@@ -222,16 +235,17 @@ def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] 
                 source = pre.source if pre.source == dec.source else f"prefill: {pre.source}; decode: {dec.source}"
                 kv: float | None = kv_ms
             else:
-                _, one = side(d, n)
+                ctx = context(d, n)
+                _, one = side(d, n, ctx)
                 prefill_ms, kv, calibrated, source = one.prefill_ms, None, one.calibrated, one.source
                 ttft = one.prefill_ms if d.role in ("prefill", "both") else None
                 tpot = one.decode_ms if d.role in ("decode", "both") else None
         except PlannerError as exc:
             out.append(DeploymentForecast(d.name, g.name if g else None, d.role, kind, d.tensor_parallel,
-                                          d.max_batch, n, None, None, None, None, False, "", exc.message))
+                                          d.max_batch, n, ctx, None, None, None, None, False, "", exc.message))
             continue
         out.append(DeploymentForecast(d.name, g.name if g else None, d.role, kind, d.tensor_parallel, d.max_batch,
-                                      n, prefill_ms, kv, ttft, tpot, calibrated, source, None))
+                                      n, ctx, prefill_ms, kv, ttft, tpot, calibrated, source, None))
     return out
 
 
@@ -337,7 +351,8 @@ def request_forecast(sp: SitePredictor, prompt: str, target: str | None = None) 
         n, estimated = prompt_token_count(prompt, sp.shape(model))
     except PlannerError:
         return None
-    by_name = {f.deployment: f for f in forecast_deployments(sp, tokens=lambda d: n, batch=lambda d: 1)}
+    by_name = {f.deployment: f for f in forecast_deployments(sp, tokens=lambda d: n, batch=lambda d: 1,
+                                                             context=lambda d, p: p)}
     front = by_name.get(front_d.name)
     if front is None or front.error is not None:
         return None

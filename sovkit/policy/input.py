@@ -263,8 +263,8 @@ class PredictionInfo(_Doc):
     """The planner's predicted latency for a deployment at its own shape, next to its targets (SV-008/009).
 
     A serving group's two deployments carry the group's numbers: TTFT is the prefill side's prefill of one
-    ``prompt_tokens`` prompt plus the KV transfer, TPOT the decode side's step at ``max_batch``
-    (sovkit/planner/forecast.py). ``error`` says why there is no prediction.
+    ``prompt_tokens`` prompt plus the KV transfer, TPOT the decode side's step of ``max_batch`` sequences with
+    ``context_tokens`` each (sovkit/planner/forecast.py). ``error`` says why there is no prediction.
     """
 
     deployment: str
@@ -274,6 +274,7 @@ class PredictionInfo(_Doc):
     tensor_parallel: int
     max_batch: int
     prompt_tokens: int
+    context_tokens: int
     prefill_ms: float | None
     kv_transfer_ms: float | None
     ttft_ms: float | None
@@ -421,6 +422,7 @@ def _predictions(sp: SitePredictor) -> list[PredictionInfo]:
         out.append(PredictionInfo(
             deployment=f.deployment, group=f.group, role=f.role, accelerator=f.accelerator,
             tensor_parallel=f.tensor_parallel, max_batch=f.max_batch, prompt_tokens=f.prompt_tokens,
+            context_tokens=f.context_tokens,
             prefill_ms=f.prefill_ms, kv_transfer_ms=f.kv_transfer_ms, ttft_ms=f.ttft_ms, tpot_ms=f.tpot_ms,
             calibrated=f.calibrated, calibration_source=f.calibration_source,
             target_ttft_ms=t.ttft_ms if t else None, target_tpot_ms=t.tpot_ms if t else None, error=f.error))
