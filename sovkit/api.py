@@ -36,7 +36,11 @@ from sovkit.inventory.capacity import RackPower, host_power, rack_power
 from sovkit.inventory.models import Site
 from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
+from sovkit.planner import service as _planner
+from sovkit.planner.calibration import CalibrationFile
 from sovkit.planner.forecast import RequestForecast, SitePredictor, request_forecast, site_predictor
+from sovkit.planner.perf import Workload
+from sovkit.planner.service import PredictOutput
 from sovkit.policy.api import PolicyBundleFile, PolicyDecision, evaluate_policy, export_policy_bundle
 from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import build_input, input_schema
@@ -101,6 +105,7 @@ __all__ = [
     "BundleEvent",
     "BundleImported",
     "BundleInvalid",
+    "CalibrationFile",
     "Change",
     "DemoCommand",
     "DemoReport",
@@ -125,6 +130,7 @@ __all__ = [
     "PolicyBundleFile",
     "PolicyDecision",
     "PolicyEngine",
+    "PredictOutput",
     "PublicKey",
     "RackPower",
     "RefreshOutput",
@@ -135,6 +141,7 @@ __all__ = [
     "Signer",
     "StateStore",
     "Verification",
+    "Workload",
     "Workspace",
     "apply_inventory",
     "apply_plan",
@@ -172,7 +179,9 @@ __all__ = [
     "rollback",
     "run_policy_tests",
     "save_plan",
+    "serving_calibrate",
     "serving_forecast",
+    "serving_predict",
     "serving_request",
     "serving_status",
     "serving_stop",
@@ -326,6 +335,17 @@ def serving_stop(*, workspace: Workspace, hosts: list[str] | None = None, on_eve
                  ) -> ApplyReport:
     """Stop the recorded serving processes (on ``hosts``, or everywhere); `apply` starts them again."""
     return workflow.stop_serving(workspace, hosts, on_event)
+
+
+def serving_predict(*, model_config: str | Path, accelerator: str, work: Workload,
+                    calibration: Path | None = None) -> PredictOutput:
+    """Predict prefill/decode time, memory fit, power and tokens per joule for a model on a catalog kind."""
+    return _planner.predict(model_config=model_config, accelerator=accelerator, work=work, calibration=calibration)
+
+
+def serving_calibrate(*, measurements: Path, write: Path | None = None, per_tp: bool = False) -> CalibrationFile:
+    """Fit the performance model's efficiency factors to measured points (optionally writing the file)."""
+    return _planner.calibrate_measurements(measurements=measurements, write=write, per_tp=per_tp)
 
 
 def check_policy(*, workspace: Workspace) -> PolicyDecision:

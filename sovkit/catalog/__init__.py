@@ -58,6 +58,11 @@ class AcceleratorKind(BaseModel):
     memory_gb: Figure
     bandwidth_gbs: Figure
     tdp_w: Figure
+    #: what the serving planner reads besides: per-device all-reduce bandwidth (per direction) and phase power
+    interconnect_gbs: Figure
+    power_idle_w: Figure
+    power_prefill_w: Figure
+    power_decode_w: Figure
 
 
 class CpuKind(BaseModel):

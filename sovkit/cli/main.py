@@ -17,6 +17,7 @@ from sovkit.cli import (
     init_cmds,
     inventory_cmds,
     plan_cmds,
+    planner_cmds,
     policy_cmds,
     serving_cmds,
 )
@@ -49,7 +50,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds, init_cmds):
+                serving_cmds, planner_cmds, init_cmds):
     _module.register(app)
 
 

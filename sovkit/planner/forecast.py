@@ -28,6 +28,7 @@ from sovkit.catalog import Catalog
 from sovkit.errors import PlannerError
 from sovkit.inventory import serving as sv
 from sovkit.inventory.models import Deployment, Host, Model, ServingGroup, Site
+from sovkit.planner.calibration import load_calibrations
 from sovkit.planner.hardware import DeviceSpec, device_spec
 from sovkit.planner.modelshape import Dtype, ModelShape, read_config
 from sovkit.planner.perf import Prediction, Predictor, RooflinePredictor, Workload
@@ -44,7 +45,7 @@ LINK_GBS: dict[str, tuple[float, str]] = {
 
 def site_predictor() -> Predictor:
     """The predictor policy and the demo use: the shipped roofline model with the catalog's calibrations."""
-    return RooflinePredictor()
+    return RooflinePredictor(load_calibrations())
 
 
 def judged_prompt_tokens(d: Deployment) -> int:
