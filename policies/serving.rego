@@ -217,7 +217,15 @@ deny contains lib.finding(
 # SV-008: the planner's predicted latency meets the deployment's declared targets.
 # input.serving.predictions is computed in Python (sovkit/planner/forecast.py); the rule only compares. A serving
 # group's deployments share the group's numbers (TTFT: prefill + KV transfer; TPOT: the decode step).
-_ms(x) := round(x * 10) / 10
+# milliseconds as the messages print them: 0.1 ms from 1 ms up, 0.001 ms below, as they are under 1 us
+_ms(x) := round(x * 10) / 10 if x >= 1
+
+_ms(x) := round(x * 1000) / 1000 if {
+	x < 1
+	x >= 0.001
+}
+
+_ms(x) := x if x < 0.001
 
 _calib(p) := sprintf("calibrated: %s", [p.calibration_source]) if p.calibrated == true
 

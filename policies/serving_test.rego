@@ -220,3 +220,9 @@ test_sv_009_no_targets_no_warning if {
 	s := _predicted({"error": "model m declares no config (its config.json)", "ttft_ms": null, "tpot_ms": null})
 	count(serving.warn) == 0 with input.serving as s
 }
+
+test_sv_008_small_times_keep_their_digits if {
+	w := serving.warn with input.serving as _predicted({"tpot_ms": 0.007989, "target_tpot_ms": 0.005})
+	some f in w
+	startswith(f.msg, "deployment p (serving group g): predicted time per output token 0.008 ms misses its 0.005 ms target")
+}
