@@ -247,7 +247,7 @@ def test_waived_finding_is_allowed_and_stays_visible(tmp_path: Path, cli: Callab
 
 def test_human_output_groups_findings_and_exit_3(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
-    _all(_US_TELEMETRY, _set("racks", "power_budget_w", 2000))(site)
+    _all(_US_TELEMETRY, _budget_of_peak(1.05))(site)
     r = cli("check", site.save())
     assert r.code == 3
     deny_at, warn_at = r.out.index("RES-003"), r.out.index("CAP-002")
