@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from sovkit import workflow
 from sovkit.attest import log as attest_log
@@ -29,7 +29,7 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import SovkitError
+from sovkit.errors import PlannerError, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, host_power, rack_power
@@ -40,6 +40,8 @@ from sovkit.planner import service as _planner
 from sovkit.planner.calibration import CalibrationFile
 from sovkit.planner.forecast import RequestForecast, SitePredictor, request_forecast, site_predictor
 from sovkit.planner.perf import Workload
+from sovkit.planner.placement import ServingPlanOutput, parse_prices, plan_and_place
+from sovkit.planner.search import LINK_GBS, LengthBin, LinkKind, PlanRequest, read_histogram
 from sovkit.planner.service import PredictOutput
 from sovkit.policy.api import PolicyBundleFile, PolicyDecision, evaluate_policy, export_policy_bundle
 from sovkit.policy.engine import PolicyEngine
@@ -138,6 +140,7 @@ __all__ = [
     "RegoTestResult",
     "RequestForecast",
     "SavedPlan",
+    "ServingPlanOutput",
     "Signer",
     "StateStore",
     "Verification",
@@ -171,6 +174,7 @@ __all__ = [
     "opa_engine",
     "open_workspace",
     "parse_size",
+    "plan_serving",
     "policy_input",
     "prepare_demo",
     "read_attestations",
@@ -451,3 +455,31 @@ def load_public_key(*, path: Path) -> PublicKey:
 def load_signer_file(*, path: Path, passphrase: bytes | None = None) -> LocalSigner:
     """A private key file as a signer (``passphrase`` for an encrypted one)."""
     return LocalSigner.load(path, passphrase)
+
+
+# --- serving planner ------------------------------------------------------------------------------------------------
+
+
+def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot_ms: float, rate: float,
+                 isl: int | None = None, osl: int | None = None, lengths: Path | None = None, percentile: int = 90,
+                 prices: list[str] | None = None, link: str = "rdma", link_gbs: float | None = None,
+                 name: str | None = None, write: Path | None = None) -> ServingPlanOutput:
+    """Plan prefill/decode pools (or co-located instances) for ``model`` on the site's free accelerators.
+
+    ``lengths`` is a CSV request-length histogram (isl,osl,weight) used instead of ``isl``/``osl``; ``prices``
+    are ``KIND=USD_PER_HOUR`` strings (then the objective is cost); ``write`` is a site file the placement is
+    inserted into (the result carries the unified diff).
+    """
+    if lengths is not None:
+        bins = read_histogram(lengths)
+    elif isl is not None and osl is not None:
+        bins = (LengthBin(isl, osl),)
+    else:
+        raise PlannerError("give the request lengths: --isl N and --osl N, or --lengths CSV",
+                           "e.g. --isl 1024 --osl 256")
+    if link not in LINK_GBS:
+        raise PlannerError(f"--link {link!r} is not one of {', '.join(LINK_GBS)}", "the kv_transfer link kinds")
+    request = PlanRequest(model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate, bins=bins,
+                          percentile=percentile, prices=parse_prices(prices or []), link=cast(LinkKind, link),
+                          link_gbs=link_gbs, name=name)
+    return plan_and_place(inventory, load_catalog(), request, write=write)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -104,6 +105,84 @@ def stop(
     show_report(report, json_out)
     if not report.ok:
         raise ProvisionError(f"stopping failed on {len(report.failures)} host(s)", "see the messages above")
+
+
+# --- `serving plan` (psearch) ---------------------------------------------------------------------------------
+
+
+@serving_app.command("plan")
+def plan(
+    inventory: InvArg,
+    model: Annotated[str, typer.Option("--model", help="The inventory model to place.", show_default=False)],
+    ttft_ms: Annotated[float, typer.Option("--ttft-ms", min=0.001, help="Time-to-first-token target (ms).",
+                                           show_default=False)],
+    tpot_ms: Annotated[float, typer.Option("--tpot-ms", min=0.001, help="Time-per-output-token target (ms).",
+                                           show_default=False)],
+    rate: Annotated[float, typer.Option("--rate", min=0.000001, help="Arrival rate, requests per second.",
+                                        show_default=False)],
+    isl: Annotated[int | None, typer.Option("--isl", min=1, help="Prompt (input) tokens per request.")] = None,
+    osl: Annotated[int | None, typer.Option("--osl", min=1, help="Output tokens per request.")] = None,
+    lengths: Annotated[Path | None, typer.Option("--lengths", help="Request-length histogram CSV "
+                                                 "(isl,osl,weight) instead of --isl/--osl.")] = None,
+    percentile: Annotated[int, typer.Option("--percentile", help="TTFT percentile the target holds at: 50, 90 "
+                                            "or 99.")] = 90,
+    price: Annotated[list[str] | None, typer.Option("--price", help="KIND=USD_PER_HOUR per device (repeatable); "
+                                                    "then the objective is cost.")] = None,
+    link: Annotated[str, typer.Option("--link", help="KV-transfer link between the pools: loopback, ethernet, "
+                                      "rdma, pcie, nvlink.")] = "rdma",
+    link_gbs: Annotated[float | None, typer.Option("--link-gbs", min=0.001, help="Measured link bandwidth, GB/s "
+                                                   "(default: the nominal figure for --link).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Serving group / deployment name stem (default: the "
+                                             "model name).")] = None,
+    write: Annotated[Path | None, typer.Option("--write", help="Insert the placement into this site file and "
+                                               "show the diff.")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Place MODEL's prefill and decode pools (or co-located instances) on free accelerators under the targets."""
+    inv = api.validate(path=inventory)
+    out = api.plan_serving(inventory=inv, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate, isl=isl,
+                           osl=osl, lengths=lengths, percentile=percentile, prices=price, link=link,
+                           link_gbs=link_gbs, name=name, write=write)
+    if json_out:
+        emit_result(out)
+        return
+    _show_plan(out)
+
+
+def _show_plan(out: api.ServingPlanOutput) -> None:
+    p = out.plan
+    console.print(f"[bold]{escape(p.model)}[/]: {p.mode} at {p.rate:g} req/s — TTFT p{p.percentile} "
+                  f"{p.ttft_ms:.1f} ms (target {p.targets_ttft_ms:g}; queueing {p.queueing_ms:.1f}, KV transfer "
+                  f"{p.kv_transfer_ms:.1f}), TPOT {p.tpot_ms:.1f} ms (target {p.targets_tpot_ms:g})")
+    table = Table()
+    for col in ("pool", "accelerator", "TP", "instances", "hosts", "devices", "max batch", "peak W/instance"):
+        table.add_column(col, overflow="fold")
+    for pool in p.pools:
+        cap = f" (cap {pool.power_cap_w:g} W)" if pool.power_cap_w is not None else ""
+        table.add_row(pool.role, escape(pool.accelerator + cap), str(pool.tensor_parallel), str(pool.instances),
+                      escape(", ".join(pool.hosts)), ",".join(map(str, pool.devices)), str(pool.max_batch),
+                      f"{pool.power_per_instance_w:.0f}")
+    console.print(table)
+    cost = f", ${p.cost_per_hour:.2f}/h" if p.cost_per_hour is not None else ""
+    console.print(f"goodput {p.goodput_rps:g} req/s ({p.goodput_tokens_per_s:g} output tokens/s); "
+                  f"{p.output_tokens_per_j:g} output tokens/J at peak; pools draw {p.power_w:.0f} W peak "
+                  f"(+{p.added_power_w:.0f} W over idle){cost}")
+    for r in p.racks:
+        mark = "[green]ok[/]" if r.ok else "[red]over[/]"
+        console.print(f"rack {escape(r.rack)}: {r.before_w:.0f} W → {r.peak_w:.0f} W peak of {r.budget_w:.0f} W "
+                      f"{mark}")
+    if p.alternatives:
+        console.print("[bold]alternatives[/]")
+        for a in p.alternatives:
+            console.print(f"  {escape(a.summary)}: {escape(a.why_lost)}")
+    for note in p.notes:
+        console.print(f"[yellow]note[/] {escape(note)}")
+    if out.diff is not None:
+        console.print(f"[bold]written into {escape(out.written or '')}[/]")
+        console.print(escape(out.diff), end="")
+    else:
+        console.print("[bold]placement[/] (add it to the inventory, or rerun with --write SITE_FILE)")
+        console.print(escape(out.placement_yaml), end="")
 
 
 def register(app: typer.Typer) -> None:
