@@ -32,15 +32,7 @@ from sovkit.planner.calibration import load_calibrations
 from sovkit.planner.hardware import DeviceSpec, device_spec
 from sovkit.planner.modelshape import Dtype, ModelShape, read_config
 from sovkit.planner.perf import Prediction, Predictor, RooflinePredictor, Workload
-
-#: bandwidth of a KV-transfer link, GB/s one way, with its source label (shared/reference carries none)
-LINK_GBS: dict[str, tuple[float, str]] = {
-    "loopback": (10.0, "[R] sovkit assumption: one memory copy through the kernel's loopback device"),
-    "ethernet": (12.5, "[R] sovkit assumption: 100 GbE"),
-    "rdma": (50.0, "[R] sovkit assumption: 400 Gb/s InfiniBand or RoCE"),
-    "pcie": (64.0, "[S] PCIe 5.0 x16, one direction"),
-    "nvlink": (450.0, "[S] NVLink 4 (H100 SXM): 900 GB/s both directions"),
-}
+from sovkit.planner.search import LINK_GBS  # the same nominal link figures `sovkit serving plan` uses
 
 
 def site_predictor() -> Predictor:
