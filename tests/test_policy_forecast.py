@@ -77,6 +77,7 @@ def test_impossible_targets_warn_with_the_predicted_numbers(tmp_path: Path, cli:
 def test_targets_without_a_model_config_cannot_be_checked(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
     site.model("demo-ko-chat").pop("config")
+    _dep(site, "chat-prefill").pop("targets")
     _dep(site, "chat-decode")["targets"] = {"tpot_ms": 50}
     code, decision = _check(cli, site)
     hits = [f for f in decision["findings"] if f["id"] == "SV-009"]
