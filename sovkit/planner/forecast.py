@@ -154,9 +154,8 @@ def _workload(d: Deployment, model: Model, batch: int, tokens: int, context: int
                     weight_dtype=model.dtype, kv_dtype=kv, power_cap_w=cap)
 
 
-def _kind_of(site: Site, placed: sv.Placements, d: Deployment) -> tuple[str, Host] | None:
+def _kind_of(hosts: dict[str, Host], placed: sv.Placements, d: Deployment) -> tuple[str, Host] | None:
     """The accelerator kind serving ``d`` (its first host's allocated devices) and that host."""
-    hosts = {h.name: h for h in site.hosts}
     for name in d.hosts:
         try:
             p = placed.get(d.name, name)
@@ -187,13 +186,14 @@ def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] 
     """
     site = sp.site
     placed = sp.placements()
+    hosts = {h.name: h for h in site.hosts}
     models = {m.name: m for m in site.models}
     deployments = {d.name: d for d in site.deployments}
     groups = sv.group_of(site)
 
     def side(d: Deployment, n_tokens: int, ctx: int) -> tuple[str, _Side]:
         model = models[d.model]
-        where = _kind_of(site, placed, d)
+        where = _kind_of(hosts, placed, d)
         if where is None:
             raise PlannerError(f"deployment {d.name} has no accelerator to run on")
         kind, host = where
@@ -205,7 +205,7 @@ def forecast_deployments(sp: SitePredictor, tokens: Callable[[Deployment], int] 
 
     out: list[DeploymentForecast] = []
     for d in site.deployments:
-        where = _kind_of(site, placed, d)
+        where = _kind_of(hosts, placed, d)
         if d.model not in models or where is None:
             continue
         kind = where[0]
