@@ -13,13 +13,14 @@ from typing import Any
 
 from sovkit.catalog import load_catalog
 from sovkit.inventory import load_inventory
-from sovkit.planner.forecast import SitePredictor, forecast_deployments, rack_peaks, site_predictor
+from sovkit.planner.forecast import SitePredictor, forecast_deployments, rack_peaks, request_forecast, site_predictor
 from sovkit.planner.hardware import DeviceSpec, device_spec
 from sovkit.planner.modelshape import ModelShape
 from sovkit.planner.perf import Prediction, Workload
+from sovkit.planner.search import LINK_GBS
 from sovkit.policy.input import build_input
 from tests.conftest import CliResult
-from tests.sitefactory import KIND, Site, make_site
+from tests.sitefactory import DEMO, KIND, Site, make_site
 
 
 def _as_printed(ms: float) -> float:
@@ -157,3 +158,21 @@ def test_predictions_are_memoized_per_shape(tmp_path: Path) -> None:
     assert len(forecasts) == 2 and all(f.error is None for f in forecasts)
     assert counting.calls <= 4
     assert rack_peaks(sp)[0].phase_devices == 24
+
+
+def test_request_forecast_is_for_the_request_the_demo_sends() -> None:
+    """`sovkit serving request` prints this beside its measurement: the same prompt, batch 1, the group's chips."""
+    inv = load_inventory(DEMO)
+    sp = SitePredictor(inv.site, inv.root, load_catalog(), site_predictor())
+    prompt = "안녕하세요, sovkit"
+    f = request_forecast(sp, prompt)
+    assert f is not None and f.unit == "chat" and f.simulated is True
+    # the demo model's vocabulary is its 256 bytes, as the demo runtime counts: bytes are tokens
+    assert f.prompt_tokens == len(prompt.encode()) == 23 and f.tokens_estimated is False
+    assert f.front.deployment == "chat-prefill" and f.decode is not None and f.decode.deployment == "chat-decode"
+    assert f.front.prefill_ms is not None and f.front.kv_transfer_ms is not None and f.ttft_ms is not None
+    assert f.ttft_ms == f.front.prefill_ms + f.front.kv_transfer_ms
+    # KV of 23 tokens (512 bytes each in bf16) over the loopback link's nominal bandwidth
+    assert f.front.kv_transfer_ms == 23 * 512 / (LINK_GBS["loopback"][0] * 1e9) * 1e3
+    assert f.front.context_tokens == 23 and f.tpot_ms is not None and f.tpot_ms > 0
+    assert request_forecast(sp, prompt, "no-such-unit") is None
