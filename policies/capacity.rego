@@ -1,4 +1,4 @@
-# Capacity: rack power within budget, model weights fit the accelerators that serve them.
+# Capacity: rack peak power within budget, model weights fit the accelerators that serve them.
 package sovkit.capacity
 
 import rego.v1
@@ -9,27 +9,44 @@ _warn_ratio := object.get(data.sovkit.config, "power_warn_ratio", 0.9)
 
 _pct(x) := round(x * 1000) / 10
 
-# CAP-001: rack draw (CPU + accelerator TDP from the catalog) within the rack's power budget.
+# Rack power is judged at its peak by phase (input.racks[].peak_w, sovkit/planner/forecast.py): devices of prefill
+# (and co-located) deployments at their prefill power, decode devices at decode power, unassigned devices idle,
+# CPUs at TDP; a kind without phase-power figures counts at TDP. draw_w (all TDPs) is quoted for comparison.
+_states := {"cpu": "CPU at TDP", "prefill": "prefill", "decode": "decode", "idle": "idle", "tdp": "at TDP, no phase figure"}
+
+_terms(r) := concat(" + ", [sprintf("%d %s (%s) x %v W", [t.count, t.kind, _states[t.state], t.watts_each]) | some t in r.peak_terms])
+
+# CAP-001: the rack's peak phase power within its power budget.
 deny contains lib.finding(
 	"CAP-001", "deny",
-	sprintf("rack %s draws %v W at TDP, over its %v W budget (%v%%)", [r.name, r.draw_w, r.power_budget_w, _pct(r.draw_w / r.power_budget_w)]),
+	msg,
 	lib.res("racks", r.name),
-	"move hosts or accelerators to another rack, or raise the rack's power_budget_w if the facility allows",
+	"move hosts or accelerators to another rack, cap the devices' power (power_cap_w), move decode to lower-power chips, or raise the rack's power_budget_w if the facility allows",
 ) if {
 	some r in input.racks
-	r.draw_w > r.power_budget_w
+	r.peak_w > r.power_budget_w
+
+	# built with concat: rego-cpp leaves quotes in a sprintf %s of a joined list (invalid JSON out)
+	msg := concat("", [
+		sprintf("rack %s peaks at %v W (", [r.name, r.peak_w]), _terms(r),
+		sprintf("), over its %v W budget (%v%%; all TDPs would sum to %v W)", [r.power_budget_w, _pct(r.peak_w / r.power_budget_w), r.draw_w]),
+	])
 }
 
 # CAP-002: warn above 90 % of the budget (data.sovkit.config.power_warn_ratio).
 warn contains lib.finding(
 	"CAP-002", "warn",
-	sprintf("rack %s draws %v W at TDP, %v%% of its %v W budget", [r.name, r.draw_w, _pct(r.draw_w / r.power_budget_w), r.power_budget_w]),
+	msg,
 	lib.res("racks", r.name),
 	"little headroom is left: plan new hosts for another rack",
 ) if {
 	some r in input.racks
-	r.draw_w <= r.power_budget_w
-	r.draw_w > _warn_ratio * r.power_budget_w
+	r.peak_w <= r.power_budget_w
+	r.peak_w > _warn_ratio * r.power_budget_w
+	msg := concat("", [
+		sprintf("rack %s peaks at %v W (", [r.name, r.peak_w]), _terms(r),
+		sprintf("), %v%% of its %v W budget", [_pct(r.peak_w / r.power_budget_w), r.power_budget_w]),
+	])
 }
 
 # Placements (one per deployment and host) carry the joined facts: joins by name are quadratic in rego-cpp.

@@ -6,7 +6,17 @@ import data.sovkit.capacity
 
 _ids(fs) := {f.id | some f in fs}
 
-_rack(draw) := {"name": "r", "power_budget_w": 1000, "hosts": 1, "accelerators": 2, "draw_w": draw, "unknown_tdp": 0}
+# a rack whose TDPs sum to `draw` and whose peak by phase is `peak`: 1 CPU at 200 W, 2 prefill devices
+_rack2(draw, peak) := {
+	"name": "r", "power_budget_w": 1000, "hosts": 1, "accelerators": 2, "draw_w": draw, "unknown_tdp": 0,
+	"peak_w": peak, "phase_devices": 2, "tdp_devices": 0,
+	"peak_terms": [
+		{"state": "cpu", "kind": "arm-neoverse-v2", "count": 1, "watts_each": 200},
+		{"state": "prefill", "kind": "npu", "count": 2, "watts_each": (peak - 200) / 2},
+	],
+}
+
+_rack(peak) := _rack2(peak, peak)
 
 _place(tp, mem) := {"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
 
@@ -54,4 +64,18 @@ test_cap_005_unknown_figures_warn if {
 	w := capacity.warn with input.racks as rs with input.placements as ps
 	_ids(w) == {"CAP-005"}
 	count(w) == 2
+}
+
+test_cap_001_judges_the_phase_peak_not_the_tdp_sum if {
+	# TDPs sum over the budget, the peak by phase does not: allowed, no warning either
+	under := [_rack2(1400, 850)]
+	count(capacity.deny) == 0 with input.racks as under
+	count(capacity.warn) == 0 with input.racks as under
+
+	# the peak is over the budget: denied, and the message explains the numbers
+	over := [_rack2(1400, 1100)]
+	d := capacity.deny with input.racks as over
+	_ids(d) == {"CAP-001"}
+	some f in d
+	f.msg == "rack r peaks at 1100 W (1 arm-neoverse-v2 (CPU at TDP) x 200 W + 2 npu (prefill) x 450 W), over its 1000 W budget (110%; all TDPs would sum to 1400 W)"
 }

@@ -213,3 +213,78 @@ deny contains lib.finding(
 	s.signature.checked == true
 	s.signature.verified != true
 }
+
+# SV-008: the planner's predicted latency meets the deployment's declared targets.
+# input.serving.predictions is computed in Python (sovkit/planner/forecast.py); the rule only compares. A serving
+# group's deployments share the group's numbers (TTFT: prefill + KV transfer; TPOT: the decode step).
+# milliseconds as the messages print them: 0.1 ms from 1 ms up, 0.001 ms below, as they are under 1 us
+_ms(x) := round(x * 10) / 10 if x >= 1
+
+_ms(x) := round(x * 1000) / 1000 if {
+	x < 1
+	x >= 0.001
+}
+
+_ms(x) := x if x < 0.001
+
+_calib(p) := sprintf("calibrated: %s", [p.calibration_source]) if p.calibrated == true
+
+_calib(p) := "uncalibrated: an estimate from catalog figures and default efficiencies" if p.calibrated != true
+
+_in_group(p) := "" if p.group == null
+
+_in_group(p) := sprintf(" (serving group %s)", [p.group]) if p.group != null
+
+_prefill_parts(p) := sprintf("prefill %v ms", [_ms(p.prefill_ms)]) if p.kv_transfer_ms == null
+
+_prefill_parts(p) := sprintf("prefill %v ms + KV transfer %v ms", [_ms(p.prefill_ms), _ms(p.kv_transfer_ms)]) if p.kv_transfer_ms != null
+
+warn contains lib.finding(
+	"SV-008", "warn",
+	msg,
+	lib.res("deployments", p.deployment),
+	"prefill is compute-bound: raise the prefill side's tensor_parallel or move it to a chip with more TFLOPS, shorten max_model_len, or let `sovkit serving plan` choose a placement that meets the targets (`sovkit serving calibrate` makes the prediction firmer)",
+) if {
+	some p in input.serving.predictions
+	p.target_ttft_ms != null
+	p.ttft_ms != null
+	p.ttft_ms > p.target_ttft_ms
+	msg := concat("", [
+		sprintf("deployment %s%s: predicted time to first token %v ms misses its %v ms target (", [p.deployment, _in_group(p), _ms(p.ttft_ms), p.target_ttft_ms]),
+		_prefill_parts(p),
+		sprintf(" for one %d-token prompt on %s at TP %d; ", [p.prompt_tokens, p.accelerator, p.tensor_parallel]),
+		_calib(p), ")",
+	])
+}
+
+warn contains lib.finding(
+	"SV-008", "warn",
+	msg,
+	lib.res("deployments", p.deployment),
+	"decode is memory-bandwidth-bound: lower max_batch, raise the decode side's tensor_parallel or move it to a chip with more memory bandwidth, use kv_dtype fp8, or let `sovkit serving plan` choose a placement that meets the targets (`sovkit serving calibrate` makes the prediction firmer)",
+) if {
+	some p in input.serving.predictions
+	p.target_tpot_ms != null
+	p.tpot_ms != null
+	p.tpot_ms > p.target_tpot_ms
+	msg := concat("", [
+		sprintf("deployment %s%s: predicted time per output token %v ms misses its %v ms target (one decode step of %d sequences with %d tokens of context each, on %s at TP %d; ", [p.deployment, _in_group(p), _ms(p.tpot_ms), p.target_tpot_ms, p.max_batch, p.context_tokens, p.accelerator, p.tensor_parallel]),
+		_calib(p), ")",
+	])
+}
+
+# SV-009: a deployment declares targets the planner cannot check (no model config, unknown chip figures).
+warn contains lib.finding(
+	"SV-009", "warn",
+	sprintf("deployment %s declares latency targets, but its latency cannot be predicted: %s", [p.deployment, p.error]),
+	lib.res("deployments", p.deployment),
+	"set models[].config to the model's config.json, and make sure the catalog has the accelerator's compute, bandwidth and power figures",
+) if {
+	some p in input.serving.predictions
+	p.error != null
+	_has_targets(p)
+}
+
+_has_targets(p) if p.target_ttft_ms != null
+
+_has_targets(p) if p.target_tpot_ms != null

@@ -159,3 +159,70 @@ test_sv_007_draft_signature_does_not_verify if {
 	s := _with({"drafts": [object.union(_draft, {"signature": object.union(_sig, {"verified": false, "reason": "bad"})})]})
 	_ids(serving.deny) == {"SV-007"} with input.serving as s
 }
+
+# A serving group's forecast: TTFT 180 ms (prefill 150 + KV transfer 30), TPOT 25 ms.
+_pred := {
+	"deployment": "p", "group": "g", "role": "prefill", "accelerator": "nvidia-h100-sxm", "tensor_parallel": 2,
+	"max_batch": 8, "prompt_tokens": 2048, "context_tokens": 3072, "prefill_ms": 150, "kv_transfer_ms": 30, "ttft_ms": 180, "tpot_ms": 25,
+	"calibrated": false, "calibration_source": "uncalibrated (default efficiencies)",
+	"target_ttft_ms": null, "target_tpot_ms": null, "error": null,
+}
+
+_predicted(patch) := {"predictions": [object.union(_pred, patch)]}
+
+test_sv_008_targets_met_pass if {
+	s := _predicted({"target_ttft_ms": 200, "target_tpot_ms": 25})
+	count(serving.warn) == 0 with input.serving as s
+}
+
+test_sv_008_no_targets_no_finding if {
+	count(serving.warn) == 0 with input.serving as _predicted({})
+}
+
+test_sv_008_ttft_miss_warns_with_the_numbers if {
+	w := serving.warn with input.serving as _predicted({"target_ttft_ms": 100})
+	_ids(w) == {"SV-008"}
+	count(w) == 1
+	some f in w
+	f.msg == "deployment p (serving group g): predicted time to first token 180 ms misses its 100 ms target (prefill 150 ms + KV transfer 30 ms for one 2048-token prompt on nvidia-h100-sxm at TP 2; uncalibrated: an estimate from catalog figures and default efficiencies)"
+	contains(f.remediation, "sovkit serving plan")
+	count(serving.deny) == 0 with input.serving as _predicted({"target_ttft_ms": 100})
+}
+
+test_sv_008_tpot_miss_warns_and_says_calibrated if {
+	w := serving.warn with input.serving as _predicted({"target_tpot_ms": 20, "calibrated": true, "calibration_source": "catalog: vendor benchmark"})
+	_ids(w) == {"SV-008"}
+	some f in w
+	f.msg == "deployment p (serving group g): predicted time per output token 25 ms misses its 20 ms target (one decode step of 8 sequences with 3072 tokens of context each, on nvidia-h100-sxm at TP 2; calibrated: catalog: vendor benchmark)"
+	contains(f.remediation, "max_batch")
+}
+
+test_sv_008_both_targets_missed_two_findings if {
+	w := serving.warn with input.serving as _predicted({"target_ttft_ms": 100, "target_tpot_ms": 10})
+	count(w) == 2
+}
+
+test_sv_008_plain_deployment_without_kv_transfer if {
+	w := serving.warn with input.serving as _predicted({"group": null, "kv_transfer_ms": null, "ttft_ms": 150, "target_ttft_ms": 100})
+	some f in w
+	startswith(f.msg, "deployment p: predicted time to first token 150 ms misses its 100 ms target (prefill 150 ms for one")
+}
+
+test_sv_009_targets_without_prediction_warn if {
+	s := _predicted({"error": "model m declares no config (its config.json)", "prefill_ms": null, "kv_transfer_ms": null, "ttft_ms": null, "tpot_ms": null, "target_tpot_ms": 20})
+	w := serving.warn with input.serving as s
+	_ids(w) == {"SV-009"}
+	some f in w
+	contains(f.msg, "model m declares no config")
+}
+
+test_sv_009_no_targets_no_warning if {
+	s := _predicted({"error": "model m declares no config (its config.json)", "ttft_ms": null, "tpot_ms": null})
+	count(serving.warn) == 0 with input.serving as s
+}
+
+test_sv_008_small_times_keep_their_digits if {
+	w := serving.warn with input.serving as _predicted({"tpot_ms": 0.007989, "target_tpot_ms": 0.005})
+	some f in w
+	startswith(f.msg, "deployment p (serving group g): predicted time per output token 0.008 ms misses its 0.005 ms target")
+}

@@ -38,6 +38,7 @@ from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
 from sovkit.planner import service as _planner
 from sovkit.planner.calibration import CalibrationFile, load_calibrations
+from sovkit.planner.forecast import RequestForecast, SitePredictor, request_forecast, site_predictor
 from sovkit.planner.perf import RooflinePredictor, Workload
 from sovkit.planner.placement import ServingPlanOutput, parse_prices, plan_and_place
 from sovkit.planner.search import LINK_GBS, LengthBin, LinkKind, PlanRequest, read_histogram
@@ -137,6 +138,7 @@ __all__ = [
     "RefreshOutput",
     "RefreshResult",
     "RegoTestResult",
+    "RequestForecast",
     "SavedPlan",
     "ServingPlanOutput",
     "Signer",
@@ -182,6 +184,7 @@ __all__ = [
     "run_policy_tests",
     "save_plan",
     "serving_calibrate",
+    "serving_forecast",
     "serving_predict",
     "serving_request",
     "serving_status",
@@ -323,6 +326,13 @@ def serving_request(*, workspace: Workspace, prompt: str, target: str | None = N
                     max_tokens: int = 16) -> Answer:
     """One streamed completion through a serving group's router (or a plain deployment), timed."""
     return _send_request(desired_site(workspace.inventory), prompt, target, max_tokens)
+
+
+def serving_forecast(*, workspace: Workspace, prompt: str, target: str | None = None) -> RequestForecast | None:
+    """The planner's prediction for the request `serving_request` sends (same prompt and unit, batch 1), or None
+    when the unit's model has no config or its chip is unknown to the planner."""
+    inv = workspace.inventory
+    return request_forecast(SitePredictor(inv.site, inv.root, load_catalog(), site_predictor()), prompt, target)
 
 
 def serving_stop(*, workspace: Workspace, hosts: list[str] | None = None, on_event: OnEvent = _quiet

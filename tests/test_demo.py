@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -22,6 +23,17 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
     # it ends with a real answer through the router (prefill, then decode), and its timings
     assert "Hello from demo-ko-chat version 1.0" in first.out and "time to first token" in first.out
     assert "serving group chat (apply): smoke request through chat-router on npu-node-1" in first.out
+    # beside what the request measured, the serving planner's prediction for the same shape, labelled
+    flat = " ".join(first.out.split())  # rich wraps long lines
+    num = r"([0-9.]+(?:e[+-][0-9]+)?)"
+    measured = re.search(rf"measured: time to first token {num} ms, per token {num} ms", flat)
+    predicted = re.search(rf"predicted: time to first token {num} ms \(prefill {num} ms \+ KV transfer {num} ms\), "
+                          rf"per token {num} ms", flat)
+    assert measured and predicted, first.out
+    assert all(float(x) > 0 for x in (*measured.groups(), *predicted.groups()))
+    assert re.search(r"serving planner, \d+-token prompt at batch 1, prefill on rebellions-atom-max TP 2, decode on "
+                     r"rebellions-atom-max TP 2, (un)?calibrated", flat), first.out
+    assert "on the simulator the measured side is the simulator's" in flat
     state = json.loads((work / ".sovkit" / "state.json").read_text())
     assert set(state["hosts"]) == {"npu-node-1", "npu-node-2"}
     assert all(h["models"]["demo-ko-chat"]["version"] == "1.0" for h in state["hosts"].values())

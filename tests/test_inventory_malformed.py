@@ -374,7 +374,7 @@ CASES: list[Case] = [
          edits=(E("sha256: 92afeb1da705a74e063a2f22783a8bdb5b350c866a41f6eadbbafab1ad1612c4", "sha256: " + "z" * 64),)),
     Case("sha256-missing", "missing required field 'sha256'", "models[0].files[0].sha256",
          "path: models/demo-ko-chat/1.0/config.json",
-         edits=(E("        sha256: 4355e571ac30ddd067e7408c0e9d5bdb8c3cdcf35d7763884d0afd037bb0a3dd\n", ""),)),
+         edits=(E("        sha256: e83275b23a835b602948a74119514962fab5b0f3a056224d57d84fd959132435\n", ""),)),
     # --- files in the local artifact store ---------------------------------------------------------------------
     Case("artifact-missing", "artifact models/demo-ko-chat/1.0/missing.bin not found", "models[0].files[1].path",
          "missing.bin", edits=(E("1.0/model.safetensors", "1.0/missing.bin"),)),

@@ -163,7 +163,11 @@ def test_policy_input_cli_prints_the_document_and_it_matches_the_schema(cli: Cal
     doc = json.loads(r.out)
     jsonschema.validate(doc, input_schema())
     assert doc["racks"][0] == {"name": "gasan-r01", "power_budget_w": 15000.0, "hosts": 2, "accelerators": 8,
-                               "draw_w": 5400.0, "unknown_tdp": 0}
+                               "draw_w": 5400.0, "unknown_tdp": 0, "peak_w": 5400.0, "phase_devices": 8,
+                               "tdp_devices": 0, "peak_terms": [
+                                   {"state": "cpu", "kind": "arm-neoverse-v3-agi", "count": 2, "watts_each": 300.0},
+                                   {"state": "prefill", "kind": "rebellions-rebel-quad", "count": 8,
+                                    "watts_each": 600.0}]}
     assert doc["models"][0]["signature"]["checked"] is False
     assert doc["models"][0]["weights_bytes"] == 731 + 15231233024 + 7031673
 

@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+from sovkit.inventory import load_inventory
+from sovkit.policy.input import build_input
 from sovkit.signing.artifacts import sign_artifacts
 from sovkit.signing.keys import LocalSigner
 from sovkit.state.models import FirmwareRecord, HostRecord, RuntimeRecord, State
@@ -99,6 +101,21 @@ def _unknown_tdp(site: Site) -> None:
     slot.update(kind="rebellions-atom", firmware=None)
 
 
+def _budget_of_peak(ratio: float) -> Mutation:
+    """A rack budget at ``ratio`` of the rack's peak power by phase (as the policy input computes it)."""
+    def mutate(site: Site) -> None:
+        rack = build_input(load_inventory(site.save()))["racks"][0]
+        site.data["racks"][0]["power_budget_w"] = round(rack["peak_w"] * ratio)
+    return mutate
+
+
+def _targets(**targets: float) -> Mutation:
+    def mutate(site: Site) -> None:
+        for d in site.data["deployments"]:
+            d["targets"] = targets
+    return mutate
+
+
 def _huge_weights(site: Site) -> None:
     _mirror()(site)
     site.data["models"][0]["files"][1]["size"] = 400_000_000_000
@@ -150,11 +167,13 @@ VIOLATIONS: dict[str, tuple[str, Mutation]] = {
     "RT-004": ("deny", _rogue_signature("runtimes")),
     "RT-005": ("deny", _newer_runtime_installed),
     "RT-006": ("warn", _mirror()),
-    "CAP-001": ("deny", _set("racks", "power_budget_w", 1000)),
-    "CAP-002": ("warn", _set("racks", "power_budget_w", 2000)),
+    "CAP-001": ("deny", _budget_of_peak(0.9)),
+    "CAP-002": ("warn", _budget_of_peak(1.05)),
     "CAP-003": ("deny", _huge_weights),
     "CAP-004": ("deny", _set("deployments", "tensor_parallel", 4)),
     "CAP-005": ("warn", _unknown_tdp),
+    "SV-008": ("warn", _targets(ttft_ms=1e-6, tpot_ms=1e-6)),
+    "SV-009": ("warn", _all(lambda site: site.model("demo-ko-chat").pop("config"), _targets(tpot_ms=50))),
     "WVR-001": ("deny", _all(_US_TELEMETRY, _waiver(-1))),
     "WVR-002": ("warn", _waiver(90, "RES-001", "data_stores/nowhere")),
     "WVR-003": ("warn", _all(_US_TELEMETRY, _waiver(10))),
@@ -228,7 +247,7 @@ def test_waived_finding_is_allowed_and_stays_visible(tmp_path: Path, cli: Callab
 
 def test_human_output_groups_findings_and_exit_3(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
-    _all(_US_TELEMETRY, _set("racks", "power_budget_w", 2000))(site)
+    _all(_US_TELEMETRY, _budget_of_peak(1.05))(site)
     r = cli("check", site.save())
     assert r.code == 3
     deny_at, warn_at = r.out.index("RES-003"), r.out.index("CAP-002")

@@ -115,7 +115,8 @@ SERVING_RULES: dict[str, tuple[str, list[Mutation], Mutation]] = {
 
 # warnings of SV-006: little headroom left, and no architecture to size the KV cache with
 SERVING_WARNINGS: dict[str, Mutation] = {
-    "headroom": _both(max_model_len=1_048_576, max_batch=232),  # 62.3 GB of 64 GB
+    # 62.3 GB of 64 GB (without the demo's latency targets, which a million-token context misses: SV-008)
+    "headroom": _both(max_model_len=1_048_576, max_batch=232, targets=None),
     "no-architecture": _no_architecture,
 }
 

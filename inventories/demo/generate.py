@@ -71,8 +71,13 @@ def _wheel(name: str, version: str, sources: dict[str, bytes]) -> bytes:
 
 
 def _model_files() -> dict[str, bytes]:
-    config = {"architectures": ["DemoForCausalLM"], "hidden_size": 64, "num_hidden_layers": 2,
-              "num_attention_heads": 4, "vocab_size": 256, "torch_dtype": "bfloat16"}
+    # the shape site.yaml.in declares (architecture: 2 layers, 4 KV heads, head dim 16; parameters_b 0.001): a
+    # gated MLP of 2476 and tied embeddings make 2 x (4 x 64 x 64 + 3 x 64 x 2476) + 256 x 64 = 999,936 parameters,
+    # so the serving planner (which reads this file through models[].config) predicts for the model declared
+    config = {"architectures": ["DemoForCausalLM"], "model_type": "llama", "hidden_size": 64,
+              "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 4, "head_dim": 16,
+              "intermediate_size": 2476, "vocab_size": 256, "tie_word_embeddings": True,
+              "max_position_embeddings": 4096, "torch_dtype": "bfloat16"}
     weights = b"".join(hashlib.sha256(b"demo-weights-%d" % i).digest() for i in range(2048))  # 64 KiB
     return {
         "config.json": (json.dumps(config, indent=2, sort_keys=True) + "\n").encode(),

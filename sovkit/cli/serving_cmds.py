@@ -65,6 +65,30 @@ def request(
     console.print(f"[bold]{escape(answer.model)}[/] via {escape(answer.endpoint)}: {escape(answer.text)}")
     console.print(f"time to first token {answer.ttft_ms:.1f} ms, whole answer {answer.total_ms:.1f} ms "
                   f"({answer.chunks} chunks)")
+    _show_forecast(api.serving_forecast(workspace=ws, prompt=prompt, target=to), answer)
+
+
+def _show_forecast(f: api.RequestForecast | None, answer: api.Answer) -> None:
+    """The planner's prediction for the same request, next to what was measured."""
+    if f is None or f.ttft_ms is None:
+        return
+    measured = ((answer.total_ms - answer.ttft_ms) / (answer.chunks - 1)) if answer.chunks > 1 else None
+    per_token = f"{measured:.3g} ms" if measured is not None else "-"
+    prefill = f"prefill {f.front.prefill_ms:.3g} ms" + (
+        f" + KV transfer {f.front.kv_transfer_ms:.3g} ms" if f.front.kv_transfer_ms is not None else "")
+    where = f"{f.front.accelerator} TP {f.front.tensor_parallel}"
+    if f.decode is not None:
+        where = f"prefill on {where}, decode on {f.decode.accelerator} TP {f.decode.tensor_parallel}"
+    calibrated = "calibrated" if f.front.calibrated else "uncalibrated"
+    tokens = f"{'~' if f.tokens_estimated else ''}{f.prompt_tokens}-token prompt"
+    tpot = f"{f.tpot_ms:.3g} ms" if f.tpot_ms is not None else "-"
+    console.print(f"measured:  time to first token {answer.ttft_ms:.1f} ms, per token {per_token}")
+    console.print(f"predicted: time to first token {f.ttft_ms:.3g} ms ({prefill}), per token {tpot}")
+    console.print(f"[dim]           (serving planner, {escape(tokens)} at batch 1, {escape(where)}, {calibrated})[/]")
+    if f.simulated:
+        console.print("[dim]on the simulator the measured side is the simulator's: the demo runtime does no model "
+                      "arithmetic on simulated NPUs, so its times are this machine's processes and HTTP; the "
+                      "prediction is what the chip itself would take[/]")
 
 
 @serving_app.command("stop")

@@ -439,6 +439,9 @@ class ServingTargets(Strict):
         default=None, description="Time to first token, milliseconds.")
     tpot_ms: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = Field(
         default=None, description="Time per output token, milliseconds.")
+    isl: Annotated[int, Field(ge=1, le=16_777_216)] | None = Field(
+        default=None, description="Prompt tokens the targets hold for (`sovkit serving plan --isl`); policy "
+        "predicts TTFT for one such prompt and TPOT midway to `max_model_len`. Default: half of `max_model_len`.")
 
 
 class Deployment(Strict):

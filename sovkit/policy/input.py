@@ -33,10 +33,10 @@ from sovkit.inventory.models import (
     ModelRegistry,
     Residency,
     ServingGroup,
-    Site,
     TelemetrySink,
     Waiver,
 )
+from sovkit.planner.forecast import SitePredictor, forecast_deployments, rack_peaks, site_predictor
 from sovkit.signing.artifacts import Claim, verify_artifact_signature
 from sovkit.signing.trust import TrustRoots
 from sovkit.state.models import State
@@ -148,13 +148,29 @@ class HostInfo(_Doc):
     recorded: HostState | None
 
 
+class PowerTermInfo(_Doc):
+    """``count`` devices of ``kind`` at ``watts_each`` in one state (prefill, decode, idle; tdp: no phase figure;
+    cpu: a CPU at its TDP)."""
+
+    state: str
+    kind: str
+    count: int
+    watts_each: float
+
+
 class RackInfo(_Doc):
+    """A rack's power: ``draw_w`` sums catalog TDPs; ``peak_w`` is its peak by phase (CAP-001/002 judge it)."""
+
     name: str
     power_budget_w: float
     hosts: int
     accelerators: int
     draw_w: float
     unknown_tdp: int
+    peak_w: float
+    peak_terms: list[PowerTermInfo]
+    phase_devices: int
+    tdp_devices: int
 
 
 class StateInfo(_Doc):
@@ -243,6 +259,33 @@ class DraftInfo(_Doc):
     signature: SignatureInfo | None
 
 
+class PredictionInfo(_Doc):
+    """The planner's predicted latency for a deployment at its own shape, next to its targets (SV-008/009).
+
+    A serving group's two deployments carry the group's numbers: TTFT is the prefill side's prefill of one
+    ``prompt_tokens`` prompt plus the KV transfer, TPOT the decode side's step of ``max_batch`` sequences with
+    ``context_tokens`` each (sovkit/planner/forecast.py). ``error`` says why there is no prediction.
+    """
+
+    deployment: str
+    group: str | None
+    role: str
+    accelerator: str
+    tensor_parallel: int
+    max_batch: int
+    prompt_tokens: int
+    context_tokens: int
+    prefill_ms: float | None
+    kv_transfer_ms: float | None
+    ttft_ms: float | None
+    tpot_ms: float | None
+    calibrated: bool
+    calibration_source: str
+    target_ttft_ms: float | None
+    target_tpot_ms: float | None
+    error: str | None
+
+
 class ServingInfo(_Doc):
     """Serving joined and placed in Python (sovkit/inventory/serving.py): Rego only compares."""
 
@@ -251,6 +294,7 @@ class ServingInfo(_Doc):
     placements: list[ServingPlacement]
     conflicts: list[ServingConflict]
     drafts: list[DraftInfo]
+    predictions: list[PredictionInfo]
 
 
 class PolicyInput(_Doc):
@@ -370,8 +414,24 @@ def accelerator_vendor(kind: str, catalog: Catalog) -> str | None:
     return acc.vendor if acc is not None else None
 
 
-def _serving(site: Site, catalog: Catalog, models: list[ModelInfo]) -> ServingInfo:
-    placed = sv.placements(site, catalog)
+def _predictions(sp: SitePredictor) -> list[PredictionInfo]:
+    targets = {d.name: d.targets for d in sp.site.deployments}
+    out = []
+    for f in forecast_deployments(sp):
+        t = targets.get(f.deployment)
+        out.append(PredictionInfo(
+            deployment=f.deployment, group=f.group, role=f.role, accelerator=f.accelerator,
+            tensor_parallel=f.tensor_parallel, max_batch=f.max_batch, prompt_tokens=f.prompt_tokens,
+            context_tokens=f.context_tokens,
+            prefill_ms=f.prefill_ms, kv_transfer_ms=f.kv_transfer_ms, ttft_ms=f.ttft_ms, tpot_ms=f.tpot_ms,
+            calibrated=f.calibrated, calibration_source=f.calibration_source,
+            target_ttft_ms=t.ttft_ms if t else None, target_tpot_ms=t.tpot_ms if t else None, error=f.error))
+    return out
+
+
+def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
+    site, catalog = sp.site, sp.catalog
+    placed = sp.placements()
     by_model = {m.name: m for m in site.models}
     info = {m.name: m for m in models}
     families = {r.name: r.family for r in site.runtimes}
@@ -440,6 +500,7 @@ def _serving(site: Site, catalog: Catalog, models: list[ModelInfo]) -> ServingIn
         conflicts=[ServingConflict(kind=c.kind, host=c.host, resource=c.resource, message=c.message)
                    for c in placed.conflicts],
         drafts=drafts,
+        predictions=_predictions(sp),
     )
 
 
@@ -467,8 +528,14 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
                                              Claim("model", m.name, m.version), m.signature_format),
                         dtype=m.dtype, parameters_b=m.parameters_b, card=m.card)
               for m in site.models]
+    sp = SitePredictor(site, inv.root, catalog, site_predictor())
+    peaks = {p.rack: p for p in rack_peaks(sp)}
     racks = [RackInfo(name=r.rack, power_budget_w=r.budget_w, hosts=r.hosts, accelerators=r.accelerators,
-                      draw_w=r.draw.watts, unknown_tdp=r.draw.unknown) for r in rack_power(site, catalog)]
+                      draw_w=r.draw.watts, unknown_tdp=r.draw.unknown, peak_w=peaks[r.rack].peak_w,
+                      peak_terms=[PowerTermInfo(state=t.state, kind=t.kind, count=t.count, watts_each=t.watts_each)
+                                  for t in peaks[r.rack].terms],
+                      phase_devices=peaks[r.rack].phase_devices, tdp_devices=peaks[r.rack].tdp_devices)
+             for r in rack_power(site, catalog)]
     recorded = _recorded(state)
     hosts = [_host(h, catalog, location, recorded.get(h.name)) for h in site.hosts]
     doc = PolicyInput(
@@ -488,7 +555,7 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
         telemetry=list(site.telemetry), log_sinks=list(site.log_sinks), backups=list(site.backups),
         model_registries=list(site.model_registries), waivers=list(site.waivers),
         placements=_placements(hosts, models, runtimes, list(site.deployments)),
-        serving=_serving(site, catalog, models),
+        serving=_serving(sp, models),
         state=StateInfo(serial=state.serial, lineage=state.lineage) if state is not None and state.hosts else None,
     )
     return doc.model_dump(mode="json")
