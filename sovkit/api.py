@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sovkit import workflow
 from sovkit.attest import log as attest_log
@@ -464,7 +464,7 @@ def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot
                  isl: int | None = None, osl: int | None = None, lengths: Path | None = None, percentile: int = 90,
                  prices: list[str] | None = None, link: str = "rdma", link_gbs: float | None = None,
                  name: str | None = None, write: Path | None = None,
-                 calibration: Path | None = None) -> ServingPlanOutput:
+                 calibration: Path | None = None, mode: str = "auto") -> ServingPlanOutput:
     """Plan prefill/decode pools (or co-located instances) for ``model`` on the site's free accelerators.
 
     ``lengths`` is a CSV request-length histogram (isl,osl,weight) used instead of ``isl``/``osl``; ``prices``
@@ -479,10 +479,14 @@ def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot
     else:
         raise PlannerError("give the request lengths: --isl N and --osl N, or --lengths CSV",
                            "e.g. --isl 1024 --osl 256")
+    if mode not in ("auto", "disaggregated", "colocated"):
+        raise PlannerError(f"--mode {mode!r} is not one of auto, disaggregated, colocated",
+                           "auto lets the planner choose; the others restrict the search")
     if link not in LINK_GBS:
         raise PlannerError(f"--link {link!r} is not one of {', '.join(LINK_GBS)}", "the kv_transfer link kinds")
     request = PlanRequest(model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate, bins=bins,
                           percentile=percentile, prices=parse_prices(prices or []), link=cast(LinkKind, link),
-                          link_gbs=link_gbs, name=name)
+                          link_gbs=link_gbs, name=name,
+                          mode=cast(Literal["auto", "disaggregated", "colocated"], mode))
     predictor = RooflinePredictor(load_calibrations(calibration))
     return plan_and_place(inventory, load_catalog(), request, predictor=predictor, write=write)

@@ -138,13 +138,15 @@ def plan(
                                                "show the diff.")] = None,
     calibration: Annotated[Path | None, typer.Option("--calibration", help="A site calibration file (from "
                                                      "`serving calibrate --write`), used first.")] = None,
+    mode: Annotated[str, typer.Option("--mode", help="auto (the planner chooses), disaggregated (a prefill/decode "
+                                      "serving group) or colocated.")] = "auto",
     json_out: JsonOpt = False,
 ) -> None:
     """Place MODEL's prefill and decode pools (or co-located instances) on free accelerators under the targets."""
     inv = api.validate(path=inventory)
     out = api.plan_serving(inventory=inv, model=model, ttft_ms=ttft_ms, tpot_ms=tpot_ms, rate=rate, isl=isl,
                            osl=osl, lengths=lengths, percentile=percentile, prices=price, link=link,
-                           link_gbs=link_gbs, name=name, write=write, calibration=calibration)
+                           link_gbs=link_gbs, name=name, write=write, calibration=calibration, mode=mode)
     if json_out:
         emit_result(out)
         return

@@ -432,6 +432,10 @@ class Speculative(Strict):
     num_tokens: Annotated[int, Field(ge=1, le=64)] = Field(default=4, description="Tokens proposed per step.")
 
 
+#: the largest `max_batch` a deployment may declare (the serving planner never plans beyond it)
+MAX_BATCH = 65536
+
+
 class ServingTargets(Strict):
     """Latency targets a deployment is planned for (the planner's prediction is checked against them)."""
 
@@ -461,7 +465,7 @@ class Deployment(Strict):
     )
     max_model_len: Annotated[int, Field(ge=1, le=16_777_216)] = Field(default=4096, description="Longest "
                                                                       "sequence (prompt + output) in tokens.")
-    max_batch: Annotated[int, Field(ge=1, le=65536)] = Field(default=8, description="Sequences served at once.")
+    max_batch: Annotated[int, Field(ge=1, le=MAX_BATCH)] = Field(default=8, description="Sequences served at once.")
     kv_dtype: KvDtype | None = Field(default=None, description="KV-cache dtype; default: the model's dtype "
                                      "(int4 weights: int8).")
     speculative: Speculative | None = None

@@ -73,7 +73,7 @@ def build_placement(site: Site, catalog: Catalog, plan: ServingPlan, name: str |
     deployments: list[dict[str, Any]] = []
     groups: list[dict[str, Any]] = []
 
-    def deployment(pool_role: str, dname: str, port: int, targets: dict[str, float]) -> dict[str, Any]:
+    def deployment(pool_role: str, dname: str, port: int, targets: dict[str, float | int]) -> dict[str, Any]:
         pool = next(p for p in plan.pools if p.role == pool_role)
         d: dict[str, Any] = {
             "name": dname, "model": plan.model, "runtime": pool.runtime, "hosts": pool.hosts, "role": pool_role,
@@ -88,12 +88,14 @@ def build_placement(site: Site, catalog: Catalog, plan: ServingPlan, name: str |
         base = _unique(stem, taken, ("",))
         (port,) = _free_ports(site, catalog, 1)
         deployments.append(deployment("both", base, port, {"ttft_ms": plan.targets_ttft_ms,
-                                                           "tpot_ms": plan.targets_tpot_ms}))
+                                                           "tpot_ms": plan.targets_tpot_ms, "isl": plan.isl}))
         return Placement(deployments, groups)
     base = _unique(stem, taken, ("", "-prefill", "-decode"))
     p_port, d_port, kv_port, r_port = _free_ports(site, catalog, 4)
-    deployments.append(deployment("prefill", f"{base}-prefill", p_port, {"ttft_ms": plan.targets_ttft_ms}))
-    deployments.append(deployment("decode", f"{base}-decode", d_port, {"tpot_ms": plan.targets_tpot_ms}))
+    deployments.append(deployment("prefill", f"{base}-prefill", p_port, {"ttft_ms": plan.targets_ttft_ms,
+                                                                             "isl": plan.isl}))
+    deployments.append(deployment("decode", f"{base}-decode", d_port, {"tpot_ms": plan.targets_tpot_ms,
+                                                                       "isl": plan.isl}))
     prefill = next(p for p in plan.pools if p.role == "prefill")
     group = {"name": base, "prefill": f"{base}-prefill", "decode": f"{base}-decode",
              "kv_transfer": {"connector": plan.connector, "link": plan.link, "port": kv_port},

@@ -24,7 +24,7 @@ from pydantic import BaseModel, ConfigDict
 from sovkit.catalog import Catalog
 from sovkit.errors import PlannerError
 from sovkit.inventory import LoadedInventory
-from sovkit.inventory.models import Model, Site
+from sovkit.inventory.models import MAX_BATCH, Model, Site
 from sovkit.inventory.serving import host_devices, placements
 from sovkit.planner.hardware import DeviceSpec, device_spec
 from sovkit.planner.modelshape import Dtype, ModelShape, read_config
@@ -80,6 +80,7 @@ class PlanRequest:
     link: LinkKind = "rdma"
     link_gbs: float | None = None  # overrides LINK_GBS[link]
     name: str | None = None  # serving group / deployment name stem (default: the model's name)
+    mode: Literal["auto", "disaggregated", "colocated"] = "auto"  # restrict the search to one kind of placement
 
 
 def read_histogram(path: Path) -> tuple[LengthBin, ...]:
@@ -159,6 +160,7 @@ class ServingPlan(_M):
     percentile: int
     targets_ttft_ms: float
     targets_tpot_ms: float
+    isl: int  # the (mean) prompt length the targets were planned at
     ttft_ms: float  # predicted at the percentile: queueing + prefill (+ KV transfer)
     queueing_ms: float
     kv_transfer_ms: float
@@ -359,7 +361,7 @@ class _Search:
         return self.predict(g.kind, g.cap, g.tp, batch, round(self.isl_mean), self.ctx_mean).decode_step_ms
 
     def max_batch(self, g: _Group) -> int:
-        return self.predict(g.kind, g.cap, g.tp, 1, round(self.isl_mean), self.ctx_max).max_batch
+        return min(MAX_BATCH, self.predict(g.kind, g.cap, g.tp, 1, round(self.isl_mean), self.ctx_max).max_batch)
 
     def largest_batch(self, g: _Group, limit: int, budget_ms: float) -> int:
         """The largest batch <= limit whose decode step fits ``budget_ms`` (0: not even batch 1)."""
@@ -696,7 +698,7 @@ def plan_serving(site: Site, catalog: Catalog, model: Model, shape: ModelShape, 
     if not free.groups:
         raise PlannerError("no free accelerators to plan on: every device is claimed by a deployment or has no "
                            "planner figures", _HINTS["capacity"])
-    cands = search.candidates(free)
+    cands = [c for c in search.candidates(free) if req.mode in ("auto", c.mode)]
     feasible = [c for c in cands if c.constraint is None]
 
     def objective(c: _Cand) -> tuple[float, float, int, str]:
@@ -736,7 +738,8 @@ def plan_serving(site: Site, catalog: Catalog, model: Model, shape: ModelShape, 
     disagg = best.mode == "disaggregated"
     return ServingPlan(
         model=req.model, mode=best.mode, rate=req.rate, percentile=req.percentile, targets_ttft_ms=req.ttft_ms,
-        targets_tpot_ms=req.tpot_ms, ttft_ms=round(best.ttft_ms, 2), queueing_ms=round(best.queue_ms, 2),
+        targets_tpot_ms=req.tpot_ms, isl=round(search.isl_mean), ttft_ms=round(best.ttft_ms, 2),
+        queueing_ms=round(best.queue_ms, 2),
         kv_transfer_ms=round(best.transfer_ms, 3), tpot_ms=round(best.tpot_ms, 2),
         max_model_len=search.ctx_max, pools=pools,
         link=req.link if disagg else None, link_gbs=search.link_gbs if disagg else None,
