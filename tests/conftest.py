@@ -71,3 +71,16 @@ def _stop_all_serving(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
     """And whatever module- or session-scoped sites started, when the session ends."""
     yield
     stop_all(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="session")
+def applied_demo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The demo site (two local hosts) applied once per session; tests work on copies (copytree, symlinks=True)
+    and must not change it. A copy's recorded paths and ``current`` links still point into this one: a test that
+    runs Ansible against those paths needs its own applied site."""
+    from tests.sitefactory import make_site
+
+    site = make_site(tmp_path_factory.mktemp("applied-demo"))
+    r = run_cli("apply", site.path, "--auto-approve")
+    assert r.code == 0, r.text
+    return site.root

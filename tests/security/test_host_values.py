@@ -17,7 +17,7 @@ import pytest
 
 from sovkit.state.models import State
 from tests.conftest import run_cli
-from tests.sitefactory import make_site
+from tests.sitefactory import Site, make_site
 
 pytestmark = pytest.mark.slow
 
@@ -68,9 +68,11 @@ def test_host_reported_link_target_is_refused_and_never_reaches_ansible(tmp_path
     assert Path(hostile).is_dir(), "only sovkit's own model directory is removed, not the link's target"
 
 
-def test_tampered_state_path_is_refused_before_ansible(tmp_path: Path) -> None:
-    site = make_site(tmp_path)
-    assert run_cli("apply", site.path, "--auto-approve").code == 0
+def test_tampered_state_path_is_refused_before_ansible(applied_demo: Path, tmp_path: Path) -> None:
+    # a copy of the session's applied demo site: the apply below is refused before Ansible touches any path
+    shutil.copytree(applied_demo, tmp_path / "site", symlinks=True)
+    site = Site(tmp_path / "site")
+    assert _state(site.root).hosts["npu-node-2"].models["demo-ko-chat"].version == "1.0", "an applied site"
     state_file = site.root / ".sovkit" / "state.json"
     doc = json.loads(state_file.read_text())
     model = doc["hosts"]["npu-node-2"]["models"]["demo-ko-chat"]

@@ -8,6 +8,7 @@ file on the controller if it were rendered or run through a shell. No marker may
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,7 @@ from sovkit.plan.diff import diff
 from sovkit.provision.ansible_executor import AnsibleRunnerExecutor
 from sovkit.provision.executor import ExecEvent, HostTarget
 from sovkit.provision.hostvars import apply_target, common_target, observe_target
+from sovkit.resources import templates_dir
 from sovkit.state.models import HostRecord
 from tests.driverkit import add_driver, boot_with_driver, use_driver
 from tests.sitefactory import KIND, make_site
@@ -79,6 +81,16 @@ def run(playbook: str, targets: list[HostTarget], workdir: Path) -> list[ExecEve
     return events
 
 
+ROLE_OF = {"sovkit_drivers": "driver", "sovkit_firmware": "firmware", "sovkit_runtimes": "runtime",
+           "sovkit_models": "model", "sovkit_serving": "serving", "sovkit_remove": "remove"}
+
+
+def _role_uses(items: str, var: str) -> bool:
+    """Whether the role run for each item of ``items`` names the host variable ``var`` anywhere in its tasks."""
+    tasks = templates_dir() / "ansible" / "roles" / ROLE_OF[items] / "tasks"
+    return any(re.search(rf"\b{var}\b", f.read_text()) for f in tasks.rglob("*.yml"))
+
+
 def _tag(path: tuple[Any, ...]) -> str:
     return ".".join(map(str, path))
 
@@ -105,6 +117,7 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
     plan = diff("demo", desired, {})
     targets: list[HostTarget] = []
     literal_config = None
+    reached: dict[str, set[str]] = {}  # host-wide variable -> the roles run with it marked
     for i in range(n_local):
         t = apply_target(inv, desired[f"h{i}"], plan.for_host(f"h{i}"), HostRecord(), known)
         variables = {**t.variables, "sovkit_remove": [{"component": "model", "name": "gone", "paths": [
@@ -117,6 +130,9 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
                      "sovkit_remove")
             keep = {path[0]} if where == "vars" and path[0] in lists else {
                 "sovkit_models", "sovkit_serving", "sovkit_remove"}
+            if path[0].startswith("sovkit_") and path[0] not in lists:
+                keep = {k for k in keep if _role_uses(k, path[0])}  # a role that never names it cannot render it
+                reached[path[0]] = keep
             # the leaves are those of each list's first item, so the first item is all a mutated host needs
             variables = {k: (([] if k not in keep else v[:1]) if k in lists else v) for k, v in variables.items()}
             text = payload(markers, f"apply.{where}.{_tag(path)}")
@@ -131,18 +147,27 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
         targets.append(HostTarget(f"s{j}", mutated(ssh_conn, path, payload(markers, f"ssh.{_tag(path)}")),
                                   {**targets[-1].variables, "sovkit_drivers": [], "sovkit_firmware": [],
                                    "sovkit_runtimes": []}))
+    # the host-wide variables still reach every role that names them (and those roles only)
+    assert {"sovkit_python": {"sovkit_models", "sovkit_serving", "sovkit_remove"},
+            "sovkit_supervise": {"sovkit_serving", "sovkit_remove"}, "sovkit_serving_files": {"sovkit_serving"},
+            "sovkit_swap_dir": {"sovkit_models"}, "sovkit_swap_link": {"sovkit_models"},
+            "sovkit_root": {"sovkit_remove"}}.items() <= reached.items(), reached
     events = run("apply.yml", targets, tmp_path / "runs")
 
+    # one observed host per leaf of sovkit_observe, plus the untouched host that applied everything (the other
+    # hosts would only observe unmarked values: each costs seconds of Ansible and proves nothing more)
     obs_targets = []
-    for i in range(n_local):
+    obs_leaves = list(leaves(observe_target(inv, desired["h0"], HostRecord(), known).variables["sovkit_observe"]))
+    assert 0 < len(obs_leaves) < n_local - 1
+    for i in [*range(len(obs_leaves)), n_local - 1]:
         t = observe_target(inv, desired[f"h{i}"], HostRecord(), known)
-        obs_leaves = list(leaves(t.variables["sovkit_observe"]))
+        assert list(leaves(t.variables["sovkit_observe"])) == obs_leaves
         if i < len(obs_leaves):
             obs = mutated(t.variables["sovkit_observe"], obs_leaves[i],
                           payload(markers, f"observe.{_tag(obs_leaves[i])}"))
             t = HostTarget(t.name, t.connection_vars, {**t.variables, "sovkit_observe": obs})
         obs_targets.append(t)
-    run("observe.yml", obs_targets, tmp_path / "runs")
+    obs_events = run("observe.yml", obs_targets, tmp_path / "runs")
 
     # the serving probes (readiness, smoke request) and the serving rollback: every leaf of their items too
     serving = desired["h0"].serving["chat-prefill"]
@@ -172,6 +197,8 @@ def test_no_variable_or_connection_var_is_rendered_by_apply_or_observe(tmp_path:
     assert {e.data["sovkit_record"]["component"] for e in events if e.host == last and e.kind == "record"} == {
         "driver", "firmware", "runtime", "model", "serving"}
     assert not [e for e in events if e.host == last and e.kind in ("failed", "unreachable")]
+    assert [e.data for e in obs_events if e.host == last and e.kind == "record"], "the untouched host was observed"
+    assert not [e for e in obs_events if e.host == last and e.kind in ("failed", "unreachable")]
     # a value that is written to the host arrives there literally, unexecuted
     assert literal_config is not None
     config_path, text = literal_config

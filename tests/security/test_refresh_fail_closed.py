@@ -23,13 +23,10 @@ pytestmark = pytest.mark.slow
 LINK = "opt/sovkit/models/demo-ko-chat/current"
 
 
-@pytest.fixture(scope="module")
-def applied(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo site applied once (both local hosts); tests work on copies of it."""
-    site = make_site(tmp_path_factory.mktemp("applied"))
-    r = run_cli("apply", site.path, "--auto-approve")
-    assert r.code == 0, r.text
-    return site.root
+@pytest.fixture
+def applied(applied_demo: Path) -> Path:
+    """The demo site applied once per session (both local hosts); tests work on copies of it."""
+    return applied_demo
 
 
 def _copy(applied: Path, tmp_path: Path) -> Path:
