@@ -101,7 +101,8 @@ def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
     """Copy the demo site to ``tmp``; optionally replace its hosts (deployments are re-spread over them).
 
     With new hosts, chat-prefill goes to the first, chat-decode to the others (or the first again), and the
-    serving group's router to the first.
+    serving group's router to the first; their device pins are dropped (first-fit on the new hosts, so both fit
+    when they share one).
     """
     root = tmp / "site"
     shutil.copytree(DEMO, root, ignore=shutil.ignore_patterns("generate.py", "*.in", ".sovkit", "hosts"))
@@ -111,6 +112,8 @@ def make_site(tmp: Path, hosts: list[dict[str, Any]] | None = None) -> Site:
         names = [h["name"] for h in hosts]
         site.data["deployments"][0]["hosts"] = names[:1]
         site.data["deployments"][1]["hosts"] = names[1:] or names[:1]
+        for d in site.data["deployments"]:
+            d.pop("devices", None)
         site.data["serving_groups"][0]["router"]["host"] = names[0]
     ports = free_ports(4)  # the demo's fixed ports would clash with another site's servers still running
     site.data["deployments"][0]["port"], site.data["deployments"][1]["port"] = ports[0], ports[1]

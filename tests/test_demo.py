@@ -31,8 +31,8 @@ def test_demo_runs_the_main_job_and_a_second_run_changes_nothing(tmp_path: Path)
                           rf"per token {num} ms", flat)
     assert measured and predicted, first.out
     assert all(float(x) > 0 for x in (*measured.groups(), *predicted.groups()))
-    assert re.search(r"serving planner, \d+-token prompt at batch 1, prefill on rebellions-atom-max TP 2, decode on "
-                     r"rebellions-atom-max TP 2, (un)?calibrated", flat), first.out
+    assert re.search(r"serving planner, \d+-token prompt at batch 1, prefill on rebellions-atom-max TP 1, decode on "
+                     r"rebellions-atom-max TP 1, (un)?calibrated", flat), first.out
     assert "on the simulator the measured side is the simulator's" in flat
     state = json.loads((work / ".sovkit" / "state.json").read_text())
     assert set(state["hosts"]) == {"npu-node-1", "npu-node-2"}

@@ -28,19 +28,21 @@ def _dep(data: dict[str, Any], name: str) -> dict[str, Any]:
 
 
 def _four_devices_on_node1(data: dict[str, Any]) -> None:
-    """npu-node-1 gets a second slot (2 more ATOM-Max: indexes 2, 3); every deployment goes there."""
+    """npu-node-1 gets a second slot (2 more ATOM-Max: indexes 2, 3); every deployment goes there, unpinned."""
     data["hosts"][0]["accelerators"].append({"kind": "rebellions-atom-max", "count": 2})
     for d in data["deployments"]:
         d["hosts"] = ["npu-node-1"]
         d["tensor_parallel"] = 1
+        d.pop("devices", None)
 
 
-def test_demo_site_places_two_devices_per_node_and_four_ports() -> None:
+def test_demo_site_places_one_device_per_node_and_four_ports() -> None:
+    """The demo's planned placement: TP 1 on device 0 of each node."""
     p = placements(_site(), load_catalog())
     assert p.conflicts == ()
     pre, dec = p.get("chat-prefill", "npu-node-1"), p.get("chat-decode", "npu-node-2")
-    assert (pre.devices, dec.devices) == ((0, 1), (0, 1))
-    assert pre.device_kinds == ("rebellions-atom-max",) * 2 and pre.device_memory_gb == 64
+    assert (pre.devices, dec.devices) == ((0,), (0,))
+    assert pre.device_kinds == ("rebellions-atom-max",) and pre.device_memory_gb == 64
     assert (pre.group, pre.side, dec.side) == ("chat", "prefill", "decode")
     assert sorted((u.port, u.purpose, u.host) for u in p.ports()) == [
         (8100, "router", "npu-node-1"), (8101, "serve", "npu-node-1"), (8102, "serve", "npu-node-2"),
@@ -64,8 +66,8 @@ def test_explicit_devices_are_kept_and_others_fill_first_fit() -> None:
 
 def test_device_claimed_twice_and_out_of_range() -> None:
     def edit(data: dict[str, Any]) -> None:
-        _dep(data, "chat-decode").update(hosts=["npu-node-1"], devices=[1, 5])
-        _dep(data, "chat-prefill").update(devices=[0, 1])
+        _dep(data, "chat-decode").update(hosts=["npu-node-1"], tensor_parallel=2, devices=[1, 5])
+        _dep(data, "chat-prefill").update(tensor_parallel=2, devices=[0, 1])
     p = placements(_site(edit), load_catalog())
     got = {(c.kind, c.resource, c.message) for c in p.conflicts}
     assert got == {
@@ -78,8 +80,11 @@ def test_device_claimed_twice_and_out_of_range() -> None:
 
 
 def test_not_enough_free_devices() -> None:
+    """chat-prefill (TP 2 here) holds both devices of npu-node-1; chat-decode, unpinned, finds none free."""
     def edit(data: dict[str, Any]) -> None:
+        _dep(data, "chat-prefill").update(tensor_parallel=2, devices=[0, 1])
         _dep(data, "chat-decode").update(hosts=["npu-node-1"], tensor_parallel=1)
+        del _dep(data, "chat-decode")["devices"]
     p = placements(_site(edit), load_catalog())
     [c] = p.conflicts
     assert (c.kind, c.host, c.resource) == ("devices", "npu-node-1", "deployments/chat-decode")
@@ -104,6 +109,7 @@ def test_a_deployment_on_two_hosts_sharing_an_address_clashes_with_itself() -> N
         data["serving_groups"] = []
         for d in data["deployments"]:
             d["role"] = "both"
+            del d["devices"]  # allocated first-fit: only the port may clash
         _dep(data, "chat-decode")["hosts"] = ["npu-node-1", "npu-node-2"]
         _dep(data, "chat-prefill")["hosts"] = ["npu-node-2"]
         data["hosts"][1]["accelerators"][0]["count"] = 4
@@ -128,6 +134,8 @@ def test_device_indexes_count_through_slots_in_order() -> None:
     def edit(data: dict[str, Any]) -> None:
         data["hosts"][0]["accelerators"] = [{"kind": "rebellions-atom-max", "count": 1},
                                             {"kind": "furiosa-rngd", "count": 2}]
+        _dep(data, "chat-prefill")["tensor_parallel"] = 2  # spans both slots
+        del _dep(data, "chat-prefill")["devices"]
     host = _site(edit).hosts[0]
     assert host_devices(host) == ["rebellions-atom-max", "furiosa-rngd", "furiosa-rngd"]
     p = placements(_site(edit), load_catalog()).get("chat-prefill", "npu-node-1")

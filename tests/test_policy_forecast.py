@@ -62,11 +62,11 @@ def test_impossible_targets_warn_with_the_predicted_numbers(tmp_path: Path, cli:
     said = re.search(r"predicted time to first token ([0-9.e+-]+) ms misses its ([0-9.e+-]+) ms target", ttft["msg"])
     assert said is not None, ttft["msg"]
     assert float(said.group(1)) == _as_printed(p["ttft_ms"]) and float(said.group(2)) == 1e-6
-    assert f"for one 2048-token prompt on {KIND} at TP 2" in ttft["msg"]
+    assert f"for one 2048-token prompt on {KIND} at TP 1" in ttft["msg"]
     assert ("uncalibrated" in ttft["msg"]) == (not p["calibrated"])
     assert "sovkit serving plan" in ttft["remediation"]
     tpot = hits["deployments/chat-decode"]
-    assert "predicted time per output token" in tpot["msg"] and "one decode step of 8 sequences" in tpot["msg"]
+    assert "predicted time per output token" in tpot["msg"] and "one decode step of 5782 sequences" in tpot["msg"]
 
     # targets the prediction meets: no finding
     _dep(site, "chat-prefill")["targets"] = {"ttft_ms": p["ttft_ms"] * 2}
@@ -98,9 +98,9 @@ def test_rack_is_judged_at_its_phase_peak_not_its_tdp_sum(tmp_path: Path, cli: C
     cpu_w = catalog.cpus["arm-neoverse-v2"].tdp_w.value
     tdp_w = catalog.accelerators[KIND].tdp_w.value
     assert cpu_w is not None and tdp_w is not None
-    # demo rack: two CPUs, two devices serving prefill (node 1), two serving decode (node 2)
+    # demo rack: two CPUs, one device serving prefill (node 1), one serving decode (node 2), the other two idle
     assert rack["draw_w"] == 2 * cpu_w + 4 * tdp_w
-    assert rack["peak_w"] == 2 * cpu_w + 2 * _phase_w("prefill") + 2 * _phase_w("decode")
+    assert rack["peak_w"] == 2 * cpu_w + _phase_w("prefill") + _phase_w("decode") + 2 * _phase_w("idle")
     assert rack["peak_w"] < rack["draw_w"] and rack["phase_devices"] == 4 and rack["tdp_devices"] == 0
 
     # a budget between the phase peak and the TDP sum: the TDP-sum rule would deny, the phase-power one allows
@@ -115,8 +115,9 @@ def test_rack_is_judged_at_its_phase_peak_not_its_tdp_sum(tmp_path: Path, cli: C
     assert code == 3 and len(hits) == 1, decision["findings"]
     msg = hits[0]["msg"]
     assert f"rack demo-rack peaks at {rack['peak_w']:g} W" in msg
-    assert f"2 {KIND} (prefill) x {_phase_w('prefill'):g} W" in msg
-    assert f"2 {KIND} (decode) x {_phase_w('decode'):g} W" in msg
+    assert f"1 {KIND} (prefill) x {_phase_w('prefill'):g} W" in msg
+    assert f"1 {KIND} (decode) x {_phase_w('decode'):g} W" in msg
+    assert f"2 {KIND} (idle) x {_phase_w('idle'):g} W" in msg
     assert f"2 arm-neoverse-v2 (CPU at TDP) x {cpu_w:g} W" in msg
     assert f"all TDPs would sum to {rack['draw_w']:g} W" in msg
 
@@ -124,10 +125,10 @@ def test_rack_is_judged_at_its_phase_peak_not_its_tdp_sum(tmp_path: Path, cli: C
 def test_unassigned_devices_count_idle(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     for h in site.data["hosts"]:
-        h["accelerators"][0]["count"] = 4  # two more devices per host that no deployment uses
+        h["accelerators"][0]["count"] = 4  # three devices per host that no deployment uses (the demo's use index 0)
     rack = build_input(load_inventory(site.save()))["racks"][0]
     idle = next(t for t in rack["peak_terms"] if t["state"] == "idle")
-    assert idle == {"state": "idle", "kind": KIND, "count": 4, "watts_each": _phase_w("idle")}
+    assert idle == {"state": "idle", "kind": KIND, "count": 6, "watts_each": _phase_w("idle")}
 
 
 class _Counting:

@@ -170,7 +170,7 @@ VIOLATIONS: dict[str, tuple[str, Mutation]] = {
     "CAP-001": ("deny", _budget_of_peak(0.9)),
     "CAP-002": ("warn", _budget_of_peak(1.05)),
     "CAP-003": ("deny", _huge_weights),
-    "CAP-004": ("deny", _set("deployments", "tensor_parallel", 4)),
+    "CAP-004": ("deny", _all(_set("deployments", "tensor_parallel", 4), _drop("deployments", "devices"))),
     "CAP-005": ("warn", _unknown_tdp),
     "SV-008": ("warn", _targets(ttft_ms=1e-6, tpot_ms=1e-6)),
     "SV-009": ("warn", _all(lambda site: site.model("demo-ko-chat").pop("config"), _targets(tpot_ms=50))),

@@ -45,7 +45,7 @@ def test_the_demo_processes_are_launched_as_the_demo_profile_says() -> None:
     assert argv[1:4] == ["-m", "simnpu_serve", "serve"]
     assert argv[4].endswith("/hosts/npu-node-1/opt/sovkit/models/demo-ko-chat/current")
     assert (_after(argv, "--port"), _after(argv, "--devices"), _after(argv, "--tensor-parallel-size")) == (
-        "8101", "npu:0,npu:1", "2")
+        "8101", "npu:0", "1")  # the planned demo: TP 1 on device 0
     kv = json.loads(_after(argv, "--kv-transfer-config"))
     assert (kv["kv_role"], kv["kv_connector"], kv["kv_ip"], kv["kv_port"]) == (
         "kv_producer", "SovkitDemoConnector", "127.0.0.1", 8112)
@@ -58,6 +58,15 @@ def test_the_demo_processes_are_launched_as_the_demo_profile_says() -> None:
         "8100", "http://127.0.0.1:8101", "http://127.0.0.1:8102", "127.0.0.1:8112")
     assert (router.takes_traffic, prefill.takes_traffic, decode.takes_traffic) == (True, False, False)
     assert prefill.unit == "" and prefill.service_manager == "supervisor"  # demo hosts have no systemd
+
+
+def test_a_tensor_parallel_2_deployment_is_launched_on_both_its_devices(tmp_path: Path) -> None:
+    data = json.loads(json.dumps(DEMO_SITE))
+    data["deployments"][0].update(tensor_parallel=2, devices=[1, 0])
+    prefill = _desired(tmp_path, data)["npu-node-1"].serving["chat-prefill"]
+    argv = _argv(prefill)
+    assert (_after(argv, "--devices"), _after(argv, "--tensor-parallel-size")) == ("npu:1,npu:0", "2")
+    assert prefill.devices == (1, 0)
 
 
 def test_two_deployments_on_one_host_get_their_own_devices(tmp_path: Path) -> None:
@@ -103,6 +112,7 @@ def test_a_speculative_deployment_installs_its_draft_model_and_names_it(tmp_path
 def test_a_launch_that_cannot_be_placed_is_refused_at_plan_with_the_rule_to_read(tmp_path: Path) -> None:
     data = json.loads(json.dumps(DEMO_SITE))
     data["deployments"][0]["tensor_parallel"] = 4  # the host has 2 devices
+    del data["deployments"][0]["devices"]  # unpinned: the placement, not the schema, finds too few
     with pytest.raises(PlanError) as err:
         _desired(tmp_path, data)
     assert "chat-prefill on host npu-node-1 cannot be launched" in err.value.message

@@ -19,7 +19,7 @@ ARGS = ["--model", "demo-ko-chat", "--ttft-ms", "500", "--tpot-ms", "50", "--rat
 
 
 def planned_site(tmp: Path) -> Site:
-    """The demo site with four ATOM-Max per host (two free beside the demo's pools) and a Llama-3.1-8B config."""
+    """The demo site with four ATOM-Max per host (three free beside the demo's TP 1 pools) and a Llama-3.1-8B config."""
     s = make_site(tmp)
     for h in s.data["hosts"]:
         h["accelerators"][0]["count"] = 4
@@ -42,7 +42,9 @@ def test_plan_json_and_write(tmp_path: Path, cli: Callable[..., CliResult]) -> N
     assert all(rack["peak_w"] <= rack["budget_w"] for rack in plan["racks"])
     assert 1 <= len(plan["alternatives"]) <= 5 and all(a["why_lost"] for a in plan["alternatives"])
     used = {(h, d) for pool in plan["pools"] for h in pool["hosts"] for d in pool["devices"]}
-    assert used.isdisjoint({(h, d) for h in ("npu-node-1", "npu-node-2") for d in (0, 1)})  # the demo's own
+    demo_own = {(hp.host, d) for hp in placements(load_inventory(s.path).site, load_catalog()).hosts
+                for d in hp.devices}
+    assert demo_own == {("npu-node-1", 0), ("npu-node-2", 0)} and used.isdisjoint(demo_own)
 
     before = s.path.read_text()
     w = cli("serving", "plan", s.path, *ARGS, "--write", s.path)

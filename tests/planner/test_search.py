@@ -133,9 +133,13 @@ def test_cheaper_kind_wins_by_power_and_by_price() -> None:
 
 
 def test_claimed_devices_are_not_planned_on_and_ports_do_not_clash() -> None:
-    # the demo's deployments claim both devices of npu-node-1 and npu-node-2 (TP 2 each)
+    # the demo's deployments, set to TP 2 here, claim both devices of npu-node-1 and npu-node-2
     hosts = [("npu-node-1", "r1", ATOM, 2), ("npu-node-2", "r1", ATOM, 2), ("n3", "r1", ATOM, 2)]
-    s = site(hosts, {"r1": 100_000}, keep_deployments=True)
+    data = site(hosts, {"r1": 100_000}, keep_deployments=True).model_dump(mode="json", by_alias=True,
+                                                                          exclude_unset=True)
+    for d in data["deployments"]:
+        d.update(tensor_parallel=2, devices=[0, 1])
+    s = Site.model_validate(data)
     p = plan(s, 8000, 200, ttft=3000, tpot=14, rate=0.5)
     assert {h for pool in p.pools for h in pool.hosts} == {"n3"}  # one pool per host: only n3 is free
     placed = build_placement(s, CAT, p)
@@ -169,7 +173,7 @@ def test_insert_items_keeps_comments_and_handles_flow_and_absent_lists() -> None
 def test_write_placement_into_a_real_site_file(tmp_path: Path) -> None:
     demo = make_site(tmp_path)
     for h in demo.data["hosts"]:
-        h["accelerators"][0]["count"] = 4  # two free devices per host beside the demo's TP 2 pools
+        h["accelerators"][0]["count"] = 4  # three free devices per host beside the demo's TP 1 pools
     demo.save()
     demo.path.write_text("# operator's comment kept\n" + demo.path.read_text())
     inv = load_inventory(demo.path)
