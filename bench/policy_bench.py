@@ -44,6 +44,7 @@ def make_site(directory: Path, hosts: int) -> Path:
     demo["deployments"] = [{"name": f"chat-{j}", "model": "demo-ko-chat", "runtime": "simnpu-serve",
                             "hosts": names[j * chunk:(j + 1) * chunk], "tensor_parallel": 2, "port": 8100 + j}
                            for j in range(10) if names[j * chunk:(j + 1) * chunk]]
+    demo["serving_groups"] = []  # the demo's group names its own deployments, which this site replaces
     path = directory / "site.yaml"
     path.write_text(yaml.safe_dump(demo, sort_keys=False))
     return path
