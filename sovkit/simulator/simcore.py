@@ -66,6 +66,10 @@ HARDWARE: dict[str, dict[str, Any]] = {
                     "npus": 1, "memory": 180 * GIB, "power": [200, 1000, 1000]},
     "nvidia-l40s": {"vendor": "nvidia", "chip": "NVIDIA L40S", "pci_device": "26b9", "class": "0x030200",
                     "npus": 1, "memory": 48 * GIB, "power": [100, 350, 350]},
+    "nvidia-a100-80gb-sxm": {"vendor": "nvidia", "chip": "NVIDIA A100-SXM4-80GB", "pci_device": "20b2",
+                             "class": "0x030200", "npus": 1, "memory": 80 * GIB, "power": [100, 400, 400]},
+    "nvidia-a100-40gb-sxm": {"vendor": "nvidia", "chip": "NVIDIA A100-SXM4-40GB", "pci_device": "20b0",
+                             "class": "0x030200", "npus": 1, "memory": 40 * GIB, "power": [100, 400, 400]},
 }
 
 
