@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
-from sovkit import workflow
+from sovkit import identifiers, workflow
 from sovkit.attest import log as attest_log
 from sovkit.attest.log import STEP_TITLES, LogEntry, LogVerification, read_log
 from sovkit.attest.provenance import check_subjects
@@ -479,6 +479,10 @@ def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot
     else:
         raise PlannerError("give the request lengths: --isl N and --osl N, or --lengths CSV",
                            "e.g. --isl 1024 --osl 256")
+    if name is not None and not (identifiers.matches(identifiers.NAME, name) and len(name) <= 55):
+        raise PlannerError(f"--name {identifiers.describe(name)} is not a usable name stem",
+                           "lowercase letters, digits, '.', '_' and '-', at most 55 characters (it gets "
+                           "'-prefill' / '-decode' appended)")
     if mode not in ("auto", "disaggregated", "colocated"):
         raise PlannerError(f"--mode {mode!r} is not one of auto, disaggregated, colocated",
                            "auto lets the planner choose; the others restrict the search")

@@ -67,6 +67,16 @@ def test_bad_model_name_is_one_clear_error(tmp_path: Path, cli: Callable[..., Cl
     assert "Traceback" not in r.err + r.out
 
 
+def test_hostile_name_stem_is_refused_and_the_file_untouched(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
+    s = planned_site(tmp_path)
+    before = s.path.read_bytes()
+    r = cli("serving", "plan", s.path, *ARGS, "--name", 'x{{ lookup("pipe","id") }}', "--write", s.path)
+    assert r.code == 1
+    assert "is not a usable name stem" in r.err and "internal error" not in r.err, r.err
+    assert "Traceback" not in r.err + r.out
+    assert s.path.read_bytes() == before
+
+
 def test_unreachable_targets_name_the_constraint(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     s = planned_site(tmp_path)
     r = cli("serving", "plan", s.path, *[a if a != "50" else "0.5" for a in ARGS])
