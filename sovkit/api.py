@@ -36,6 +36,8 @@ from sovkit.inventory.capacity import RackPower, host_power, rack_power
 from sovkit.inventory.models import Site
 from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
+from sovkit.plan.rollout import Rollout
+from sovkit.plan.rollout import rollout_from_options as _rollout_from_options
 from sovkit.planner import service as _planner
 from sovkit.planner.calibration import CalibrationFile, load_calibrations
 from sovkit.planner.forecast import RequestForecast, SitePredictor, request_forecast, site_predictor
@@ -139,6 +141,7 @@ __all__ = [
     "RefreshResult",
     "RegoTestResult",
     "RequestForecast",
+    "Rollout",
     "SavedPlan",
     "ServingPlanOutput",
     "Signer",
@@ -267,9 +270,20 @@ def export_ansible(*, inventory: LoadedInventory) -> dict[str, Any]:
 # --- plan / apply / refresh / rollback ----------------------------------------------------------------------------
 
 
-def make_plan(*, workspace: Workspace, refresh: bool = False, on_event: OnEvent = _quiet) -> PlanResult:
-    """Desired (inventory) vs recorded (or, with ``refresh``, observed) state, with the policy decision."""
-    return workflow.make_plan(workspace, refresh, on_event)
+def make_plan(*, workspace: Workspace, refresh: bool = False, on_event: OnEvent = _quiet,
+              rollout: Rollout | None = None) -> PlanResult:
+    """Desired (inventory) vs recorded (or, with ``refresh``, observed) state, with the policy decision.
+
+    ``rollout`` rides in the plan; its limit keeps the changes on the hosts it selects.
+    """
+    return workflow.make_plan(workspace, refresh, on_event, rollout)
+
+
+def rollout_from_options(*, limit: str | None = None, batch_size: str | None = None, canary: int | None = None,
+                         max_fail_percent: int | None = None, forks: int | None = None) -> Rollout:
+    """Rollout controls from the CLI's options; one PlanError naming the option for a bad value."""
+    return _rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
+                                 max_fail_percent=max_fail_percent, forks=forks)
 
 
 def save_plan(*, workspace: Workspace, result: PlanResult, path: Path) -> SavedPlan:
@@ -301,9 +315,10 @@ def apply_saved_plan(*, workspace: Workspace, saved: SavedPlan, on_event: OnEven
 
 
 def apply_inventory(*, workspace: Workspace, confirm: Callable[[PlanResult], bool], refresh: bool = False,
-                    on_plan_event: OnEvent = _quiet, on_event: OnEvent = _quiet) -> ApplyOutcome:
+                    on_plan_event: OnEvent = _quiet, on_event: OnEvent = _quiet, rollout: Rollout | None = None
+                    ) -> ApplyOutcome:
     """Plan, let ``confirm`` show the plan and answer, then apply (``confirmed`` is False when it said no)."""
-    return workflow.apply_inventory(workspace, confirm, refresh, on_plan_event, on_event)
+    return workflow.apply_inventory(workspace, confirm, refresh, on_plan_event, on_event, rollout)
 
 
 def refresh(*, workspace: Workspace, on_event: OnEvent = _quiet) -> RefreshResult:

@@ -115,6 +115,7 @@ class ScriptedRun:
     targets: tuple[HostTarget, ...]
     events: tuple[ExecEvent, ...]
     result: RunResult
+    forks: int | None = None
 
     def target(self, host: str) -> HostTarget:
         for t in self.targets:
@@ -181,6 +182,7 @@ class ScriptedExecutor:
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
+        forks: int | None = None,
     ) -> RunResult:
         if not (templates_dir() / "ansible" / playbook).is_file():
             raise ProvisionError(f"playbook {playbook} is missing from sovkit's templates", "reinstall sovkit")
@@ -237,7 +239,7 @@ class ScriptedExecutor:
         else:
             rc = RC_OK
         result = RunResult(run_id=run_id, rc=rc, hosts=outcomes, cancelled=cancelled)
-        self.runs.append(ScriptedRun(playbook, run_id, workdir, frozen, tuple(events), result))
+        self.runs.append(ScriptedRun(playbook, run_id, workdir, frozen, tuple(events), result, forks))
         return result
 
 

@@ -22,9 +22,9 @@ from sovkit.attest.provenance import ApplyContext
 from sovkit.audit.drift import write_refresh_record
 from sovkit.components.host import DesiredHost, desired_site, pinned_artifacts
 from sovkit.errors import PolicyDenied, SovkitError
-from sovkit.plan.diff import diff
+from sovkit.plan.diff import diff, restrict, serving_ties
 from sovkit.plan.drift import recorded_drift
-from sovkit.plan.model import Change, Plan
+from sovkit.plan.model import Change, Plan, Rollout
 from sovkit.plan.planfile import Bindings, SavedPlan
 from sovkit.plan.planfile import check_bindings as check_bindings_values
 from sovkit.policy.api import PolicyDecision, evaluate_policy, policy_pack_digest
@@ -55,10 +55,13 @@ class PlanView(_Out):
     summary: dict[str, int]
     unchanged: int
     changes: list[Change]
+    rollout: Rollout = Rollout()
+    held_back: int = 0
 
     @classmethod
     def of(cls, plan: Plan) -> PlanView:
-        return cls(site=plan.site, summary=plan.summary(), unchanged=plan.unchanged, changes=list(plan.changes))
+        return cls(site=plan.site, summary=plan.summary(), unchanged=plan.unchanged, changes=list(plan.changes),
+                   rollout=plan.rollout, held_back=plan.held_back)
 
 
 class PlanOutput(_Out):
@@ -88,12 +91,15 @@ class ApplyOutput(_Out):
     failures: list[Failure]
     records: dict[str, list[dict[str, Any]]]
     serving_checks: list[ServingCheck] = []
+    batches: list[list[str]] = []
+    stopped: str | None = None
 
     @classmethod
     def of(cls, report: ApplyReport) -> ApplyOutput:
         return cls(run_id=report.run_id, ok=report.ok, state_serial=report.state.serial,
                    failures=[Failure(host=h, task=t, message=m) for h, t, m in report.failures],
-                   records=report.records, serving_checks=report.serving_checks)
+                   records=report.records, serving_checks=report.serving_checks, batches=report.batches,
+                   stopped=report.stopped)
 
 
 class RefreshOutput(_Out):
@@ -199,8 +205,12 @@ def bindings(ws: Workspace, state: State, desired: dict[str, DesiredHost], plan:
                     policy_pack_digest=policy_pack_digest(ws.extra_policies), artifact_digests=actual)
 
 
-def make_plan(ws: Workspace, refresh: bool = False, on_event: OnEvent = _quiet) -> PlanResult:
-    """Desired (inventory) vs recorded or observed state, with the policy decision. Changes nothing."""
+def make_plan(ws: Workspace, refresh: bool = False, on_event: OnEvent = _quiet, rollout: Rollout | None = None
+              ) -> PlanResult:
+    """Desired (inventory) vs recorded or observed state, with the policy decision. Changes nothing.
+
+    A ``rollout`` rides along in the plan; its limit keeps only the changes on the hosts it selects.
+    """
     state = ws.store.read()
     desired = desired_site(ws.inventory)
     decision = evaluate_policy(ws.inventory, state, ws.extra_policies, ws.policy_engine)
@@ -214,6 +224,9 @@ def make_plan(ws: Workspace, refresh: bool = False, on_event: OnEvent = _quiet) 
         drift = with_findings(recorded_drift(ws.inventory.site.metadata.name, state.hosts, obs.hosts),
                               obs.untrusted)
     plan = diff(ws.inventory.site.metadata.name, desired, observed)
+    if rollout is not None and not rollout.default:
+        racks = {h.name: h.rack for h in ws.inventory.site.hosts}
+        plan = restrict(plan, rollout, racks, serving_ties(desired))
     warning = missing_state_warning(ws)
     return PlanResult(plan, decision, bindings(ws, state, desired, plan), drift, unreachable,
                       [warning] if warning else [])
@@ -271,12 +284,13 @@ def apply_saved_plan(ws: Workspace, saved: SavedPlan, on_event: OnEvent = _quiet
 
 
 def apply_inventory(ws: Workspace, confirm: Callable[[PlanResult], bool], refresh: bool = False,
-                    on_plan_event: OnEvent = _quiet, on_event: OnEvent = _quiet) -> ApplyOutcome:
+                    on_plan_event: OnEvent = _quiet, on_event: OnEvent = _quiet, rollout: Rollout | None = None
+                    ) -> ApplyOutcome:
     """Plan, ask ``confirm`` (which sees the plan and decision; the CLI shows them there), then apply.
 
     Nothing to change: ``confirm`` is still called (to show the plan) but its answer is not needed.
     """
-    planned = make_plan(ws, refresh=refresh, on_event=on_plan_event)
+    planned = make_plan(ws, refresh=refresh, on_event=on_plan_event, rollout=rollout)
     answer = confirm(planned)
     if planned.plan.empty:
         return ApplyOutcome(planned, None, True)

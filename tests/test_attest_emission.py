@@ -53,7 +53,8 @@ class ScriptedExecutor:
         self.desired, self.fail_after, self.rollback_to = desired, fail_after or {}, rollback_to
 
     def run(self, playbook: str, targets: list[HostTarget], on_event: Callable[[ExecEvent], None], workdir: Path,
-            cancel: Callable[[], bool] = lambda: False, run_id: str | None = None) -> RunResult:
+            cancel: Callable[[], bool] = lambda: False, run_id: str | None = None,
+            forks: int | None = None) -> RunResult:
         hosts: dict[str, HostOutcome] = {}
         if playbook == "probe.yml":  # the serving checks after apply: every process answers
             for t in targets:

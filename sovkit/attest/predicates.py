@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from sovkit.plan.rollout import Rollout
 from sovkit.provision.serving import ServingCheck
 from sovkit.signing.statement import Statement, Subject
 
@@ -83,6 +84,8 @@ class ProvisionPredicate(_M):
     outcome: Literal["success", "failed", "unreachable", "not-started"]
     error: str | None = None
     changes: list[dict[str, Any]] = Field(default_factory=list, description="the plan's changes for this host")
+    rollout: Rollout | None = Field(default=None, description="the plan's rollout controls, when any were given")
+    batch: int | None = Field(default=None, description="which batch of the rollout ran this host (1-based)")
 
 
 class PolicyFinding(_M):

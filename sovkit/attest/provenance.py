@@ -52,6 +52,8 @@ def host_subjects(record: HostRecord, desired: DesiredHost | None) -> dict[str, 
 def _outcome(report: ApplyReport, host: str) -> tuple[str, str | None]:
     if host in report.preflight.failed_hosts:
         return "not-started", report.preflight.failed_hosts[host]
+    if host in report.skipped:
+        return "not-started", report.skipped[host]
     o = report.hosts.get(host)
     if o is None:
         return "success", None
@@ -114,6 +116,9 @@ def provision_statements(report: ApplyReport, ctx: ApplyContext, hosts: Iterable
             started=report.started, finished=report.finished, run_id=report.run_id,
             outcome=outcome,  # type: ignore[arg-type]
             error=error, changes=changes,
+            rollout=ctx.plan.rollout if ctx.plan is not None and not ctx.plan.rollout.default else None,
+            batch=next((i + 1 for i, b in enumerate(report.batches) if host in b), None)
+            if len(report.batches) > 1 else None,
         )
         out.append(provision_statement(host_subjects(record, desired.get(host)), predicate))
     return out

@@ -14,3 +14,14 @@ StateDirOpt = Annotated[Path | None, typer.Option("--state-dir", help="State dir
                                                                        "the inventory).")]
 PoliciesOpt = Annotated[Path | None, typer.Option("--policies", help="Extra Rego modules (package sovkit.custom.*) "
                                                                      "and data.json to add to the shipped pack.")]
+
+# rollout controls (plan, apply): recorded in the plan, so a saved plan carries them
+LimitOpt = Annotated[str | None, typer.Option("--limit", help="Only these hosts: globs or rack:GLOB, "
+                                                               "comma-separated, !PATTERN excludes.")]
+BatchSizeOpt = Annotated[str | None, typer.Option("--batch-size", help="Apply N hosts (or P% of them) at a time; "
+                                                                       "a serving group's hosts stay together.")]
+CanaryOpt = Annotated[int | None, typer.Option("--canary", help="Apply the first N hosts alone first; stop if "
+                                                                "any of them fails.")]
+MaxFailOpt = Annotated[int | None, typer.Option("--max-fail-percent", help="Stop before the next batch once more "
+                                                                           "than P% of the hosts failed.")]
+ForksOpt = Annotated[int | None, typer.Option("--forks", help="Hosts Ansible works on at once (default 10).")]

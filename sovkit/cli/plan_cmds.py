@@ -11,7 +11,17 @@ from rich.markup import escape
 from rich.status import Status
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.options import (
+    BatchSizeOpt,
+    CanaryOpt,
+    ForksOpt,
+    InvArg,
+    JsonOpt,
+    LimitOpt,
+    MaxFailOpt,
+    PoliciesOpt,
+    StateDirOpt,
+)
 from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.render import plan_text, summary_line
@@ -83,12 +93,19 @@ def plan(
     opa_url: OpaUrlOpt = None,
     opa_token: OpaTokenOpt = None,
     opa_timeout: OpaTimeoutOpt = 5.0,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = None,
+    canary: CanaryOpt = None,
+    max_fail_percent: MaxFailOpt = None,
+    forks: ForksOpt = None,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
+    rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
+                                       max_fail_percent=max_fail_percent, forks=forks)
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
     with Progress(enabled=refresh and not json_out) as progress:
-        result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress)
+        result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress, rollout=rollout)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
     saved = None
     if out is not None and result.decision.allowed:
@@ -119,6 +136,11 @@ def _print_plan(result: api.PlanResult) -> None:
         console.print(plan_text(result.plan, f"Site {result.plan.site}:"))
     _print_decision(result)
     console.print(f"[bold]{summary_line(result.plan)}[/]")
+    if not result.plan.rollout.default:
+        console.print(f"Rollout: {escape(result.plan.rollout.describe())}.")
+    if result.plan.held_back:
+        console.print(f"[yellow]{result.plan.held_back} change(s) on hosts outside --limit are left for a later "
+                      "apply.[/]")
 
 
 def _is_plan_file(path: Path) -> bool:
@@ -133,6 +155,11 @@ def show_report(report: api.ApplyReport, json_out: bool) -> None:
     done = sum(len(v) for v in report.records.values())
     console.print(f"[bold]Apply {report.run_id}:[/] {done} component(s) recorded across {len(report.records)} "
                   f"host(s); state serial {report.state.serial}.")
+    if len(report.batches) > 1:
+        console.print(f"Rollout: {len(report.batches)} batch(es) planned: "
+                      + "; ".join(f"{i + 1}: {', '.join(escape(h) for h in b)}" for i, b in enumerate(report.batches)))
+    if report.stopped:
+        err_console.print(f"[red]Rollout {escape(report.stopped)}[/]")
     for c in report.serving_checks:
         if c.smoke is None:
             continue
@@ -159,9 +186,20 @@ def apply(
     opa_url: OpaUrlOpt = None,
     opa_token: OpaTokenOpt = None,
     opa_timeout: OpaTimeoutOpt = 5.0,
+    limit: LimitOpt = None,
+    batch_size: BatchSizeOpt = None,
+    canary: CanaryOpt = None,
+    max_fail_percent: MaxFailOpt = None,
+    forks: ForksOpt = None,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
+    rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
+                                       max_fail_percent=max_fail_percent, forks=forks)
     if _is_plan_file(target):
+        if not rollout.default:
+            raise SovkitError("a saved plan carries its own rollout controls: they cannot be changed at apply",
+                              "make the plan again with them (`sovkit plan -o PLAN --limit …`), or apply the "
+                              "inventory directly with them")
         pub_path = plan_key
         if pub_path is None:
             env = os.environ.get("SOVKIT_SIGNING_KEY")
@@ -199,7 +237,7 @@ def apply(
 
         with plan_progress, run_progress:
             outcome = api.apply_inventory(workspace=ws, confirm=confirm, refresh=refresh, on_plan_event=plan_progress,
-                                          on_event=run_progress)
+                                          on_event=run_progress, rollout=rollout)
         if not outcome.confirmed:
             err_console.print("Apply cancelled; nothing was changed.")
             return 1

@@ -9,8 +9,9 @@ from pydantic import BaseModel, ConfigDict
 
 from sovkit.components import registry
 from sovkit.components.base import Action, Change, Component
+from sovkit.plan.rollout import Rollout
 
-__all__ = ["COMPONENT_ORDER", "SYMBOL", "Action", "Change", "Component", "Plan"]
+__all__ = ["COMPONENT_ORDER", "SYMBOL", "Action", "Change", "Component", "Plan", "Rollout"]
 
 
 class _Order(Mapping[str, int]):
@@ -35,6 +36,10 @@ class Plan(BaseModel):
     site: str
     changes: tuple[Change, ...]
     unchanged: int = 0
+    #: how the apply runs these changes (the limit already chose them); part of what a saved plan signs
+    rollout: Rollout = Rollout()
+    #: changes the limit left out (on hosts it did not select): the site is not converged when this is > 0
+    held_back: int = 0
 
     @property
     def empty(self) -> bool:

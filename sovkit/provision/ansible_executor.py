@@ -304,13 +304,14 @@ class AnsibleRunnerExecutor:
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
+        forks: int | None = None,
     ) -> RunResult:
         with bmc_password_file(os.environ) as bmc_auth:
             return self._run(playbook, targets, on_event, workdir, cancel, run_id,
-                             {BMC_AUTH_PATH: bmc_auth} if bmc_auth else {})
+                             {BMC_AUTH_PATH: bmc_auth} if bmc_auth else {}, forks or self.forks)
 
     def _run(self, playbook: str, targets: list[HostTarget], on_event: Callable[[ExecEvent], None], workdir: Path,
-             cancel: Callable[[], bool], run_id: str | None, extra_env: dict[str, str]) -> RunResult:
+             cancel: Callable[[], bool], run_id: str | None, extra_env: dict[str, str], forks: int) -> RunResult:
         need = _FREE_BASE + _FREE_PER_HOST * len(targets)
         workdir.mkdir(parents=True, exist_ok=True)
         if _free(workdir) < need:
@@ -382,7 +383,7 @@ class AnsibleRunnerExecutor:
                 event_handler=handle,
                 cancel_callback=stop,
                 quiet=True,
-                forks=self.forks,
+                forks=forks,
                 verbosity=self.verbosity or None,
                 suppress_env_files=False,
             )

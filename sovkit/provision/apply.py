@@ -18,6 +18,7 @@ from sovkit.components import registry
 from sovkit.components.host import DesiredHost
 from sovkit.errors import PlanError, ProvisionError, StateError
 from sovkit.inventory.loader import LoadedInventory
+from sovkit.plan.diff import serving_ties
 from sovkit.plan.model import Plan
 from sovkit.provision.executor import ExecEvent, Executor, HostOutcome, HostTarget
 from sovkit.provision.hostvars import apply_target
@@ -37,17 +38,28 @@ class ApplyReport:
     preflight: Preflight
     records: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     serving_checks: list[ServingCheck] = field(default_factory=list)
+    #: the hosts of each batch the rollout ran, in order (one batch without rollout controls)
+    batches: list[list[str]] = field(default_factory=list)
+    #: why the rollout stopped before its last batch (None when every batch ran)
+    stopped: str | None = None
+    #: hosts of the batches never started, each with the reason
+    skipped: dict[str, str] = field(default_factory=dict)
 
     @property
     def failures(self) -> list[tuple[str, str, str]]:
-        """(host, task, message) for each host that did not complete."""
+        """(host, task, message) for each host that did not complete (a host the rollout never reached too)."""
         out = [(h, "preflight", msg) for h, msg in self.preflight.failed_hosts.items()]
         for host, o in self.hosts.items():
             if o.unreachable:
                 out.append((host, o.failed_task or "connect", f"unreachable: {o.error}"))
             elif o.failed:
                 out.append((host, o.failed_task, o.error))
+        out += [(h, "rollout", msg) for h, msg in self.skipped.items()]
         return out
+
+    def failed_hosts(self) -> set[str]:
+        """Hosts that were tried and failed (preflight, a task, unreachable); not those never reached."""
+        return set(self.preflight.failed_hosts) | {h for h, o in self.hosts.items() if o.failed or o.unreachable}
 
     @property
     def ok(self) -> bool:
@@ -119,15 +131,41 @@ def execute_plan(
         state.hosts.pop(host, None)
     if dropped:
         state = store.write(state)
-    targets = [
-        apply_target(inv, desired[h], plan.for_host(h), state.hosts.get(h, HostRecord()),
-                     workdir.parent / "known_hosts")
-        for h in plan.hosts() if h in desired and h not in preflight.failed_hosts
-    ]
+    rollout = plan.rollout
+    planned = [h for h in plan.hosts() if h in desired]
+    total = len(planned)
     sig_ok = {label: check.verified for label, check in preflight.signatures.items()}
+    report = ApplyReport(run_id=f"apply-{uuid.uuid4().hex[:12]}", started=started, finished="", hosts={},
+                         state=state, preflight=preflight)
+    batches = rollout.batches(planned, serving_ties(desired))
+    for number, batch in enumerate(batches):
+        report.batches.append(batch)
+        _run_batch(report, inv, plan, desired, batch, store, executor, workdir, on_event, sig_ok, number,
+                   len(batches))
+        failed = report.failed_hosts()
+        reason = rollout.stop_reason(number, sorted(failed & set(batch)), len(failed & set(planned)), total)
+        if reason is not None and number + 1 < len(batches):
+            report.stopped = f"stopped after batch {number + 1} of {len(batches)}: {reason}"
+            for host in (h for later in batches[number + 1:] for h in later):
+                report.skipped[host] = f"not attempted: the rollout {report.stopped}"
+                on_event(ExecEvent("failed", host, "rollout", report.skipped[host]))
+            break
+    report.finished = now()
+    return report
+
+
+def _run_batch(report: ApplyReport, inv: LoadedInventory, plan: Plan, desired: dict[str, DesiredHost],
+               batch: list[str], store: StateStore, executor: Executor, workdir: Path,
+               on_event: Callable[[ExecEvent], None], sig_ok: dict[str, bool], number: int, count: int) -> None:
+    """Apply one batch's hosts, then check the serving they (re)started; fold the results into ``report``."""
+    state = report.state
+    targets = [apply_target(inv, desired[h], plan.for_host(h), state.hosts.get(h, HostRecord()),
+                            workdir.parent / "known_hosts")
+               for h in batch if h not in report.preflight.failed_hosts]
     before = state.model_copy(deep=True)
-    state, run_id, hosts, records = run_recording("apply.yml", targets, state, store, executor, workdir, on_event,
-                                                  sig_ok)
+    run_id = report.run_id if count == 1 else f"{report.run_id}-b{number + 1}"
+    state, _, hosts, records = run_recording("apply.yml", targets, state, store, executor, workdir, on_event,
+                                             sig_ok, run_id=run_id, forks=plan.rollout.forks)
     served = check_serving(inv, desired, before, state, records, store, executor, workdir, on_event, run_recording)
     for host, (task, message) in served.failures.items():
         outcome = hosts.setdefault(host, HostOutcome())
@@ -136,8 +174,11 @@ def execute_plan(
             on_event(ExecEvent("failed", host, task, message))
     for host, recs in served.records.items():
         records.setdefault(host, []).extend(recs)
-    return ApplyReport(run_id=run_id, started=started, finished=now(), hosts=hosts, state=served.state,
-                       preflight=preflight, records=records, serving_checks=served.checks)
+    report.hosts.update(hosts)
+    for host, recs in records.items():
+        report.records.setdefault(host, []).extend(recs)
+    report.serving_checks.extend(served.checks)
+    report.state = served.state
 
 
 def run_recording(
@@ -149,9 +190,11 @@ def run_recording(
     workdir: Path,
     on_event: Callable[[ExecEvent], None],
     signatures_ok: dict[str, bool],
+    run_id: str | None = None,
+    forks: int | None = None,
 ) -> tuple[State, str, dict[str, HostOutcome], dict[str, list[dict[str, Any]]]]:
     """Run a playbook whose roles emit ``sovkit record`` results; write the state after each one."""
-    run_id = f"{playbook.removesuffix('.yml')}-{uuid.uuid4().hex[:12]}"
+    run_id = run_id or f"{playbook.removesuffix('.yml')}-{uuid.uuid4().hex[:12]}"
     records: dict[str, list[dict[str, Any]]] = {}
     refused: dict[str, tuple[str, str]] = {}
     box = [state]
@@ -185,7 +228,7 @@ def run_recording(
     try:
         if targets:
             hosts = executor.run(playbook, targets, handle, workdir, run_id=run_id,
-                                 cancel=lambda: bool(write_error)).hosts
+                                 cancel=lambda: bool(write_error), forks=forks).hosts
     except ProvisionError:
         if not write_error:
             raise

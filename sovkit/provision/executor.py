@@ -64,4 +64,5 @@ class Executor(Protocol):
         workdir: Path,
         cancel: Callable[[], bool] = lambda: False,
         run_id: str | None = None,
+        forks: int | None = None,
     ) -> RunResult: ...
