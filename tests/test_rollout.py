@@ -143,6 +143,9 @@ def test_apply_batches_and_stops(tmp_path: Path, rollout: Rollout, failing: set[
         assert entries[host]["outcome"] == "not-started" and "not attempted" in entries[host]["error"]
     if not rollout.default:
         assert all(p["rollout"] == json.loads(rollout.model_dump_json()) for p in entries.values())
+    if len(report.batches) > 1:  # each host's statement names the batch that ran it
+        assert {h: entries[h]["batch"] for h in report.batches[-1]} == {h: len(report.batches)
+                                                                          for h in report.batches[-1]}
 
 
 def _attested(site: Path) -> dict[str, dict[str, Any]]:
