@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, cast
 
 from sovkit import identifiers, workflow
+from sovkit.agent import site_summary
 from sovkit.attest import log as attest_log
 from sovkit.attest.log import STEP_TITLES, LogEntry, LogVerification, read_log
 from sovkit.attest.provenance import check_subjects
@@ -30,6 +31,11 @@ from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
 from sovkit.errors import PlannerError, SovkitError
+from sovkit.fleet.models import LoadedFleet
+from sovkit.fleet.models import load_fleet as _load_fleet
+from sovkit.fleet.runner import SiteResult
+from sovkit.fleet.runner import run_fleet as _run_fleet
+from sovkit.fleet.summary import SiteSummary, Verb, sign_summary
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, host_power, rack_power
@@ -145,7 +151,10 @@ __all__ = [
     "SavedPlan",
     "ServingPlanOutput",
     "Signer",
+    "SiteResult",
+    "SiteSummary",
     "StateStore",
+    "Verb",
     "Verification",
     "Workload",
     "Workspace",
@@ -509,3 +518,37 @@ def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot
                           mode=cast(Literal["auto", "disaggregated", "colocated"], mode))
     predictor = RooflinePredictor(load_calibrations(calibration))
     return plan_and_place(inventory, load_catalog(), request, predictor=predictor, write=write)
+
+
+# --- fleet: sites driven through their gateways ------------------------------------------------------------------
+
+
+def load_fleet(*, path: Path) -> LoadedFleet:
+    """Read and validate a fleet file (FleetError naming file:line and the field)."""
+    return _load_fleet(path)
+
+
+def run_fleet(*, fleet: LoadedFleet, verb: Verb, rollout: Rollout, workdir: Path, parallel: int | None = None,
+              sites: list[str] | None = None, on_result: Callable[[SiteResult], None] = lambda r: None
+              ) -> list[SiteResult]:
+    """Run ``verb`` at every site through its gateway (parallel, failures isolated), each answer verified."""
+    return _run_fleet(fleet, verb, rollout, workdir, parallel, sites, on_result=on_result)
+
+
+def fleet_agent(*, verb: Verb, inventory: Path, site: str, nonce: str, rollout: Rollout, state_dir: Path | None,
+                signer_for: Callable[[Workspace], Signer]) -> str:
+    """At a site's gateway: run ``verb`` there and return the summary signed with the site's key (one JSON line).
+
+    ``signer_for`` loads the site's key for the opened workspace. A verb that fails is summarised (``ok``
+    false, with the error); a site whose inventory cannot be opened raises, as nothing can be run or signed.
+    """
+    try:
+        ws: Workspace | None = Workspace.open(inventory, state_dir)
+        error = None
+    except SovkitError as exc:
+        ws, error = None, exc
+    if ws is not None:
+        ws.signer = signer_for(ws)
+        summary = site_summary(ws, site, verb, nonce, rollout)
+        return sign_summary(summary, ws.signer)
+    raise error or SovkitError("the site could not be opened")

@@ -151,3 +151,7 @@ class VerificationError(SovkitError):
 
 class BundleError(SovkitError):
     """A bundle could not be created, verified, or imported."""
+
+
+class FleetError(SovkitError):
+    """A fleet file is invalid, or a site's gateway or its answer cannot be used."""

@@ -19,6 +19,7 @@ import os
 import re
 import shutil
 import signal
+import subprocess
 import tempfile
 import time
 import uuid
@@ -28,6 +29,7 @@ from typing import Any
 
 import yaml
 from ansible_runner.interface import init_runner
+from ansible_runner.interface import run as runner_run
 
 from sovkit import identifiers
 from sovkit.errors import ProvisionError
@@ -264,9 +266,17 @@ def _stop_ansible() -> None:
 class AnsibleRunnerExecutor:
     """Runs sovkit's playbooks through ansible-runner (and so ansible-core), locally or over SSH."""
 
-    def __init__(self, forks: int = 10, verbosity: int = 0) -> None:
+    def __init__(self, forks: int = 10, verbosity: int = 0, worker: list[str] | None = None,
+                 worker_label: str = "the worker", worker_timeout: float = 3600.0) -> None:
+        """``worker``: the argv of an ``ansible-runner worker`` elsewhere (``ssh GATEWAY python3 -m ansible_runner
+        worker``). With it, a run is *transmitted* there, executed by that worker, and its event stream is
+        *processed* here — ansible-runner's remote job protocol (the one AWX uses through Receptor): this machine
+        never connects to the hosts of the run itself."""
         self.forks = forks
         self.verbosity = verbosity
+        self.worker = worker
+        self.worker_label = worker_label
+        self.worker_timeout = worker_timeout
 
     def prepare(self, playbook: str, targets: list[HostTarget], workdir: Path, run_id: str | None = None) -> Path:
         """Write the private data dir ``workdir/RUN_ID``; it is kept after the run, so the exact playbook,
@@ -375,6 +385,8 @@ class AnsibleRunnerExecutor:
                 on_event(ExecEvent("unreachable", host, task, outcomes[host].error))
             return True
 
+        if self.worker is not None:
+            return self._stream(run_dir, playbook, forks, handle, outcomes, on_event)
         try:
             runner = init_runner(
                 private_data_dir=str(run_dir),
@@ -428,3 +440,42 @@ class AnsibleRunnerExecutor:
                                  f"see {run_dir} for the full log")
         return RunResult(run_id=run_id, rc=int(runner.rc or 0), hosts=outcomes,
                          cancelled=runner.status == "canceled")
+
+    def _stream(self, run_dir: Path, playbook: str, forks: int, handle: Callable[[dict[str, Any]], bool],
+                outcomes: dict[str, HostOutcome], on_event: Callable[[ExecEvent], None]) -> RunResult:
+        """Transmit the prepared run to the worker, run it there, and process its event stream here."""
+        assert self.worker is not None
+        where = self.worker_label
+        with tempfile.TemporaryFile() as job, tempfile.TemporaryFile() as results:
+            try:
+                runner_run(private_data_dir=str(run_dir), playbook=playbook,
+                           inventory=str(run_dir / "inventory" / "hosts.yml"), streamer="transmit", _output=job,
+                           quiet=True, forks=forks, verbosity=self.verbosity or None)
+                job.seek(0)
+                proc = subprocess.run(self.worker, stdin=job, stdout=results, stderr=subprocess.PIPE,
+                                      timeout=self.worker_timeout, check=False)
+            except subprocess.TimeoutExpired as exc:
+                raise ProvisionError(f"the worker on {where} did not finish within {self.worker_timeout:.0f} s",
+                                     "look at the worker's host; nothing more was received from it") from exc
+            except OSError as exc:
+                raise ProvisionError(f"could not start the worker command {self.worker[0]}: {exc.strerror}",
+                                     "check that ssh is installed on this machine") from exc
+            if results.tell() == 0:
+                detail = proc.stderr.decode(errors="replace").strip().splitlines()
+                raise ProvisionError(f"the worker on {where} sent nothing back (exit {proc.returncode}): "
+                                     f"{detail[-1] if detail else 'no message'}",
+                                     "check that the gateway is reachable over SSH and has sovkit and "
+                                     "ansible-runner installed")
+            results.seek(0)
+            try:
+                processed = runner_run(private_data_dir=str(run_dir), streamer="process", _input=results,
+                                       event_handler=handle, quiet=True)
+            except Exception as exc:  # a broken or cut-off stream: ansible-runner raises plain exceptions
+                raise ProvisionError(f"the worker's result stream from {where} could not be read: {exc}",
+                                     f"see {run_dir}") from exc
+        for name, out in outcomes.items():
+            if not (out.failed or out.unreachable):
+                on_event(ExecEvent("host_done", name))
+        status = getattr(processed, "status", "failed")
+        return RunResult(run_id=run_dir.name, rc=int(getattr(processed, "rc", 1) or 0) if status != "failed" else 1,
+                         hosts=outcomes, cancelled=status == "canceled")

@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 #: keys of the debug messages that carry results back to sovkit as "record" events (apply and rollback
-#: records, observe.yml's observation, probe.yml's serving probes)
-RECORD_KEYS = frozenset({"sovkit_record", "sovkit_observed", "sovkit_probed"})
+#: records, observe.yml's observation, probe.yml's serving probes, fleet.yml's signed site summary)
+RECORD_KEYS = frozenset({"sovkit_record", "sovkit_observed", "sovkit_probed", "sovkit_fleet"})
 
 EventKind = Literal["task", "ok", "failed", "unreachable", "record", "host_done"]
 

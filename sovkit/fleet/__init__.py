@@ -1,0 +1,1 @@
+"""Fleets: many sites, each driven through its own gateway (ansible-runner's transmit → worker → process)."""
