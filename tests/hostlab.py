@@ -154,6 +154,8 @@ class HostLab:
     _procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict, repr=False)
     _netns: list[str] = field(default_factory=list, repr=False)
     _links: list[str] = field(default_factory=list, repr=False)
+    _routes: list[str] = field(default_factory=list, repr=False)
+    gateway_host: LabHost | None = None
     _destroyed: bool = field(default=False, repr=False)
 
     # ----------------------------------------------------------------- names and paths
@@ -309,6 +311,66 @@ class HostLab:
         out = _run("ip", "-o", "link", "show", self._resolve(host).veth).stdout
         return bool(re.search(r"<[^>]*\bUP\b", out))
 
+    # ----------------------------------------------------------------- a site behind a gateway
+
+    def add_gateway(self) -> LabHost:
+        """Put the lab behind a gateway, as a site whose hosts the central office cannot reach.
+
+        The gateway is one more namespace with two legs: ``eth0`` on the lab bridge (the site network, address
+        .2) and ``eth1`` on a point-to-point link to this machine (``10.78.X.0/30``, the office side, where its
+        sshd listens). This machine's address on the bridge is removed and the site subnet routed to
+        ``unreachable``, and the gateway does not forward: from here only the gateway answers, and the hosts
+        only from the gateway (``ip netns exec GW ssh …``, which is what a worker on the gateway does).
+        """
+        if self.gateway_host is not None:
+            return self.gateway_host
+        sshd = find_sshd()
+        assert sshd is not None
+        third = int(self.subnet.network_address) >> 8 & 0xFF
+        office = ipaddress.ip_network(f"10.78.{third}.0/30")
+        gw = LabHost(name="gw", index=0, netns=f"{self.prefix}-gw", veth=f"{self.prefix}vg",
+                     address=str(office.network_address + 2), root=self.labdir / "hosts" / "gw",
+                     sshd_dir=self.labdir / "sshd" / "gw", remote_tmp=self.labdir / "remote-tmp" / "gw")
+        office_link = f"{self.prefix}o"
+        gw.root.mkdir(parents=True, exist_ok=True)
+        gw.remote_tmp.mkdir(parents=True, exist_ok=True)
+        _run("ip", "netns", "add", gw.netns)
+        self._netns.append(gw.netns)
+        _run("ip", "link", "add", gw.veth, "type", "veth", "peer", "name", "eth0", "netns", gw.netns)
+        self._links.append(gw.veth)
+        _run("ip", "link", "set", gw.veth, "master", self.bridge, "up")
+        _run("ip", "link", "add", office_link, "type", "veth", "peer", "name", "eth1", "netns", gw.netns)
+        self._links.append(office_link)
+        _run("ip", "addr", "add", f"{office.network_address + 1}/30", "dev", office_link)
+        _run("ip", "link", "set", office_link, "up")
+        site_address = str(self.subnet.network_address + 2)
+        _run("ip", "-n", gw.netns, "addr", "add", f"{site_address}/{self.subnet.prefixlen}", "dev", "eth0")
+        _run("ip", "-n", gw.netns, "addr", "add", f"{gw.address}/30", "dev", "eth1")
+        for dev in ("lo", "eth0", "eth1"):
+            _run("ip", "-n", gw.netns, "link", "set", dev, "up")
+        host_pub = _keygen(gw.sshd_dir / "ssh_host_ed25519_key", f"{self.prefix}-gw")
+        with self.known_hosts.open("a", encoding="utf-8") as fh:
+            fh.write(f"{gw.address} {' '.join(host_pub.split()[:2])}\n")
+        config = gw.sshd_dir / "sshd_config"
+        config.write_text(_sshd_config(gw, self.labdir / "client" / "authorized_keys"), encoding="utf-8")
+        with open(gw.sshd_dir / "sshd.stdout", "wb") as out:
+            self._procs["gw"] = subprocess.Popen(
+                ["ip", "netns", "exec", gw.netns, sshd, "-D", "-f", str(config), "-E", str(gw.sshd_log)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )
+        self.gateway_host = gw
+        # cut this machine off the site network
+        _run("ip", "addr", "del", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
+        _run("ip", "route", "add", "unreachable", str(self.subnet))
+        self._routes.append(str(self.subnet))
+        self._save_manifest()
+        _wait_for_port(gw.address, self._procs["gw"], gw.sshd_log)
+        return gw
+
+    def site_address(self) -> str:
+        """The gateway's address on the site network (where the hosts see its connections from)."""
+        return str(self.subnet.network_address + 2)
+
     # ----------------------------------------------------------------- teardown
 
     def manifest(self) -> dict[str, Any]:
@@ -322,6 +384,7 @@ class HostLab:
             ],
             "netns": list(self._netns),
             "links": list(self._links),
+            "routes": list(self._routes),
             "sshd_pids": {name: p.pid for name, p in self._procs.items()},
             "owner_pid": os.getpid(),
         }
@@ -341,6 +404,8 @@ class HostLab:
             res = _run("ip", "netns", "del", ns, check=False)
             if res.returncode != 0 and "No such file" not in res.stderr:
                 errors.append(res.stderr.strip())
+        for route in self._routes:
+            _run("ip", "route", "del", "unreachable", route, check=False)
         if self.control_path_dir != self.labdir / "cp":
             shutil.rmtree(self.control_path_dir, ignore_errors=True)
         for link in [*self._links, self.bridge]:
@@ -554,6 +619,9 @@ def destroy_from_manifest(labdir: Path) -> None:
     for link in sorted({*data["links"], data["bridge"], *(n for n in links if n.startswith(prefix))}):
         if link.startswith(prefix):
             _run("ip", "link", "del", link, check=False)
+    for route in data.get("routes", []):
+        if ipaddress.ip_network(route).subnet_of(LAB_NETWORK):  # only a lab subnet's unreachable route
+            _run("ip", "route", "del", "unreachable", route, check=False)
     shutil.rmtree(Path(tempfile.gettempdir()) / f"{prefix}-cp", ignore_errors=True)
 
 
