@@ -351,12 +351,16 @@ class AnsibleRunnerExecutor:
                 return True
             return False
 
+        reached: set[str] = set()
+
         def handle(event: dict[str, Any]) -> bool:
             kind = event.get("event", "")
             data = event.get("event_data") or {}
             host = data.get("host") or data.get("remote_addr") or ""
             task = str(data.get("task", "")).strip()
             res = data.get("res") or {}
+            if host:
+                reached.add(host)
             if kind in _RESULT_EVENTS and host in outcomes and "res" not in data and not stopped:
                 stopped.append("lost")  # Ansible could not write this result's data (disk full): stop now
             if kind == "runner_on_start" and host:
@@ -386,7 +390,7 @@ class AnsibleRunnerExecutor:
             return True
 
         if self.worker is not None:
-            return self._stream(run_dir, playbook, forks, handle, outcomes, on_event)
+            return self._stream(run_dir, playbook, forks, handle, outcomes, reached, on_event)
         try:
             runner = init_runner(
                 private_data_dir=str(run_dir),
@@ -400,6 +404,10 @@ class AnsibleRunnerExecutor:
                 suppress_env_files=False,
             )
             runner.config.env = {**runner_env(runner.config.env, os.environ), **extra_env}
+            if runner.config.env.get("ORIGINAL_STDOUT_CALLBACK") == "awx_display":
+                # sovkit started from inside an ansible-runner job (a fleet agent, an AWX job) inherits that
+                # job's callback: as the "original" one it would make runner's callback load itself
+                runner.config.env["ORIGINAL_STDOUT_CALLBACK"] = "default"
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise disk_full(run_dir, f"Ansible run {run_id} was not started; no host was touched",
@@ -431,6 +439,8 @@ class AnsibleRunnerExecutor:
         for host in stats.get("failures", {}) or {}:
             if host in outcomes:
                 outcomes[host].failed = True
+        if runner.rc:
+            _never_reached(outcomes, reached, runner.stdout.read() if runner.stdout else "", on_event)
         for name, out in outcomes.items():
             if not (out.failed or out.unreachable):
                 on_event(ExecEvent("host_done", name))
@@ -442,7 +452,8 @@ class AnsibleRunnerExecutor:
                          cancelled=runner.status == "canceled")
 
     def _stream(self, run_dir: Path, playbook: str, forks: int, handle: Callable[[dict[str, Any]], bool],
-                outcomes: dict[str, HostOutcome], on_event: Callable[[ExecEvent], None]) -> RunResult:
+                outcomes: dict[str, HostOutcome], reached: set[str], on_event: Callable[[ExecEvent], None]
+                ) -> RunResult:
         """Transmit the prepared run to the worker, run it there, and process its event stream here."""
         assert self.worker is not None
         where = self.worker_label
@@ -473,9 +484,25 @@ class AnsibleRunnerExecutor:
             except Exception as exc:  # a broken or cut-off stream: ansible-runner raises plain exceptions
                 raise ProvisionError(f"the worker's result stream from {where} could not be read: {exc}",
                                      f"see {run_dir}") from exc
+        if getattr(processed, "rc", 0):
+            stdout = next(iter(sorted(run_dir.glob("artifacts/*/stdout"))), None)
+            _never_reached(outcomes, reached, stdout.read_text(errors="replace") if stdout else "", on_event)
         for name, out in outcomes.items():
             if not (out.failed or out.unreachable):
                 on_event(ExecEvent("host_done", name))
         status = getattr(processed, "status", "failed")
         return RunResult(run_id=run_dir.name, rc=int(getattr(processed, "rc", 1) or 0) if status != "failed" else 1,
                          hosts=outcomes, cancelled=status == "canceled")
+
+
+def _never_reached(outcomes: dict[str, HostOutcome], reached: set[str], stdout: str,
+                   on_event: Callable[[ExecEvent], None]) -> None:
+    """A failed run that never got to some hosts (ansible-playbook itself failed: a bad config, a crash) fails
+    them: a host without a single event did nothing, and must not be reported done."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    why = lines[-1][:300] if lines else "no output"
+    for name, out in outcomes.items():
+        if name not in reached and not (out.failed or out.unreachable):
+            out.failed, out.failed_task = True, "ansible-playbook"
+            out.error = f"Ansible stopped before it reached this host: {why}"
+            on_event(ExecEvent("failed", name, out.failed_task, out.error))
