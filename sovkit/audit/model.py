@@ -24,7 +24,8 @@ from sovkit.components.runtime import InstalledRuntime
 from sovkit.components.serving import InstalledServing
 from sovkit.inventory.models import BaseModelRef
 
-__all__ = ["REPORT_SCHEMA", "AuditReport", "ControlResult", "ControlSection", "DataFlow", "DeploymentSummary", "DriftChange", "DriftSection", "Finding",
+__all__ = ["REPORT_SCHEMA", "AuditReport", "ControlResult", "ControlSection", "DataFlow", "DeploymentSummary",
+           "DriftChange", "DriftSection", "Finding",
            "HostInstall", "HostSummary", "InstalledFirmware", "InstalledModel", "InstalledRuntime",
            "InstalledServing", "LogCheck", "ModelBomRef", "Overview", "PolicySection", "Provenance",
            "RuleEvidence", "RuleResult", "TimelineEntry", "TrustRootKey", "UncoveredControl", "WaiverSummary"]

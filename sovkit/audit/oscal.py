@@ -11,7 +11,6 @@ documents' times are the report's. :func:`check_documents` is the verify step.
 from __future__ import annotations
 
 import argparse
-import json
 import re
 import uuid
 from collections.abc import Iterable, Mapping
@@ -38,6 +37,7 @@ from sovkit.audit.model import (
     RuleResult,
     UncoveredControl,
 )
+from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError
 from sovkit.resources import policies_dir
 
@@ -50,7 +50,6 @@ PROVISION_PREDICATE = "https://sovkit.dev/attestation/provision/v1"
 
 _RULE_ID = re.compile(r'"([A-Z][A-Z0-9]*-[0-9]{3})"')
 _TOKEN = r"^[A-Za-z_][A-Za-z0-9_.\-]*$"
-RuleId = Field(pattern=r"^[A-Z][A-Z0-9]*-[0-9]{3}$")
 
 
 class _M(BaseModel):
@@ -150,6 +149,18 @@ def rule_ids(modules: Mapping[str, str]) -> list[str]:
             continue
         found.update(_RULE_ID.findall(source))
     return sorted(found)
+
+
+def mapping_table(mapping: ControlMapping) -> str:
+    """The mapping as the markdown table docs/regulators.md carries (a test keeps the two in sync)."""
+    rows = ["| Catalog | Control | Title | Rules |", "|---|---|---|---|"]
+    for cat in mapping.catalogs:
+        for c in cat.controls:
+            rules = sorted(r for r, m in mapping.rules.items() if c.id in m.controls)
+            why = next((u.reason for u in mapping.uncovered if u.control == c.id), "")
+            cell = ", ".join(rules) if rules else f"**uncovered**: {why}"
+            rows.append(f"| {cat.id} | {c.ref} | {c.title} | {cell} |")
+    return "\n".join(rows) + "\n"
 
 
 # --- the control view ------------------------------------------------------------------------------------------
@@ -484,12 +495,12 @@ def _check_results(path: Path, report: AuditReport, expected: ControlSection) ->
         expect |= {(c.control, f.id, f.resource or "site", "not-satisfied") for f in denials}
         if not denials:
             expect.add((c.control, "-", "-", "satisfied"))
-    for c, rule, res, state in sorted(expect - got):
+    for cid, rule, res, state in sorted(expect - got):
         what = f"{rule} on {res}" if rule != "-" else "no denial"
-        problems.append(f"{ASSESSMENT_RESULTS}: missing finding {c} {state} ({what})")
-    for c, rule, res, state in sorted(got - expect):
+        problems.append(f"{ASSESSMENT_RESULTS}: missing finding {cid} {state} ({what})")
+    for cid, rule, res, state in sorted(got - expect):
         what = f"{rule} on {res}" if rule != "-" else "no denial"
-        problems.append(f"{ASSESSMENT_RESULTS}: finding {c} {state} ({what}) disagrees with report.json")
+        problems.append(f"{ASSESSMENT_RESULTS}: finding {cid} {state} ({what}) disagrees with report.json")
     return problems
 
 
@@ -516,11 +527,4 @@ def _check_component(path: Path, expected: ControlSection) -> list[str]:
 
 
 def input_sha256(path: Path) -> str:
-    import hashlib
-
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def read_json(path: Path) -> dict[str, Any]:
-    data = json.loads(path.read_bytes())
-    return data if isinstance(data, dict) else {}
+    return sha256_file(path)
