@@ -69,6 +69,7 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
     inv = yaml.safe_load((INVENTORIES / example / "site.yaml").read_text())
     keys = {f"inventory/{k['public_key']}" for section in inv["trust_roots"].values() for k in section}
     assert files == {"report.html", "report.json", "policy/bundle.tar.gz", "policy/input.json", "inventory/site.yaml",
+                     "policy/controls.yaml", "oscal/assessment-results.json", "oscal/component-definition.json",
                      MANIFEST, ENVELOPE} | boms | keys
     assert report["schema"] == REPORT_SCHEMA
     assert report["installed"] == [] and report["attestations"] == [] and report["drift"] is None
@@ -83,7 +84,7 @@ def test_example_pack_has_every_part_and_verifies(example_packs: dict[str, tuple
     assert {e["path"] for e in manifest["files"]} == files - {MANIFEST, ENVELOPE}
     r = cli("verify", pack, "--key", pub)
     assert r.code == 0, r.text
-    for step in ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision",
+    for step in ("manifest-signature", "file-set", "file-digests", "report", "oscal", "ml-bom", "policy-decision",
                  "trust-roots", "attestation-log"):
         assert f"✓ {step}" in r.out
     assert "audit pack verifies" in r.out

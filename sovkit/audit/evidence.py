@@ -18,6 +18,7 @@ from sovkit.errors import SovkitError, VerificationError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
 from sovkit.policy.input import build_input
+from sovkit.policy.pack import read_bundle
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.paths import path_problem
 from sovkit.state.models import State
@@ -72,6 +73,11 @@ def decide(doc: dict[str, Any], extra: Path | None, engine: PolicyEngine | None)
 def redecide(bundle: Path, doc: dict[str, Any]) -> PolicyDecision:
     """The decision the pack's own bundle gives on the pack's own input (offline, embedded engine)."""
     return evaluate_bundle(bundle, doc)
+
+
+def bundle_modules(bundle: Path) -> dict[str, str]:
+    """The Rego modules of a pack's policy bundle, read in memory (never evaluated: safe on an untrusted pack)."""
+    return read_bundle(bundle).modules
 
 
 def copy_trust_roots(inv: LoadedInventory, root: Path, inventory_dir: str) -> list[TrustRootKey]:

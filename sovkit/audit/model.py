@@ -24,10 +24,11 @@ from sovkit.components.runtime import InstalledRuntime
 from sovkit.components.serving import InstalledServing
 from sovkit.inventory.models import BaseModelRef
 
-__all__ = ["REPORT_SCHEMA", "AuditReport", "DataFlow", "DeploymentSummary", "DriftChange", "DriftSection", "Finding",
+__all__ = ["REPORT_SCHEMA", "AuditReport", "ControlResult", "ControlSection", "DataFlow", "DeploymentSummary",
+           "DriftChange", "DriftSection", "Finding",
            "HostInstall", "HostSummary", "InstalledFirmware", "InstalledModel", "InstalledRuntime",
            "InstalledServing", "LogCheck", "ModelBomRef", "Overview", "PolicySection", "Provenance",
-           "TimelineEntry", "TrustRootKey", "WaiverSummary"]
+           "RuleEvidence", "RuleResult", "TimelineEntry", "TrustRootKey", "UncoveredControl", "WaiverSummary"]
 
 REPORT_SCHEMA = "https://sovkit.dev/audit-report/v1"
 
@@ -189,6 +190,52 @@ class LogCheck(_M):
     problems: list[str] = []
 
 
+class RuleEvidence(_M):
+    """What a rule was checked against for one resource: the artifact digests and the attestations naming them."""
+
+    resource: str
+    digests: list[str] = []
+    attestations: list[str] = Field(default=[], description="log entries whose subjects carry one of the digests: "
+                                                            "'<index> sha256:<entry digest>'")
+
+
+class RuleResult(_M):
+    """One policy rule as evaluated for the pack: fail (a denial), waived (only waived denials), warn, or pass."""
+
+    rule: str
+    title: str = ""
+    result: Literal["pass", "warn", "fail", "waived"]
+    controls: list[str] = []
+    resources: list[str] = Field(default=[], description="resources the rule's findings name")
+    evidence: list[RuleEvidence] = []
+
+
+class ControlResult(_M):
+    catalog: str
+    control: str
+    ref: str
+    title: str
+    status: Literal["satisfied", "not-satisfied"]
+    rules: list[str]
+
+
+class UncoveredControl(_M):
+    catalog: str
+    control: str
+    ref: str
+    title: str
+    reason: str
+
+
+class ControlSection(_M):
+    """The control view: control -> rules -> result -> evidence, from the control mapping shipped with the pack."""
+
+    mapping: str = Field(description="the control mapping's copy in the pack")
+    rules: list[RuleResult]
+    controls: list[ControlResult]
+    uncovered: list[UncoveredControl] = []
+
+
 class AuditReport(_M):
     schema_: str = Field(default=REPORT_SCHEMA, alias="schema")
     generated_at: str
@@ -203,6 +250,8 @@ class AuditReport(_M):
     model_boms: list[ModelBomRef]
     signed_by: str | None = Field(default=None, description="keyid of the key that signs the pack's manifest")
     attestation_check: LogCheck | None = None
+    controls: ControlSection | None = Field(default=None, description="the control view (packs written before "
+                                                                        "OSCAL support have none)")
 
     model_config = ConfigDict(extra="forbid", populate_by_name=True)
 

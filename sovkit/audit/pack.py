@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from sovkit.audit import evidence
+from sovkit.audit import evidence, oscal
 from sovkit.audit.collect import build_report, model_bom_ref
 from sovkit.audit.drift import read_refresh_record
 from sovkit.audit.manifest import Manifest, make_manifest, write_signed_manifest
@@ -117,8 +117,14 @@ def _assemble(ws: AuditSource, root: Path, signer: Signer, extra: Path | None, e
                           read_refresh_record(ws.directory), boms, input_path=POLICY_INPUT,
                           trust_roots=trust_roots, signed_by=signer.keyid,
                           log_check=evidence.check_log(root / evidence.ATTESTATIONS_DIR, [signer.public_key]))
+    mapping_file = oscal.shipped_mapping_path()
+    mapping = oscal.load_mapping(mapping_file)
+    rules = oscal.rule_ids(evidence.bundle_modules(root / POLICY_BUNDLE))
+    report = report.model_copy(update={"controls": oscal.control_section(report.policy.findings, rules, mapping, doc,
+                                                                           entries)})
     (root / "report.json").write_text(report.to_json(), encoding="utf-8")
     (root / "report.html").write_text(render_html(report), encoding="utf-8")
+    oscal.write_documents(root, report, mapping_file, oscal.input_sha256(root / POLICY_INPUT), mapping)
     manifest = make_manifest(root, inv.site.metadata.name, report.generated_at)
     write_signed_manifest(root, manifest, signer)
     return report, manifest

@@ -6,6 +6,9 @@ regular files), file-digests (size and sha256 of every listed file), report
 strictly valid CycloneDX 1.6 with a model and its file hashes),
 policy-decision (the pack's policy/input.json, evaluated with the pack's own
 policy bundle, gives the decision and findings report.json records),
+oscal (the OSCAL assessment results and component definition parse with
+compliance-trestle's models, pass trestle's validators, and agree with report.json
+and the pack's bundle and control mapping: same rules, same results, same controls),
 trust-roots (each trust-root key copied into the pack has the keyid the input
 document's signature checks name), attestation-log (the copied log verifies:
 format, keys, signatures, chain).
@@ -19,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from sovkit.audit import evidence
+from sovkit.audit import evidence, oscal
 from sovkit.audit.collect import finding_row
 from sovkit.audit.manifest import Manifest, check_signed_manifest, pack_files
 from sovkit.audit.mlbom import validate_ml_bom
@@ -30,8 +33,8 @@ from sovkit.signing import paths
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.steps import Step, Verification
 
-STEPS = ("manifest-signature", "file-set", "file-digests", "report", "ml-bom", "policy-decision", "trust-roots",
-         "attestation-log")
+STEPS = ("manifest-signature", "file-set", "file-digests", "report", "oscal", "ml-bom", "policy-decision",
+         "trust-roots", "attestation-log")
 
 
 def _safe(path: str) -> bool:
@@ -98,6 +101,33 @@ def _report(root: Path) -> tuple[Step, AuditReport | None]:
         where = ".".join(str(p) for p in first["loc"])
         return Step.failed_with("report", [f"report.json [{where}]: {first['msg']}"]), None
     return Step.passed("report", f"site {report.overview.site}, schema {REPORT_SCHEMA}"), report
+
+
+def _oscal(root: Path, report: AuditReport | None) -> Step:
+    """The OSCAL documents against report.json: reads data only (the bundle's Rego is parsed for ids, never run)."""
+    name = "oscal"
+    if report is None:
+        return Step.not_checked(name, "not checked: report.json is unreadable")
+    problems: list[str] = []
+    mapping_path, problem = _pack_file(root, report.controls.mapping if report.controls else oscal.MAPPING_COPY,
+                                       "control mapping")
+    bundle, bundle_problem = _pack_file(root, report.policy.bundle, "policy bundle")
+    doc, input_problem = _input_doc(root, report)
+    problems += [p for p in (problem, bundle_problem, input_problem) if p]
+    if mapping_path is None or bundle is None or doc is None:
+        return Step.failed_with(name, problems)
+    try:
+        mapping = oscal.load_mapping(mapping_path)
+        rules = oscal.rule_ids(evidence.bundle_modules(bundle))
+        entries = evidence.read_entries(root / evidence.ATTESTATIONS_DIR)
+    except SovkitError as exc:
+        return Step.failed_with(name, [exc.message])
+    expected = oscal.control_section(report.policy.findings, rules, mapping, doc, entries)
+    problems += oscal.check_documents(root, report, expected)
+    covered = len(expected.controls)
+    return Step.of(name, problems, f"{oscal.ASSESSMENT_RESULTS} and {oscal.COMPONENT_DEFINITION}: {len(rules)} rules, "
+                   f"{covered} controls, {len(expected.uncovered)} uncovered" + ("" if problems else
+                                                                              ", as report.json records"))
 
 
 def _ml_boms(root: Path, report: AuditReport | None) -> Step:
@@ -247,6 +277,7 @@ def verify_audit_pack(root: Path, keys: list[PublicKey]) -> Verification:
         steps.append(_file_digests(root, manifest))
     report_step, report = _report(root)
     steps.append(report_step)
+    steps.append(_oscal(root, report))
     steps.append(_ml_boms(root, report))
     steps.append(_policy_decision(root, report, manifest is not None))
     steps.append(_trust_roots(root, report))
