@@ -69,6 +69,7 @@ def test_ssh_command_is_strict_and_quoted(tmp_path: Path) -> None:
     loaded = load_fleet(_fleet(tmp_path, {"python": "/opt/sovkit_env/bin/python3", "port": 2222}))
     argv = ssh_worker_argv(loaded, loaded.fleet.sites[0])
     assert argv[:2] == ["ssh", "-o"] and "StrictHostKeyChecking=yes" in argv and "BatchMode=yes" in argv
+    assert f"UserKnownHostsFile={tmp_path / 'kh'}" in argv and argv[argv.index("-i") + 1] == str(tmp_path / "gw")
     assert argv[argv.index("-p") + 1] == "2222" and argv[argv.index("--") - 1] == "10.0.0.5"
     assert argv[-1] == "PATH=/opt/sovkit_env/bin:/usr/local/bin:/usr/bin:/bin /opt/sovkit_env/bin/python3 " \
                        "-m ansible_runner worker"
