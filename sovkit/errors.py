@@ -151,3 +151,10 @@ class VerificationError(SovkitError):
 
 class BundleError(SovkitError):
     """A bundle could not be created, verified, or imported."""
+
+
+class PolicyBundleInvalid(PolicyError):
+    """A policy bundle's signature or file digests do not verify (or it is unsigned where a key is required).
+
+    Fail closed: nothing from the bundle is evaluated or applied.
+    """

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.options import BundleKeyOpt, InvArg, JsonOpt, PoliciesOpt, PolicyBundleOpt, StateDirOpt
 from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.render import plan_text, summary_line
@@ -83,10 +83,13 @@ def plan(
     opa_url: OpaUrlOpt = None,
     opa_token: OpaTokenOpt = None,
     opa_timeout: OpaTimeoutOpt = 5.0,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
+                            policy_bundle=policy_bundle, bundle_keys=bundle_key)
     with Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
@@ -159,6 +162,8 @@ def apply(
     opa_url: OpaUrlOpt = None,
     opa_token: OpaTokenOpt = None,
     opa_timeout: OpaTimeoutOpt = 5.0,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     if _is_plan_file(target):
@@ -177,7 +182,8 @@ def apply(
     else:
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
-                                            extra_policies=policies), key)
+                                            extra_policies=policies, policy_bundle=policy_bundle,
+                                            bundle_keys=bundle_key), key)
 
         plan_progress = Progress(enabled=refresh and not json_out)
         run_progress = Progress(enabled=not json_out)
