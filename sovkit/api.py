@@ -30,7 +30,7 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import PlannerError, SovkitError
+from sovkit.errors import PlannerError, PolicyError, SovkitError
 from sovkit.fleet.models import LoadedFleet
 from sovkit.fleet.models import load_fleet as _load_fleet
 from sovkit.fleet.runner import SiteResult
@@ -51,7 +51,14 @@ from sovkit.planner.perf import RooflinePredictor, Workload
 from sovkit.planner.placement import ServingPlanOutput, parse_prices, plan_and_place
 from sovkit.planner.search import LINK_GBS, LengthBin, LinkKind, PlanRequest, read_histogram
 from sovkit.planner.service import PredictOutput
-from sovkit.policy.api import PolicyBundleFile, PolicyDecision, evaluate_policy, export_policy_bundle
+from sovkit.policy.api import (
+    PolicyBundleFile,
+    PolicyDecision,
+    PolicyPack,
+    evaluate_policy,
+    export_policy_bundle,
+    load_policy_bundle,
+)
 from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.input import build_input, input_schema
 from sovkit.policy.opa import OpaServerEngine
@@ -184,9 +191,11 @@ __all__ = [
     "looks_like_plan",
     "make_plan",
     "opa_engine",
+    "open_policy_bundle",
     "open_workspace",
     "parse_size",
     "plan_serving",
+    "policy_bundle_keys",
     "policy_input",
     "prepare_demo",
     "read_attestations",
@@ -219,10 +228,43 @@ def _quiet(event: ExecEvent) -> None:
 
 def open_workspace(*, inventory: Path | str, state_dir: Path | None = None, executor: Executor | None = None,
                    state_store: StateStore | None = None, policy_engine: PolicyEngine | None = None,
-                   signer: Signer | None = None, extra_policies: Path | None = None) -> Workspace:
-    """Load the inventory and wire the adapters (the real ones for any not passed)."""
-    return Workspace.open(inventory, state_dir, executor=executor, state_store=state_store,
-                          policy_engine=policy_engine, signer=signer, extra_policies=extra_policies)
+                   signer: Signer | None = None, extra_policies: Path | None = None,
+                   policy_bundle: Path | None = None, bundle_keys: list[Path] | None = None) -> Workspace:
+    """Load the inventory and wire the adapters (the real ones for any not passed).
+
+    ``policy_bundle``: evaluate the pack of this OPA bundle instead of the shipped pack, once it has verified
+    (:func:`open_policy_bundle`); nothing is evaluated from a bundle that does not.
+    """
+    ws = Workspace.open(inventory, state_dir, executor=executor, state_store=state_store,
+                        policy_engine=policy_engine, signer=signer, extra_policies=extra_policies)
+    if policy_bundle is not None:
+        if extra_policies is not None:
+            raise PolicyError("--policies and --policy-bundle cannot be combined",
+                              "a bundle holds the whole pack: build it with `sovkit policy bundle --policies DIR`")
+        ws.extra_policies = open_policy_bundle(path=policy_bundle, keys=bundle_keys, inventory=ws.inventory)
+    elif bundle_keys:
+        raise PolicyError("--bundle-key needs --policy-bundle", "pass the bundle the key verifies")
+    return ws
+
+
+# --- pbundle: signed policy bundles ---
+
+
+def policy_bundle_keys(*, inventory: LoadedInventory) -> list[PublicKey]:
+    """The keys the inventory trusts to sign policy bundles (``trust_roots.policy_bundles``)."""
+    return load_public_keys([inventory.resolve(k.public_key) for k in inventory.site.trust_roots.policy_bundles])
+
+
+def open_policy_bundle(*, path: Path, keys: list[Path] | None = None,
+                       inventory: LoadedInventory | None = None) -> PolicyPack:
+    """The pack of a policy bundle, verified first: against ``keys`` (public key files) when given, else the
+    inventory's ``trust_roots.policy_bundles``. With any key configured the bundle must be signed by one of them
+    and every file must match its signed digest; a signed bundle with no key configured is refused too."""
+    trusted = load_public_keys(keys) if keys else (policy_bundle_keys(inventory=inventory) if inventory else [])
+    return load_policy_bundle(path, trusted)
+
+
+# --- end pbundle ---
 
 
 def validate(*, path: Path | str) -> LoadedInventory:

@@ -155,3 +155,10 @@ class BundleError(SovkitError):
 
 class FleetError(SovkitError):
     """A fleet file is invalid, or a site's gateway or its answer cannot be used."""
+
+
+class PolicyBundleInvalid(PolicyError):
+    """A policy bundle's signature or file digests do not verify (or it is unsigned where a key is required).
+
+    Fail closed: nothing from the bundle is evaluated or applied.
+    """

@@ -15,6 +15,7 @@ from pathlib import Path
 from sovkit.attest import log as attest_log
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.policy.engine import PolicyEngine
+from sovkit.policy.pack import PolicyPack
 from sovkit.provision.executor import Executor
 from sovkit.signing.keys import Signer
 from sovkit.state.store import LocalStateStore, StateStore
@@ -33,7 +34,9 @@ class Workspace:
     executor_adapter: Executor | None = field(default=None, repr=False)
     policy_engine: PolicyEngine | None = None
     signer: Signer | None = field(default=None, repr=False)
-    extra_policies: Path | None = None
+    #: a directory of extra Rego and data added to the shipped pack, or a verified policy bundle's pack used
+    #: instead of it (``--policy-bundle``)
+    extra_policies: Path | PolicyPack | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.state_store is None:
@@ -42,7 +45,7 @@ class Workspace:
     @classmethod
     def open(cls, inventory: Path | str, state_dir: Path | None = None, *, executor: Executor | None = None,
              state_store: StateStore | None = None, policy_engine: PolicyEngine | None = None,
-             signer: Signer | None = None, extra_policies: Path | None = None,
+             signer: Signer | None = None, extra_policies: Path | PolicyPack | None = None,
              check_files: bool = True) -> Workspace:
         """Load and check the inventory, and wire the adapters (real ones for what is not passed)."""
         loaded = load_inventory(inventory, check_files=check_files)

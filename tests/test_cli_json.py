@@ -80,7 +80,7 @@ def test_policy_bundle_input_schema_json(cli: Cli, tmp_path: Path) -> None:
     out = tmp_path / "pack.tar.gz"
     r = cli("policy", "bundle", "-o", out, "--json")
     assert r.code == 0, r.text
-    assert json.loads(r.out) == {"path": str(out), "pack_digest": policy_pack_digest(None)}
+    assert json.loads(r.out) == {"path": str(out), "pack_digest": policy_pack_digest(None), "signed_by": None}
     assert out.is_file()
     plain = cli("policy", "input", DEMO, "--state-dir", tmp_path / "s")
     with_json = cli("policy", "input", DEMO, "--state-dir", tmp_path / "s", "--json")

@@ -16,7 +16,14 @@ from sovkit.attest.log import HEAD_FILE, LOG_DIRNAME, LOG_FILE, LogEntry, log_di
 from sovkit.audit.model import LogCheck, TrustRootKey
 from sovkit.errors import SovkitError, VerificationError
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
+from sovkit.policy.api import (
+    PolicyDecision,
+    PolicyEngine,
+    PolicySource,
+    evaluate_bundle,
+    evaluate_input,
+    write_policy_bundle,
+)
 from sovkit.policy.input import build_input
 from sovkit.policy.pack import read_bundle
 from sovkit.signing.keys import PublicKey
@@ -27,7 +34,7 @@ ATTESTATIONS_DIR = LOG_DIRNAME
 LOG_FILES = (LOG_FILE, HEAD_FILE)
 
 
-def write_bundle(path: Path, extra: Path | None) -> str:
+def write_bundle(path: Path, extra: PolicySource) -> str:
     """Write the OPA bundle (tar.gz) of the policy pack in force; returns the pack digest."""
     return write_policy_bundle(path, extra)
 
@@ -66,7 +73,7 @@ def write_policy_input(path: Path, inv: LoadedInventory, state: State) -> dict[s
     return loaded
 
 
-def decide(doc: dict[str, Any], extra: Path | None, engine: PolicyEngine | None) -> PolicyDecision:
+def decide(doc: dict[str, Any], extra: PolicySource, engine: PolicyEngine | None) -> PolicyDecision:
     return evaluate_input(doc, extra, engine)
 
 

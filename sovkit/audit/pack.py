@@ -21,7 +21,7 @@ from sovkit.audit.model import AuditReport
 from sovkit.audit.report_html import render_html
 from sovkit.errors import SovkitError
 from sovkit.inventory.loader import LoadedInventory
-from sovkit.policy.api import PolicyEngine
+from sovkit.policy.api import PolicyEngine, PolicySource
 from sovkit.signing.keys import Signer
 from sovkit.state.models import State
 
@@ -64,7 +64,7 @@ def _prepare_target(out_dir: Path) -> None:
                           "choose a new output directory; sovkit never overwrites an audit pack")
 
 
-def build_audit_pack(ws: AuditSource, out_dir: Path, signer: Signer, extra_policies: Path | None = None,
+def build_audit_pack(ws: AuditSource, out_dir: Path, signer: Signer, extra_policies: PolicySource = None,
                      engine: PolicyEngine | None = None) -> AuditPack:
     """Write the signed audit pack of ``ws`` to ``out_dir`` (which must not exist or be empty)."""
     out_dir = out_dir.resolve()
@@ -82,7 +82,7 @@ def build_audit_pack(ws: AuditSource, out_dir: Path, signer: Signer, extra_polic
     return AuditPack(out_dir, report, manifest, signer.keyid)
 
 
-def _assemble(ws: AuditSource, root: Path, signer: Signer, extra: Path | None, engine: PolicyEngine | None
+def _assemble(ws: AuditSource, root: Path, signer: Signer, extra: PolicySource, engine: PolicyEngine | None
               ) -> tuple[AuditReport, Manifest]:
     inv = ws.inventory
     state = ws.store.read()

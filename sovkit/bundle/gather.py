@@ -69,7 +69,8 @@ def inventory_sources(loaded: LoadedInventory, artifact_dirs: list[Path]) -> lis
             continue
         out.append(Source(f"artifacts/{rel}", found, kind, (item,), size, sha))
     trust = loaded.site.trust_roots
-    for role, keys in (("publisher", trust.publishers), ("vendor", trust.vendors)):
+    for role, keys in (("publisher", trust.publishers), ("vendor", trust.vendors),
+                       ("policy-bundle", trust.policy_bundles)):
         for key in keys:
             f = loaded.resolve(key.public_key)
             if not f.is_file():

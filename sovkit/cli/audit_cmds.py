@@ -9,7 +9,7 @@ import typer
 from rich.markup import escape
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.options import BundleKeyOpt, InvArg, JsonOpt, PoliciesOpt, PolicyBundleOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json, emit_result
 from sovkit.cli.signing import KeyOpt, wire_signer
 from sovkit.errors import VerificationError
@@ -23,9 +23,12 @@ def audit(
     policies: PoliciesOpt = None,
     state_dir: StateDirOpt = None,
     json_out: JsonOpt = False,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> None:
     """Write the regulator audit pack: HTML + JSON report, ML-BOMs, attestations, policy bundle, signed manifest."""
-    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir, extra_policies=policies), key)
+    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir, extra_policies=policies,
+                                        policy_bundle=policy_bundle, bundle_keys=bundle_key), key)
     pack = api.build_audit_pack(workspace=ws, out=out)
     r = pack.report
     if json_out:

@@ -25,3 +25,9 @@ CanaryOpt = Annotated[int | None, typer.Option("--canary", help="Apply the first
 MaxFailOpt = Annotated[int | None, typer.Option("--max-fail-percent", help="Stop before the next batch once more "
                                                                            "than P% of the hosts failed.")]
 ForksOpt = Annotated[int | None, typer.Option("--forks", help="Hosts Ansible works on at once (default 10).")]
+PolicyBundleOpt = Annotated[Path | None, typer.Option(
+    "--policy-bundle", help="Evaluate the pack in this OPA bundle (from `sovkit policy bundle`) instead of the "
+    "shipped pack; refused unless its signature and file digests verify (when a key is configured).")]
+BundleKeyOpt = Annotated[list[Path] | None, typer.Option(
+    "--bundle-key", help="Public key trusted to sign --policy-bundle (repeatable; default: the inventory's "
+    "trust_roots.policy_bundles).")]

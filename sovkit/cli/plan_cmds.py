@@ -13,6 +13,7 @@ from rich.status import Status
 from sovkit import api
 from sovkit.cli.options import (
     BatchSizeOpt,
+    BundleKeyOpt,
     CanaryOpt,
     ForksOpt,
     InvArg,
@@ -20,6 +21,7 @@ from sovkit.cli.options import (
     LimitOpt,
     MaxFailOpt,
     PoliciesOpt,
+    PolicyBundleOpt,
     StateDirOpt,
 )
 from sovkit.cli.output import console, emit_result, err_console
@@ -98,12 +100,15 @@ def plan(
     canary: CanaryOpt = None,
     max_fail_percent: MaxFailOpt = None,
     forks: ForksOpt = None,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
     rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
                                        max_fail_percent=max_fail_percent, forks=forks)
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
+                            policy_bundle=policy_bundle, bundle_keys=bundle_key)
     with Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress, rollout=rollout)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
@@ -191,6 +196,8 @@ def apply(
     canary: CanaryOpt = None,
     max_fail_percent: MaxFailOpt = None,
     forks: ForksOpt = None,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
@@ -215,7 +222,8 @@ def apply(
     else:
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
-                                            extra_policies=policies), key)
+                                            extra_policies=policies, policy_bundle=policy_bundle,
+                                            bundle_keys=bundle_key), key)
 
         plan_progress = Progress(enabled=refresh and not json_out)
         run_progress = Progress(enabled=not json_out)

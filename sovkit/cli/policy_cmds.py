@@ -15,9 +15,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonAlwaysOpt, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.options import BundleKeyOpt, InvArg, JsonAlwaysOpt, JsonOpt, PoliciesOpt, PolicyBundleOpt, StateDirOpt
 from sovkit.cli.output import console, emit_json, emit_result
-from sovkit.cli.signing import KeyOpt, attest_decision
+from sovkit.cli.signing import KeyOpt, attest_decision, load_signer
 from sovkit.errors import PolicyDenied, PolicyError
 
 TOKEN_ENV = "SOVKIT_OPA_TOKEN"
@@ -72,10 +72,13 @@ def check(
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
     key: KeyOpt = None,
+    policy_bundle: PolicyBundleOpt = None,
+    bundle_key: BundleKeyOpt = None,
 ) -> int:
     """Evaluate the policy pack against the inventory: exit 0 allowed, 3 denied, 1 error."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
+                            policy_bundle=policy_bundle, bundle_keys=bundle_key)
     decision = api.check_policy(workspace=ws)
     attest_decision(ws, decision, key, "check", quiet=json_out)
     if json_out:
@@ -132,15 +135,19 @@ def schema(json_out: JsonAlwaysOpt = False) -> None:
 def bundle(
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the bundle (.tar.gz).")],
     policies: PoliciesOpt = None,
+    sign: Annotated[Path | None, typer.Option("--sign", help="Sign the bundle with this private key (ECDSA P-256; "
+                                                             "writes OPA's .signatures.json).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Write the pack as an OPA bundle (.manifest with revision and roots, data.json, modules)."""
-    written = api.export_policy_bundle(out, policies)
+    signer = load_signer(sign) if sign is not None else None
+    written = api.export_policy_bundle(out, policies, signer)
     if json_out:
         emit_result(written)
         return
-    console.print(f"Wrote OPA bundle {escape(written.path)} (pack digest {written.pack_digest}). Load it with "
-                  f"`opa run --server --bundle {escape(written.path)}`.")
+    signed = f", signed by key {written.signed_by[:16]}…" if written.signed_by else ""
+    console.print(f"Wrote OPA bundle {escape(written.path)} (pack digest {written.pack_digest}{signed}). Load it "
+                  f"with `opa run --server --bundle {escape(written.path)}`.")
 
 
 def register(app: typer.Typer) -> None:

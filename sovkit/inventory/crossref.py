@@ -236,7 +236,7 @@ def _check_resolved_paths(inv: LoadedInventory, c: _Collector) -> None:
 
 def _check_files(inv: LoadedInventory, c: _Collector) -> None:
     site = inv.site
-    for section in ("publishers", "vendors"):
+    for section in ("publishers", "vendors", "policy_bundles"):
         for i, key in enumerate(getattr(site.trust_roots, section)):
             if not inv.resolve(key.public_key).is_file():
                 c.add(("trust_roots", section, i, "public_key"), f"key file {key.public_key} not found",

@@ -197,6 +197,9 @@ class TrustedKey(Strict):
 class TrustRoots(Strict):
     publishers: list[TrustedKey] = []
     vendors: list[TrustedKey] = []
+    policy_bundles: list[TrustedKey] = Field(default=[], description="Keys (ECDSA P-256) trusted to sign OPA "
+                                             "policy bundles: a `--policy-bundle` must be signed by one of them "
+                                             "(`sovkit policy bundle --sign`); `--bundle-key` overrides them.")
 
 
 class StoreCredentials(Strict):

@@ -11,11 +11,21 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.embedded import EmbeddedEngine
 from sovkit.policy.engine import Decision, PolicyEngine
 from sovkit.policy.input import build_input
-from sovkit.policy.pack import load_pack, read_bundle, write_bundle
+from sovkit.policy.pack import PolicyPack, load_pack, read_bundle, write_bundle
+from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import State
 
-__all__ = ["PolicyBundleFile", "PolicyDecision", "PolicyEngine", "evaluate_bundle", "evaluate_input",
-           "evaluate_policy", "export_policy_bundle", "policy_pack_digest", "write_policy_bundle"]
+__all__ = ["PolicyBundleFile", "PolicyDecision", "PolicyEngine", "PolicyPack", "PolicySource", "evaluate_bundle",
+           "evaluate_input", "evaluate_policy", "export_policy_bundle", "load_policy_bundle", "policy_pack_digest",
+           "write_policy_bundle"]
+
+#: where the pack comes from: None (the shipped pack), a directory of extra modules and data added to it, or the
+#: pack of a policy bundle already read and verified (:func:`load_policy_bundle`), evaluated instead of it
+PolicySource = Path | PolicyPack | None
+
+
+def _pack(source: PolicySource) -> PolicyPack:
+    return source if isinstance(source, PolicyPack) else load_pack(source)
 
 
 @dataclass
@@ -44,15 +54,15 @@ class PolicyDecision:
         return [f for f in self.findings if f.get("severity") == severity and bool(f.get("waived")) == waived]
 
 
-def evaluate_policy(inv: LoadedInventory, state: State | None, extra: Path | None, engine: PolicyEngine | None,
+def evaluate_policy(inv: LoadedInventory, state: State | None, extra: PolicySource, engine: PolicyEngine | None,
                     today: date | None = None) -> PolicyDecision:
     """Evaluate the pack (plus ``extra`` modules/data) for ``inv``; any engine failure raises PolicyError."""
     return evaluate_input(build_input(inv, state, today), extra, engine)
 
 
-def evaluate_input(doc: dict[str, Any], extra: Path | None, engine: PolicyEngine | None) -> PolicyDecision:
+def evaluate_input(doc: dict[str, Any], extra: PolicySource, engine: PolicyEngine | None) -> PolicyDecision:
     """Evaluate the pack (plus ``extra``) on an input document already built (the audit keeps it)."""
-    return PolicyDecision.from_decision((engine or EmbeddedEngine()).evaluate(load_pack(extra), doc))
+    return PolicyDecision.from_decision((engine or EmbeddedEngine()).evaluate(_pack(extra), doc))
 
 
 def evaluate_bundle(bundle: Path, doc: dict[str, Any]) -> PolicyDecision:
@@ -60,13 +70,18 @@ def evaluate_bundle(bundle: Path, doc: dict[str, Any]) -> PolicyDecision:
     return PolicyDecision.from_decision(EmbeddedEngine().evaluate(read_bundle(bundle), doc))
 
 
-def policy_pack_digest(extra: Path | None) -> str:
-    return load_pack(extra).digest
+def policy_pack_digest(extra: PolicySource) -> str:
+    return _pack(extra).digest
 
 
-def write_policy_bundle(path: Path, extra: Path | None = None) -> str:
-    """Write the pack (plus ``extra``) as an OPA bundle tar.gz; returns the pack digest."""
-    return write_bundle(load_pack(extra), path)
+def write_policy_bundle(path: Path, extra: PolicySource = None, signer: Signer | None = None) -> str:
+    """Write the pack (plus ``extra``) as an OPA bundle tar.gz, signed by ``signer`` if given; the pack digest."""
+    return write_bundle(_pack(extra), path, signer)
+
+
+def load_policy_bundle(path: Path, keys: list[PublicKey] | None) -> PolicyPack:
+    """The pack of a policy bundle, verified against ``keys`` first (see :func:`~sovkit.policy.pack.read_bundle`)."""
+    return read_bundle(path, keys)
 
 
 @dataclass(frozen=True)
@@ -75,8 +90,10 @@ class PolicyBundleFile:
 
     path: str
     pack_digest: str
+    signed_by: str | None = None
 
 
-def export_policy_bundle(path: Path, extra: Path | None = None) -> PolicyBundleFile:
-    """The pack (plus ``extra`` rules) as an OPA bundle at ``path``, with its digest."""
-    return PolicyBundleFile(str(path), write_policy_bundle(path, extra))
+def export_policy_bundle(path: Path, extra: PolicySource = None, signer: Signer | None = None) -> PolicyBundleFile:
+    """The pack (plus ``extra`` rules) as an OPA bundle at ``path`` (signed by ``signer``), with its digest."""
+    return PolicyBundleFile(str(path), write_policy_bundle(path, extra, signer),
+                            signer.keyid if signer is not None else None)

@@ -14,14 +14,17 @@ import io
 import json
 import re
 import tarfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sovkit import __version__
-from sovkit.errors import PolicyError
+from sovkit.errors import PolicyBundleInvalid, PolicyError
+from sovkit.policy.bundle_signing import SIGNATURES_FILE, sign_files, verify_files
 from sovkit.resources import policies_dir
 from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keys import PublicKey, Signer
 
 _PACKAGE_RE = re.compile(r"^\s*package\s+([A-Za-z_][\w.]*)\s*$", re.MULTILINE)
 CUSTOM_PREFIX = "sovkit.custom."
@@ -127,48 +130,82 @@ def _add(tar: tarfile.TarFile, name: str, payload: bytes) -> None:
     tar.addfile(info, io.BytesIO(payload))
 
 
-def bundle_bytes(pack: PolicyPack) -> bytes:
-    """An OPA bundle (.manifest, data.json, modules) as reproducible tar.gz bytes."""
+def bundle_files(pack: PolicyPack) -> dict[str, bytes]:
+    """The bundle's files (path in the bundle -> bytes): .manifest, data.json, then the modules."""
     manifest = {**pack.manifest, "revision": pack.revision, "roots": pack.manifest.get("roots", ["sovkit"]),
                 "metadata": {**pack.manifest.get("metadata", {}), "sovkit_version": __version__,
                              "pack_digest": pack.digest}}
+    files = {".manifest": json.dumps(manifest, indent=2, sort_keys=True).encode(),
+             "data.json": json.dumps(pack.data, indent=2, sort_keys=True).encode()}
+    for name, source in sorted(pack.modules.items()):
+        files[name if name.startswith("custom/") else f"sovkit/{name}"] = source.encode()
+    return files
+
+
+def bundle_bytes(pack: PolicyPack, signer: Signer | None = None) -> bytes:
+    """An OPA bundle (.manifest, data.json, modules) as reproducible tar.gz bytes.
+
+    With ``signer``, ``.signatures.json`` (OPA's bundle-signing format, first member) signs every file.
+    """
+    files = bundle_files(pack)
+    if signer is not None:
+        files = {SIGNATURES_FILE: sign_files(files, signer), **files}
     raw = io.BytesIO()
     with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        _add(tar, ".manifest", json.dumps(manifest, indent=2, sort_keys=True).encode())
-        _add(tar, "data.json", json.dumps(pack.data, indent=2, sort_keys=True).encode())
-        for name, source in sorted(pack.modules.items()):
-            path = name if name.startswith("custom/") else f"sovkit/{name}"
-            _add(tar, path, source.encode())
+        for name, payload in files.items():
+            _add(tar, name, payload)
     out = io.BytesIO()
     with gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz:
         gz.write(raw.getvalue())
     return out.getvalue()
 
 
-def read_bundle(path: Path) -> PolicyPack:
-    """The pack a bundle from :func:`bundle_bytes` holds: same modules and data, so the same digest.
+_MEMBERS = (".manifest", "data.json", SIGNATURES_FILE)
 
-    Read in memory (nothing is extracted); any member other than .manifest,
-    data.json and .rego modules is refused, so what is evaluated is exactly the bundle.
-    """
-    modules: dict[str, str] = {}
-    data: Any = {}
-    manifest: Any = {}
+
+def _bundle_members(path: Path) -> dict[str, bytes]:
+    """Every member of the bundle, in memory; anything but regular .manifest, data.json, .signatures.json and
+    .rego files (or a name twice) is refused, so what is verified and evaluated is exactly the bundle."""
+    files: dict[str, bytes] = {}
     try:
         with tarfile.open(path, "r:gz") as tar:
             for member in tar:
                 reader = tar.extractfile(member) if member.isfile() else None
-                if reader is None or not (member.name in (".manifest", "data.json") or member.name.endswith(".rego")):
+                if reader is None or not (member.name in _MEMBERS or member.name.endswith(".rego")):
                     raise PolicyError(f"policy bundle {path}: unexpected member {member.name!r}",
-                                      "a sovkit bundle holds only .manifest, data.json and .rego modules")
-                raw = reader.read()
-                if member.name == ".manifest":
-                    manifest = json.loads(raw)
-                elif member.name == "data.json":
-                    data = json.loads(raw)
-                else:
-                    modules[member.name.removeprefix("sovkit/")] = raw.decode("utf-8")
-    except (OSError, tarfile.TarError, EOFError, UnicodeDecodeError, ValueError) as exc:
+                                      "a sovkit bundle holds only .manifest, data.json, .signatures.json and .rego "
+                                      "modules")
+                if member.name in files:
+                    raise PolicyBundleInvalid(f"policy bundle {path}: member {member.name!r} appears twice",
+                                              "the bundle is damaged or tampered with: do not use it")
+                files[member.name] = reader.read()
+    except (OSError, tarfile.TarError, EOFError, zlib.error) as exc:
+        raise PolicyError(f"cannot read policy bundle {path}: {exc}", "the bundle is damaged or not a sovkit "
+                                                                      "policy bundle") from exc
+    return files
+
+
+def read_bundle(path: Path, keys: list[PublicKey] | None = None) -> PolicyPack:
+    """The pack a bundle from :func:`bundle_bytes` holds: same modules and data, so the same digest.
+
+    Read in memory (nothing is extracted). The signature is checked before anything is parsed
+    (:func:`~sovkit.policy.bundle_signing.verify_files`): with ``keys`` the bundle must be signed by one of
+    them and every file must match its signed digest; a signed bundle with no keys is refused too.
+    """
+    files = _bundle_members(path)
+    verify_files(files, keys, str(path))
+    modules: dict[str, str] = {}
+    data: Any = {}
+    manifest: Any = {}
+    try:
+        for name, raw in files.items():
+            if name == ".manifest":
+                manifest = json.loads(raw)
+            elif name == "data.json":
+                data = json.loads(raw)
+            elif name.endswith(".rego"):
+                modules[name.removeprefix("sovkit/")] = raw.decode("utf-8")
+    except (UnicodeDecodeError, ValueError) as exc:
         raise PolicyError(f"cannot read policy bundle {path}: {exc}", "the bundle is damaged or not a sovkit "
                                                                       "policy bundle") from exc
     if not isinstance(data, dict) or not isinstance(manifest, dict) or not modules:
@@ -177,11 +214,12 @@ def read_bundle(path: Path) -> PolicyPack:
     return PolicyPack(modules=modules, data=data, manifest=manifest)
 
 
-def write_bundle(pack: PolicyPack, path: Path) -> str:
-    """Write the bundle to ``path``; returns the pack digest it carries."""
+def write_bundle(pack: PolicyPack, path: Path, signer: Signer | None = None) -> str:
+    """Write the bundle (signed by ``signer`` when given) to ``path``; returns the pack digest it carries."""
+    payload = bundle_bytes(pack, signer)  # signing fails before anything is written
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(bundle_bytes(pack))
+        path.write_bytes(payload)
     except OSError as exc:
         raise PolicyError(f"cannot write policy bundle {path}: {exc.strerror}", "check the output path") from exc
     return pack.digest

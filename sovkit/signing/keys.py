@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from sovkit.errors import SigningKeyError
 
@@ -242,3 +243,25 @@ def generate_key(private_path: Path, algorithm: Algorithm, passphrase: bytes | N
     signer = LocalSigner.generate(algorithm)
     public = write_keypair(signer, private_path, passphrase)
     return GeneratedKey(str(private_path), str(public), signer.keyid, algorithm, passphrase is not None)
+
+
+_P256_BYTES = 32
+
+
+def ecdsa_der_to_raw(sig: bytes) -> bytes:
+    """A DER ECDSA P-256 signature as raw r||s (64 bytes): the form JWT ES256 and PKCS#11 use."""
+    try:
+        r, s = decode_dss_signature(sig)
+    except ValueError as exc:
+        raise SigningKeyError(f"not a DER ECDSA signature ({exc})", "sign with an ECDSA P-256 key") from exc
+    if r.bit_length() > _P256_BYTES * 8 or s.bit_length() > _P256_BYTES * 8:
+        raise SigningKeyError("the ECDSA signature is not a P-256 signature", "sign with an ECDSA P-256 key")
+    return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
+
+
+def ecdsa_raw_to_der(sig: bytes) -> bytes:
+    """Raw r||s (64 bytes, JWT ES256 / PKCS#11) as the DER signature :meth:`PublicKey.verify` takes."""
+    if len(sig) != 2 * _P256_BYTES:
+        raise SigningKeyError(f"a raw ECDSA P-256 signature is 64 bytes, not {len(sig)}",
+                              "the signature is damaged or not ES256")
+    return encode_dss_signature(int.from_bytes(sig[:_P256_BYTES], "big"), int.from_bytes(sig[_P256_BYTES:], "big"))
