@@ -11,7 +11,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from sovkit import api
-from sovkit.cli.options import BatchSizeOpt, CanaryOpt, ForksOpt, JsonOpt, LimitOpt, MaxFailOpt, StateDirOpt
+from sovkit.cli.options import (
+    BatchSizeOpt,
+    CanaryOpt,
+    ForksOpt,
+    JsonAlwaysOpt,
+    JsonOpt,
+    LimitOpt,
+    MaxFailOpt,
+    StateDirOpt,
+)
 from sovkit.cli.output import console, emit_json
 from sovkit.cli.signing import load_signer, signing_key_path
 from sovkit.errors import FleetError
@@ -136,7 +145,7 @@ def agent(
     key: Annotated[str | None, typer.Option("--key", help="The site's operator key (default: the state "
                                                          "directory's).")] = None,
     limit: LimitOpt = None, batch_size: BatchSizeOpt = None, canary: CanaryOpt = None,
-    max_fail_percent: MaxFailOpt = None, forks: ForksOpt = None,
+    max_fail_percent: MaxFailOpt = None, forks: ForksOpt = None, json_out: JsonAlwaysOpt = False,
 ) -> int:
     """(Run by the controller on a site's gateway.) Run one verb here; print the summary signed with the site key."""
     verbs: dict[str, api.Verb] = {"plan": "plan", "apply": "apply", "status": "status", "audit": "audit"}
