@@ -9,18 +9,19 @@ Layout of a log directory (default ``<state dir>/attestations/``):
   back-dated without breaking a link, and times never go back along the chain. Lines written before signing
   times were recorded have none (see :func:`verify_log`).
 - ``head.json``: a DSSE envelope over ``{"_type", "index", "digest", "count", "updated"}`` naming the
-  last line, re-signed on every append; ``updated`` is the last entry's ``signed_at``. The chain makes each line commit to every line before it;
-  the signed head commits to the whole chain, so a dropped, inserted, reordered or altered entry
-  breaks a link and a cut-off tail no longer matches the head.
+  last line, re-signed on every append; ``updated`` is the last entry's ``signed_at``. The chain makes
+  each line commit to every line before it; the signed head commits to the whole chain, so a dropped,
+  inserted, reordered or altered entry breaks a link and a cut-off tail no longer matches the head.
 - ``log.lock``: the ``flock`` taken while appending.
 
 Beside the log directory (in the state directory) ``attestations.anchor.json`` records the head's
 index and digest on every append, and, after `sovkit keys rotate`, the key id that alone may append
-(``keyid``): an append signed by a retired key is refused there, and by verification with the keyring. A signed head proves the log is one the operator wrote, not that
-it is the *latest* one: an older signed log + head (say from an audit pack) copied over the live
-log verifies on its own. The anchor lives outside the log directory, so someone who can only write
-the log directory cannot roll it back; verification compares them (step ``anchor``) and appends
-refuse a log that does not extend the anchor (else the next append would launder a rollback).
+(``keyid``): an append signed by a retired key is refused there, and by verification with the keyring.
+A signed head proves the log is one the operator wrote, not that it is the *latest* one: an older
+signed log + head (say from an audit pack) copied over the live log verifies on its own. The anchor
+lives outside the log directory, so someone who can only write the log directory cannot roll it
+back; verification compares them (step ``anchor``) and appends refuse a log that does not extend the
+anchor (else the next append would launder a rollback).
 
 Appends rewrite the file through a temp file and rename, then the head, so a crash leaves the old
 log or the new one (at worst a log one append ahead of its head, which verification reports).

@@ -18,6 +18,7 @@ from sovkit.errors import SovkitError, VerificationError
 from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.api import PolicyDecision, PolicyEngine, evaluate_bundle, evaluate_input, write_policy_bundle
 from sovkit.policy.input import build_input
+from sovkit.signing.keyring import Keyring
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.paths import path_problem
 from sovkit.state.models import State
@@ -51,9 +52,10 @@ def read_entries(directory: Path) -> list[LogEntry]:
     return read_log(directory)
 
 
-def verify_entries(directory: Path, keys: list[PublicKey]) -> tuple[int, list[VerificationError]]:
-    """Verify the whole log (format, keys, signatures, chain, signed head): entry count and each failure."""
-    result = verify_log(directory, keys)
+def verify_entries(directory: Path, keys: list[PublicKey], keyring: Keyring | None = None
+                   ) -> tuple[int, list[VerificationError]]:
+    """Verify the whole log (format, keys, signatures, chain, signed head, signing times): count and failures."""
+    result = verify_log(directory, keys, keyring)
     return len(result.entries), result.errors
 
 

@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from sovkit import identifiers
 from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction, suggest_jurisdiction
+from sovkit.signing.keyring import Time
 
 API_VERSION = "sovkit.dev/v1"
 
@@ -192,11 +193,17 @@ class Residency(Strict):
 class TrustedKey(Strict):
     name: Name
     public_key: RelPath
+    not_before: Time | None = Field(default=None, description="Signatures made before this time (ISO 8601 with a "
+                                    "zone) are refused.")
+    not_after: Time | None = Field(default=None, description="Signatures made after this time are refused (the "
+                                   "key expired or was replaced).")
 
 
 class TrustRoots(Strict):
     publishers: list[TrustedKey] = []
     vendors: list[TrustedKey] = []
+    keyring: RelPath | None = Field(default=None, description="The operator's signed keyring (`sovkit keys "
+                                    "revoke` writes it): its revocations apply to these keys too.")
 
 
 class StoreCredentials(Strict):

@@ -94,7 +94,7 @@ class Revocation(_M):
 class KeyringBody(_M):
     """One version of the keyring, as signed."""
 
-    type_: Literal["https://sovkit.dev/keyring/v1"] = Field(default=KEYRING_TYPE, alias="_type")
+    type_: Literal["https://sovkit.dev/keyring/v1"] = Field(default="https://sovkit.dev/keyring/v1", alias="_type")
     version: Annotated[int, Field(ge=1, strict=True)]
     previous: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None
     issued: Time
