@@ -199,9 +199,10 @@ def test_signing_time_back_dated_breaks_chain_or_order(rig: Rig) -> None:
     result = alog.verify_log(rig.log, [OLD.public_key])
     failed = _failed(result)
     assert "head" in failed and "signing-time" in failed
-    assert "entry 2 (line 3) was signed at 2024-12-01T00:00:00Z, before the entry it follows" in failed["signing-time"]
+    back_dated = "entry 2 (line 3) was signed at 2024-12-01T00:00:00Z, before the entry it follows"
+    assert back_dated in failed["signing-time"]
     alog.append(rig.log.parent / "other", [_st(0)], OLD, at=FEB)
-    with pytest.raises(VerificationError, match="cannot sign at 2025-01-10T00:00:00Z: the log's last entry was signed later"):
+    with pytest.raises(VerificationError, match=r"cannot sign at 2025-01-10T00:00:00Z: the log.s last entry"):
         alog.append(rig.log.parent / "other", [_st(1)], OLD, at=JAN)
 
 
