@@ -35,7 +35,6 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from sovkit.errors import SovkitError, VerificationError
-from sovkit.fsutil import atomic_write
 from sovkit.signing import dsse
 from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer
@@ -284,9 +283,12 @@ def load_keyring(path: Path, trusted: Sequence[PublicKey] | None) -> Keyring:
 
 
 def write_keyring(path: Path, envelopes: Sequence[dsse.Envelope]) -> None:
+    """Write through a temp file and rename: a crash leaves the old keyring or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     doc = {"versions": [e.to_dict() for e in envelopes]}
-    atomic_write(path, (json.dumps(doc, indent=2) + "\n").encode())
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes((json.dumps(doc, indent=2) + "\n").encode())
+    tmp.replace(path)
 
 
 def _next(ring: Keyring | None, signer: Signer, at: str, keys: list[KeyWindow],
