@@ -78,6 +78,8 @@ from sovkit.results import (
     InventoryShow,
     InventoryValid,
 )
+from sovkit.signing import keyring as _keyring
+from sovkit.signing.keyring import Keyring
 from sovkit.signing.keys import (
     ALGORITHMS,
     PASSPHRASE_ENV,
@@ -89,8 +91,9 @@ from sovkit.signing.keys import (
     key_info,
     load_public_keys,
 )
+from sovkit.signing.statement import Statement, Subject
 from sovkit.signing.steps import Verification
-from sovkit.state.models import LockInfo
+from sovkit.state.models import LockInfo, now
 from sovkit.state.store import LocalStateStore, StateStore
 from sovkit.workflow import (
     ApplyOutcome,
@@ -135,6 +138,9 @@ __all__ = [
     "InventoryInvalid",
     "InventoryShow",
     "InventoryValid",
+    # rotate
+    "KeyChange",
+    "Keyring",
     "LoadedInventory",
     "LocalSigner",
     "LockInfo",
@@ -173,6 +179,7 @@ __all__ = [
     "bundles",
     "check_policy",
     "decision_from_summary",
+    "default_keyring_path",
     "demo_commands",
     "discover_site",
     "export_ansible",
@@ -184,6 +191,7 @@ __all__ = [
     "inventory_schema",
     "key_info",
     "load_catalog",
+    "load_keyring",
     "load_public_key",
     "load_public_keys",
     "load_saved_plan",
@@ -201,7 +209,9 @@ __all__ = [
     "read_attestations",
     "record_policy_decision",
     "refresh",
+    "revoke_key",
     "rollback",
+    "rotate_key",
     "run_policy_tests",
     "save_plan",
     "serving_calibrate",
@@ -481,9 +491,12 @@ def attestation_target(*, path: Path, state_dir: Path | None = None) -> Attestat
                              ws.inventory.artifact_root)
 
 
-def verify_attestations(*, target: AttestationTarget, keys: list[PublicKey]) -> LogVerification:
-    """The log's own steps, then subjects against the recorded state (and store files, when known)."""
-    result = attest_log.verify_log(target.log_dir, keys)
+def verify_attestations(*, target: AttestationTarget, keys: list[PublicKey],
+                        keyring: Keyring | None = None) -> LogVerification:
+    """The log's own steps, then subjects against the recorded state (and store files, when known).
+
+    With a (verified) ``keyring`` every entry is judged by the key valid at its signing time."""
+    result = attest_log.verify_log(target.log_dir, keys, keyring)
     if result.entries or result.ok:
         result.steps.append(check_subjects(result.entries, target.state, target.artifact_root))
     return result
@@ -503,11 +516,11 @@ def build_audit_pack(*, workspace: Workspace, out: Path) -> AuditPack:
     return build(workspace, out, workspace.signer, workspace.extra_policies)
 
 
-def verify_audit_pack(*, pack: Path, keys: list[PublicKey]) -> Verification:
+def verify_audit_pack(*, pack: Path, keys: list[PublicKey], keyring: Keyring | None = None) -> Verification:
     """Check an audit pack offline: manifest signature, every file, ML-BOMs, the attestation log."""
     from sovkit.audit.verify import verify_audit_pack as verify
 
-    return verify(pack, keys)
+    return verify(pack, keys, keyring)
 
 
 # --- keys ---------------------------------------------------------------------------------------------------------
@@ -521,6 +534,87 @@ def load_public_key(*, path: Path) -> PublicKey:
 def load_signer_file(*, path: Path, passphrase: bytes | None = None) -> LocalSigner:
     """A private key file as a signer (``passphrase`` for an encrypted one)."""
     return LocalSigner.load(path, passphrase)
+
+
+# --- rotate: keyring, key rotation and revocation ----------------------------------------------------------------
+
+
+def default_keyring_path(*, log_dir: Path) -> Path:
+    """Where `sovkit keys rotate|revoke` keep the keyring by default: <state dir>/keys/keyring.json."""
+    return log_dir.parent / "keys" / "keyring.json"
+
+
+def load_keyring(*, path: Path, keys: list[PublicKey]) -> Keyring:
+    """Read and verify a keyring; at least one version must be signed by one of ``keys``."""
+    return _keyring.load_keyring(path, keys)
+
+
+@dataclass(frozen=True)
+class KeyChange:
+    """What `sovkit keys rotate|revoke` wrote: the keyring version and the log entry recording it."""
+
+    keyring: str
+    version: int
+    signed_by: str
+    keyid: str  # the new key (rotate) or the revoked key (revoke)
+    at: str
+    log_entry: int
+
+
+def _time_arg(value: str, what: str) -> str:
+    try:
+        _keyring.parse_time(value)
+    except ValueError as exc:
+        raise SovkitError(f"{what}: {exc}", "give an ISO 8601 time with a zone, e.g. 2025-06-01T12:00:00Z") from exc
+    return value
+
+
+def _record_change(log_dir: Path, ring_path: Path, ring: Keyring, signer: Signer, predicate_type: str,
+                   predicate: dict[str, Any], at: str, successor: str | None = None) -> int:
+    """Write the new keyring version, then append the statement naming it (signed by ``signer`` at ``at``)."""
+    digest = ring.digests[-1]
+    statement = Statement(subject=[Subject(name=f"keyring:{ring.version}", digest={"sha256": digest[7:]})],
+                          predicateType=predicate_type,
+                          predicate={**predicate, "keyring_version": ring.version, "keyring_digest": digest,
+                                     "time": at})
+    _keyring.write_keyring(ring_path, ring.envelopes)
+    return attest_log.append(log_dir, [statement], signer, at=at, successor=successor)[0].index
+
+
+def _existing_keyring(path: Path) -> Keyring | None:
+    """The operator's own keyring (its chain checked; it is the operator's file, so no pinned key)."""
+    return _keyring.load_keyring(path, None) if path.exists() else None
+
+
+def rotate_key(*, log_dir: Path, keyring_path: Path, old: Signer, new: PublicKey) -> KeyChange:
+    """Hand over from ``old`` to ``new`` now: a keyring version signed by ``old`` (its window ends, the new one's
+    starts) and a rotation statement in the log signed by ``old``; the anchor then lets only ``new`` append."""
+    attest_log.check_appendable(log_dir, old)
+    at = now()
+    ring = _keyring.rotate(_existing_keyring(keyring_path), old, new, at)
+    index = _record_change(log_dir, keyring_path, ring, old, attest_log.KEY_ROTATION_PREDICATE,
+                           {"retired": old.keyid, "successor": new.keyid}, at, successor=new.keyid)
+    return KeyChange(str(keyring_path), ring.version, old.keyid, new.keyid, at, index)
+
+
+def revoke_key(*, log_dir: Path, keyring_path: Path, signer: Signer, key: str, reason: str,
+               revoked_at: str | None = None) -> KeyChange:
+    """Revoke ``key`` (a key id, or a public key file) from ``revoked_at`` (default now): a keyring version and a
+    revocation statement in the log, both signed by ``signer`` (a current key)."""
+    keyid = PublicKey.load(Path(key)).keyid if Path(key).is_file() else key
+    if len(keyid) != 64 or any(c not in "0123456789abcdef" for c in keyid):
+        raise SovkitError(f"{key!r} is neither a key id (64 hex digits) nor a public key file",
+                          "pass the key id `sovkit keys id KEY.pub` prints, or the .pub file")
+    if not reason.strip():
+        raise SovkitError("a revocation needs a reason", "say why, e.g. --reason 'key compromised'")
+    attest_log.check_appendable(log_dir, signer)
+    at = now()
+    when = _time_arg(revoked_at, "--at") if revoked_at else at
+    ring = _existing_keyring(keyring_path) or _keyring.start(signer, at)
+    ring = _keyring.revoke(ring, signer, keyid, when, reason, at)
+    index = _record_change(log_dir, keyring_path, ring, signer, attest_log.KEY_REVOCATION_PREDICATE,
+                           {"keyid": keyid, "revoked_at": when, "reason": reason}, at)
+    return KeyChange(str(keyring_path), ring.version, signer.keyid, keyid, at, index)
 
 
 # --- serving planner ------------------------------------------------------------------------------------------------

@@ -262,7 +262,7 @@ def apply_plan(ws: Workspace, plan: Plan, decision: PolicyDecision, expected: Bi
         if expected is not None:
             check_bindings_values(expected, bindings(ws, state, desired, plan))
         if ws.signer is not None:
-            attest_log.check_appendable(ws.attestations)
+            attest_log.check_appendable(ws.attestations, ws.signer)
         report = execute_plan(ws.inventory, plan, desired, ws.store, ws.executor, ws.runs, on_event)
         if ws.signer is not None:
             summary = decision.summary()
@@ -311,7 +311,7 @@ def refresh_state(ws: Workspace, on_event: OnEvent = _quiet) -> RefreshResult:
         before = state.serial
         desired = desired_site(ws.inventory)
         if ws.signer is not None:
-            attest_log.check_appendable(ws.attestations)
+            attest_log.check_appendable(ws.attestations, ws.signer)
         obs = observe(ws.inventory, desired, state.hosts, ws.executor, ws.runs, on_event)
         drift = with_findings(recorded_drift(site, state.hosts, obs.hosts), obs.untrusted)
         state.hosts.update(obs.hosts)
@@ -343,7 +343,7 @@ def rollback(ws: Workspace, model: str, hosts: list[str] | None = None, on_event
             raise SovkitError(f"no host has a previous version of model {model!r} recorded",
                               "rollback needs an earlier apply of another version on the host")
         if ws.signer is not None:
-            attest_log.check_appendable(ws.attestations)
+            attest_log.check_appendable(ws.attestations, ws.signer)
         known = ws.directory / "known_hosts"
         targets = [rollback_target(ws.inventory, desired[h], model, state.hosts[h], known) for h in chosen]
         started = now()

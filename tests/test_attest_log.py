@@ -35,7 +35,7 @@ def test_append_read_verify_roundtrip(tmp_path: Path) -> None:
     assert entries[2].statement["predicate"] == {"i": 2}
     assert entries[2].predicate_type == "https://example.test/p/v1"
     lines = (tmp_path / "log.jsonl").read_bytes().split(b"\n")[:-1]
-    assert set(json.loads(lines[0])) == {"index", "previous", "envelope"}
+    assert set(json.loads(lines[0])) == {"index", "previous", "envelope", "signed_at"}
     result = alog.verify_log(tmp_path, [signer.public_key])
     assert result.ok, [s.detail for s in result.steps]
     assert [s.name for s in result.steps] == list(alog.STEPS)

@@ -3,20 +3,25 @@
 Layout of a log directory (default ``<state dir>/attestations/``):
 
 - ``log.jsonl``: one canonical JSON object per line,
-  ``{"envelope": <DSSE envelope>, "index": i, "previous": "sha256:<hex>" | null}``;
-  ``previous`` is the sha256 of the previous line's bytes (without its newline).
+  ``{"envelope": <DSSE envelope>, "index": i, "previous": "sha256:<hex>" | null, "signed_at": TIME}``;
+  ``previous`` is the sha256 of the previous line's bytes (without its newline). ``signed_at`` is when the
+  entry was signed; it is under the chain (the next line's ``previous``, and the signed head), so it cannot be
+  back-dated without breaking a link, and times never go back along the chain. Lines written before signing
+  times were recorded have none (see :func:`verify_log`).
 - ``head.json``: a DSSE envelope over ``{"_type", "index", "digest", "count", "updated"}`` naming the
-  last line, re-signed on every append. The chain makes each line commit to every line before it;
-  the signed head commits to the whole chain, so a dropped, inserted, reordered or altered entry
-  breaks a link and a cut-off tail no longer matches the head.
+  last line, re-signed on every append; ``updated`` is the last entry's ``signed_at``. The chain makes
+  each line commit to every line before it; the signed head commits to the whole chain, so a dropped,
+  inserted, reordered or altered entry breaks a link and a cut-off tail no longer matches the head.
 - ``log.lock``: the ``flock`` taken while appending.
 
 Beside the log directory (in the state directory) ``attestations.anchor.json`` records the head's
-index and digest on every append. A signed head proves the log is one the operator wrote, not that
-it is the *latest* one: an older signed log + head (say from an audit pack) copied over the live
-log verifies on its own. The anchor lives outside the log directory, so someone who can only write
-the log directory cannot roll it back; verification compares them (step ``anchor``) and appends
-refuse a log that does not extend the anchor (else the next append would launder a rollback).
+index and digest on every append, and, after `sovkit keys rotate`, the key id that alone may append
+(``keyid``): an append signed by a retired key is refused there, and by verification with the keyring.
+A signed head proves the log is one the operator wrote, not that it is the *latest* one: an older
+signed log + head (say from an audit pack) copied over the live log verifies on its own. The anchor
+lives outside the log directory, so someone who can only write the log directory cannot roll it
+back; verification compares them (step ``anchor``) and appends refuse a log that does not extend the
+anchor (else the next append would launder a rollback).
 
 Appends rewrite the file through a temp file and rename, then the head, so a crash leaves the old
 log or the new one (at worst a log one append ahead of its head, which verification reports).
@@ -42,6 +47,7 @@ from sovkit.flock import exclusive
 from sovkit.fsutil import atomic_write
 from sovkit.signing import dsse
 from sovkit.signing.canonical import canonical_json
+from sovkit.signing.keyring import Keyring, Time, parse_time, short
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.signing.statement import STATEMENT_TYPE, Statement
 from sovkit.signing.steps import Step, Verification
@@ -54,14 +60,20 @@ LOCK_FILE = "log.lock"
 ANCHOR_SUFFIX = ".anchor.json"
 HEAD_PAYLOAD_TYPE = "application/vnd.sovkit.attestation-log-head+json"
 HEAD_TYPE = "https://sovkit.dev/attestation-log-head/v1"
+#: statements `sovkit keys rotate|revoke` append: each names the keyring version (and its digest) it wrote
+KEY_ROTATION_PREDICATE = "https://sovkit.dev/attestation/key-rotation/v1"
+KEY_REVOCATION_PREDICATE = "https://sovkit.dev/attestation/key-revocation/v1"
+KEYRING_PREDICATES = (KEY_ROTATION_PREDICATE, KEY_REVOCATION_PREDICATE)
 
-STEPS = ("envelope-format", "keyid", "signature", "chain", "head", "anchor")
+STEPS = ("envelope-format", "keyid", "signature", "chain", "head", "keyring", "signing-time", "anchor")
 STEP_TITLES = {
     "envelope-format": "envelope format",
     "keyid": "keyid",
     "signature": "signature",
     "chain": "chain continuity",
     "head": "signed head",
+    "keyring": "keyring covers the log's key changes",
+    "signing-time": "each signer was valid when it signed",
     "anchor": "log head matches the state's anchor",
     "subjects": "subjects against recorded state",
 }
@@ -87,6 +99,7 @@ class LogEntry:
     predicate_type: str
     line: int  # 1-based line number in log.jsonl
     payload: bytes = field(repr=False)  # the decoded DSSE payload: the statement's canonical JSON bytes
+    signed_at: str | None = None  # None: a line written before signing times were recorded
 
     @cached_property
     def statement(self) -> dict[str, Any]:
@@ -129,6 +142,7 @@ class _LogLine(BaseModel):
     index: Annotated[int, Field(ge=0, strict=True)]
     previous: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")] | None
     envelope: dsse.Envelope
+    signed_at: Time | None = None
 
 
 def _parse_line(raw: bytes, lineno: int, source: Path) -> LogEntry:
@@ -153,7 +167,7 @@ def _parse_line(raw: bytes, lineno: int, source: Path) -> LogEntry:
     if statement.type_ != STATEMENT_TYPE:
         raise _fail("envelope-format", f"{where}: statement type {statement.type_!r} is not in-toto v1")
     return LogEntry(index=line.index, previous=line.previous, digest=line_digest(raw), envelope=envelope,
-                    predicate_type=statement.predicate_type, line=lineno, payload=payload)
+                    predicate_type=statement.predicate_type, line=lineno, payload=payload, signed_at=line.signed_at)
 
 
 def _raw_lines(log_dir: Path) -> list[bytes]:
@@ -191,6 +205,7 @@ class Anchor(BaseModel):
     count: Annotated[int, Field(ge=1, strict=True)]
     digest: Annotated[str, Field(pattern=r"^sha256:[0-9a-f]{64}$")]
     updated: str
+    keyid: str | None = None  # after a rotation: the only key that may append
 
 
 def read_anchor(log_dir: Path) -> Anchor | None:
@@ -238,15 +253,15 @@ def payload_digest(envelope: dsse.Envelope) -> str:
     return "sha256:" + hashlib.sha256(envelope.payload_bytes()).hexdigest()
 
 
-def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer) -> dsse.Envelope:
+def _head_envelope(index: int, digest: str, payloads: list[str], signer: Signer, updated: str) -> dsse.Envelope:
     """The head also lists every entry's payload digest, signed apart from the entries' own signatures,
     so a failed entry signature can be told apart: altered statement vs altered signature bytes."""
-    body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": now(),
+    body = {"_type": HEAD_TYPE, "index": index, "digest": digest, "count": index + 1, "updated": updated,
             "payloads": payloads}
     return dsse.sign(canonical_json(body), HEAD_PAYLOAD_TYPE, signer)
 
 
-def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
+def _tail(log_dir: Path, signer: Signer | None) -> tuple[bytes, list[bytes], list[str], Anchor | None]:
     """The current log bytes, its lines and payload digests; refuses a damaged log (never appends to one)."""
     path = log_dir / LOG_FILE
     existing = path.read_bytes() if path.exists() else b""
@@ -267,42 +282,66 @@ def _tail(log_dir: Path) -> tuple[bytes, list[bytes], list[str]]:
     problem = _anchor_problem(anchor, [line_digest(raw) for raw in lines]) if anchor else None
     if problem:
         raise _fail("anchor", f"{path}: {problem}; refusing to append", ROLLBACK_HINT)
-    return existing, lines, payloads
+    if signer is not None and anchor is not None and anchor.keyid is not None and anchor.keyid != signer.keyid:
+        raise _fail("keyid", f"{path}: key {short(signer.keyid)} may no longer append to this log: since the last "
+                             f"`sovkit keys rotate` only key {short(anchor.keyid)} may (the state's anchor "
+                             "records it)", "sign with the operator's current key (--key or $SOVKIT_SIGNING_KEY)")
+    return existing, lines, payloads, anchor
 
 
-def check_appendable(log_dir: Path) -> None:
-    """Raise before any work is done if the log could not take an append (run before apply)."""
-    _tail(log_dir)
+def check_appendable(log_dir: Path, signer: Signer | None = None) -> None:
+    """Raise before any work is done if the log could not take an append (by ``signer``: run before apply)."""
+    _tail(log_dir, signer)
 
 
-def append(log_dir: Path, statements: Sequence[Statement], signer: Signer) -> list[LogEntry]:
-    """Sign each statement, chain it after the current last entry, and re-sign the head (under the lock)."""
+def _signing_time(lines: list[bytes], at: str | None) -> str:
+    """``at`` (or now), never before the last entry's time: times do not go back along the chain."""
+    last = _LogLine.model_validate_json(lines[-1]).signed_at if lines else None
+    if at is None:
+        stamp = now()
+        return last if last is not None and parse_time(stamp) < parse_time(last) else stamp
+    if last is not None and parse_time(at) < parse_time(last):
+        raise _fail("signing-time", f"cannot sign at {at}: the log's last entry was signed later ({last})",
+                    "signing times never go back along the log")
+    return at
+
+
+def append(log_dir: Path, statements: Sequence[Statement], signer: Signer, *, at: str | None = None,
+           successor: str | None = None) -> list[LogEntry]:
+    """Sign each statement, chain it after the current last entry, and re-sign the head (under the lock).
+
+    ``at`` is the signing time (default now); ``successor`` (a key id, set by a rotation) is recorded in the
+    anchor as the only key that may append from now on.
+    """
     if not statements:
         return []
     with _locked(log_dir):
         path = log_dir / LOG_FILE
-        existing, lines, payloads = _tail(log_dir)
+        existing, lines, payloads, anchor = _tail(log_dir, signer)
         if lines:
             index, previous = _LogLine.model_validate_json(lines[-1]).index + 1, line_digest(lines[-1])
         else:
             index, previous = 0, None
+        signed_at = _signing_time(lines, at)
         new_lines: list[bytes] = []
         out: list[LogEntry] = []
         for statement in statements:
             envelope = dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
-            raw = canonical_json({"index": index, "previous": previous, "envelope": envelope.to_dict()})
+            raw = canonical_json({"index": index, "previous": previous, "envelope": envelope.to_dict(),
+                                  "signed_at": signed_at})
             digest = line_digest(raw)
             out.append(LogEntry(index=index, previous=previous, digest=digest, envelope=envelope,
                                 predicate_type=statement.predicate_type, line=len(lines) + len(new_lines) + 1,
-                                payload=statement.to_bytes()))
+                                payload=statement.to_bytes(), signed_at=signed_at))
             new_lines.append(raw)
             payloads.append(payload_digest(envelope))
             index, previous = index + 1, digest
         atomic_write(path, existing + b"".join(raw + b"\n" for raw in new_lines))
-        head = _head_envelope(out[-1].index, out[-1].digest, payloads, signer)
+        head = _head_envelope(out[-1].index, out[-1].digest, payloads, signer, signed_at)
         atomic_write(log_dir / HEAD_FILE, (json.dumps(head.to_dict(), indent=2) + "\n").encode())
-        anchor = Anchor(count=out[-1].index + 1, digest=out[-1].digest, updated=now())
-        atomic_write(anchor_path(log_dir), (anchor.model_dump_json(indent=2) + "\n").encode())
+        keyid = successor or (anchor.keyid if anchor is not None else None)
+        new_anchor = Anchor(count=out[-1].index + 1, digest=out[-1].digest, updated=now(), keyid=keyid)
+        atomic_write(anchor_path(log_dir), (new_anchor.model_dump_json(indent=2, exclude_none=True) + "\n").encode())
     return out
 
 
@@ -331,8 +370,9 @@ def _check_keyids(entries: list[LogEntry], keys: list[PublicKey]) -> Step:
     return Step.from_error("keyid", err)
 
 
-def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_payloads: list[str] | None
-                      ) -> Step:
+def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_payloads: list[str] | None,
+                      signers: dict[int, str]) -> Step:
+    """Each entry's signature; ``signers`` gets the key id that verified each entry (for the signing-time step)."""
     by_id = {k.keyid: k for k in keys}
     verified = 0
     for e in entries:
@@ -348,6 +388,7 @@ def _check_signatures(entries: list[LogEntry], keys: list[PublicKey], signed_pay
                 continue
             if key.verify(raw, message):
                 good = True
+                signers[e.index] = s.keyid
                 break
         if good:
             verified += 1
@@ -476,23 +517,113 @@ def _check_anchor(log_dir: Path, entries: list[LogEntry]) -> Step:
                        if ahead else ", the last one)"))
 
 
-def _signed_payloads(log_dir: Path, keys: list[PublicKey]) -> list[str] | None:
-    """The payload digests in the head, only if the head verifies (used to diagnose, never to accept)."""
+@dataclass(frozen=True)
+class _Head:
+    """The head's body and the key that signed it, when it verifies (used to diagnose and to judge its time)."""
+
+    body: dict[str, Any]
+    keyid: str
+
+
+def _verified_head(log_dir: Path, keys: list[PublicKey]) -> _Head | None:
     try:
         envelope = read_head(log_dir)
         if envelope is None or envelope.payload_type != HEAD_PAYLOAD_TYPE:
             return None
-        payloads = json.loads(dsse.verify(envelope, keys)).get("payloads")
-    except (VerificationError, ValueError, AttributeError):
+        for key in keys:
+            if any(s.keyid == key.keyid for s in envelope.signatures):
+                with contextlib.suppress(VerificationError):
+                    body = json.loads(dsse.verify(envelope, [key]))
+                    return _Head(body, key.keyid) if isinstance(body, dict) else None
+    except (VerificationError, ValueError):
         return None
+    return None
+
+
+def _signed_payloads(head: _Head | None) -> list[str] | None:
+    """The payload digests in the head, only if the head verifies (used to diagnose, never to accept)."""
+    payloads = head.body.get("payloads") if head else None
     return [str(p) for p in payloads] if isinstance(payloads, list) else None
 
 
-def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
+def _check_keyring(entries: list[LogEntry], keyring: Keyring | None) -> Step:
+    """Every keyring version the log records (rotations, revocations) is in the keyring given, unchanged."""
+    recorded = [e for e in entries if e.predicate_type in KEYRING_PREDICATES]
+    if keyring is None:
+        return Step.not_checked("keyring", "no keyring given (--keyring): the keys given are trusted at any time" +
+                                (f"; the log records {len(recorded)} key change(s)" if recorded else ""))
+    for e in recorded:
+        version, digest = e.predicate.get("keyring_version"), e.predicate.get("keyring_digest")
+        where = f"entry {e.index} (line {e.line}) records keyring version {version}"
+        if not isinstance(version, int) or version < 1:
+            problem = f"entry {e.index} (line {e.line}) is a key change without a keyring version"
+        elif version > keyring.version:
+            problem = (f"{where}, but the keyring given ends at version {keyring.version}: it was rolled back to "
+                       "an older version")
+        elif keyring.digests[version - 1] != digest:
+            problem = f"{where} with another digest than the keyring's version {version}: a different keyring"
+        else:
+            continue
+        return Step.from_error("keyring", _fail("keyring", problem, "pass the operator's current keyring"))
+    return Step.passed("keyring", f"keyring version {keyring.version} ({keyring.source}) verifies and holds the "
+                                  f"{len(recorded)} key change(s) the log records")
+
+
+def _check_times(entries: list[LogEntry], signers: dict[int, str], head: _Head | None,
+                 keyring: Keyring | None) -> Step:
+    """Times never go back along the chain; with a keyring, each signer was valid when it signed.
+
+    An entry without a time (written before sovkit recorded them) is judged at the next recorded time (or the
+    head's), the latest it can have been signed: an old entry is never accepted on a guess in its favour.
+    """
+    def fail(msg: str, hint: str) -> Step:
+        return Step.from_error("signing-time", _fail("signing-time", msg, hint))
+
+    updated = head.body.get("updated") if head else None
+    times: list[str | None] = [e.signed_at for e in entries]
+    last: str | None = None
+    for e in entries:
+        if e.signed_at is None:
+            continue
+        if last is not None and parse_time(e.signed_at) < parse_time(last):
+            return fail(f"entry {e.index} (line {e.line}) was signed at {e.signed_at}, before the entry it follows "
+                        f"({last}): a signing time was back-dated", "restore the log from a trusted copy")
+        last = e.signed_at
+    if isinstance(updated, str) and last is not None and parse_time(updated) < parse_time(last):
+        return fail(f"the signed head was signed at {updated}, before its last entry ({last})",
+                    "restore the log from a trusted copy")
+    if keyring is None:
+        return Step.passed("signing-time", f"{sum(t is not None for t in times)} entries carry signing times, "
+                                           "in order (no keyring: validity windows not checked)")
+    bound = updated if isinstance(updated, str) else None
+    for pos in range(len(entries) - 1, -1, -1):  # fill untimed entries with the next recorded time
+        times[pos] = times[pos] or bound
+        bound = times[pos]
+    hint = ("an entry was signed by a key that was retired or revoked at the time: investigate who holds that "
+            "key; entries before it still verify")
+    for e, at in zip(entries, times, strict=True):
+        keyid = signers.get(e.index)
+        if keyid is None or keyid not in keyring.keys or at is None:
+            continue  # unknown key: the keyid step says so; a key given with --key only: trusted at any time
+        problem = keyring.problem(keyid, parse_time(at))
+        if problem:
+            return fail(f"entry {e.index} (line {e.line}) was signed at {at} by key {short(keyid)}, not valid then: "
+                        f"{problem}", hint)
+    if head is not None and isinstance(updated, str) and head.keyid in keyring.keys:
+        problem = keyring.problem(head.keyid, parse_time(updated))
+        if problem:
+            return fail(f"the head was signed at {updated} by key {short(head.keyid)}, not valid then: {problem}",
+                        hint)
+    return Step.passed("signing-time", f"{len(entries)} entries, each signed by a key valid at its signing time "
+                                       f"(keyring version {keyring.version})")
+
+
+def verify_log(log_dir: Path, keys: list[PublicKey], keyring: Keyring | None = None) -> LogVerification:
     """Verify a log in named steps; each failed step names its problem and what to do (its hint).
 
-    Never raises for a bad log (see :meth:`LogVerification.raise_for_failure`); a missing log
-    directory is reported by the envelope-format step.
+    With a (verified) ``keyring`` its keys are trusted too, each only inside its validity window and before
+    its revocation: every entry is judged at its signing time. Never raises for a bad log (see
+    :meth:`LogVerification.raise_for_failure`); a missing log directory is reported by the envelope-format step.
     """
     result = LogVerification(subject=str(log_dir))
     if not (log_dir / LOG_FILE).exists():
@@ -509,9 +640,15 @@ def verify_log(log_dir: Path, keys: list[PublicKey]) -> LogVerification:
     result.facts["entries"] = len(entries)
     result.steps.append(Step.passed("envelope-format", f"{len(entries)} DSSE envelopes with in-toto v1 "
                                                             "statements"))
+    if keyring is not None:
+        keys = [*keys, *(k for k in keyring.public_keys if k.keyid not in {g.keyid for g in keys})]
+    head = _verified_head(log_dir, keys)
+    signers: dict[int, str] = {}
     result.steps.append(_check_keyids(entries, keys))
-    result.steps.append(_check_signatures(entries, keys, _signed_payloads(log_dir, keys)))
+    result.steps.append(_check_signatures(entries, keys, _signed_payloads(head), signers))
     result.steps.append(_check_chain(entries))
     result.steps.append(_check_head(log_dir, entries, keys))
+    result.steps.append(_check_keyring(entries, keyring))
+    result.steps.append(_check_times(entries, signers, head, keyring))
     result.steps.append(_check_anchor(log_dir, entries))
     return result

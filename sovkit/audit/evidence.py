@@ -26,6 +26,7 @@ from sovkit.policy.api import (
 )
 from sovkit.policy.input import build_input
 from sovkit.policy.pack import read_bundle
+from sovkit.signing.keyring import Keyring
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.paths import path_problem
 from sovkit.state.models import State
@@ -59,9 +60,10 @@ def read_entries(directory: Path) -> list[LogEntry]:
     return read_log(directory)
 
 
-def verify_entries(directory: Path, keys: list[PublicKey]) -> tuple[int, list[VerificationError]]:
-    """Verify the whole log (format, keys, signatures, chain, signed head): entry count and each failure."""
-    result = verify_log(directory, keys)
+def verify_entries(directory: Path, keys: list[PublicKey], keyring: Keyring | None = None
+                   ) -> tuple[int, list[VerificationError]]:
+    """Verify the whole log (format, keys, signatures, chain, signed head, signing times): count and failures."""
+    result = verify_log(directory, keys, keyring)
     return len(result.entries), result.errors
 
 

@@ -29,8 +29,10 @@ from sovkit.audit.mlbom import validate_ml_bom
 from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError, VerificationError
-from sovkit.signing import paths
+from sovkit.signing import dsse, paths
+from sovkit.signing.keyring import Keyring, parse_time, short
 from sovkit.signing.keys import PublicKey
+from sovkit.signing.manifest import ENVELOPE
 from sovkit.signing.steps import Step, Verification
 
 STEPS = ("manifest-signature", "file-set", "file-digests", "report", "oscal", "ml-bom", "policy-decision",
@@ -248,23 +250,49 @@ def _trust_roots(root: Path, report: AuditReport | None) -> Step:
     return Step.of(name, problems, f"{len(keyids)} key(s), {checked} verified signature(s) tied to them")
 
 
-def _attestation_log(root: Path, keys: list[PublicKey]) -> Step:
+def _attestation_log(root: Path, keys: list[PublicKey], keyring: Keyring | None) -> Step:
     log = root / evidence.ATTESTATIONS_DIR
     if not log.exists():
         return Step.passed("attestation-log", "no attestations recorded")
-    count, errors = evidence.verify_entries(log, keys)
+    count, errors = evidence.verify_entries(log, keys, keyring)
     problems = [f"{e.message} ({e.step})" if e.step else e.message for e in errors]
     return Step.of("attestation-log", problems, f"{count} entries: format, keys, signatures, chain and signed head "
                    "verify")
 
 
-def verify_audit_pack(root: Path, keys: list[PublicKey]) -> Verification:
-    """Check everything in the pack that can be checked offline with the public keys alone."""
+def _manifest_signer_problem(root: Path, created: str, keys: list[PublicKey], keyring: Keyring) -> str | None:
+    """With a keyring, the manifest must be signed by a key valid when the pack was created (or a --key the
+    keyring does not list, trusted at any time)."""
+    envelope = dsse.Envelope.from_json((root / ENVELOPE).read_bytes(), ENVELOPE)
+    problems = []
+    for key in [*keys, *keyring.public_keys]:
+        try:
+            dsse.verify(envelope, [key])
+        except VerificationError:
+            continue
+        if key.keyid not in keyring.keys:
+            return None
+        try:
+            problem = keyring.problem(key.keyid, parse_time(created))
+        except ValueError:
+            problem = f"the manifest's creation time {created!r} is not a time"
+        if problem is None:
+            return None
+        problems.append(f"the pack was signed at {created} by key {short(key.keyid)}, not valid then: {problem}")
+    return "; ".join(problems) or None
+
+
+def verify_audit_pack(root: Path, keys: list[PublicKey], keyring: Keyring | None = None) -> Verification:
+    """Check everything in the pack that can be checked offline with the public keys alone (and the keyring:
+    its keys count too, each judged at the time it signed)."""
     if not root.is_dir():
         raise VerificationError(f"{root} is not a directory", "pass the directory written by `sovkit audit -o`",
                                 step="manifest-signature")
     steps: list[Step] = []
-    manifest, problems = check_signed_manifest(root, keys)
+    manifest, problems = check_signed_manifest(root, [*keys, *(keyring.public_keys if keyring else [])])
+    if manifest is not None and keyring is not None:
+        problem = _manifest_signer_problem(root, manifest.created, keys, keyring)
+        manifest, problems = (None, [problem]) if problem else (manifest, problems)
     if manifest is not None:
         steps.append(Step.passed("manifest-signature", f"signed manifest of {len(manifest.files)} files"))
     else:
@@ -281,5 +309,5 @@ def verify_audit_pack(root: Path, keys: list[PublicKey]) -> Verification:
     steps.append(_ml_boms(root, report))
     steps.append(_policy_decision(root, report, manifest is not None))
     steps.append(_trust_roots(root, report))
-    steps.append(_attestation_log(root, keys))
+    steps.append(_attestation_log(root, keys, keyring))
     return Verification(subject=str(root), steps=steps, facts={"site": report.overview.site} if report else {})

@@ -80,6 +80,9 @@ def verify(
     key: Annotated[list[Path] | None, typer.Option("--key", help="Trusted public key (repeatable).")] = None,
     state_dir: Annotated[Path | None, typer.Option("--state-dir", help="State directory when PATH is an "
                                                                        "inventory.")] = None,
+    keyring: Annotated[Path | None, typer.Option("--keyring", help="The operator's signed keyring: its keys are "
+                                                 "trusted, each only while valid (a --key must have signed a "
+                                                 "version of it).")] = None,
     json_out: JsonOpt = False,
 ) -> int:
     """Verify the attestation log offline in named steps; exit 1 naming the first step that fails."""
@@ -87,7 +90,8 @@ def verify(
         raise SigningKeyError("no trusted key given", "pass the operator's public key with --key PUB")
     keys = [api.load_public_key(path=k) for k in key]
     target = api.attestation_target(path=path, state_dir=state_dir)
-    result = api.verify_attestations(target=target, keys=keys)
+    ring = api.load_keyring(path=keyring, keys=keys) if keyring is not None else None
+    result = api.verify_attestations(target=target, keys=keys, keyring=ring)
     if json_out:
         emit_json(result.model_dump(mode="json"))
     else:

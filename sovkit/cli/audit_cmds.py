@@ -47,10 +47,15 @@ def verify(
                                          show_default=False)],
     key: Annotated[list[Path], typer.Option("--key", help="Trusted public key (repeatable): the pack signer's and "
                                                           "the attestation signers'.", show_default=False)],
+    keyring: Annotated[Path | None, typer.Option("--keyring", help="The operator's signed keyring: its keys are "
+                                                 "trusted, each only while valid (a --key must have signed a "
+                                                 "version of it).")] = None,
     json_out: JsonOpt = False,
 ) -> None:
     """Check an audit pack offline: manifest signature, every file, ML-BOMs, the attestation log."""
-    result = api.verify_audit_pack(pack=pack, keys=api.load_public_keys(key))
+    keys = api.load_public_keys(key)
+    ring = api.load_keyring(path=keyring, keys=keys) if keyring is not None else None
+    result = api.verify_audit_pack(pack=pack, keys=keys, keyring=ring)
     if json_out:
         emit_json(result.model_dump(mode="json"))
     else:

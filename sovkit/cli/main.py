@@ -17,6 +17,7 @@ from sovkit.cli import (
     fleet_cmds,
     init_cmds,
     inventory_cmds,
+    keyring_cmds,
     plan_cmds,
     planner_cmds,
     policy_cmds,
@@ -53,6 +54,7 @@ def _root(
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
                 serving_cmds, planner_cmds, init_cmds, fleet_cmds):
     _module.register(app)
+keyring_cmds.register(app)
 
 
 def _exception_types() -> tuple[tuple[type[BaseException], ...], ...]:

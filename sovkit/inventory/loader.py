@@ -29,6 +29,7 @@ from sovkit.inventory.crossref import check_references
 from sovkit.inventory.models import PATTERN_HINTS, Host, Site
 from sovkit.inventory.yamlsource import Mark, SourceMap, YamlInputError, read_yaml, render_path
 from sovkit.signing.canonical import canonical_json
+from sovkit.signing.trust import TrustRoots
 
 _LIST_SECTIONS = frozenset(
     name for name, f in Site.model_fields.items() if get_origin(f.annotation) is list
@@ -72,6 +73,15 @@ class LoadedInventory:
             for entry in getattr(self.site.trust_roots, section):
                 names.setdefault(entry.name, self.resolve(entry.public_key))  # the first entry of a name wins
         return out
+
+    def trust_roots(self) -> TrustRoots:
+        """The trust roots with their validity windows and the keyring whose revocations apply to them."""
+        windows: dict[str, dict[str, tuple[str | None, str | None]]] = {}
+        for section in ("publishers", "vendors"):
+            for entry in getattr(self.site.trust_roots, section):
+                windows.setdefault(section, {}).setdefault(entry.name, (entry.not_before, entry.not_after))
+        ring = self.site.trust_roots.keyring
+        return TrustRoots(self.trust_root_paths(), windows, self.resolve(ring) if ring else None)
 
 
 def site_digest(site: Site) -> str:

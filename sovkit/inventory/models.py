@@ -18,6 +18,7 @@ from pydantic_core import PydanticCustomError
 
 from sovkit import identifiers
 from sovkit.inventory.codes import country_codes, country_of, is_jurisdiction, suggest_jurisdiction
+from sovkit.signing.keyring import Time
 
 API_VERSION = "sovkit.dev/v1"
 
@@ -192,6 +193,10 @@ class Residency(Strict):
 class TrustedKey(Strict):
     name: Name
     public_key: RelPath
+    not_before: Time | None = Field(default=None, description="Signatures made before this time (ISO 8601 with a "
+                                    "zone) are refused.")
+    not_after: Time | None = Field(default=None, description="Signatures made after this time are refused (the "
+                                   "key expired or was replaced).")
 
 
 class TrustRoots(Strict):
@@ -200,6 +205,8 @@ class TrustRoots(Strict):
     policy_bundles: list[TrustedKey] = Field(default=[], description="Keys (ECDSA P-256) trusted to sign OPA "
                                              "policy bundles: a `--policy-bundle` must be signed by one of them "
                                              "(`sovkit policy bundle --sign`); `--bundle-key` overrides them.")
+    keyring: RelPath | None = Field(default=None, description="The operator's signed keyring (`sovkit keys "
+                                    "revoke` writes it): its revocations apply to these keys too.")
 
 
 class StoreCredentials(Strict):

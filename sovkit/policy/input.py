@@ -38,7 +38,6 @@ from sovkit.inventory.models import (
 )
 from sovkit.planner.forecast import SitePredictor, forecast_deployments, rack_peaks, site_predictor
 from sovkit.signing.artifacts import Claim, verify_artifact_signature
-from sovkit.signing.trust import TrustRoots
 from sovkit.state.models import State
 
 INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
@@ -332,7 +331,7 @@ class _Signatures:
     def __init__(self, inv: LoadedInventory) -> None:
         self.inv = inv
         self.local = inv.site.artifact_store.kind == "local"
-        self.trust = TrustRoots(inv.trust_root_paths())
+        self.trust = inv.trust_roots()
 
     def check(self, signature: str | None, files: list[Artifact], section: str, signer: str | None,
               claim: Claim, fmt: str = "dsse") -> SignatureInfo:
@@ -351,8 +350,8 @@ class _Signatures:
             return info(False, False, key.keyid, "artifact store is an OCI registry; verified at apply time")
         if fmt != "dsse":
             return info(False, False, key.keyid, f"{fmt} signatures are verified at apply time")
-        check = verify_artifact_signature(self.inv.artifact_root / signature, {a.path: a.sha256 for a in files},
-                                          key, signer, claim)
+        check = self.trust.judge(section, verify_artifact_signature(
+            self.inv.artifact_root / signature, {a.path: a.sha256 for a in files}, key, signer, claim))
         return info(True, check.verified, check.keyid or key.keyid, check.reason)
 
 

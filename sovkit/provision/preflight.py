@@ -16,7 +16,6 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.plan.model import Plan
 from sovkit.signing.artifacts import Claim, SignatureCheck, verify_artifact_signature
 from sovkit.signing.model_signature import common_dir, verify_model
-from sovkit.signing.trust import TrustRoots
 
 
 @dataclass
@@ -32,7 +31,7 @@ class _Checker:
         self.store = port.root
         self.digests: dict[str, str | None] = {}
         self.refused: dict[str, str] = {}
-        self.trust = TrustRoots(inv.trust_root_paths())
+        self.trust = inv.trust_roots()
 
     def prefetch(self, wanted: dict[str, str | None]) -> None:
         """Get every file the plan needs at once (a registry pulls them concurrently)."""
@@ -69,6 +68,11 @@ class _Checker:
 
     def signature(self, signature: str | None, files: dict[str, str], section: str, signer: str | None,
                   claim: Claim, fmt: str = "dsse") -> SignatureCheck:
+        """The signature's check, then its signer judged at its signing time (window, revocation)."""
+        return self.trust.judge(section, self._signature(signature, files, section, signer, claim, fmt))
+
+    def _signature(self, signature: str | None, files: dict[str, str], section: str, signer: str | None,
+                   claim: Claim, fmt: str = "dsse") -> SignatureCheck:
         if signature is None or signer is None:
             return SignatureCheck(False, None, signer or "", "no signature declared")
         key = self.trust.key(section, signer)
@@ -85,7 +89,7 @@ class _Checker:
             pinned = {(self.store / p).relative_to(root).as_posix(): d for p, d in files.items()}
             result = verify_model(paths, self.store / signature, key_path,
                                   pinned=pinned, signer=signer, claim=claim)
-            return SignatureCheck(result.verified, result.keyid, signer, result.reason)
+            return SignatureCheck(result.verified, result.keyid, signer, result.reason, result.signed_at)
         if fmt != "dsse":
             return SignatureCheck(False, key.keyid, signer, f"unknown signature format {fmt!r}")
         return verify_artifact_signature(self.store / signature, files, key, signer, claim)

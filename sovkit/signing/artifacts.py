@@ -5,7 +5,8 @@ file as a subject (name = path in the artifact store, sha256 digest), with
 predicate type ``https://sovkit.dev/attestation/artifact-signature/v1``. The
 signer is the vendor (firmware, runtime) or publisher (model) named in the
 inventory's trust roots. The predicate names what was signed: ``{"kind", "name",
-"version"}``. Verification checks the envelope against that key, that the signed
+"version"}``, and optionally when (``"signed_at"``: the signer's own claim, used to judge the signer's trust
+root by its validity window and revocation). Verification checks the envelope against that key, that the signed
 digests are exactly the digests the inventory pins, and that the signed kind, name
 and version are exactly the ones the inventory claims: a signature binds the label
 too, so an inventory cannot relabel a signed artifact (say a model's version) and
@@ -27,13 +28,16 @@ from sovkit.signing.statement import ARTIFACT_SIGNATURE_PREDICATE, Statement, Su
 
 
 def sign_artifacts(
-    files: dict[str, str], signer: Signer, kind: str, name: str, version: str
+    files: dict[str, str], signer: Signer, kind: str, name: str, version: str, signed_at: str | None = None
 ) -> dsse.Envelope:
-    """Sign ``{store path: sha256}`` as one statement."""
+    """Sign ``{store path: sha256}`` as one statement (``signed_at``: when, as the signer states it)."""
+    predicate = {"kind": kind, "name": name, "version": version}
+    if signed_at is not None:
+        predicate["signed_at"] = signed_at
     statement = Statement(
         subject=[Subject(name=p, digest={"sha256": d}) for p, d in sorted(files.items())],
         predicateType=ARTIFACT_SIGNATURE_PREDICATE,
-        predicate={"kind": kind, "name": name, "version": version},
+        predicate=predicate,
     )
     return dsse.sign(statement.to_bytes(), dsse.IN_TOTO_PAYLOAD_TYPE, signer)
 
@@ -55,6 +59,7 @@ class SignatureCheck:
     keyid: str | None
     signer: str
     reason: str
+    signed_at: str | None = None  # the signing time the signed statement states, if any
 
 
 def verify_artifact_signature(
@@ -104,7 +109,8 @@ def check_signed_statement(statement: Statement, expected: dict[str, str], key: 
         problem = _label_problem(statement.predicate, claim)
         if problem:
             return SignatureCheck(False, key.keyid, signer_name, problem)
-    return SignatureCheck(True, key.keyid, signer_name, "ok")
+    at = statement.predicate.get("signed_at")
+    return SignatureCheck(True, key.keyid, signer_name, "ok", at if isinstance(at, str) else None)
 
 
 def _label_problem(predicate: dict[str, object], claim: Claim) -> str | None:

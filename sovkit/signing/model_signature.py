@@ -56,6 +56,7 @@ class ModelSignatureCheck:
     reason: str
     signer: str = ""
     files: dict[str, str] = field(default_factory=dict)  # signed name -> sha256
+    signed_at: str | None = None  # a dsse signature's stated signing time (OpenSSF bundles state none)
 
 
 
@@ -208,7 +209,7 @@ def verify_model(
                                                                       "one", signer)
         check = verify_artifact_signature(signature_path, pinned, key, signer, claim)
         return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
-                                   pinned if check.verified else {})
+                                   pinned if check.verified else {}, check.signed_at)
     return ModelSignatureCheck(False, None, key.keyid, f"{signature_path.name} is neither an OpenSSF Model Signing "
                                                        "bundle nor a sovkit DSSE signature", signer)
 
@@ -273,4 +274,4 @@ def _verify_dsse_directory(root: Path, files: list[Path], signature_path: Path, 
     expected = {n: str(signed[n]) for n in by_rel.values()}
     check = check_signed_statement(opened, expected, key, signer, claim)
     return ModelSignatureCheck(check.verified, "dsse", check.keyid, check.reason, signer,
-                               expected if check.verified else {})
+                               expected if check.verified else {}, check.signed_at)
