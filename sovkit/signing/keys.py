@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
 
 from sovkit.errors import SigningKeyError
 
@@ -117,6 +118,41 @@ class PublicKey:
             raise SigningKeyError(f"cannot read public key {path}: {exc.strerror}", "check the path") from exc
         return cls.from_pem(data, str(path))
 
+    @classmethod
+    def from_point(cls, algorithm: Algorithm, point: bytes, source: str = "<key>") -> PublicKey:
+        """A key from its raw public point (what a PKCS#11 token holds in ``CKA_EC_POINT``, unwrapped):
+        32 bytes for Ed25519, the 65-byte uncompressed X9.62 point for P-256."""
+        try:
+            if algorithm == "ed25519":
+                return cls(ed25519.Ed25519PublicKey.from_public_bytes(point))
+            return cls(ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point))
+        except ValueError as exc:
+            raise SigningKeyError(f"{source}: not a valid {algorithm} public key ({exc})",
+                                  "the token's public key object is damaged or of another type") from exc
+
+
+P256_SIZE = 32  # bytes in each of r and s
+
+
+def ecdsa_raw_to_der(sig: bytes) -> bytes:
+    """An ECDSA P-256 signature as PKCS#11 and JWS return it (r||s, 64 bytes) in the DER form
+    :meth:`PublicKey.verify` and securesystemslib accept."""
+    if len(sig) != 2 * P256_SIZE:
+        raise SigningKeyError(f"an ECDSA P-256 signature is {2 * P256_SIZE} bytes r||s, got {len(sig)}",
+                              "the token returned a signature for another curve or mechanism")
+    return encode_dss_signature(int.from_bytes(sig[:P256_SIZE], "big"), int.from_bytes(sig[P256_SIZE:], "big"))
+
+
+def ecdsa_der_to_raw(sig: bytes) -> bytes:
+    """A DER ECDSA P-256 signature as r||s (64 bytes, what JWT ES256 carries)."""
+    try:
+        r, s = decode_dss_signature(sig)
+    except ValueError as exc:
+        raise SigningKeyError("not a DER-encoded ECDSA signature", "pass the signature sovkit wrote") from exc
+    if r.bit_length() > 8 * P256_SIZE or s.bit_length() > 8 * P256_SIZE:
+        raise SigningKeyError("the ECDSA signature is not a P-256 one", "sovkit signs with ECDSA P-256 only")
+    return r.to_bytes(P256_SIZE, "big") + s.to_bytes(P256_SIZE, "big")
+
 
 @dataclass(frozen=True)
 class LocalSigner:
@@ -195,6 +231,15 @@ def write_keypair(signer: LocalSigner, private_path: Path, passphrase: bytes | N
     _write_new(private_path, signer.private_pem(passphrase), 0o600)
     _write_new(public_path, signer.public_key.pem(), 0o644)
     return public_path
+
+
+def write_public_key(key: PublicKey, path: Path) -> Path:
+    """Write a public key PEM (0644), refusing to overwrite (a swapped .pub would trust another key)."""
+    if path.exists():
+        raise SigningKeyError(f"{path} already exists", "choose another name or move the old key away")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_new(path, key.pem(), 0o644)
+    return path
 
 
 def _write_new(path: Path, data: bytes, mode: int) -> None:
