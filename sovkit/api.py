@@ -8,7 +8,8 @@ the adapters (state store, executor, policy engine, signer). Results with a ``--
 Besides functions and result types, ``__all__`` re-exports the few values the CLI needs:
 ``PASSPHRASE_ENV`` (the environment variable holding a key passphrase), ``ALGORITHMS`` and
 ``Algorithm`` (the signing-key algorithms, as a list and as a type), ``STEP_TITLES`` (names of
-the attestation-verification steps) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
+the attestation-verification steps), ``PinPrompt`` (the callback a front end passes to ask for a PKCS#11
+token PIN) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
 """
 
 from __future__ import annotations
@@ -469,16 +470,16 @@ KEY_URI_SCHEME = "pkcs11:"
 PinPrompt = Callable[[str], str | None]
 
 
-def is_key_uri(ref: str | os.PathLike[str]) -> bool:
+def is_key_uri(*, ref: str | os.PathLike[str]) -> bool:
     """``ref`` names a key in a PKCS#11 token (``pkcs11:token=…;object=…``) rather than a key file."""
     return str(ref).startswith(KEY_URI_SCHEME)
 
 
-def load_signer_ref(ref: str | Path, *, passphrase: bytes | None = None,
+def load_signer_ref(*, ref: str | Path, passphrase: bytes | None = None,
                     pin_prompt: PinPrompt | None = None) -> Signer:
     """The signer a key reference names: a PKCS#11 URI (the PIN from ``pin-source=``, ``$SOVKIT_PKCS11_PIN``
     or ``pin_prompt``) or a private key file (``passphrase`` for an encrypted one)."""
-    if is_key_uri(ref):
+    if is_key_uri(ref=ref):
         from sovkit.signing.pkcs11 import open_signer  # the PKCS#11 binding loads only for token keys
 
         return open_signer(str(ref), pin_prompt)

@@ -73,7 +73,7 @@ def generate(
 
 
 def _generate_in_token(uri: str, alg: api.Algorithm, out: Path | None, no_passphrase: bool, json_out: bool) -> None:
-    if not api.is_key_uri(uri):
+    if not api.is_key_uri(ref=uri):
         raise SigningKeyError(f"--pkcs11 {uri[:60]!r} is not a pkcs11: URI", "e.g. --pkcs11 'pkcs11:token=T;object=O'")
     if no_passphrase:
         raise SigningKeyError("--insecure-no-passphrase is for key files", "a token key is protected by its PIN")

@@ -33,7 +33,7 @@ def key_ref(value: str | None) -> KeyRef | None:
     value = value if value is not None else (os.environ.get(SIGNING_KEY_ENV) or None)
     if value is None:
         return None
-    return value if api.is_key_uri(value) else Path(value)
+    return value if api.is_key_uri(ref=value) else Path(value)
 
 
 def signing_key_path(ws: api.Workspace, key: str | None) -> KeyRef:
@@ -52,7 +52,7 @@ def pin_prompt(what: str) -> str | None:
 def load_signer(ref: KeyRef) -> api.Signer:
     """The signer ``ref`` names: a token key (PIN: pin-source, $SOVKIT_PKCS11_PIN, prompt) or a key file."""
     if isinstance(ref, str):
-        return api.load_signer_ref(ref, pin_prompt=pin_prompt)
+        return api.load_signer_ref(ref=ref, pin_prompt=pin_prompt)
     path = ref
     if not path.exists():
         raise SigningKeyError(f"signing key {path} not found: plans and attestations are signed with it",
@@ -65,7 +65,7 @@ def load_signer(ref: KeyRef) -> api.Signer:
         # SOVKIT_KEY_PASSPHRASE unlocks encrypted keys; an unencrypted key needs none (the crypto library would
         # refuse the pair, and the message would wrongly say the key is encrypted)
         passphrase = None
-    return api.load_signer_ref(path, passphrase=passphrase.encode() if passphrase else None)
+    return api.load_signer_ref(ref=path, passphrase=passphrase.encode() if passphrase else None)
 
 
 def _is_encrypted(path: Path) -> bool:
