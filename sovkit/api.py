@@ -8,11 +8,13 @@ the adapters (state store, executor, policy engine, signer). Results with a ``--
 Besides functions and result types, ``__all__`` re-exports the few values the CLI needs:
 ``PASSPHRASE_ENV`` (the environment variable holding a key passphrase), ``ALGORITHMS`` and
 ``Algorithm`` (the signing-key algorithms, as a list and as a type), ``STEP_TITLES`` (names of
-the attestation-verification steps) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
+the attestation-verification steps), ``PinPrompt`` (the callback a front end passes to ask for a PKCS#11
+token PIN) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +110,7 @@ from sovkit.workspace import Workspace, ansible_executor
 
 if TYPE_CHECKING:
     from sovkit.audit.pack import AuditPack
+    from sovkit.signing.pkcs11 import GeneratedTokenKey
 
 __all__ = [
     "ALGORITHMS",
@@ -146,6 +149,7 @@ __all__ = [
     "LockInfo",
     "LogEntry",
     "LogVerification",
+    "PinPrompt",
     "Plan",
     "PlanOutput",
     "PlanResult",
@@ -186,9 +190,11 @@ __all__ = [
     "export_policy_bundle",
     "force_unlock",
     "generate_key",
+    "generate_token_key",
     "host_power",
     "input_schema",
     "inventory_schema",
+    "is_key_uri",
     "key_info",
     "load_catalog",
     "load_keyring",
@@ -196,6 +202,7 @@ __all__ = [
     "load_public_keys",
     "load_saved_plan",
     "load_signer_file",
+    "load_signer_ref",
     "looks_like_plan",
     "make_plan",
     "opa_engine",
@@ -615,6 +622,35 @@ def revoke_key(*, log_dir: Path, keyring_path: Path, signer: Signer, key: str, r
     index = _record_change(log_dir, keyring_path, ring, signer, attest_log.KEY_REVOCATION_PREDICATE,
                            {"keyid": keyid, "revoked_at": when, "reason": reason}, at)
     return KeyChange(str(keyring_path), ring.version, signer.keyid, keyid, at, index)
+# --- hsm: key references (a key file or a PKCS#11 URI) ---------------------------------------------------------
+
+KEY_URI_SCHEME = "pkcs11:"
+PinPrompt = Callable[[str], str | None]
+
+
+def is_key_uri(*, ref: str | os.PathLike[str]) -> bool:
+    """``ref`` names a key in a PKCS#11 token (``pkcs11:token=…;object=…``) rather than a key file."""
+    return str(ref).startswith(KEY_URI_SCHEME)
+
+
+def load_signer_ref(*, ref: str | Path, passphrase: bytes | None = None,
+                    pin_prompt: PinPrompt | None = None) -> Signer:
+    """The signer a key reference names: a PKCS#11 URI (the PIN from ``pin-source=``, ``$SOVKIT_PKCS11_PIN``
+    or ``pin_prompt``) or a private key file (``passphrase`` for an encrypted one)."""
+    if is_key_uri(ref=ref):
+        from sovkit.signing.pkcs11 import open_signer  # the PKCS#11 binding loads only for token keys
+
+        return open_signer(str(ref), pin_prompt)
+    return LocalSigner.load(Path(ref), passphrase)
+
+
+def generate_token_key(*, uri: str, algorithm: Algorithm, public_path: Path | None = None,
+                       pin_prompt: PinPrompt | None = None) -> GeneratedTokenKey:
+    """Generate a key pair inside the token ``uri`` names (private key sensitive, not extractable) and write
+    its public key PEM to ``public_path`` (default ``<object>.pub``; never overwritten)."""
+    from sovkit.signing.pkcs11 import generate
+
+    return generate(uri, algorithm, public_path, pin_prompt)
 
 
 # --- serving planner ------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from rich.table import Table
 from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result
+from sovkit.cli.signing import pin_prompt
 from sovkit.errors import SigningKeyError, VerificationError
 
 keys_app = typer.Typer(help="Signing keys: generate an operator key, print a key id.", no_args_is_help=True)
@@ -37,17 +38,27 @@ def _passphrase(allow_empty: bool) -> bytes | None:
 
 @keys_app.command("generate")
 def generate(
-    out: Annotated[Path, typer.Option("-o", "--out", help="Private key file; the public key goes beside it as "
-                                                          "<out>.pub.")] = Path("operator.key"),
+    out: Annotated[Path | None, typer.Option("-o", "--out", help="Private key file; the public key goes beside it as "
+                                                                 "<out>.pub (default operator.key). With --pkcs11: "
+                                                                 "the public key file (default <object>.pub).",
+                                             show_default=False)] = None,
     algorithm: Annotated[str, typer.Option("--algorithm", help=f"One of {', '.join(api.ALGORITHMS)}.")] = "ed25519",
     no_passphrase: Annotated[bool, typer.Option("--insecure-no-passphrase",
                                                 help="Write the private key unencrypted (test rigs only).")] = False,
+    pkcs11: Annotated[str | None, typer.Option("--pkcs11", help="Create the key pair inside this PKCS#11 token "
+                                               "instead: pkcs11:token=T;object=O (PIN from $SOVKIT_PKCS11_PIN, "
+                                               "pin-source=file: or a prompt).", show_default=False)] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Generate a signing key (Ed25519 by default): the private PEM encrypted with a passphrase, mode 0600."""
+    """Generate a signing key (Ed25519 by default): the private PEM encrypted with a passphrase, mode 0600 — or,
+    with --pkcs11, a non-extractable key in an HSM token and its public key PEM."""
     if algorithm not in api.ALGORITHMS:
         raise SigningKeyError(f"unknown key algorithm {algorithm!r}", f"use one of {', '.join(api.ALGORITHMS)}")
     alg: api.Algorithm = "ed25519" if algorithm == "ed25519" else "ecdsa-p256"
+    if pkcs11 is not None:
+        _generate_in_token(pkcs11, alg, out, no_passphrase, json_out)
+        return
+    out = out or Path("operator.key")
     for p in (out, out.with_name(out.name + ".pub")):
         if p.exists():
             raise SigningKeyError(f"{p} already exists", "choose another name or move the old key away")
@@ -59,6 +70,22 @@ def generate(
     console.print(f"Wrote {escape(made.private_key)} (0600, {'encrypted' if made.encrypted else '[red]unencrypted[/]'})"
                   f" and {escape(made.public_key)}")
     console.print(f"keyid {made.keyid}")
+
+
+def _generate_in_token(uri: str, alg: api.Algorithm, out: Path | None, no_passphrase: bool, json_out: bool) -> None:
+    if not api.is_key_uri(ref=uri):
+        raise SigningKeyError(f"--pkcs11 {uri[:60]!r} is not a pkcs11: URI", "e.g. --pkcs11 'pkcs11:token=T;object=O'")
+    if no_passphrase:
+        raise SigningKeyError("--insecure-no-passphrase is for key files", "a token key is protected by its PIN")
+    made = api.generate_token_key(uri=uri, algorithm=alg, public_path=out, pin_prompt=pin_prompt)
+    if json_out:
+        emit_result(made)
+        return
+    console.print(f"Created {made.algorithm} key {escape(made.object)!r} (id {made.id}) in token "
+                  f"{escape(made.token)!r}: sensitive={made.sensitive}, extractable={made.extractable}")
+    console.print(f"Wrote the public key {escape(made.public_key)}")
+    console.print(f"keyid {made.keyid}")
+    console.print(f"sign with --key '{escape(made.uri)}'")
 
 
 @keys_app.command("id")

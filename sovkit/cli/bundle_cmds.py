@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
@@ -21,6 +20,7 @@ from rich.progress import (
 from sovkit import api
 from sovkit.cli.options import JsonOpt
 from sovkit.cli.output import console, emit_json, emit_result, err_console
+from sovkit.cli.signing import key_ref, load_signer
 from sovkit.errors import SigningKeyError, SovkitError
 
 bundle_app = typer.Typer(help="Air-gapped bundles: create, split, join, verify, import.", no_args_is_help=True)
@@ -59,14 +59,14 @@ class _Bar:
             self.progress.console.print(f"[dim]{escape(event.message)}[/]")
 
 
-def _signer(key: Path | None) -> api.LocalSigner:
-    path = key or (Path(os.environ["SOVKIT_SIGNING_KEY"]) if os.environ.get("SOVKIT_SIGNING_KEY") else None)
-    if path is None:
-        raise SigningKeyError("no signing key given", "pass --key PRIVATE_KEY or set SOVKIT_SIGNING_KEY")
-    if not path.exists():
-        raise SigningKeyError(f"signing key {path} not found", "pass the private key that signs bundles with --key")
-    passphrase = os.environ.get(api.PASSPHRASE_ENV)
-    return api.load_signer_file(path=path, passphrase=passphrase.encode() if passphrase else None)
+def _signer(key: str | None) -> api.Signer:
+    ref = key_ref(key)
+    if ref is None:
+        raise SigningKeyError("no signing key given", "pass --key PRIVATE_KEY (or a pkcs11: URI) or set "
+                                                      "SOVKIT_SIGNING_KEY")
+    if isinstance(ref, Path) and not ref.exists():
+        raise SigningKeyError(f"signing key {ref} not found", "pass the private key that signs bundles with --key")
+    return load_signer(ref)
 
 
 def _keys(paths: list[Path] | None) -> list[api.PublicKey]:
@@ -85,8 +85,8 @@ def create(
                                                "carry only what is new.")] = None,
     volume_size: Annotated[str | None, typer.Option("--volume-size", help="Split into parts of this size "
                                                     "(e.g. 4G) for removable media.")] = None,
-    key: Annotated[Path | None, typer.Option("--key", help="Private key that signs the manifest "
-                                             "(default: $SOVKIT_SIGNING_KEY).")] = None,
+    key: Annotated[str | None, typer.Option("--key", help="Private key that signs the manifest, a file or a "
+                                            "pkcs11: URI (default: $SOVKIT_SIGNING_KEY).")] = None,
     no_self: Annotated[bool, typer.Option("--no-self", help="Leave out sovkit's own wheel and its "
                                           "dependencies.")] = False,
     wheel_cache: Annotated[Path | None, typer.Option("--wheel-cache", help="Cache for built/downloaded wheels "

@@ -155,7 +155,7 @@ def agent(
                                        max_fail_percent=max_fail_percent, forks=forks)
     line = api.fleet_agent(verb=verbs[verb], inventory=inventory.resolve(), site=site, nonce=nonce, rollout=rollout,
                            state_dir=state_dir.resolve() if state_dir else None,
-                           signer_for=lambda ws: load_signer(signing_key_path(ws, Path(key) if key else None)))
+                           signer_for=lambda ws: load_signer(signing_key_path(ws, key)))
     sys.stdout.write(line + "\n")
     return 0
 

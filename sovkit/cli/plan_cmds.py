@@ -27,7 +27,14 @@ from sovkit.cli.options import (
 from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.render import plan_text, summary_line
-from sovkit.cli.signing import KeyOpt, attest_decision, wire_optional_signer, wire_signer
+from sovkit.cli.signing import (
+    KeyOpt,
+    attest_decision,
+    key_ref,
+    load_signer,
+    wire_optional_signer,
+    wire_signer,
+)
 from sovkit.errors import PolicyDenied, ProvisionError, SovkitError
 
 
@@ -207,14 +214,23 @@ def apply(
             raise SovkitError("a saved plan carries its own rollout controls: they cannot be changed at apply",
                               "make the plan again with them (`sovkit plan -o PLAN --limit …`), or apply the "
                               "inventory directly with them")
+        ref = key_ref(key)
+        token = load_signer(ref) if isinstance(ref, str) else None  # a token key: its public key is in the token
         pub_path = plan_key
-        if pub_path is None:
+        if pub_path is None and token is None:
             env = os.environ.get("SOVKIT_SIGNING_KEY")
             pub_path = Path(env + ".pub") if env else None
-        if pub_path is None:
+        if pub_path is not None:
+            plan_pub = api.load_public_key(path=pub_path)
+        elif token is not None:
+            plan_pub = token.public_key
+        else:
             raise SovkitError("which key signed this plan?", "pass --plan-key PUB (the operator's public key)")
-        ws, saved = api.load_saved_plan(path=target, key=api.load_public_key(path=pub_path), state_dir=state_dir)
-        wire_signer(ws, key)
+        ws, saved = api.load_saved_plan(path=target, key=plan_pub, state_dir=state_dir)
+        if token is not None:
+            ws.signer = token
+        else:
+            wire_signer(ws, key)
         if saved.plan.empty and not json_out:
             console.print("Nothing to apply.")
         with Progress(enabled=not json_out and not saved.plan.empty) as progress:

@@ -118,6 +118,41 @@ class PublicKey:
             raise SigningKeyError(f"cannot read public key {path}: {exc.strerror}", "check the path") from exc
         return cls.from_pem(data, str(path))
 
+    @classmethod
+    def from_point(cls, algorithm: Algorithm, point: bytes, source: str = "<key>") -> PublicKey:
+        """A key from its raw public point (what a PKCS#11 token holds in ``CKA_EC_POINT``, unwrapped):
+        32 bytes for Ed25519, the 65-byte uncompressed X9.62 point for P-256."""
+        try:
+            if algorithm == "ed25519":
+                return cls(ed25519.Ed25519PublicKey.from_public_bytes(point))
+            return cls(ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), point))
+        except ValueError as exc:
+            raise SigningKeyError(f"{source}: not a valid {algorithm} public key ({exc})",
+                                  "the token's public key object is damaged or of another type") from exc
+
+
+P256_SIZE = 32  # bytes in each of r and s
+
+
+def ecdsa_raw_to_der(sig: bytes) -> bytes:
+    """An ECDSA P-256 signature as PKCS#11 and JWS return it (r||s, 64 bytes) in the DER form
+    :meth:`PublicKey.verify` and securesystemslib accept."""
+    if len(sig) != 2 * P256_SIZE:
+        raise SigningKeyError(f"an ECDSA P-256 signature is {2 * P256_SIZE} bytes r||s, got {len(sig)}",
+                              "the token returned a signature for another curve or mechanism")
+    return encode_dss_signature(int.from_bytes(sig[:P256_SIZE], "big"), int.from_bytes(sig[P256_SIZE:], "big"))
+
+
+def ecdsa_der_to_raw(sig: bytes) -> bytes:
+    """A DER ECDSA P-256 signature as r||s (64 bytes, what JWT ES256 carries)."""
+    try:
+        r, s = decode_dss_signature(sig)
+    except ValueError as exc:
+        raise SigningKeyError("not a DER-encoded ECDSA signature", "pass the signature sovkit wrote") from exc
+    if r.bit_length() > 8 * P256_SIZE or s.bit_length() > 8 * P256_SIZE:
+        raise SigningKeyError("the ECDSA signature is not a P-256 one", "sovkit signs with ECDSA P-256 only")
+    return r.to_bytes(P256_SIZE, "big") + s.to_bytes(P256_SIZE, "big")
+
 
 @dataclass(frozen=True)
 class LocalSigner:
@@ -198,6 +233,15 @@ def write_keypair(signer: LocalSigner, private_path: Path, passphrase: bytes | N
     return public_path
 
 
+def write_public_key(key: PublicKey, path: Path) -> Path:
+    """Write a public key PEM (0644), refusing to overwrite (a swapped .pub would trust another key)."""
+    if path.exists():
+        raise SigningKeyError(f"{path} already exists", "choose another name or move the old key away")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    _write_new(path, key.pem(), 0o644)
+    return path
+
+
 def _write_new(path: Path, data: bytes, mode: int) -> None:
     """Create ``path`` with exactly ``mode`` whatever the umask (a 0666 .pub could be swapped by anyone)."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
@@ -244,24 +288,3 @@ def generate_key(private_path: Path, algorithm: Algorithm, passphrase: bytes | N
     public = write_keypair(signer, private_path, passphrase)
     return GeneratedKey(str(private_path), str(public), signer.keyid, algorithm, passphrase is not None)
 
-
-_P256_BYTES = 32
-
-
-def ecdsa_der_to_raw(sig: bytes) -> bytes:
-    """A DER ECDSA P-256 signature as raw r||s (64 bytes): the form JWT ES256 and PKCS#11 use."""
-    try:
-        r, s = decode_dss_signature(sig)
-    except ValueError as exc:
-        raise SigningKeyError(f"not a DER ECDSA signature ({exc})", "sign with an ECDSA P-256 key") from exc
-    if r.bit_length() > _P256_BYTES * 8 or s.bit_length() > _P256_BYTES * 8:
-        raise SigningKeyError("the ECDSA signature is not a P-256 signature", "sign with an ECDSA P-256 key")
-    return r.to_bytes(_P256_BYTES, "big") + s.to_bytes(_P256_BYTES, "big")
-
-
-def ecdsa_raw_to_der(sig: bytes) -> bytes:
-    """Raw r||s (64 bytes, JWT ES256 / PKCS#11) as the DER signature :meth:`PublicKey.verify` takes."""
-    if len(sig) != 2 * _P256_BYTES:
-        raise SigningKeyError(f"a raw ECDSA P-256 signature is 64 bytes, not {len(sig)}",
-                              "the signature is damaged or not ES256")
-    return encode_dss_signature(int.from_bytes(sig[:_P256_BYTES], "big"), int.from_bytes(sig[_P256_BYTES:], "big"))
