@@ -9,7 +9,8 @@ Besides functions and result types, ``__all__`` re-exports the few values the CL
 ``PASSPHRASE_ENV`` (the environment variable holding a key passphrase), ``ALGORITHMS`` and
 ``Algorithm`` (the signing-key algorithms, as a list and as a type), ``STEP_TITLES`` (names of
 the attestation-verification steps), ``PinPrompt`` (the callback a front end passes to ask for a PKCS#11
-token PIN) and ``bundles`` (the air-gap bundle entry points, ``sovkit.bundle.api``).
+token PIN), ``Verb`` (the verbs `sovkit fleet` runs at a site) and ``bundles`` (the air-gap bundle entry
+points, ``sovkit.bundle.api``).
 """
 
 from __future__ import annotations

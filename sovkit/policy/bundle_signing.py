@@ -29,6 +29,7 @@ import re
 from typing import Any
 
 from sovkit.errors import PolicyBundleInvalid, PolicyError, SigningKeyError
+from sovkit.signing.canonical import canonical_json
 from sovkit.signing.keys import PublicKey, Signer, ecdsa_der_to_raw, ecdsa_raw_to_der
 
 SIGNATURES_FILE = ".signatures.json"
@@ -127,8 +128,7 @@ def sign_files(files: dict[str, bytes], signer: Signer) -> bytes:
     payload = {"files": [{"name": name, "hash": file_hash(name, raw), "algorithm": HASH_ALGORITHM}
                          for name, raw in files.items()],
                "keyid": signer.keyid}
-    signing_input = (_b64(json.dumps(header, separators=(",", ":"), sort_keys=True).encode()) + "."
-                     + _b64(json.dumps(payload, separators=(",", ":"), sort_keys=True).encode()))
+    signing_input = _b64(canonical_json(header)) + "." + _b64(canonical_json(payload))
     signature = ecdsa_der_to_raw(signer.sign(signing_input.encode("ascii")))
     return json.dumps({"signatures": [f"{signing_input}.{_b64(signature)}"]}, indent=1).encode() + b"\n"
 
