@@ -18,15 +18,25 @@ _site_days := object.get(object.get(input, "records", {}), "min_log_retention_da
 
 _site_years := object.get(object.get(input, "records", {}), "min_documentation_retention_years", null)
 
-# The minimum days a decision or inference log is kept: the higher of the pack's floor and the site's own.
-min_log_days := _floor_days if _site_days == null
+# The higher of the pack's floor and the site's own minimum (null: none). Not max(): rego-cpp's max compares
+# numbers as text (max([183, 30]) is 30).
+_higher(floor, own) := floor if own == null
 
-min_log_days := max([_floor_days, _site_days]) if _site_days != null
+_higher(floor, own) := floor if {
+	own != null
+	own <= floor
+}
+
+_higher(floor, own) := own if {
+	own != null
+	own > floor
+}
+
+# The minimum days a decision or inference log is kept.
+min_log_days := _higher(_floor_days, _site_days)
 
 # The minimum years the technical documentation is kept.
-min_doc_years := _floor_years if _site_years == null
-
-min_doc_years := max([_floor_years, _site_years]) if _site_years != null
+min_doc_years := _higher(_floor_years, _site_years)
 
 # A section that is absent (a partial input in a unit test) is not judged: sovkit's input always has them all.
 _judged(section) if is_array(input[section])
