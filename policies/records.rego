@@ -117,7 +117,7 @@ deny contains lib.finding(
 # GEN-002 (Korea): an operator without an address or place of business in Korea records its domestic representative.
 deny contains lib.finding(
 	"GEN-002", "deny",
-	sprintf("the operator %s has no address or place of business in Korea (records.operator_domestic_address: false) and records no domestic representative (Korea AI Basic Act)", [input.site.operator]),
+	sprintf("the operator of site %s has no address or place of business in Korea (records.operator_domestic_address: false) and records no domestic representative (Korea AI Basic Act)", [input.site.name]),
 	"records/domestic_representative",
 	"add records.domestic_representative: {name: <the designated representative in Korea>, contact: <its address, e-mail or phone>}",
 ) if {
