@@ -15,6 +15,8 @@ deny contains f if some f in data.sovkit.capacity.deny
 
 deny contains f if some f in data.sovkit.serving.deny
 
+deny contains f if some f in data.sovkit.records.deny
+
 deny contains f if {
 	some name
 	some f in data.sovkit.custom[name].deny

@@ -207,7 +207,7 @@ CASES: list[Case] = [
     Case("power-nan", "finite", "racks[0].power_budget_w", "power_budget_w",
          edits=(E("power_budget_w: 3000", "power_budget_w: .nan"),)),
     Case("retention-zero", "greater than or equal to 1", "log_sinks[0].retention_days", "retention_days",
-         edits=(E("retention_days: 180", "retention_days: 0"),)),
+         edits=(E("retention_days: 365", "retention_days: 0"),)),
     Case("tensor-parallel-huge", "less than or equal to 64", "deployments[0].tensor_parallel", "tensor_parallel: 65",
          edits=(E("tensor_parallel: 1", "tensor_parallel: 65"),)),
     Case("size-negative", "greater than or equal to 0", "firmware[0].image.size", "size: -1",
@@ -552,7 +552,7 @@ def split_demo(root: Path) -> dict[str, dict[str, object]]:
         "10-hardware.yaml": {**head, **{k: data[k] for k in ("racks", "hosts", "firmware")}},
         "20-software.yaml": {**head, **{k: data[k] for k in ("runtimes", "models", "deployments", "serving_groups")}},
         "30-data.yaml": {**head, **{k: data[k] for k in ("data_stores", "endpoints", "telemetry", "log_sinks",
-                                                         "backups", "model_registries")}},
+                                                         "backups", "model_registries", "records")}},
     }
     root.mkdir(parents=True)
     for sub in ("artifacts", "keys"):

@@ -49,7 +49,8 @@ def test_shipped_rego_unit_tests_all_pass() -> None:
     assert not failed
     files = {r.file for r in results}
     assert files == {"residency_test.rego", "provenance_test.rego", "firmware_test.rego", "runtime_test.rego",
-                     "capacity_test.rego", "serving_test.rego", "waivers_test.rego", "main_test.rego"}
+                     "capacity_test.rego", "serving_test.rego", "records_test.rego", "waivers_test.rego",
+                     "main_test.rego"}
     assert len(results) >= 70
 
 

@@ -19,6 +19,7 @@ from sovkit.state.models import FirmwareRecord, HostRecord, RuntimeRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import INVENTORIES, ROOT, CliResult
 from tests.sitefactory import Site, make_site
+from tests.test_policy_records import RECORDS_RULES
 from tests.test_serving_policy import SERVING_RULES
 
 Mutation = Callable[[Site], None]
@@ -194,9 +195,10 @@ def _pack_rule_ids() -> set[str]:
 
 
 def test_every_rule_in_the_pack_has_a_violating_inventory_and_is_documented() -> None:
-    """Serving rules (SV-*) have their violating and passing sites in tests/test_serving_policy.py."""
-    assert _pack_rule_ids() == set(VIOLATIONS) | set(SERVING_RULES)
-    assert _documented_rule_ids() == set(VIOLATIONS) | set(SERVING_RULES)
+    """Serving rules (SV-*) have their violating and passing sites in tests/test_serving_policy.py, records rules
+    (LOG-*, DOC-*, GEN-*) in tests/test_policy_records.py."""
+    assert _pack_rule_ids() == set(VIOLATIONS) | set(SERVING_RULES) | set(RECORDS_RULES)
+    assert _documented_rule_ids() == set(VIOLATIONS) | set(SERVING_RULES) | set(RECORDS_RULES)
 
 
 def _check(cli: Callable[..., CliResult], path: Path, *extra: str) -> tuple[int, dict[str, Any]]:

@@ -425,6 +425,10 @@ class Model(Strict):
         default=None, description="Needed to size the KV cache (policy SV-006 warns without it)."
     )
     card: ModelCard | None = None
+    generative: bool = Field(
+        default=True, description="Generates text, images, audio or video (false for embedding, reranking or "
+        "classification models). On a Korean site a deployment of a generative model needs generated-output "
+        "labelling (policy GEN-001).")
     config: RelPath | None = Field(
         default=None, description="The model's Hugging Face config.json, relative to the inventory: the serving "
         "planner reads layers, heads, FFN, vocabulary, MoE and MLA sizes from it (`sovkit serving plan`, policy "
@@ -458,6 +462,17 @@ class ServingTargets(Strict):
         "predicts TTFT for one such prompt and TPOT midway to `max_model_len`. Default: half of `max_model_len`.")
 
 
+class OutputLabelling(Strict):
+    """How generated output is made known as AI-generated (Korea AI Basic Act, transparency of generative AI)."""
+
+    methods: Annotated[list[Literal["user-notice", "visible-label", "machine-readable"]], Field(min_length=1)] = (
+        Field(description="user-notice: users are told in advance that the service uses generative AI; "
+              "visible-label: outputs carry a label people can see or hear; machine-readable: outputs carry "
+              "metadata or a watermark (e.g. C2PA)."))
+    reference: NonEmpty = Field(description="Where the labelling is specified or implemented (a document, "
+                                "ticket or configuration reference) for an auditor to follow.")
+
+
 class Deployment(Strict):
     name: Name
     model: Name
@@ -484,6 +499,9 @@ class Deployment(Strict):
     readiness_timeout_s: Annotated[int, Field(ge=1, le=86_400)] = Field(
         default=600, description="How long apply waits for the server to become ready (loading weights takes "
         "minutes on real hardware) before the deployment is rolled back.")
+    output_labelling: OutputLabelling | None = Field(
+        default=None, description="Generated-output labelling of this deployment (policy GEN-001); default: its "
+        "serving group's, else the site's `records.generated_output_labelling`.")
 
     @model_validator(mode="after")
     def _devices_match_tp(self) -> Deployment:
@@ -520,6 +538,9 @@ class ServingGroup(Strict):
     decode: Name = Field(description="A `deployments[]` name with role decode.")
     kv_transfer: KvTransfer
     router: Router
+    output_labelling: OutputLabelling | None = Field(
+        default=None, description="Generated-output labelling of what the group serves (policy GEN-001); "
+        "default: the site's `records.generated_output_labelling`.")
 
 
 class DataStore(Strict):
@@ -550,8 +571,13 @@ class LogSink(Strict):
     name: Name
     url: NonEmpty
     jurisdiction: Jurisdiction
-    retention_days: Annotated[int, Field(ge=1)]
-    decision_log: bool = False
+    retention_days: Annotated[int, Field(ge=1)] = Field(description="Days records are kept before deletion "
+                                                        "(policy LOG-002/004 judge it against the minimum).")
+    decision_log: bool = Field(default=False, description="Holds the site's decision log: policy decisions and "
+                               "compliance checks (`sovkit monitor` writes them). A site needs one (LOG-001).")
+    inference_log: bool = Field(default=False, description="Holds the inference logs of the served models "
+                                "(the serving system's automatically recorded events, AI Act Art. 12). A site "
+                                "needs one (LOG-003).")
 
 
 class Backup(Strict):
@@ -565,6 +591,44 @@ class ModelRegistry(Strict):
     name: Name
     url: NonEmpty
     jurisdiction: Jurisdiction
+
+
+class TechnicalDocumentation(Strict):
+    """Where the AI system's technical documentation (AI Act Annex IV) is kept, and for how long (Art. 18)."""
+
+    location: NonEmpty = Field(description="The document system or archive holding it (a URL or reference).")
+    jurisdiction: Jurisdiction
+    retention_years: Annotated[int, Field(ge=1, le=1000)] = Field(description="Years it is kept after the system "
+                                                                  "is placed on the market or put into service.")
+
+
+class Representative(Strict):
+    """A domestic representative (agent) of an operator without an address or place of business in the country."""
+
+    name: NonEmpty
+    contact: NonEmpty = Field(description="Address, e-mail or phone at which the representative is reached.")
+
+
+class Records(Strict):
+    """Records the law asks of the operator: retention minimums, technical documentation, and what Korea's AI Basic
+    Act asks of operators of generative AI (policy LOG-002/004, DOC-001, GEN-001/002)."""
+
+    min_log_retention_days: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Days decision and inference logs must be kept at least, for the operator's "
+        "law. The pack's floor (183 days, about six months: AI Act Arts. 19(1), 26(6); "
+        "`data.sovkit.config.min_log_retention_days`) applies when it is higher.")
+    min_documentation_retention_years: Annotated[int, Field(ge=1)] | None = Field(
+        default=None, description="Years the technical documentation must be kept at least. The pack's floor (10 "
+        "years: AI Act Art. 18; `data.sovkit.config.min_documentation_retention_years`) applies when it is higher.")
+    technical_documentation: TechnicalDocumentation | None = Field(
+        default=None, description="Required (policy DOC-001).")
+    generated_output_labelling: OutputLabelling | None = Field(
+        default=None, description="Site-wide generated-output labelling; a deployment or serving group may "
+        "declare its own. On a Korean site every deployment of a generative model needs one (GEN-001).")
+    operator_domestic_address: bool = Field(
+        default=True, description="false: the operator has no address or place of business in the site's "
+        "country. On a Korean site it then needs a `domestic_representative` (GEN-002).")
+    domestic_representative: Representative | None = None
 
 
 class Waiver(Strict):
@@ -598,6 +662,7 @@ class Site(Strict):
     log_sinks: list[LogSink] = []
     backups: list[Backup] = []
     model_registries: list[ModelRegistry] = []
+    records: Records = Records()
     waivers: list[Waiver] = []
 
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=(), populate_by_name=False)

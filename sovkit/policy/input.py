@@ -31,8 +31,10 @@ from sovkit.inventory.models import (
     LogSink,
     ModelCard,
     ModelRegistry,
+    Records,
     Residency,
     ServingGroup,
+    Site,
     TelemetrySink,
     Waiver,
 )
@@ -296,6 +298,16 @@ class ServingInfo(_Doc):
     predictions: list[PredictionInfo]
 
 
+class LabellingInfo(_Doc):
+    """One deployment's generated-output labelling (GEN-001): whether its model is generative, and where its
+    labelling is declared (deployment, serving_group, site) or null when nowhere."""
+
+    deployment: str
+    model: str
+    generative: bool
+    declared_on: Literal["deployment", "serving_group", "site"] | None
+
+
 class PolicyInput(_Doc):
     """The policy input document (its JSON Schema is published in docs/policy-input.md)."""
 
@@ -318,6 +330,8 @@ class PolicyInput(_Doc):
     log_sinks: list[LogSink]
     backups: list[Backup]
     model_registries: list[ModelRegistry]
+    records: Records
+    output_labelling: list[LabellingInfo]
     waivers: list[Waiver]
     placements: list[Placement]
     serving: ServingInfo
@@ -503,6 +517,25 @@ def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
     )
 
 
+def _labelling(site: Site) -> list[LabellingInfo]:
+    """Where each deployment's labelling comes from: its own, else its serving group's, else the site's."""
+    generative = {m.name: m.generative for m in site.models}
+    groups = sv.group_of(site)
+    out = []
+    for d in site.deployments:
+        group = groups[d.name][0] if d.name in groups else None
+        declared: Literal["deployment", "serving_group", "site"] | None = None
+        if d.output_labelling is not None:
+            declared = "deployment"
+        elif group is not None and group.output_labelling is not None:
+            declared = "serving_group"
+        elif site.records.generated_output_labelling is not None:
+            declared = "site"
+        out.append(LabellingInfo(deployment=d.name, model=d.model, generative=generative.get(d.model, True),
+                                 declared_on=declared))
+    return out
+
+
 def build_input(inv: LoadedInventory, state: State | None = None, today: date | None = None) -> dict[str, Any]:
     """The policy input for ``inv`` (and the recorded ``state``, when there is one)."""
     site = inv.site
@@ -552,7 +585,8 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
         firmware=firmware, runtimes=runtimes, models=models,
         deployments=list(site.deployments), data_stores=list(site.data_stores), endpoints=list(site.endpoints),
         telemetry=list(site.telemetry), log_sinks=list(site.log_sinks), backups=list(site.backups),
-        model_registries=list(site.model_registries), waivers=list(site.waivers),
+        model_registries=list(site.model_registries), records=site.records, output_labelling=_labelling(site),
+        waivers=list(site.waivers),
         placements=_placements(hosts, models, runtimes, list(site.deployments)),
         serving=_serving(sp, models),
         state=StateInfo(serial=state.serial, lineage=state.lineage) if state is not None and state.hosts else None,
