@@ -13,6 +13,7 @@ the attestation-verification steps) and ``bundles`` (the air-gap bundle entry po
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,16 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import PlannerError, SovkitError
+from sovkit.errors import MonitorError, PlannerError, SovkitError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, host_power, rack_power
 from sovkit.inventory.models import Site
+from sovkit.monitor.check import CheckReport, CompliancePredicate, Monitor
+from sovkit.monitor.loop import parse_interval as _parse_interval
+from sovkit.monitor.loop import run_checks
+from sovkit.monitor.metrics import MetricsServer, MonitorMetrics
+from sovkit.monitor.metrics import serve_metrics as _serve_metrics
 from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
 from sovkit.planner import service as _planner
@@ -109,6 +115,8 @@ __all__ = [
     "BundleInvalid",
     "CalibrationFile",
     "Change",
+    "CheckReport",
+    "CompliancePredicate",
     "DemoCommand",
     "DemoReport",
     "DemoStep",
@@ -125,6 +133,9 @@ __all__ = [
     "LockInfo",
     "LogEntry",
     "LogVerification",
+    "MetricsServer",
+    "Monitor",
+    "MonitorMetrics",
     "Plan",
     "PlanOutput",
     "PlanResult",
@@ -171,8 +182,11 @@ __all__ = [
     "load_signer_file",
     "looks_like_plan",
     "make_plan",
+    "monitor_metrics",
     "opa_engine",
+    "open_monitor",
     "open_workspace",
+    "parse_interval",
     "parse_size",
     "plan_serving",
     "policy_input",
@@ -181,8 +195,10 @@ __all__ = [
     "record_policy_decision",
     "refresh",
     "rollback",
+    "run_monitor",
     "run_policy_tests",
     "save_plan",
+    "serve_monitor_metrics",
     "serving_calibrate",
     "serving_forecast",
     "serving_predict",
@@ -494,3 +510,41 @@ def plan_serving(*, inventory: LoadedInventory, model: str, ttft_ms: float, tpot
                           mode=cast(Literal["auto", "disaggregated", "colocated"], mode))
     predictor = RooflinePredictor(load_calibrations(calibration))
     return plan_and_place(inventory, load_catalog(), request, predictor=predictor, write=write)
+
+
+# --- monitor: continuous compliance (`sovkit monitor`) -------------------------------------------------------------
+
+
+def parse_interval(*, text: str) -> float:
+    """A check interval (``30s``, ``15m``, ``1h``, ``1d``) in seconds; anything else is a MonitorError."""
+    return _parse_interval(text)
+
+
+def open_monitor(*, workspace: Workspace, keys: list[PublicKey] | None = None,
+                 serving_timeout: float = 5.0) -> Monitor:
+    """A monitor of the workspace's site; its statements are signed with the workspace signer and the log is
+    verified with ``keys`` (default: the signer's own public key)."""
+    if workspace.signer is None:
+        raise MonitorError("the monitor's compliance statements must be signed", "pass the operator key (--key)")
+    return Monitor(workspace, signer=workspace.signer, keys=keys or [workspace.signer.public_key],
+                   serving_timeout=serving_timeout)
+
+
+def monitor_metrics(*, monitor: Monitor) -> MonitorMetrics:
+    """The monitor's Prometheus metrics, in a registry of their own."""
+    return MonitorMetrics(monitor.site)
+
+
+def serve_monitor_metrics(*, metrics: MonitorMetrics, address: str, port: int) -> MetricsServer:
+    """Serve the metrics at http://address:port/metrics until ``close()``."""
+    return _serve_metrics(metrics, address, port)
+
+
+def run_monitor(*, monitor: Monitor, interval: float, stop: threading.Event, count: int | None = None,
+                metrics: MonitorMetrics | None = None, metrics_file: Path | None = None,
+                on_check: Callable[[CheckReport], None] | None = None) -> list[CheckReport]:
+    """Check every ``interval`` seconds until ``stop`` is set (or ``count`` checks ran); each check is attested,
+    published to ``metrics`` (and ``metrics_file``, node_exporter's textfile format) and passed to ``on_check``."""
+    return run_checks(monitor, interval=interval, stop=stop, count=count, metrics=metrics,
+                      metrics_file=str(metrics_file) if metrics_file is not None else None,
+                      on_check=on_check or (lambda r: None))

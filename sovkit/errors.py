@@ -151,3 +151,7 @@ class VerificationError(SovkitError):
 
 class BundleError(SovkitError):
     """A bundle could not be created, verified, or imported."""
+
+
+class MonitorError(SovkitError):
+    """`sovkit monitor` could not start or run (bad interval, metrics port taken, no signing key)."""

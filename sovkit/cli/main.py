@@ -16,6 +16,7 @@ from sovkit.cli import (
     demo_cmds,
     init_cmds,
     inventory_cmds,
+    monitor_cmds,
     plan_cmds,
     planner_cmds,
     policy_cmds,
@@ -50,7 +51,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds, planner_cmds, init_cmds):
+                serving_cmds, planner_cmds, init_cmds, monitor_cmds):
     _module.register(app)
 
 
