@@ -3,8 +3,9 @@
 One monitor process runs through the life of a site: compliant; its OPA server dies (non-compliant, never
 compliant, and the monitor keeps going); the OPA server comes back while a model file is changed on the host
 and an unreachable host joins the inventory (the drift shows within one interval, the new host is unknown, not
-clean); SIGTERM stops it with exit 0. Every check is a signed statement that `sovkit attest verify` accepts and a
-line in the decision log. The shipped systemd units name options the command really takes.
+clean); the inventory becomes unreadable (a failed check, every host unknown); SIGTERM stops it with exit 0.
+Every check is a signed statement that `sovkit attest verify` accepts and a line in the decision log. The
+shipped systemd units name options the command really takes, and systemd's own verifier accepts them.
 """
 
 from __future__ import annotations
@@ -235,8 +236,20 @@ def test_monitor_tracks_compliance_engine_failure_and_drift_and_stops_cleanly(ap
         assert value(drifted, "sovkit_host_observable", host="ghost-node") == 0
         ghost = value(drifted, "sovkit_drift", host="ghost-node", component="model")
         assert ghost is not None and math.isnan(ghost), "an unobservable host is unknown, not 'no drift'"
-        total = checks(drifted)
+
+        # 4. the inventory becomes unreadable: a failed check (every host unknown), and the monitor goes on
+        good = site.path.read_bytes()
+        site.path.write_text("hosts: [unclosed\n")
+        broken = wait_for(port, proc, lambda s: (value(s, "sovkit_check_errors_total", stage="inventory") or 0) >= 1,
+                          "a check of the unreadable inventory")
+        assert value(broken, "sovkit_compliant") == 0
+        assert value(broken, "sovkit_host_observable", host="npu-node-1") == 0
+        unknown = value(broken, "sovkit_drift", host="npu-node-1", component="model")
+        assert unknown is not None and math.isnan(unknown)
+        total = checks(broken)
     finally:
+        if "good" in locals():
+            site.path.write_bytes(good)
         tokenizer.write_bytes(original)
         if proc.poll() is None:
             proc.send_signal(signal.SIGTERM)
@@ -256,6 +269,9 @@ def test_monitor_tracks_compliance_engine_failure_and_drift_and_stops_cleanly(ap
     seen = next(p for p in preds if p["drift"] and "ghost-node" in p["unobservable"])
     assert [c["component"] for c in seen["drift"]["npu-node-1"]] == ["model"]
     assert "ghost-node" not in seen["drift"] and "ghost-node" not in seen["observed"] and "observe" in seen["errors"]
+    unread = next(p for p in preds if "inventory" in p["errors"])
+    assert unread["inventory_digest"] is None and unread["compliant"] is False
+    assert "npu-node-1" in unread["unobservable"]
     r = cli("attest", "verify", site.path, "--key", site.root / ".sovkit/keys/operator.key.pub")
     assert r.code == 0, r.text
 
