@@ -16,6 +16,7 @@ points, ``sovkit.bundle.api``).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +34,7 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import PlannerError, PolicyError, SovkitError
+from sovkit.errors import MonitorError, PlannerError, PolicyError, SovkitError
 from sovkit.fleet.models import LoadedFleet
 from sovkit.fleet.models import load_fleet as _load_fleet
 from sovkit.fleet.runner import SiteResult
@@ -43,6 +44,11 @@ from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, host_power, rack_power
 from sovkit.inventory.models import Site
+from sovkit.monitor.check import CheckReport, CompliancePredicate, Monitor
+from sovkit.monitor.loop import parse_interval as _parse_interval
+from sovkit.monitor.loop import run_checks
+from sovkit.monitor.metrics import MetricsServer, MonitorMetrics
+from sovkit.monitor.metrics import serve_metrics as _serve_metrics
 from sovkit.plan.model import Change, Plan
 from sovkit.plan.planfile import Bindings, SavedPlan, looks_like_plan, make_saved_plan, read_plan, write_plan
 from sovkit.plan.rollout import Rollout
@@ -131,6 +137,8 @@ __all__ = [
     "BundleInvalid",
     "CalibrationFile",
     "Change",
+    "CheckReport",
+    "CompliancePredicate",
     "DemoCommand",
     "DemoReport",
     "DemoStep",
@@ -142,7 +150,6 @@ __all__ = [
     "InventoryInvalid",
     "InventoryShow",
     "InventoryValid",
-    # rotate
     "KeyChange",
     "Keyring",
     "LoadedInventory",
@@ -150,6 +157,9 @@ __all__ = [
     "LockInfo",
     "LogEntry",
     "LogVerification",
+    "MetricsServer",
+    "Monitor",
+    "MonitorMetrics",
     "PinPrompt",
     "Plan",
     "PlanOutput",
@@ -189,6 +199,7 @@ __all__ = [
     "discover_site",
     "export_ansible",
     "export_policy_bundle",
+    "fleet_agent",
     "force_unlock",
     "generate_key",
     "generate_token_key",
@@ -198,6 +209,7 @@ __all__ = [
     "is_key_uri",
     "key_info",
     "load_catalog",
+    "load_fleet",
     "load_keyring",
     "load_public_key",
     "load_public_keys",
@@ -206,9 +218,12 @@ __all__ = [
     "load_signer_ref",
     "looks_like_plan",
     "make_plan",
+    "monitor_metrics",
     "opa_engine",
+    "open_monitor",
     "open_policy_bundle",
     "open_workspace",
+    "parse_interval",
     "parse_size",
     "plan_serving",
     "policy_bundle_keys",
@@ -219,9 +234,13 @@ __all__ = [
     "refresh",
     "revoke_key",
     "rollback",
+    "rollout_from_options",
     "rotate_key",
+    "run_fleet",
+    "run_monitor",
     "run_policy_tests",
     "save_plan",
+    "serve_monitor_metrics",
     "serving_calibrate",
     "serving_forecast",
     "serving_predict",
@@ -725,3 +744,39 @@ def fleet_agent(*, verb: Verb, inventory: Path, site: str, nonce: str, rollout: 
         summary = site_summary(ws, site, verb, nonce, rollout)
         return sign_summary(summary, ws.signer)
     raise error or SovkitError("the site could not be opened")
+# --- monitor: continuous compliance (`sovkit monitor`) -------------------------------------------------------------
+
+
+def parse_interval(*, text: str) -> float:
+    """A check interval (``30s``, ``15m``, ``1h``, ``1d``) in seconds; anything else is a MonitorError."""
+    return _parse_interval(text)
+
+
+def open_monitor(*, workspace: Workspace, keys: list[PublicKey] | None = None,
+                 serving_timeout: float = 5.0) -> Monitor:
+    """A monitor of the workspace's site; its statements are signed with the workspace signer and the log is
+    verified with ``keys`` (default: the signer's own public key)."""
+    if workspace.signer is None:
+        raise MonitorError("the monitor's compliance statements must be signed", "pass the operator key (--key)")
+    return Monitor(workspace, signer=workspace.signer, keys=keys or [workspace.signer.public_key],
+                   serving_timeout=serving_timeout)
+
+
+def monitor_metrics(*, monitor: Monitor) -> MonitorMetrics:
+    """The monitor's Prometheus metrics, in a registry of their own."""
+    return MonitorMetrics(monitor.site)
+
+
+def serve_monitor_metrics(*, metrics: MonitorMetrics, address: str, port: int) -> MetricsServer:
+    """Serve the metrics at http://address:port/metrics until ``close()``."""
+    return _serve_metrics(metrics, address, port)
+
+
+def run_monitor(*, monitor: Monitor, interval: float, stop: threading.Event, count: int | None = None,
+                metrics: MonitorMetrics | None = None, metrics_file: Path | None = None,
+                on_check: Callable[[CheckReport], None] | None = None) -> list[CheckReport]:
+    """Check every ``interval`` seconds until ``stop`` is set (or ``count`` checks ran); each check is attested,
+    published to ``metrics`` (and ``metrics_file``, node_exporter's textfile format) and passed to ``on_check``."""
+    return run_checks(monitor, interval=interval, stop=stop, count=count, metrics=metrics,
+                      metrics_file=str(metrics_file) if metrics_file is not None else None,
+                      on_check=on_check or (lambda r: None))

@@ -162,3 +162,7 @@ class PolicyBundleInvalid(PolicyError):
 
     Fail closed: nothing from the bundle is evaluated or applied.
     """
+
+
+class MonitorError(SovkitError):
+    """`sovkit monitor` could not start or run (bad interval, metrics port taken, no signing key)."""

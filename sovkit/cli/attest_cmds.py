@@ -160,7 +160,9 @@ def show_log(
         p = e.predicate
         kind = e.predicate_type.rsplit("/", 2)[-2]
         what = str(p.get("host") or p.get("site") or "")
-        if "drift" in p:  # a refresh: how many differences it found
+        if "compliant" in p:  # a monitor check
+            outcome = "compliant" if p["compliant"] else "not compliant"
+        elif "drift" in p:  # a refresh: how many differences it found
             outcome = f"{sum(len(v) for v in p['drift'].values())} drift"
         else:
             outcome = str(p.get("outcome") or ("allowed" if p.get("allowed") else "denied"))

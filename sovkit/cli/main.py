@@ -18,6 +18,7 @@ from sovkit.cli import (
     init_cmds,
     inventory_cmds,
     keyring_cmds,
+    monitor_cmds,
     plan_cmds,
     planner_cmds,
     policy_cmds,
@@ -52,7 +53,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds, planner_cmds, init_cmds, fleet_cmds):
+                serving_cmds, planner_cmds, init_cmds, fleet_cmds, monitor_cmds):
     _module.register(app)
 keyring_cmds.register(app)
 

@@ -68,11 +68,17 @@ def observe(
     executor: Executor,
     workdir: Path,
     on_event: Callable[[ExecEvent], None] = lambda e: None,
+    partial: bool = False,
+    cancel: Callable[[], bool] = lambda: False,
 ) -> Observation:
     """Read every desired host back; raises ObserveError naming each host that could not be read (fail closed:
     a refresh that silently fell back to recorded state would report "no drift" for a host nobody looked at),
     and HardwareMismatch when a host's hardware (arch, CPU, accelerator cards) is not what the inventory says
-    (that is the inventory's error, not drift an apply could repair)."""
+    (that is the inventory's error, not drift an apply could repair).
+
+    ``partial`` (the monitor) returns the hosts that were read with the others in ``unreachable`` instead of
+    raising: the caller reports those as unknown, never as unchanged. ``cancel`` stops the play (every host not
+    yet read is then unreachable)."""
     known_hosts = workdir.parent / "known_hosts"
     targets = {h: observe_target(inv, d, recorded.get(h, HostRecord()), known_hosts) for h, d in desired.items()}
     raw: dict[str, dict[str, Any]] = {}
@@ -82,7 +88,7 @@ def observe(
             raw[event.host] = event.data["sovkit_observed"]
         on_event(event)
 
-    result = executor.run("observe.yml", list(targets.values()), handle, workdir,
+    result = executor.run("observe.yml", list(targets.values()), handle, workdir, cancel=cancel,
                           run_id=f"observe-{uuid.uuid4().hex[:12]}")
     out = Observation(hosts={})
     checked: dict[str, HostFacts | FactsError] = {}
@@ -103,7 +109,7 @@ def observe(
         out.hosts[host] = _parse(target, desired[host], recorded.get(host, HostRecord()), raw[host], found)
         if found:
             out.untrusted[host] = found
-    if out.unreachable:  # fail closed: a host not read back is never replaced by its recorded state
+    if out.unreachable and not partial:  # fail closed: a host not read back is never replaced by its recorded state
         raise ObserveError(out.unreachable)
     check_hardware({h: inv.site.host(h) for h in checked}, checked)
     return out
