@@ -351,13 +351,7 @@ class HostLab:
         host_pub = _keygen(gw.sshd_dir / "ssh_host_ed25519_key", f"{self.prefix}-gw")
         with self.known_hosts.open("a", encoding="utf-8") as fh:
             fh.write(f"{gw.address} {' '.join(host_pub.split()[:2])}\n")
-        config = gw.sshd_dir / "sshd_config"
-        config.write_text(_sshd_config(gw, self.labdir / "client" / "authorized_keys"), encoding="utf-8")
-        with open(gw.sshd_dir / "sshd.stdout", "wb") as out:
-            self._procs["gw"] = subprocess.Popen(
-                ["ip", "netns", "exec", gw.netns, sshd, "-D", "-f", str(config), "-E", str(gw.sshd_log)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        self._procs["gw"] = _start_sshd(gw, self.labdir / "client" / "authorized_keys", sshd)
         self.gateway_host = gw
         # cut this machine off the site network
         _run("ip", "addr", "del", f"{self.gateway}/{self.subnet.prefixlen}", "dev", self.bridge)
@@ -499,6 +493,17 @@ def _sshd_config(h: LabHost, authorized_keys: Path) -> str:
     return "".join(f"{k} {v}\n" for k, v in lines.items())
 
 
+def _start_sshd(h: LabHost, authorized_keys: Path, sshd: str) -> subprocess.Popen[bytes]:
+    """Write the host's sshd_config and start its sshd inside its namespace (foreground, logging to a file)."""
+    config = h.sshd_dir / "sshd_config"
+    config.write_text(_sshd_config(h, authorized_keys), encoding="utf-8")
+    with open(h.sshd_dir / "sshd.stdout", "wb") as out:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", h.netns, sshd, "-D", "-f", str(config), "-E", str(h.sshd_log)],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+
 def _choose_subnet() -> ipaddress.IPv4Network:
     used = _used_subnets()
     free = [s for s in LAB_NETWORK.subnets(new_prefix=24) if s not in used]
@@ -585,13 +590,7 @@ def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
         _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
         host_pub = _keygen(h.sshd_dir / "ssh_host_ed25519_key", f"{lab.prefix}-{name}")
         known.append(f"{h.address} {' '.join(host_pub.split()[:2])}")
-        config = h.sshd_dir / "sshd_config"
-        config.write_text(_sshd_config(h, authorized), encoding="utf-8")
-        with open(h.sshd_dir / "sshd.stdout", "wb") as out:
-            lab._procs[name] = subprocess.Popen(
-                ["ip", "netns", "exec", h.netns, sshd, "-D", "-f", str(config), "-E", str(h.sshd_log)],
-                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            )
+        lab._procs[name] = _start_sshd(h, authorized, sshd)
         lab._save_manifest()
     lab.known_hosts.write_text("\n".join(known) + "\n", encoding="utf-8")
     for h in lab.hosts:
