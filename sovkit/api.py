@@ -29,7 +29,7 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import PlannerError, SovkitError
+from sovkit.errors import PlannerError, SovkitError, StateError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.inventory.ansible import to_ansible_inventory
 from sovkit.inventory.capacity import RackPower, host_power, rack_power
@@ -75,8 +75,8 @@ from sovkit.signing.keys import (
     load_public_keys,
 )
 from sovkit.signing.steps import Verification
-from sovkit.state.models import LockInfo
-from sovkit.state.store import LocalStateStore, StateStore
+from sovkit.state.models import HistoryEntry, LockInfo
+from sovkit.state.store import LocalStateStore, Moved, StateStore, move_state
 from sovkit.workflow import (
     ApplyOutcome,
     ApplyOutput,
@@ -86,10 +86,11 @@ from sovkit.workflow import (
     RefreshOutput,
     RefreshResult,
 )
-from sovkit.workspace import Workspace, ansible_executor
+from sovkit.workspace import Workspace, ansible_executor, state_url_for
 
 if TYPE_CHECKING:
     from sovkit.audit.pack import AuditPack
+    from sovkit.state.postgres import SiteRow
 
 __all__ = [
     "ALGORITHMS",
@@ -190,6 +191,9 @@ __all__ = [
     "serving_status",
     "serving_stop",
     "site_power",
+    "state_history",
+    "state_move",
+    "state_sites",
     "validate",
     "verify_attestations",
     "verify_audit_pack",
@@ -207,10 +211,13 @@ def _quiet(event: ExecEvent) -> None:
 
 def open_workspace(*, inventory: Path | str, state_dir: Path | None = None, executor: Executor | None = None,
                    state_store: StateStore | None = None, policy_engine: PolicyEngine | None = None,
-                   signer: Signer | None = None, extra_policies: Path | None = None) -> Workspace:
-    """Load the inventory and wire the adapters (the real ones for any not passed)."""
+                   signer: Signer | None = None, extra_policies: Path | None = None, state_url: str | None = None,
+                   lock_timeout: float = 0.0) -> Workspace:
+    """Load the inventory and wire the adapters (the real ones for any not passed); ``state_url`` keeps the
+    state in PostgreSQL (docs/state.md), ``lock_timeout`` waits that many seconds for a held state lock."""
     return Workspace.open(inventory, state_dir, executor=executor, state_store=state_store,
-                          policy_engine=policy_engine, signer=signer, extra_policies=extra_policies)
+                          policy_engine=policy_engine, signer=signer, extra_policies=extra_policies,
+                          state_url=state_url, lock_timeout=lock_timeout)
 
 
 def validate(*, path: Path | str) -> LoadedInventory:
@@ -283,10 +290,11 @@ def save_plan(*, workspace: Workspace, result: PlanResult, path: Path) -> SavedP
     return saved
 
 
-def load_saved_plan(*, path: Path, key: PublicKey, state_dir: Path | None = None) -> tuple[Workspace, SavedPlan]:
+def load_saved_plan(*, path: Path, key: PublicKey, state_dir: Path | None = None, state_url: str | None = None,
+                    lock_timeout: float = 0.0) -> tuple[Workspace, SavedPlan]:
     """Verify a saved plan's signature and open the workspace of the inventory it was made from."""
     saved = read_plan(path, key)
-    return Workspace.open(saved.inventory, state_dir), saved
+    return Workspace.open(saved.inventory, state_dir, state_url=state_url, lock_timeout=lock_timeout), saved
 
 
 def apply_plan(*, workspace: Workspace, plan: Plan, decision: PolicyDecision,
@@ -386,6 +394,42 @@ def run_policy_tests(*, directory: Path | None = None) -> list[RegoTestResult]:
 def opa_engine(*, url: str, token: str | None = None, timeout: float = 5.0) -> PolicyEngine:
     """A policy engine that asks an OPA server instead of the embedded evaluator."""
     return OpaServerEngine(url, token=token, timeout=timeout)
+
+
+# --- pgstate: shared state (PostgreSQL), history, pull/push -------------------------------------------------------
+
+
+def state_sites(*, url: str) -> list[SiteRow]:
+    """Every site with a state in the database at ``url`` (serial, hosts, last writer, lock holder)."""
+    from sovkit.state.postgres import list_sites  # psycopg only when a database is used
+
+    return list_sites(url)
+
+
+def state_history(*, workspace: Workspace) -> list[HistoryEntry]:
+    """Every serial of the workspace's state, oldest first (who, host, when, operation, run)."""
+    return workspace.store.history()
+
+
+def state_move(*, workspace: Workspace, direction: Literal["pull", "push"], state_url: str | None = None,
+               force: bool = False) -> Moved:
+    """``pull``: the database's state into the local state directory; ``push``: the local state into the
+    database. The URL is ``state_url``, else ``$SOVKIT_STATE_URL``, else the inventory's ``state:``."""
+    url = state_url_for(workspace.inventory, state_url)
+    if url is None:
+        raise StateError(f"no state database to {direction} {'from' if direction == 'pull' else 'to'}",
+                         "pass --state-url postgresql://USER@HOST/DB (or set $SOVKIT_STATE_URL, or `state:` in the "
+                         "inventory)")
+    from sovkit.state.postgres import PostgresStateStore
+
+    remote = PostgresStateStore(url, workspace.inventory.site.metadata.name, workspace.lock_timeout)
+    local = LocalStateStore(workspace.directory, workspace.lock_timeout)
+    try:
+        if direction == "pull":
+            return move_state(remote, local, "pull", force)
+        return move_state(local, remote, "push", force)
+    finally:
+        remote.close()
 
 
 # --- attestations / audit ---------------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from sovkit.cli import (
     planner_cmds,
     policy_cmds,
     serving_cmds,
+    state_cmds,
 )
 from sovkit.cli.output import err_console
 from sovkit.errors import SovkitError
@@ -50,7 +51,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds, planner_cmds, init_cmds):
+                serving_cmds, planner_cmds, init_cmds, state_cmds):
     _module.register(app)
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.status import Status
 
 from sovkit import api
-from sovkit.cli.options import InvArg, JsonOpt, PoliciesOpt, StateDirOpt
+from sovkit.cli.options import InvArg, JsonOpt, LockTimeoutOpt, PoliciesOpt, StateDirOpt, StateUrlOpt
 from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
 from sovkit.cli.render import plan_text, summary_line
@@ -78,6 +78,7 @@ def plan(
                                                     help="Exit 0 no changes, 2 changes, 1 error.")] = False,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
     opa_url: OpaUrlOpt = None,
@@ -86,7 +87,8 @@ def plan(
 ) -> int:
     """Show what apply would change on each host and why, with the policy decision."""
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
+                            state_url=state_url)
     with Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
@@ -154,6 +156,8 @@ def apply(
                                                                      "(default: the signing key's .pub).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
     opa_url: OpaUrlOpt = None,
@@ -168,7 +172,8 @@ def apply(
             pub_path = Path(env + ".pub") if env else None
         if pub_path is None:
             raise SovkitError("which key signed this plan?", "pass --plan-key PUB (the operator's public key)")
-        ws, saved = api.load_saved_plan(path=target, key=api.load_public_key(path=pub_path), state_dir=state_dir)
+        ws, saved = api.load_saved_plan(path=target, key=api.load_public_key(path=pub_path), state_dir=state_dir,
+                                            state_url=state_url, lock_timeout=lock_timeout)
         wire_signer(ws, key)
         if saved.plan.empty and not json_out:
             console.print("Nothing to apply.")
@@ -177,7 +182,8 @@ def apply(
     else:
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
-                                            extra_policies=policies), key)
+                                            extra_policies=policies, state_url=state_url,
+                                            lock_timeout=lock_timeout), key)
 
         plan_progress = Progress(enabled=refresh and not json_out)
         run_progress = Progress(enabled=not json_out)
@@ -216,9 +222,10 @@ def apply(
     return 0
 
 
-def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None, key: KeyOpt = None) -> int:
+def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None, key: KeyOpt = None,
+            state_url: StateUrlOpt = None, lock_timeout: LockTimeoutOpt = 0.0) -> int:
     """Read back firmware, runtimes, models and serving configs from the hosts; record them; attest the drift."""
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url, lock_timeout=lock_timeout)
     wire_optional_signer(ws, key, "the drift found", quiet=json_out)
     with Progress(enabled=not json_out) as progress:
         result = api.refresh(workspace=ws, on_event=progress)
@@ -239,10 +246,11 @@ def force_unlock(
     lock_id: Annotated[str, typer.Argument(help="The lock id printed by the locked run.")],
     inventory: InvArg,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove a state lock left behind by a crashed or killed run."""
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    """Remove a state lock left behind by a crashed or killed run (in PostgreSQL: end that run's session)."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url)
     held = api.force_unlock(workspace=ws, lock_id=lock_id)
     if json_out:  # the lock that was removed
         emit_result(held)
@@ -256,10 +264,13 @@ def rollback(
     host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
     key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
-    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir), key)
+    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url,
+                                        lock_timeout=lock_timeout), key)
     with Progress(enabled=not json_out) as progress:
         report = api.rollback(workspace=ws, model=model, hosts=host or None, on_event=progress)
     show_report(report, json_out)
