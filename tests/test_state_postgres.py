@@ -203,6 +203,19 @@ def test_inventory_selects_the_database_and_refuses_a_password_in_it(pg_server: 
     _with_state(site.path, {"backend": "postgres", "url": pg_server.url()})
     assert isinstance(api.open_workspace(inventory=site.path).store, PostgresStateStore)
     load_inventory(site.path)
+    # the CLI on the inventory's database: the holder is shown, and force-unlock ends its session
+    proc = holder(pg_server.url(), site.data["metadata"]["name"], "refresh")
+    lock_id = line(proc).split()[1]
+    r = cli("state", "show", site.path)
+    assert r.code == 0 and "locked: refresh by" in r.out and f"(pid {proc.pid} on" in r.out, r.text
+    r = cli("force-unlock", lock_id, site.path)
+    assert r.code == 0 and f"Unlocked state (lock {lock_id}: refresh" in r.out, r.text
+    assert proc.stdin is not None
+    proc.stdin.write("\n")
+    proc.stdin.flush()
+    assert "force-unlocked" in line(proc)
+    proc.stdin.close()
+    proc.wait(30)
 
 
 def test_state_push_pull_round_trip_with_history_and_lineage_guard(pg_server: PgServer, tmp_path: Path,
