@@ -75,7 +75,7 @@ def history(inventory: InvArg, state_dir: StateDirOpt = None, state_url: StateUr
         return
     table = Table(title=f"History of {escape(ws.store.location)} ({len(entries)} serial(s))", title_justify="left")
     for col in ("serial", "lineage", "when", "who", "operation", "run"):
-        table.add_column(col, justify="right" if col == "serial" else "left")
+        table.add_column(col, justify="right" if col == "serial" else "left", overflow="fold")
     for e in entries:
         table.add_row(str(e.serial), e.lineage[:8], e.at, escape(f"{e.who}@{e.hostname}"), escape(e.operation),
                       e.run or "-")
