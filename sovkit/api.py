@@ -455,7 +455,8 @@ def attestation_target(*, path: Path, state_dir: Path | None = None) -> Attestat
         return AttestationTarget(path / attest_log.LOG_DIRNAME, store.read() if store.path.exists() else None, None)
     # files are not checked here: a changed store file must reach the subjects step, not stop the load
     ws = Workspace.open(path, state_dir, check_files=False)
-    return AttestationTarget(ws.attestations, ws.store.read() if ws.state_file.exists() else None,
+    state = ws.store.read() if ws.state_file.exists() or ws.store.location != str(ws.state_file) else None
+    return AttestationTarget(ws.attestations, state if state is None or state.serial else None,
                              ws.inventory.artifact_root)
 
 

@@ -284,6 +284,9 @@ def test_plan_and_apply_with_state_url_and_a_second_controller_locked_out(pg_ser
     assert {(e.operation, e.lineage) for e in history} == {("apply", state.lineage)}
     assert len({e.run for e in history}) == 1
     again = cli("plan", site.path, "--state-url", url, "--detailed-exitcode")
-    assert again.code == 0 and "No changes" in again.out, again.text
+    assert again.code == 0 and "No changes" in again.out and "is missing" not in again.text, again.text
+    verified = api.verify_attestations(target=api.attestation_target(path=site.path),
+                                       keys=[api.load_public_key(path=site.root / ".sovkit/keys/operator.key.pub")])
+    assert verified.step("subjects").status == "ok", verified.step("subjects").detail  # against the database state
     with psycopg.connect(url) as conn:  # the row and the JSON agree
         assert conn.execute("SELECT serial FROM sovkit.state WHERE site = %s", (name,)).fetchone() == (state.serial,)
