@@ -34,7 +34,7 @@ from sovkit.bundle.volumes import parse_size
 from sovkit.catalog import load_catalog
 from sovkit.components.host import desired_site
 from sovkit.demo import DemoCommand, DemoReport, DemoStep, demo_commands, prepare_demo
-from sovkit.errors import MonitorError, PlannerError, PolicyError, SovkitError
+from sovkit.errors import MonitorError, PlannerError, PolicyError, SovkitError, StateError
 from sovkit.fleet.models import LoadedFleet
 from sovkit.fleet.models import load_fleet as _load_fleet
 from sovkit.fleet.runner import SiteResult
@@ -102,8 +102,8 @@ from sovkit.signing.keys import (
 )
 from sovkit.signing.statement import Statement, Subject
 from sovkit.signing.steps import Verification
-from sovkit.state.models import LockInfo, now
-from sovkit.state.store import LocalStateStore, StateStore
+from sovkit.state.models import HistoryEntry, LockInfo, now
+from sovkit.state.store import LocalStateStore, Moved, StateStore, move_state
 from sovkit.workflow import (
     ApplyOutcome,
     ApplyOutput,
@@ -113,11 +113,12 @@ from sovkit.workflow import (
     RefreshOutput,
     RefreshResult,
 )
-from sovkit.workspace import Workspace, ansible_executor
+from sovkit.workspace import Workspace, ansible_executor, state_url_for
 
 if TYPE_CHECKING:
     from sovkit.audit.pack import AuditPack
     from sovkit.signing.pkcs11 import GeneratedTokenKey
+    from sovkit.state.postgres import SiteRow
 
 __all__ = [
     "ALGORITHMS",
@@ -248,6 +249,9 @@ __all__ = [
     "serving_status",
     "serving_stop",
     "site_power",
+    "state_history",
+    "state_move",
+    "state_sites",
     "validate",
     "verify_attestations",
     "verify_audit_pack",
@@ -266,14 +270,17 @@ def _quiet(event: ExecEvent) -> None:
 def open_workspace(*, inventory: Path | str, state_dir: Path | None = None, executor: Executor | None = None,
                    state_store: StateStore | None = None, policy_engine: PolicyEngine | None = None,
                    signer: Signer | None = None, extra_policies: Path | None = None,
-                   policy_bundle: Path | None = None, bundle_keys: list[Path] | None = None) -> Workspace:
+                   policy_bundle: Path | None = None, bundle_keys: list[Path] | None = None,
+                   state_url: str | None = None, lock_timeout: float = 0.0) -> Workspace:
     """Load the inventory and wire the adapters (the real ones for any not passed).
 
     ``policy_bundle``: evaluate the pack of this OPA bundle instead of the shipped pack, once it has verified
-    (:func:`open_policy_bundle`); nothing is evaluated from a bundle that does not.
+    (:func:`open_policy_bundle`); nothing is evaluated from a bundle that does not. ``state_url`` keeps the
+    state in PostgreSQL (docs/state.md); ``lock_timeout`` waits that many seconds for a held state lock.
     """
     ws = Workspace.open(inventory, state_dir, executor=executor, state_store=state_store,
-                        policy_engine=policy_engine, signer=signer, extra_policies=extra_policies)
+                        policy_engine=policy_engine, signer=signer, extra_policies=extra_policies,
+                        state_url=state_url, lock_timeout=lock_timeout)
     if policy_bundle is not None:
         if extra_policies is not None:
             raise PolicyError("--policies and --policy-bundle cannot be combined",
@@ -385,10 +392,11 @@ def save_plan(*, workspace: Workspace, result: PlanResult, path: Path) -> SavedP
     return saved
 
 
-def load_saved_plan(*, path: Path, key: PublicKey, state_dir: Path | None = None) -> tuple[Workspace, SavedPlan]:
+def load_saved_plan(*, path: Path, key: PublicKey, state_dir: Path | None = None, state_url: str | None = None,
+                    lock_timeout: float = 0.0) -> tuple[Workspace, SavedPlan]:
     """Verify a saved plan's signature and open the workspace of the inventory it was made from."""
     saved = read_plan(path, key)
-    return Workspace.open(saved.inventory, state_dir), saved
+    return Workspace.open(saved.inventory, state_dir, state_url=state_url, lock_timeout=lock_timeout), saved
 
 
 def apply_plan(*, workspace: Workspace, plan: Plan, decision: PolicyDecision,
@@ -491,6 +499,42 @@ def opa_engine(*, url: str, token: str | None = None, timeout: float = 5.0) -> P
     return OpaServerEngine(url, token=token, timeout=timeout)
 
 
+# --- pgstate: shared state (PostgreSQL), history, pull/push -------------------------------------------------------
+
+
+def state_sites(*, url: str) -> list[SiteRow]:
+    """Every site with a state in the database at ``url`` (serial, hosts, last writer, lock holder)."""
+    from sovkit.state.postgres import list_sites  # psycopg only when a database is used
+
+    return list_sites(url)
+
+
+def state_history(*, workspace: Workspace) -> list[HistoryEntry]:
+    """Every serial of the workspace's state, oldest first (who, host, when, operation, run)."""
+    return workspace.store.history()
+
+
+def state_move(*, workspace: Workspace, direction: Literal["pull", "push"], state_url: str | None = None,
+               force: bool = False) -> Moved:
+    """``pull``: the database's state into the local state directory; ``push``: the local state into the
+    database. The URL is ``state_url``, else ``$SOVKIT_STATE_URL``, else the inventory's ``state:``."""
+    url = state_url_for(workspace.inventory, state_url)
+    if url is None:
+        raise StateError(f"no state database to {direction} {'from' if direction == 'pull' else 'to'}",
+                         "pass --state-url postgresql://USER@HOST/DB (or set $SOVKIT_STATE_URL, or `state:` in the "
+                         "inventory)")
+    from sovkit.state.postgres import PostgresStateStore
+
+    remote = PostgresStateStore(url, workspace.inventory.site.metadata.name, workspace.lock_timeout)
+    local = LocalStateStore(workspace.directory, workspace.lock_timeout)
+    try:
+        if direction == "pull":
+            return move_state(remote, local, "pull", force)
+        return move_state(local, remote, "push", force)
+    finally:
+        remote.close()
+
+
 # --- attestations / audit ---------------------------------------------------------------------------------------
 
 
@@ -514,7 +558,8 @@ def attestation_target(*, path: Path, state_dir: Path | None = None) -> Attestat
         return AttestationTarget(path / attest_log.LOG_DIRNAME, store.read() if store.path.exists() else None, None)
     # files are not checked here: a changed store file must reach the subjects step, not stop the load
     ws = Workspace.open(path, state_dir, check_files=False)
-    return AttestationTarget(ws.attestations, ws.store.read() if ws.state_file.exists() else None,
+    state = ws.store.read() if ws.state_file.exists() or ws.store.location != str(ws.state_file) else None
+    return AttestationTarget(ws.attestations, state if state is None or state.serial else None,
                              ws.inventory.artifact_root)
 
 

@@ -31,7 +31,8 @@ from sovkit.errors import ProvisionError, StateError, StateLocked
 from sovkit.provision.executor import RECORD_KEYS, ExecEvent, HostOutcome, HostTarget, RunResult
 from sovkit.resources import templates_dir
 from sovkit.signing.keys import LocalSigner, PublicKey
-from sovkit.state.models import LockInfo, State
+from sovkit.state.models import HistoryEntry, LockInfo, State
+from sovkit.state.store import check_successor, history_entry
 
 __all__ = [
     "MemoryStateStore",
@@ -254,12 +255,13 @@ class _Cell:
     backup: bytes | None = None
     lock: LockInfo | None = None
     mutex: threading.Lock = field(default_factory=threading.Lock)
+    history: list[HistoryEntry] = field(default_factory=list)
 
 
 class MemoryStateStore:
     """An in-memory ``StateStore`` with the local store's rules.
 
-    ``write`` returns the state with ``serial + 1`` of the state given (no stale-serial check, like
+    ``write`` returns the state with ``serial + 1`` of the state given (refusing a stale or foreign one, like
     ``LocalStateStore``) and a lineage set on the first write and kept after; the state is stored as
     JSON, so nothing a caller mutates later leaks into it and every ``read`` is a fresh copy. The lock
     is exclusive across all handles from :meth:`reopen`.
@@ -285,8 +287,20 @@ class MemoryStateStore:
         new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
         data = new.model_dump_json().encode()
         with self._cell.mutex:
+            current = State() if self._cell.data is None else State.model_validate_json(self._cell.data)
+            check_successor(self.location, current.lineage, current.serial, state)
             self._cell.backup, self._cell.data = self._cell.data, data
+            self._cell.history.append(history_entry(new, self._cell.lock))
         return new
+
+    def replace(self, state: State, operation: str) -> State:
+        with self._cell.mutex:
+            self._cell.backup, self._cell.data = self._cell.data, state.model_dump_json().encode()
+            self._cell.history.append(history_entry(state, self._cell.lock, operation))
+        return state.model_copy(deep=True)
+
+    def history(self) -> list[HistoryEntry]:
+        return list(self._cell.history)
 
     def backup(self) -> State | None:
         """The state before the last write (``state.json.backup`` of the local store)."""

@@ -176,7 +176,7 @@ def _logged_applies(ws: Workspace) -> int:
 def missing_state_warning(ws: Workspace) -> str | None:
     """A missing state.json where a backup or attestations show earlier applies: plan would reinstall everything."""
     state_file = ws.state_file
-    if state_file.exists():
+    if state_file.exists() or ws.store.location != str(state_file):  # a database store keeps no state.json
         return None
     backup = ws.directory / "state.json.backup"
     log = ws.attestations / attest_log.LOG_FILE

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sovkit.attest import log as attest_log
+from sovkit.errors import StateError
 from sovkit.inventory import LoadedInventory, load_inventory
 from sovkit.policy.engine import PolicyEngine
 from sovkit.policy.pack import PolicyPack
@@ -21,6 +22,34 @@ from sovkit.signing.keys import Signer
 from sovkit.state.store import LocalStateStore, StateStore
 
 SIGNING_KEY_ENV = "SOVKIT_SIGNING_KEY"
+STATE_URL_ENV = "SOVKIT_STATE_URL"
+
+
+def state_url_for(inventory: LoadedInventory, state_url: str | None = None) -> str | None:
+    """The site's state database: ``state_url`` (``--state-url``), else ``$SOVKIT_STATE_URL``, else the
+    inventory's ``state:`` (a PostgreSQL URL or the variable holding it); None: the local directory."""
+    url = state_url or os.environ.get(STATE_URL_ENV) or None
+    config = inventory.site.state
+    if url is None and config.backend == "postgres":
+        url = config.url
+        if config.url_env is not None:
+            url = os.environ.get(config.url_env)
+            if not url:
+                raise StateError(f"the inventory keeps the state in PostgreSQL at ${config.url_env}, which is not set",
+                                 f"export {config.url_env}=postgresql://USER@HOST/DB (password in PGPASSWORD or a "
+                                 "passfile), or pass --state-url")
+    return url
+
+
+def open_state_store(inventory: LoadedInventory, directory: Path, state_url: str | None = None,
+                     lock_timeout: float = 0.0) -> StateStore:
+    """The site's state store (``state_url_for``): PostgreSQL when a URL is found, else the local directory."""
+    url = state_url_for(inventory, state_url)
+    if url is None:
+        return LocalStateStore(directory, lock_timeout)
+    from sovkit.state.postgres import PostgresStateStore  # psycopg only when a database is used
+
+    return PostgresStateStore(url, inventory.site.metadata.name, lock_timeout)
 
 
 @dataclass
@@ -37,6 +66,7 @@ class Workspace:
     #: a directory of extra Rego and data added to the shipped pack, or a verified policy bundle's pack used
     #: instead of it (``--policy-bundle``)
     extra_policies: Path | PolicyPack | None = field(default=None, repr=False)
+    lock_timeout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.state_store is None:
@@ -46,11 +76,13 @@ class Workspace:
     def open(cls, inventory: Path | str, state_dir: Path | None = None, *, executor: Executor | None = None,
              state_store: StateStore | None = None, policy_engine: PolicyEngine | None = None,
              signer: Signer | None = None, extra_policies: Path | PolicyPack | None = None,
-             check_files: bool = True) -> Workspace:
+             check_files: bool = True, state_url: str | None = None, lock_timeout: float = 0.0) -> Workspace:
         """Load and check the inventory, and wire the adapters (real ones for what is not passed)."""
         loaded = load_inventory(inventory, check_files=check_files)
-        return cls(loaded, (state_dir or loaded.root / ".sovkit").resolve(), state_store, executor, policy_engine,
-                   signer, extra_policies)
+        directory = (state_dir or loaded.root / ".sovkit").resolve()
+        if state_store is None:
+            state_store = open_state_store(loaded, directory, state_url, lock_timeout)
+        return cls(loaded, directory, state_store, executor, policy_engine, signer, extra_policies, lock_timeout)
 
     def using(self, *, executor: Executor | None = None, signer: Signer | None = None,
               policy_engine: PolicyEngine | None = None) -> Workspace:

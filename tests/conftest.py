@@ -13,7 +13,7 @@ import pytest
 
 from tests.servingkit import stop_all
 
-pytest_plugins = ["tests.conftest_hostlab"]
+pytest_plugins = ["tests.conftest_hostlab", "tests.pgserver"]
 ROOT = Path(__file__).resolve().parent.parent
 INVENTORIES = ROOT / "inventories"
 

@@ -12,7 +12,7 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
   for pair in /usr/sbin/sshd:openssh-server /usr/bin/ssh:openssh-client /usr/sbin/ip:iproute2 \
               /usr/bin/chromium:chromium /usr/bin/unshare:util-linux \
               /usr/bin/docker-registry:docker-registry /usr/bin/softhsm2-util:softhsm2 \
-              /usr/bin/systemd-analyze:systemd; do
+              /usr/bin/systemd-analyze:systemd /usr/lib/postgresql:postgresql; do
     [ -e "${pair%%:*}" ] || missing+=("${pair#*:}")
   done
   if [ ${#missing[@]} -gt 0 ]; then

@@ -111,7 +111,7 @@ def test_apply_attests_each_host_with_its_outcome_and_rollback_attests_too(tmp_p
     state = ws.store.read()
     serving = state.hosts["npu-node-1"].serving
     serving["chat-prefill"] = serving["chat-prefill"].model_copy(update={"config_sha256": "f" * 64})
-    ws.store.write(state)
+    state = ws.store.write(state)
     edited = api.verify_attestations(target=api.attestation_target(path=site.path), keys=[OPERATOR.public_key])
     assert not edited.ok
     msg = edited.step("subjects").detail

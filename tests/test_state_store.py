@@ -72,14 +72,14 @@ def test_force_unlock_without_a_lock(tmp_path: Path) -> None:
 
 def test_write_failure_leaves_the_old_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     store = LocalStateStore(tmp_path)
-    store.write(State(site="before"))
+    first = store.write(State(site="before"))
 
     def boom(src: object, dst: object) -> None:
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(StateError, match="no space left on the device; it still holds serial 1"):
-        store.write(State(site="after", serial=1))
+        store.write(first.model_copy(update={"site": "after"}))
     monkeypatch.undo()
     assert store.read().site == "before"
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []

@@ -23,6 +23,7 @@ from sovkit.cli import (
     planner_cmds,
     policy_cmds,
     serving_cmds,
+    state_cmds,
 )
 from sovkit.cli.output import err_console
 from sovkit.errors import SovkitError
@@ -53,7 +54,7 @@ def _root(
 
 
 for _module in (inventory_cmds, policy_cmds, plan_cmds, attest_cmds, audit_cmds, bundle_cmds, demo_cmds,
-                serving_cmds, planner_cmds, init_cmds, fleet_cmds, monitor_cmds):
+                serving_cmds, planner_cmds, init_cmds, fleet_cmds, monitor_cmds, state_cmds):
     _module.register(app)
 keyring_cmds.register(app)
 

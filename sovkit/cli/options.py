@@ -31,3 +31,9 @@ PolicyBundleOpt = Annotated[Path | None, typer.Option(
 BundleKeyOpt = Annotated[list[Path] | None, typer.Option(
     "--bundle-key", help="Public key trusted to sign --policy-bundle (repeatable; default: the inventory's "
     "trust_roots.policy_bundles).")]
+StateUrlOpt = Annotated[str | None, typer.Option(
+    "--state-url", help="Keep the state in PostgreSQL: postgresql://[USER@]HOST[:PORT]/DB (password from PGPASSWORD "
+    "or a libpq passfile; default: $SOVKIT_STATE_URL, else the inventory's `state:`, else --state-dir).",
+    show_default=False)]
+LockTimeoutOpt = Annotated[float, typer.Option("--lock-timeout", min=0, help="Seconds to wait for the state lock "
+                                                                             "when another run holds it.")]

@@ -19,10 +19,12 @@ from sovkit.cli.options import (
     InvArg,
     JsonOpt,
     LimitOpt,
+    LockTimeoutOpt,
     MaxFailOpt,
     PoliciesOpt,
     PolicyBundleOpt,
     StateDirOpt,
+    StateUrlOpt,
 )
 from sovkit.cli.output import console, emit_result, err_console
 from sovkit.cli.policy_cmds import OpaTimeoutOpt, OpaTokenOpt, OpaUrlOpt, engine_from_options, print_findings
@@ -97,6 +99,7 @@ def plan(
                                                     help="Exit 0 no changes, 2 changes, 1 error.")] = False,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
     opa_url: OpaUrlOpt = None,
@@ -115,7 +118,7 @@ def plan(
                                        max_fail_percent=max_fail_percent, forks=forks)
     engine = engine_from_options(opa_url, opa_token, opa_timeout)
     ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
-                            policy_bundle=policy_bundle, bundle_keys=bundle_key)
+                            policy_bundle=policy_bundle, bundle_keys=bundle_key, state_url=state_url)
     with Progress(enabled=refresh and not json_out) as progress:
         result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress, rollout=rollout)
     attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
@@ -193,6 +196,8 @@ def apply(
                                                                      "(default: the signing key's .pub).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
     policies: PoliciesOpt = None,
     key: KeyOpt = None,
     opa_url: OpaUrlOpt = None,
@@ -226,7 +231,8 @@ def apply(
             plan_pub = token.public_key
         else:
             raise SovkitError("which key signed this plan?", "pass --plan-key PUB (the operator's public key)")
-        ws, saved = api.load_saved_plan(path=target, key=plan_pub, state_dir=state_dir)
+        ws, saved = api.load_saved_plan(path=target, key=plan_pub, state_dir=state_dir,
+                                        state_url=state_url, lock_timeout=lock_timeout)
         if token is not None:
             ws.signer = token
         else:
@@ -239,7 +245,8 @@ def apply(
         engine = engine_from_options(opa_url, opa_token, opa_timeout)
         ws = wire_signer(api.open_workspace(inventory=target, state_dir=state_dir, policy_engine=engine,
                                             extra_policies=policies, policy_bundle=policy_bundle,
-                                            bundle_keys=bundle_key), key)
+                                            bundle_keys=bundle_key, state_url=state_url,
+                                            lock_timeout=lock_timeout), key)
 
         plan_progress = Progress(enabled=refresh and not json_out)
         run_progress = Progress(enabled=not json_out)
@@ -278,9 +285,10 @@ def apply(
     return 0
 
 
-def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None, key: KeyOpt = None) -> int:
+def refresh(inventory: InvArg, json_out: JsonOpt = False, state_dir: StateDirOpt = None, key: KeyOpt = None,
+            state_url: StateUrlOpt = None, lock_timeout: LockTimeoutOpt = 0.0) -> int:
     """Read back firmware, runtimes, models and serving configs from the hosts; record them; attest the drift."""
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url, lock_timeout=lock_timeout)
     wire_optional_signer(ws, key, "the drift found", quiet=json_out)
     with Progress(enabled=not json_out) as progress:
         result = api.refresh(workspace=ws, on_event=progress)
@@ -301,10 +309,11 @@ def force_unlock(
     lock_id: Annotated[str, typer.Argument(help="The lock id printed by the locked run.")],
     inventory: InvArg,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Remove a state lock left behind by a crashed or killed run."""
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir)
+    """Remove a state lock left behind by a crashed or killed run (in PostgreSQL: end that run's session)."""
+    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url)
     held = api.force_unlock(workspace=ws, lock_id=lock_id)
     if json_out:  # the lock that was removed
         emit_result(held)
@@ -318,10 +327,13 @@ def rollback(
     host: Annotated[list[str] | None, typer.Option("--host", help="Only these hosts (repeatable).")] = None,
     json_out: JsonOpt = False,
     state_dir: StateDirOpt = None,
+    state_url: StateUrlOpt = None,
+    lock_timeout: LockTimeoutOpt = 0.0,
     key: KeyOpt = None,
 ) -> int:
     """Switch a model back to the version kept as `previous` (atomic symlink switch), and record it."""
-    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir), key)
+    ws = wire_signer(api.open_workspace(inventory=inventory, state_dir=state_dir, state_url=state_url,
+                                        lock_timeout=lock_timeout), key)
     with Progress(enabled=not json_out) as progress:
         report = api.rollback(workspace=ws, model=model, hosts=host or None, on_event=progress)
     show_report(report, json_out)

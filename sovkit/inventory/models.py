@@ -228,6 +228,33 @@ class StoreCredentials(Strict):
         return self
 
 
+def _no_password(value: str) -> str:
+    netloc = value.split("://", 1)[1].split("/", 1)[0]
+    if "@" in netloc and ":" in netloc.rsplit("@", 1)[0]:
+        raise ValueError("the state URL must not hold a password: use PGPASSWORD or a libpq passfile")
+    return value
+
+
+class StateBackend(Strict):
+    """Where the site's state is kept: ``local`` (``.sovkit/`` beside the inventory) or ``postgres`` (a shared
+    database, docs/state.md). The URL never holds the password (PGPASSWORD or a libpq passfile does)."""
+
+    backend: Literal["local", "postgres"] = "local"
+    url: Annotated[str, StringConstraints(pattern=r"^postgres(ql)?://[^\s'\"]{1,500}$"),
+                   AfterValidator(_no_password)] | None = Field(
+        default=None, description="postgres: postgresql://[USER@]HOST[:PORT]/DB[?sslmode=...] (no password).")
+    url_env: Annotated[str, StringConstraints(pattern=r"^[A-Z_][A-Z0-9_]{0,127}$")] | None = Field(
+        default=None, description="postgres: environment variable holding the URL (e.g. SOVKIT_STATE_URL).")
+
+    @model_validator(mode="after")
+    def _postgres_has_url(self) -> StateBackend:
+        if self.backend == "postgres" and (self.url is None) == (self.url_env is None):
+            raise ValueError("a postgres state names exactly one of url or url_env")
+        if self.backend == "local" and (self.url or self.url_env):
+            raise ValueError("url and url_env are for backend: postgres")
+        return self
+
+
 class ArtifactStore(Strict):
     """Where artifacts come from.
 
@@ -648,6 +675,7 @@ class Site(Strict):
     residency: Residency
     trust_roots: TrustRoots = TrustRoots()
     artifact_store: ArtifactStore = ArtifactStore()
+    state: StateBackend = StateBackend()
     racks: list[Rack] = []
     hosts: list[Host] = []
     firmware: list[Firmware] = []

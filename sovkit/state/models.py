@@ -235,3 +235,16 @@ class LockInfo(_M):
     hostname: str
     operation: str
     created: str = Field(default_factory=now)
+
+
+class HistoryEntry(_M):
+    """One serial of a state as it was written: by whom, when, in which operation (the lock's) and run (the
+    lock id the write was made under; empty for a write made without the lock)."""
+
+    serial: int = Field(ge=1, le=MAX_SERIAL, strict=True)
+    lineage: str
+    who: str
+    hostname: str
+    at: str
+    operation: str
+    run: str = ""

@@ -2,8 +2,12 @@
 
 Writes are atomic (temp file, fsync, rename, fsync of the directory), so a
 crash at any moment leaves either the old or the new state, never a torn file.
-The lock is a file created with O_EXCL holding the owner, pid, host and an id;
-a lock whose pid is gone is reported as stale with the `force-unlock` hint.
+Every write is refused unless it continues the stored state (same lineage, the
+serial it was read at), so no update is lost, and each serial is kept in
+``history/``. The lock is a file created with O_EXCL holding the owner, pid,
+host and an id; a lock whose pid is gone is reported as stale with the
+`force-unlock` hint. The PostgreSQL store (sovkit/state/postgres.py) keeps the
+same contract.
 """
 
 from __future__ import annotations
@@ -13,9 +17,12 @@ import errno
 import getpass
 import json
 import os
+import re
 import socket
+import time
 import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -23,7 +30,7 @@ from pydantic import ValidationError
 
 from sovkit.errors import StateError, StateLocked
 from sovkit.fsutil import atomic_write
-from sovkit.state.models import LockInfo, State
+from sovkit.state.models import HistoryEntry, LockInfo, State, now
 
 
 class StateStore(Protocol):
@@ -35,8 +42,89 @@ class StateStore(Protocol):
 
     def force_unlock(self, lock_id: str) -> LockInfo: ...
 
+    def current_lock(self) -> LockInfo | None:
+        """Who holds the lock now (None: nobody)."""
+        ...
+
+    def history(self) -> list[HistoryEntry]:
+        """Every serial written, oldest first."""
+        ...
+
+    def replace(self, state: State, operation: str) -> State:
+        """Store ``state`` exactly as given (its lineage and serial): what `state pull|push` moves. The caller
+        holds the lock and has decided the stored state may be overwritten."""
+        ...
+
     @property
     def location(self) -> str: ...
+
+
+LOCK_POLL = 0.2  # seconds between attempts while waiting for a held lock (--lock-timeout)
+
+
+def check_successor(location: str, lineage: str, serial: int, state: State) -> None:
+    """Refuse a write that does not continue the stored state (``lineage``/``serial``): one of another
+    lineage, or one read at an older serial (a lost update). An empty store takes any state."""
+    if serial == 0 and not lineage:
+        return
+    if state.lineage != lineage:
+        raise StateError(
+            f"state {location} has lineage {lineage}, the state being written has "
+            f"{'lineage ' + state.lineage if state.lineage else 'none (a new state)'}: not written",
+            "it is another site's or an older copy's state; `sovkit state push --force` replaces the stored one "
+            "on purpose")
+    if state.serial != serial:
+        raise StateError(
+            f"lost update refused: the state being written was read at serial {state.serial} but {location} is "
+            f"at serial {serial} (another run wrote it meanwhile); serial {serial} is kept",
+            "run `sovkit plan` again against the current state and apply that plan")
+
+
+@dataclass(frozen=True)
+class Moved:
+    """What `state pull|push` did: the state moved (or found already there), from where to where."""
+
+    source: str
+    target: str
+    lineage: str
+    serial: int
+    replaced: str | None  # "lineage L serial N" of the state overwritten, None when the target was empty
+    changed: bool
+
+
+def move_state(source: StateStore, target: StateStore, operation: str, force: bool = False) -> Moved:
+    """Copy ``source``'s current state into ``target`` as it is (same lineage and serial), under the target's
+    lock. Refused without ``force`` when the target holds another lineage or a newer serial of the same one."""
+    state = source.read()
+    if state.serial == 0:
+        raise StateError(f"{source.location} holds no state: nothing to {operation}",
+                         "run `sovkit apply` or `sovkit refresh` first" if operation == "push" else
+                         "push a state there first (`sovkit state push`)")
+    with target.lock(operation):
+        current = target.read()
+        replaced = f"lineage {current.lineage} serial {current.serial}" if current.serial else None
+        if current.serial and current.lineage != state.lineage and not force:
+            raise StateError(
+                f"{target.location} holds another state (lineage {current.lineage}, serial {current.serial}) than "
+                f"{source.location} (lineage {state.lineage}, serial {state.serial}): nothing was moved",
+                f"check that both are the same site; `sovkit state {operation} --force` replaces it (its serials "
+                "stay in the history)")
+        if current.lineage == state.lineage and current.serial > state.serial and not force:
+            raise StateError(
+                f"{target.location} is newer (serial {current.serial}) than {source.location} (serial "
+                f"{state.serial}) of the same lineage: nothing was moved",
+                f"move the other way, or `sovkit state {operation} --force` to go back to serial {state.serial}")
+        if (current.lineage, current.serial) == (state.lineage, state.serial):
+            return Moved(source.location, target.location, state.lineage, state.serial, None, False)
+        target.replace(state, operation)
+    return Moved(source.location, target.location, state.lineage, state.serial, replaced, True)
+
+
+def history_entry(state: State, held: LockInfo | None, operation: str | None = None) -> HistoryEntry:
+    """Who wrote ``state`` (an already bumped serial), when, and under which lock."""
+    return HistoryEntry(serial=state.serial, lineage=state.lineage, who=getpass.getuser(),
+                        hostname=socket.gethostname(), at=now(),
+                        operation=operation or (held.operation if held else "write"), run=held.id if held else "")
 
 
 def _pid_alive(pid: int) -> bool:
@@ -61,13 +149,20 @@ def _locate(path: Path, raw: bytes, loc: tuple[int | str, ...]) -> str:
     return str(path)
 
 
-class LocalStateStore:
-    """``state.json`` and ``state.lock`` in a directory (default: ``.sovkit/`` beside the inventory)."""
+_HEAD = re.compile(rb'^\{\s*"version":\s*\d+,\s*"lineage":\s*"([0-9a-f-]*)",\s*"serial":\s*(\d+)\s*,')
 
-    def __init__(self, directory: Path) -> None:
+
+class LocalStateStore:
+    """``state.json``, ``state.lock`` and ``history/`` in a directory (default: ``.sovkit/`` beside the
+    inventory). ``lock_timeout``: seconds to wait for a held lock before giving up (0: do not wait)."""
+
+    def __init__(self, directory: Path, lock_timeout: float = 0.0) -> None:
         self.directory = directory
         self.path = directory / "state.json"
         self.lock_path = directory / "state.lock"
+        self.history_dir = directory / "history"
+        self.lock_timeout = lock_timeout
+        self._held: LockInfo | None = None
 
     @property
     def location(self) -> str:
@@ -92,21 +187,76 @@ class LocalStateStore:
                 "`sovkit refresh` after moving it away; do not edit it by hand",
             ) from exc
 
-    def write(self, state: State) -> State:
-        """Write ``state`` with serial + 1; keeps the previous file as ``state.json.backup``."""
-        new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
-        data = (new.model_dump_json(indent=2) + "\n").encode()
+    def _stored_head(self) -> tuple[str, int, bytes | None]:
+        """(lineage, serial, raw file) of the stored state; the head is read from the file's first lines."""
         try:
-            if self.path.exists():
-                atomic_write(self.directory / "state.json.backup", self.path.read_bytes())
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return "", 0, None
+        except OSError as exc:
+            raise StateError(f"cannot read state {self.path}: {exc.strerror}", "check permissions") from exc
+        head = _HEAD.match(raw[:400])
+        if head:
+            return head.group(1).decode(), int(head.group(2)), raw
+        current = self.read()
+        return current.lineage, current.serial, raw
+
+    def write(self, state: State) -> State:
+        """Write ``state`` with serial + 1 (refusing a stale or foreign one: ``check_successor``); keeps the
+        previous file as ``state.json.backup`` and the new serial in ``history/``."""
+        lineage, serial, raw = self._stored_head()
+        check_successor(str(self.path), lineage, serial, state)
+        new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
+        return self._store(new, raw, history_entry(new, self._held))
+
+    def replace(self, state: State, operation: str) -> State:
+        if state.serial < 1 or not state.lineage:
+            raise StateError(f"cannot store a state without lineage and serial in {self.path}",
+                             "only a state that was written once can be moved")
+        _, _, raw = self._stored_head()
+        return self._store(state.model_copy(deep=True), raw, history_entry(state, self._held, operation))
+
+    def _history_file(self, entry: HistoryEntry) -> Path:
+        return self.history_dir / f"{entry.serial:012d}-{entry.lineage}.jsonl"
+
+    def _store(self, new: State, raw: bytes | None, entry: HistoryEntry) -> State:
+        data = (new.model_dump_json(indent=2) + "\n").encode()
+        record = entry.model_dump_json().encode() + b"\n" + new.model_dump_json().encode() + b"\n"
+        try:
+            if raw is not None:
+                atomic_write(self.directory / "state.json.backup", raw)
+            atomic_write(self._history_file(entry), record)  # before state.json: every serial it holds is kept
             atomic_write(self.path, data)
         except OSError as exc:  # atomic: the old state (serial state.serial) is still in place
             what = "no space left on the device" if exc.errno == errno.ENOSPC else exc.strerror
             raise StateError(
-                f"cannot write state {self.path}: {what}; it still holds serial {state.serial}",
+                f"cannot write state {self.path}: {what}; it still holds serial {entry.serial - 1}"
+                if entry.operation not in ("push", "pull") else f"cannot write state {self.path}: {what}",
                 "free space (or fix permissions) on that filesystem and re-run",
             ) from exc
         return new
+
+    def history(self) -> list[HistoryEntry]:
+        """Every serial in ``history/`` (line 1 of each file is its entry), oldest first."""
+        entries = []
+        try:
+            files = sorted(self.history_dir.glob("*.jsonl"))
+        except OSError:
+            return []
+        for path in files:
+            try:
+                with path.open("rb") as fh:
+                    entries.append(HistoryEntry.model_validate_json(fh.readline()))
+            except (OSError, ValidationError) as exc:
+                raise StateError(f"state history file {path} is unreadable: {exc}",
+                                 "move it away; the other serials are still listed") from exc
+        return sorted(entries, key=lambda e: (e.at, e.serial))
+
+    def history_state(self, entry: HistoryEntry) -> State:
+        """The state as written at ``entry`` (line 2 of its file)."""
+        with self._history_file(entry).open("rb") as fh:
+            fh.readline()
+            return State.model_validate_json(fh.readline())
 
     def current_lock(self) -> LockInfo | None:
         try:
@@ -120,15 +270,21 @@ class LocalStateStore:
     def lock(self, operation: str) -> Iterator[LockInfo]:
         info = LockInfo(owner=getpass.getuser(), pid=os.getpid(), hostname=socket.gethostname(),
                         operation=operation)
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-        except FileExistsError:
-            held = self.current_lock()
-            raise self._locked_error(held) from None
-        except OSError as exc:
-            raise StateError(f"cannot create the state lock {self.lock_path}: {exc.strerror}",
-                             "free space (or fix permissions) on that filesystem and re-run") from exc
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                self.directory.mkdir(parents=True, exist_ok=True)
+                fd = os.open(self.lock_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+                break
+            except FileExistsError:
+                if time.monotonic() < deadline:
+                    time.sleep(LOCK_POLL)
+                    continue
+                held = self.current_lock()
+                raise self._locked_error(held) from None
+            except OSError as exc:
+                raise StateError(f"cannot create the state lock {self.lock_path}: {exc.strerror}",
+                                 "free space (or fix permissions) on that filesystem and re-run") from exc
         try:
             with os.fdopen(fd, "w") as fh:
                 fh.write(info.model_dump_json())
@@ -138,9 +294,11 @@ class LocalStateStore:
             self.lock_path.unlink(missing_ok=True)
             raise StateError(f"cannot write the state lock {self.lock_path}: {exc.strerror}",
                              "free space on that filesystem and re-run; nothing was changed") from exc
+        outer, self._held = self._held, info
         try:
             yield info
         finally:
+            self._held = outer
             with contextlib.suppress(FileNotFoundError):
                 current = self.current_lock()
                 if current is not None and current.id == info.id:

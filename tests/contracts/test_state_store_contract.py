@@ -1,11 +1,14 @@
-"""The StateStore contract, run on every adapter: the local JSON store and the in-memory fake.
+"""The StateStore contract, run on every adapter: the local JSON store, PostgreSQL and the in-memory fake.
 
-Adding an adapter (a PostgreSQL store, ...) is one line in ``ADAPTERS``: a function that opens a fresh,
-empty store and says how to open a second handle on the same state (another process's view).
+Adding an adapter is one line in ``ADAPTERS``: a function that opens a fresh, empty store and says how to
+open a second handle on the same state (another process's view). The PostgreSQL adapter runs against the
+session's real server (tests/pgserver.py), one new site per test.
 """
 
 from __future__ import annotations
 
+import getpass
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,7 +18,9 @@ import pytest
 from sovkit.errors import StateError, StateLocked
 from sovkit.fakes import MemoryStateStore
 from sovkit.state.models import HostRecord, State
+from sovkit.state.postgres import PostgresStateStore
 from sovkit.state.store import LocalStateStore, StateStore
+from tests.pgserver import PgServer
 
 
 @dataclass
@@ -24,22 +29,28 @@ class Opened:
     reopen: Callable[[], StateStore]
 
 
-def local(tmp: Path) -> Opened:
+def local(tmp: Path, request: pytest.FixtureRequest) -> Opened:
     return Opened(LocalStateStore(tmp / ".sovkit"), lambda: LocalStateStore(tmp / ".sovkit"))
 
 
-def memory(tmp: Path) -> Opened:
+def memory(tmp: Path, request: pytest.FixtureRequest) -> Opened:
     store = MemoryStateStore()
     return Opened(store, store.reopen)
 
 
-ADAPTERS: list[Callable[[Path], Opened]] = [local, memory]
+def postgres(tmp: Path, request: pytest.FixtureRequest) -> Opened:
+    server: PgServer = request.getfixturevalue("pg_server")
+    site = "site-" + uuid.uuid4().hex[:10]
+    return Opened(PostgresStateStore(server.url(), site), lambda: PostgresStateStore(server.url(), site))
+
+
+ADAPTERS: list[Callable[[Path, pytest.FixtureRequest], Opened]] = [local, postgres, memory]
 
 
 @pytest.fixture(params=ADAPTERS, ids=lambda f: f.__name__)
 def opened(request: pytest.FixtureRequest, tmp_path: Path) -> Opened:
-    factory: Callable[[Path], Opened] = request.param
-    return factory(tmp_path)
+    factory: Callable[[Path, pytest.FixtureRequest], Opened] = request.param
+    return factory(tmp_path, request)
 
 
 # ---------------------------------------------------------------------------------------------- contract
@@ -119,6 +130,59 @@ def leaving_after_a_force_unlock_keeps_the_new_holders_lock(o: Opened) -> None:
             pass
 
 
+def stale_serial_is_refused_naming_both_serials(o: Opened) -> None:
+    base = o.store.write(State(site="s"))
+    mine, theirs = base.model_copy(deep=True), o.reopen().read()
+    theirs.hosts["h2"] = HostRecord(last_apply="theirs")
+    assert o.reopen().write(theirs).serial == 2
+    mine.hosts["h1"] = HostRecord(last_apply="mine")
+    with pytest.raises(StateError, match=r"read at serial 1 but .* is at serial 2") as err:
+        o.store.write(mine)
+    assert "plan" in (err.value.hint or "")
+    back = o.store.read()
+    assert back.serial == 2 and set(back.hosts) == {"h2"}
+
+
+def another_lineage_is_refused(o: Opened) -> None:
+    stored = o.store.write(State(site="s"))
+    for foreign in (State(site="s"), State(lineage=str(uuid.uuid4()), serial=stored.serial, site="s")):
+        with pytest.raises(StateError, match=f"has lineage {stored.lineage}"):
+            o.reopen().write(foreign)
+    assert o.store.read() == stored
+
+
+def history_keeps_every_serial_in_order(o: Opened) -> None:
+    state = o.store.write(State(site="s"))
+    with o.store.lock("apply") as held:
+        state = o.store.write(state)
+        state = o.store.write(state)
+    history = o.reopen().history()
+    assert [e.serial for e in history] == [1, 2, 3]
+    assert {e.lineage for e in history} == {state.lineage}
+    assert {e.who for e in history} == {getpass.getuser()}
+    assert [(e.operation, e.run) for e in history] == [("write", ""), ("apply", held.id), ("apply", held.id)]
+    assert [e.at for e in history] == sorted(e.at for e in history)
+
+
+def replace_stores_a_state_as_given(o: Opened) -> None:
+    o.store.write(State(site="before"))
+    moved = State(lineage=str(uuid.uuid4()), serial=41, site="moved", hosts={"h": HostRecord(last_apply="x")})
+    with o.store.lock("push"):
+        o.store.replace(moved, "push")
+    assert o.reopen().read() == moved
+    assert [(e.serial, e.operation) for e in o.store.history()][-1] == (41, "push")
+    assert o.reopen().write(o.reopen().read()).serial == 42
+
+
+def lock_and_unlock_leave_no_lock(o: Opened) -> None:
+    assert o.store.current_lock() is None
+    with o.store.lock("apply") as held:
+        assert o.reopen().current_lock() == held
+    assert o.reopen().current_lock() is None
+    with o.reopen().lock("refresh"):
+        pass
+
+
 CONTRACT = [
     fresh_state_is_empty,
     write_bumps_serial_and_sets_lineage_once,
@@ -128,6 +192,11 @@ CONTRACT = [
     lock_excludes_a_second_locker_naming_the_holder,
     force_unlock_needs_the_holders_id,
     leaving_after_a_force_unlock_keeps_the_new_holders_lock,
+    stale_serial_is_refused_naming_both_serials,
+    another_lineage_is_refused,
+    history_keeps_every_serial_in_order,
+    replace_stores_a_state_as_given,
+    lock_and_unlock_leave_no_lock,
 ]
 
 
