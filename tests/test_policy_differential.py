@@ -114,3 +114,18 @@ def test_the_mutations_reach_the_rewritten_rules(base_input: dict[str, Any]) -> 
     for seed in SEEDS:
         ids |= {f["id"] for f in _findings(pack.modules, pack.data, _mutate(base_input, random.Random(seed)))}
     assert {"RES-009", "FW-005", "RT-005", "CAP-001", "CAP-002", "SV-004", "SV-005", "PRV-007"} <= ids
+
+
+@pytest.mark.parametrize("doc", [
+    {"s": "ünï 한국어", "strings": ["KR-11", "ünï"], "i": -(2**63), "j": 2**63 - 1, "f": 0.1, "g": 1e300,
+     "b": [True, False, None], "o": {}, "a": [], "nested": [{"k": [1, {"x": "y"}]}]},
+    {"plain": "KR-11 ünï", "quoted": 'say "hi"', "slash": "a\\b /", "control": "a\tb\nc", "nul": "a\x00b",
+     "strings": ['say "hi"', "a\\b", "ünï\u2028"]},
+    {"big": 2**70, "list": ["x", "y"]},  # the builder hands this document to the JSON path
+])
+def test_the_input_reaches_rego_unchanged(doc: dict[str, Any]) -> None:
+    """The engine's direct input builder (sovkit/policy/embedded.py) gives Rego the document it was given."""
+    assert query_value({}, {}, doc, "input") == json.loads(json.dumps(doc))
+    # strings as builtins see them: sprintf of a list prints them quoted and escaped, as rego-cpp's own parse does
+    shown = 'sprintf("%v %v", [input, object.get(input, "strings", [])])'
+    assert query_value({}, {}, doc, shown) == query_value({}, {}, doc, shown, direct_input=False)
