@@ -154,7 +154,8 @@ def bench_apply(args: argparse.Namespace, work: Path) -> None:
 
 def big_site(tmp: Path, n: int) -> Site:
     """N ssh hosts in racks of 20, two NPUs each, spread over deployments of 100 hosts (no simulators needed)."""
-    site = make_site(tmp, hosts=[])
+    site = make_site(tmp)  # the demo's own hosts, then replaced (make_site cannot re-spread over no hosts)
+    site.data["serving_groups"] = []  # the demo's group names deployments this site replaces
     site.data["racks"] = [{"name": f"rack-{r:04d}", "power_budget_w": 40000, "location": "hall"}
                           for r in range((n + 19) // 20)]
     site.data["hosts"] = [
@@ -167,7 +168,7 @@ def big_site(tmp: Path, n: int) -> Site:
     names = [h["name"] for h in site.data["hosts"]]
     site.data["deployments"] = [
         {"name": f"chat-{d // 100:03d}", "model": "demo-ko-chat", "runtime": "simnpu-serve",
-         "hosts": names[d:d + 100], "role": "prefill" if (d // 100) % 2 == 0 else "decode",
+         "hosts": names[d:d + 100], "role": "both",
          "tensor_parallel": 2, "port": 8100 + (d // 100) % 2}
         for d in range(0, n, 100)
     ]

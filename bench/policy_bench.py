@@ -1,11 +1,15 @@
-"""Policy pack over a 10,000-host synthetic site, in one batched evaluation.
+"""Policy pack over synthetic 1,000- and 10,000-host sites: sovkit's embedded engine against OPA's Go engine.
 
-    python bench/policy_bench.py [--hosts 10000] [--repeat 3]
+    python bench/policy_bench.py [--sizes 1000 10000] [--opa-python /work/opa-venv/bin/python]
 
-Each measurement runs in its own child process (so peak RSS is its own):
-  sovkit: build the policy input from the loaded inventory + EmbeddedEngine.evaluate (validation included)
-  bare:   regopy alone — same modules, same data, same input JSON, one query of data.sovkit.main.decision
-Prints seconds (best of --repeat), peak RSS, and the ratio sovkit/bare (goal <= 1.3).
+One batched evaluation of data.sovkit.main.decision per measurement, each in its own child process, CPU time
+(user + sys of the child, from the moment the inventory is loaded / the input is read):
+  sovkit: EmbeddedEngine.evaluate on the built policy input (input transfer + evaluation + decision validation)
+  opa:    OPA's Go engine (PyPI opa-golib-python-bindings, module opa_bindings, in its own venv — never a sovkit
+          dependency) with the same modules, data and input JSON, the same query
+Prints CPU seconds, the ratio sovkit/opa (goal <= 3x at 10k) and each engine's growth 10k/1k (goal <= 12x).
+OPA's venv: python3 -m venv /work/opa-venv && /work/opa-venv/bin/pip install --no-deps --ignore-requires-python
+opa-golib-python-bindings
 """
 
 from __future__ import annotations
@@ -16,7 +20,6 @@ import resource
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import yaml
@@ -54,79 +57,90 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def child(mode: str, site: Path, input_file: Path) -> None:
+def _cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+_OPA_CHILD = """
+import json, resource, sys
+from pathlib import Path
+from opa_bindings import OpaEngine
+def cpu():
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+d = Path(sys.argv[1])
+modules = json.loads((d / "modules.json").read_text())
+data = json.loads((d / "data.json").read_text())
+start = cpu()
+doc = json.loads((d / "input.json").read_text())
+eng = OpaEngine()
+for name, source in sorted(modules.items()):
+    eng.add_policy(name, source)
+eng.add_data(data)
+value = eng.eval_query("x := data.sovkit.main.decision", input=doc)[0]["x"]
+seconds = cpu() - start
+ids = sorted(f["id"] + " " + f["resource"] for f in value["deny"] + value["warn"])
+print(json.dumps({"seconds": seconds, "allowed": value["allowed"], "findings": len(ids), "ids": ids}))
+"""
+
+
+def child(site: Path) -> None:
     from sovkit.inventory.loader import load_inventory
+    from sovkit.policy.embedded import EmbeddedEngine
+    from sovkit.policy.input import build_input
     from sovkit.policy.pack import load_pack
 
     pack = load_pack()
-    if mode == "sovkit":
-        from sovkit.policy.embedded import EmbeddedEngine
-        from sovkit.policy.input import build_input
-
-        inv = load_inventory(site)
-        base = _peak_mb()
-        started = time.perf_counter()
-        decision = EmbeddedEngine().evaluate(pack, build_input(inv))
-        elapsed = time.perf_counter() - started
-        result = {"allowed": decision.allowed, "findings": len(decision.findings)}
-    else:
-        import regopy
-
-        doc = input_file.read_text()
-        base = _peak_mb()
-        started = time.perf_counter()
-        rego = regopy.Interpreter()
-        for name, source in sorted(pack.modules.items()):
-            rego.add_module(name, source)
-        rego.add_data_json(json.dumps(pack.data))
-        rego.set_input_term(doc)
-        out = rego.query("x := data.sovkit.main.decision")
-        value = out[0].bindings["x"]
-        elapsed = time.perf_counter() - started
-        result = {"allowed": value["allowed"], "findings": len(value["deny"]) + len(value["warn"])}
-    print(json.dumps({"seconds": elapsed, "peak_mb": _peak_mb(), "base_mb": base, **result}))
-
-
-def measure(mode: str, site: Path, input_file: Path) -> dict[str, float]:
-    proc = subprocess.run([sys.executable, __file__, "--child", mode, str(site), str(input_file)],
-                          capture_output=True, text=True, check=True)
-    return dict(json.loads(proc.stdout.strip().splitlines()[-1]))
+    doc = build_input(load_inventory(site))
+    started = _cpu()
+    decision = EmbeddedEngine().evaluate(pack, doc)
+    seconds = _cpu() - started
+    ids = sorted(f"{f.id} {f.resource}" for f in decision.findings if f.waived is None)
+    print(json.dumps({"seconds": seconds, "peak_mb": _peak_mb(), "allowed": decision.allowed,
+                      "findings": len(ids), "ids": ids}))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--hosts", type=int, default=10_000)
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--child", nargs=3)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1000, 10_000])
+    parser.add_argument("--opa-python", default="/work/opa-venv/bin/python")
+    parser.add_argument("--child")
     args = parser.parse_args()
     if args.child:
-        child(args.child[0], Path(args.child[1]), Path(args.child[2]))
+        child(Path(args.child))
         return
     from sovkit.inventory.loader import load_inventory
     from sovkit.policy.input import build_input
+    from sovkit.policy.pack import load_pack
 
-    with tempfile.TemporaryDirectory() as tmp:
-        site = make_site(Path(tmp), args.hosts)
-        started = time.perf_counter()
-        inv = load_inventory(site)
-        load_s = time.perf_counter() - started
-        input_file = Path(tmp) / "input.json"
-        input_file.write_text(json.dumps(build_input(inv)))
-        input_mb = input_file.stat().st_size / 1e6
-        runs: dict[str, list[dict[str, float]]] = {"sovkit": [], "bare": []}
-        for _ in range(args.repeat):
-            for mode in ("bare", "sovkit"):  # interleaved so load changes hit both alike
-                runs[mode].append(measure(mode, site, input_file))
-    best = {m: min(r, key=lambda x: x["seconds"]) for m, r in runs.items()}
-    assert best["sovkit"]["allowed"] == best["bare"]["allowed"]
-    print(f"hosts: {args.hosts}  racks: {(args.hosts + 7) // 8}  input JSON: {input_mb:.1f} MB")
-    print(f"inventory load (validate + cross-refs, not timed below): {load_s:.2f} s")
-    for mode in ("bare", "sovkit"):
-        b = best[mode]
-        print(f"{mode:>6}: {b['seconds']:.2f} s (best of {args.repeat}), peak RSS {b['peak_mb']:.0f} MB "
-              f"(+{b['peak_mb'] - b['base_mb']:.0f} MB during evaluation), allowed={b['allowed']}, "
-              f"findings={b['findings']:.0f}")
-    print(f"ratio sovkit/bare: {best['sovkit']['seconds'] / best['bare']['seconds']:.2f}x (goal <= 1.3x)")
+    pack = load_pack()
+    results: dict[int, dict[str, dict[str, object]]] = {}
+    for n in args.sizes:
+        with tempfile.TemporaryDirectory() as tmp:
+            d = Path(tmp)
+            site = make_site(d / "site", n)
+            (d / "input.json").write_text(json.dumps(build_input(load_inventory(site))))
+            (d / "modules.json").write_text(json.dumps(pack.modules))
+            (d / "data.json").write_text(json.dumps(pack.data))
+            (d / "opa_child.py").write_text(_OPA_CHILD)
+            own = subprocess.run([sys.executable, __file__, "--child", str(site)], capture_output=True, text=True,
+                                 check=True)
+            opa = subprocess.run([args.opa_python, str(d / "opa_child.py"), str(d)], capture_output=True, text=True,
+                                 check=True)
+            results[n] = {"sovkit": json.loads(own.stdout.strip().splitlines()[-1]),
+                          "opa": json.loads(opa.stdout.strip().splitlines()[-1])}
+        r = results[n]
+        same = r["sovkit"]["ids"] == r["opa"]["ids"] and r["sovkit"]["allowed"] == r["opa"]["allowed"]
+        ratio = float(r["sovkit"]["seconds"]) / float(r["opa"]["seconds"])  # type: ignore[arg-type]
+        print(f"{n:>6} hosts: sovkit {r['sovkit']['seconds']:.2f} s CPU (peak RSS {r['sovkit']['peak_mb']:.0f} MB), "
+              f"opa {r['opa']['seconds']:.2f} s CPU, ratio sovkit/opa {ratio:.1f}x "
+              f"(goal <= 3x); findings {r['sovkit']['findings']} / {r['opa']['findings']}, same: {same}", flush=True)
+    if len(args.sizes) >= 2:
+        lo, hi = args.sizes[0], args.sizes[-1]
+        for eng in ("sovkit", "opa"):
+            growth = float(results[hi][eng]["seconds"]) / float(results[lo][eng]["seconds"])  # type: ignore[arg-type]
+            print(f"{eng} growth {hi}/{lo} hosts: {growth:.1f}x (goal for sovkit <= 12x)")
 
 
 if __name__ == "__main__":

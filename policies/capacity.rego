@@ -17,12 +17,12 @@ _states := {"cpu": "CPU at TDP", "prefill": "prefill", "decode": "decode", "idle
 _terms(r) := concat(" + ", [sprintf("%d %s (%s) x %v W", [t.count, t.kind, _states[t.state], t.watts_each]) | some t in r.peak_terms])
 
 # CAP-001: the rack's peak phase power within its power budget.
-deny contains lib.finding(
+_cap001_deny := [lib.finding(
 	"CAP-001", "deny",
 	msg,
 	lib.res("racks", r.name),
 	"move hosts or accelerators to another rack, cap the devices' power (power_cap_w), move decode to lower-power chips, or raise the rack's power_budget_w if the facility allows",
-) if {
+) |
 	some r in input.racks
 	r.peak_w > r.power_budget_w
 
@@ -31,15 +31,15 @@ deny contains lib.finding(
 		sprintf("rack %s peaks at %v W (", [r.name, r.peak_w]), _terms(r),
 		sprintf("), over its %v W budget (%v%%; all TDPs would sum to %v W)", [r.power_budget_w, _pct(r.peak_w / r.power_budget_w), r.draw_w]),
 	])
-}
+]
 
 # CAP-002: warn above 90 % of the budget (data.sovkit.config.power_warn_ratio).
-warn contains lib.finding(
+_cap002_warn := [lib.finding(
 	"CAP-002", "warn",
 	msg,
 	lib.res("racks", r.name),
 	"little headroom is left: plan new hosts for another rack",
-) if {
+) |
 	some r in input.racks
 	r.peak_w <= r.power_budget_w
 	r.peak_w > _warn_ratio * r.power_budget_w
@@ -47,53 +47,65 @@ warn contains lib.finding(
 		sprintf("rack %s peaks at %v W (", [r.name, r.peak_w]), _terms(r),
 		sprintf("), %v%% of its %v W budget", [_pct(r.peak_w / r.power_budget_w), r.power_budget_w]),
 	])
-}
+]
 
 # Placements (one per deployment and host) carry the joined facts: joins by name are quadratic in rego-cpp.
 
 # CAP-003: one replica's weights fit in the memory of the tensor_parallel devices it spans on each host.
-deny contains lib.finding(
+_cap003_deny := [lib.finding(
 	"CAP-003", "deny",
 	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [p.deployment, p.model, p.weights_bytes / 1e9, p.tensor_parallel, p.host, usable]),
 	lib.res("deployments", p.deployment),
 	"raise tensor_parallel, use hosts with more accelerator memory, or a smaller (quantized) model",
-) if {
+) |
 	some p in input.placements
 	p.accelerator_count > 0
 	p.accelerator_memory_gb != null
 	p.weights_bytes != null
 	usable := (p.accelerator_memory_gb / p.accelerator_count) * p.tensor_parallel
 	p.weights_bytes > usable * 1e9
-}
+]
 
 # CAP-004: tensor_parallel cannot exceed the accelerators a host has.
-deny contains lib.finding(
+_cap004_deny := [lib.finding(
 	"CAP-004", "deny",
 	sprintf("deployment %s wants tensor_parallel %d on host %s, which has %d accelerator(s)", [p.deployment, p.tensor_parallel, p.host, p.accelerator_count]),
 	lib.res("deployments", p.deployment),
 	"lower tensor_parallel or deploy on hosts with enough accelerators",
-) if {
+) |
 	some p in input.placements
 	p.tensor_parallel > p.accelerator_count
-}
+]
 
 # CAP-005: a figure the checks need is unknown in the catalog, so a limit cannot be proven.
-warn contains lib.finding(
+_cap005_warn := [lib.finding(
 	"CAP-005", "warn",
 	sprintf("rack %s: TDP of %d component(s) unknown in the catalog; the %v W total is a lower bound", [r.name, r.unknown_tdp, r.draw_w]),
 	lib.res("racks", r.name),
 	"confirm the component's TDP and add it to the catalog",
-) if {
+) |
 	some r in input.racks
 	r.unknown_tdp > 0
-}
+]
 
-warn contains lib.finding(
+_cap005_warn_2 := [lib.finding(
 	"CAP-005", "warn",
 	sprintf("deployment %s: accelerator memory of host %s is unknown; cannot check that model %s fits", [p.deployment, p.host, p.model]),
 	lib.res("deployments", p.deployment),
 	"confirm the accelerator's memory and add it to the catalog",
-) if {
+) |
 	some p in input.placements
 	p.accelerator_memory_gb == null
-}
+]
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+deny := [f |
+	some part in [_cap001_deny, _cap003_deny, _cap004_deny]
+	some f in part
+]
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+warn := [f |
+	some part in [_cap002_warn, _cap005_warn, _cap005_warn_2]
+	some f in part
+]

@@ -8,7 +8,7 @@ import data.sovkit.lib
 _vendors := {v | some v in data.sovkit.config.firmware_vendors}
 
 # FW-001: an exact version, never latest, a range or a wildcard.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"FW-001", "deny",
 	sprintf("firmware %s version %s is not pinned", [fw.name, fw.version]),
 	lib.res("firmware", fw.name),
@@ -19,7 +19,7 @@ deny contains lib.finding(
 }
 
 # FW-002: the vendor is on the firmware vendor allowlist.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"FW-002", "deny",
 	sprintf("firmware %s comes from vendor %s, which is not on the firmware vendor allowlist", [fw.name, fw.vendor]),
 	lib.res("firmware", fw.name),
@@ -30,7 +30,7 @@ deny contains lib.finding(
 }
 
 # FW-003: the image carries the vendor's signature.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"FW-003", "deny",
 	sprintf("firmware %s %s has no vendor signature", [fw.name, fw.version]),
 	lib.res("firmware", fw.name),
@@ -41,7 +41,7 @@ deny contains lib.finding(
 }
 
 # FW-004: the signature verifies with the vendor's key in the trust roots, over the pinned digest.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"FW-004", "deny",
 	sprintf("firmware %s signature does not verify with vendor %s's trusted key: %s", [fw.name, fw.vendor, fw.signature.reason]),
 	lib.res("firmware", fw.name),
@@ -54,13 +54,19 @@ deny contains lib.finding(
 }
 
 # FW-005: no downgrade below the version recorded on a host (state given).
-deny contains lib.finding(
+# Per host a small set (two slots of one kind give one finding), flattened into an array.
+_fw005_deny := [f |
+	some h in input.hosts
+	h.recorded != null
+	some f in _fw005(h)
+]
+
+_fw005(h) := {lib.finding(
 	"FW-005", "deny",
 	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, slot.kind, recorded, fw.version]),
 	lib.res("hosts", h.name),
 	"pin a firmware version at least as new as the installed one (a deliberate downgrade needs a waiver)",
-) if {
-	some h in input.hosts
+) |
 	some slot in h.accelerators
 	some fw in input.firmware
 	fw.name == slot.firmware
@@ -69,7 +75,7 @@ deny contains lib.finding(
 }
 
 # FW-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
-warn contains lib.finding(
+_warn contains lib.finding(
 	"FW-006", "warn",
 	sprintf("firmware %s signature was not checked: %s", [fw.name, fw.signature.reason]),
 	lib.res("firmware", fw.name),
@@ -79,3 +85,11 @@ warn contains lib.finding(
 	fw.signature.path != null
 	fw.signature.checked != true
 }
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+deny := [f |
+	some part in [[f | some f in _deny], _fw005_deny]
+	some f in part
+]
+
+warn := [f | some f in _warn]

@@ -7,22 +7,25 @@ import data.sovkit.findings
 import data.sovkit.waivers
 
 # One body, so each rule package is evaluated once (rego-cpp does not cache rule values across references).
+# Findings are arrays (rego-cpp builds a set in quadratic time); each finding appears once (findings.rego).
 decision := {"allowed": count(deny_set) == 0, "deny": deny_set, "warn": warn_set, "waived": waived_set} if {
 	raw_deny := findings.deny
 	raw_warn := findings.warn
-	raw := raw_deny | raw_warn
+	raw := array.concat(raw_deny, raw_warn)
+	idx := waivers.index
 
 	# Denials: unwaived rule findings plus waiver findings (expired waivers).
-	deny_set := {f | some f in raw_deny; not waivers.waived(f)} | waivers.deny
+	deny_set := array.concat([f | some f in raw_deny; not idx[f.id][f.resource]], [f | some f in waivers.deny])
 
 	# Warnings: unwaived rule warnings plus waiver notices (stale, expiring soon).
-	warn_set := ({f | some f in raw_warn; not waivers.waived(f)} | waivers.stale(raw)) | waivers.expiring
+	notices := waivers.stale(raw, idx) | waivers.expiring
+	warn_set := array.concat([f | some f in raw_warn; not idx[f.id][f.resource]], [f | some f in notices])
 
 	# Waived findings stay visible, each with the waiver that covers it.
-	waived_set := {object.union(f, {"waived": {"reason": w.reason, "expires": w.expires}}) |
+	waived_set := [object.union(f, {"waived": {"reason": w.reason, "expires": w.expires}}) |
 		some f in raw
-		w := waivers.waiver_of(f)
-	}
+		w := idx[f.id][f.resource][0]
+	]
 }
 
 deny := decision.deny

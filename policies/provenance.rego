@@ -96,10 +96,10 @@ model_deny contains lib.finding(
 	object.get(m, "card", null) == null
 }
 
-deny contains f if some f in model_deny
+_deny contains f if some f in model_deny
 
 # PRV-006: the signature could not be checked here (OCI registry store, or a format verified at apply time).
-warn contains lib.finding(
+_warn contains lib.finding(
 	"PRV-006", "warn",
 	sprintf("model %s signature was not checked: %s", [m.name, m.signature.reason]),
 	lib.res("models", m.name),
@@ -111,19 +111,23 @@ warn contains lib.finding(
 }
 
 # PRV-007: only models that pass provenance may be deployed.
-deny contains lib.finding(
+# The ids failing each model, by its resource: computed once, not once per deployment.
+_failing_models := {f.resource | some f in model_deny}
+
+_failing_ids := {r: sort({f.id | some f in model_deny; f.resource == r}) | some r in _failing_models}
+
+_prv007_deny := [lib.finding(
 	"PRV-007", "deny",
-	concat("", ["deployment ", d.name, " uses model ", d.model, ", which fails ", concat(", ", sort({f.id | some f in model_deny; f.resource == lib.res("models", d.model)}))]),
+	concat("", ["deployment ", d.name, " uses model ", d.model, ", which fails ", concat(", ", ids)]),
 	lib.res("deployments", d.name),
 	"fix the model's provenance findings (or deploy an approved model)",
-) if {
+) |
 	some d in input.deployments
-	some f in model_deny
-	f.resource == lib.res("models", d.model)
-}
+	ids := _failing_ids[lib.res("models", d.model)]
+]
 
 # PRV-008: a base model from outside the allowed jurisdictions is visible to reviewers.
-warn contains lib.finding(
+_warn contains lib.finding(
 	"PRV-008", "warn",
 	sprintf("model %s derives from %s (%s), from %s outside the allowed jurisdictions", [m.name, b.name, b.publisher, b.origin]),
 	lib.res("models", m.name),
@@ -133,3 +137,11 @@ warn contains lib.finding(
 	some b in m.base_models
 	not lib.allowed_jurisdiction(b.origin)
 }
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+deny := [f |
+	some part in [[f | some f in _deny], _prv007_deny]
+	some f in part
+]
+
+warn := [f | some f in _warn]

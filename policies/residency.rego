@@ -17,7 +17,7 @@ _sections := {
 }
 
 # RES-001..RES-006: every place data, weights, logs or telemetry go lies in an allowed jurisdiction.
-deny contains lib.finding(
+_deny contains lib.finding(
 	spec[0], "deny",
 	sprintf("%s %s is in %s, outside the allowed jurisdictions %v", [spec[1], item.name, item.jurisdiction, input.residency.allowed_jurisdictions]),
 	lib.res(section, item.name),
@@ -29,7 +29,7 @@ deny contains lib.finding(
 }
 
 # RES-007: the site's artifact registry (kind oci) holds the weights, so it must be in an allowed jurisdiction too.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-007", "deny",
 	sprintf("artifact registry %s is in %s, outside the allowed jurisdictions", [input.artifact_store.url, input.artifact_store.jurisdiction]),
 	"artifact_store/oci",
@@ -40,7 +40,7 @@ deny contains lib.finding(
 }
 
 # RES-008: the site itself (where every host is) lies in an allowed jurisdiction.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-008", "deny",
 	sprintf("the site is in %s, outside its own allowed jurisdictions %v", [input.site.location, input.residency.allowed_jurisdictions]),
 	_site,
@@ -51,18 +51,18 @@ deny contains lib.finding(
 }
 
 # RES-009: a host labelled with its own jurisdiction must lie in the site's country.
-deny contains lib.finding(
+_res009_deny := [lib.finding(
 	"RES-009", "deny",
 	sprintf("host %s is labelled as located in %s, but the site is in %s", [h.name, h.jurisdiction, input.site.jurisdiction.country]),
 	lib.res("hosts", h.name),
 	"hosts of a site lie in the site's jurisdiction: move the host to its own site inventory, or fix its label",
-) if {
+) |
 	some h in input.hosts
 	lib.country(h.jurisdiction) != input.site.jurisdiction.country
-}
+]
 
 # RES-010: an air-gapped site has no egress at all.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-010", "deny",
 	sprintf("endpoint %s (%s) is egress, but the site is air-gapped", [e.name, e.url]),
 	lib.res("endpoints", e.name),
@@ -73,7 +73,7 @@ deny contains lib.finding(
 	e.direction == "egress"
 }
 
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-010", "deny",
 	sprintf("the site is air-gapped but residency.allowed_egress lists %v", [input.residency.allowed_egress]),
 	_site,
@@ -84,7 +84,7 @@ deny contains lib.finding(
 }
 
 # RES-011: egress only to destinations the operator allowed.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-011", "deny",
 	concat("", ["egress endpoint ", e.name, " goes to ", lib.url_host(e.url), ", which is not in residency.allowed_egress"]),
 	lib.res("endpoints", e.name),
@@ -115,7 +115,7 @@ _transfer_basis(j) if {
 	lib.within(j, t.destination)
 }
 
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RES-012", "deny",
 	sprintf("personal data in %s/%s goes to %s, outside %s, with no recorded legal basis", [p[0], p[1], p[2], input.site.jurisdiction.country]),
 	lib.res(p[0], p[1]),
@@ -125,3 +125,9 @@ deny contains lib.finding(
 	lib.country(p[2]) != input.site.jurisdiction.country
 	not _transfer_basis(p[2])
 }
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+deny := [f |
+	some part in [[f | some f in _deny], _res009_deny]
+	some f in part
+]

@@ -8,7 +8,7 @@ import data.sovkit.lib
 _vendors := {v | some v in data.sovkit.config.runtime_vendors}
 
 # RT-001: an exact version.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RT-001", "deny",
 	sprintf("runtime %s version %s is not pinned", [rt.name, rt.version]),
 	lib.res("runtimes", rt.name),
@@ -19,7 +19,7 @@ deny contains lib.finding(
 }
 
 # RT-002: the runtime names a vendor on the runtime vendor allowlist.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RT-002", "deny",
 	sprintf("runtime %s declares no vendor", [rt.name]),
 	lib.res("runtimes", rt.name),
@@ -29,7 +29,7 @@ deny contains lib.finding(
 	rt.vendor == null
 }
 
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RT-002", "deny",
 	sprintf("runtime %s comes from vendor %s, which is not on the runtime vendor allowlist", [rt.name, rt.vendor]),
 	lib.res("runtimes", rt.name),
@@ -41,7 +41,7 @@ deny contains lib.finding(
 }
 
 # RT-003: the runtime carries the vendor's signature.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RT-003", "deny",
 	sprintf("runtime %s %s has no vendor signature", [rt.name, rt.version]),
 	lib.res("runtimes", rt.name),
@@ -52,7 +52,7 @@ deny contains lib.finding(
 }
 
 # RT-004: the signature verifies with the vendor's trusted key, over the pinned digests.
-deny contains lib.finding(
+_deny contains lib.finding(
 	"RT-004", "deny",
 	sprintf("runtime %s signature does not verify with vendor %s's trusted key: %s", [rt.name, rt.vendor, rt.signature.reason]),
 	lib.res("runtimes", rt.name),
@@ -65,20 +65,20 @@ deny contains lib.finding(
 }
 
 # RT-005: no downgrade below the version recorded on a host that runs it (state given).
-deny contains lib.finding(
+_rt005_deny := [lib.finding(
 	"RT-005", "deny",
 	sprintf("host %s would downgrade runtime %s from %s to %s", [p.host, p.runtime, p.recorded_runtime, p.runtime_version]),
 	lib.res("hosts", p.host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
-) if {
+) |
 	some p in input.placements
 	p.recorded_runtime != null
 	p.runtime_version != null
 	lib.older(p.runtime_version, p.recorded_runtime)
-}
+]
 
 # RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
-warn contains lib.finding(
+_warn contains lib.finding(
 	"RT-006", "warn",
 	sprintf("runtime %s signature was not checked: %s", [rt.name, rt.signature.reason]),
 	lib.res("runtimes", rt.name),
@@ -88,3 +88,11 @@ warn contains lib.finding(
 	rt.signature.path != null
 	rt.signature.checked != true
 }
+
+# Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.
+deny := [f |
+	some part in [[f | some f in _deny], _rt005_deny]
+	some f in part
+]
+
+warn := [f | some f in _warn]

@@ -21,17 +21,22 @@ matches(w, f) if {
 	w.resource == f.resource
 }
 
-waived(f) if {
-	some w in input.waivers
-	active(w)
-	matches(w, f)
+# Active waivers by rule id and resource, each list in inventory order. main.decision binds it once and
+# looks findings up in it (one lookup per finding, not a scan of every waiver).
+_active := [w | some w in input.waivers; active(w)]
+
+_rules := {w.rule | some w in _active}
+
+index := {rule: {res: [w | some w in _active; w.rule == rule; w.resource == res] |
+	some res in {w.resource | some w in _active; w.rule == rule}
+} |
+	some rule in _rules
 }
 
+waived(f) if index[f.id][f.resource]
+
 # The first active waiver that covers f (waivers are in inventory order).
-waiver_of(f) := ws[0] if {
-	ws := [w | some w in input.waivers; active(w); matches(w, f)]
-	count(ws) > 0
-}
+waiver_of(f) := index[f.id][f.resource][0]
 
 _resource(w) := concat("/", ["waivers", w.rule, w.resource])
 
@@ -47,24 +52,20 @@ deny contains lib.finding(
 }
 
 # WVR-002: a waiver that matches no finding is stale. ``all`` is every finding before waivers
-# (passed in, so the decision evaluates the rule packages once).
-stale(all) := {lib.finding(
+# (passed in, so the decision evaluates the rule packages once); ``idx`` is ``index``.
+stale(all, idx) := {lib.finding(
 	"WVR-002", "warn",
 	sprintf("waiver of %s for %s matches no finding", [w.rule, w.resource]),
 	_resource(w),
 	"remove the stale waiver (or correct its rule id / resource name)",
 ) |
+	used := [[f.id, f.resource] | some f in all; idx[f.id][f.resource]]
 	some w in input.waivers
 	active(w)
-	not _used(w, all)
+	not [w.rule, w.resource] in used
 }
 
-warn contains f if some f in stale(findings.deny | findings.warn)
-
-_used(w, all) if {
-	some f in all
-	matches(w, f)
-}
+warn contains f if some f in stale(array.concat(findings.deny, findings.warn), index)
 
 # WVR-003: a waiver expiring soon (data.sovkit.config.waiver_warn_days, default 30).
 warn contains f if some f in expiring

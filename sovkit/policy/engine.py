@@ -100,6 +100,9 @@ def decision_from_raw(raw: Any, engine: str, pack_digest: str) -> Decision:
             raise PolicyError(f"policy decision is malformed ({engine} engine): waived finding {f.id} has no waiver")
         findings.append(Finding(id=f.id, severity="deny" if f.severity == "deny" else "warn", msg=f.msg,
                                 resource=f.resource, remediation=f.remediation, waived=f.waived))
+    # The pack builds findings as arrays (rego-cpp builds sets in quadratic time): a finding is one fact however
+    # many rule bodies yield it, so identical findings count once, as they would in a Rego set.
+    findings = list({(f.severity, f.id, f.resource, f.msg, f.remediation, f.waived): f for f in findings}.values())
     if parsed.allowed != (not parsed.deny):
         raise PolicyError(f"policy decision is inconsistent ({engine} engine): allowed={parsed.allowed} with "
                           f"{len(parsed.deny)} denial(s)", "a module overrides data.sovkit.main; remove it")
