@@ -239,7 +239,9 @@ class LockInfo(_M):
 
 class HistoryEntry(_M):
     """One serial of a state as it was written: by whom, when, in which operation (the lock's) and run (the
-    lock id the write was made under; empty for a write made without the lock)."""
+    lock id the write was made under; empty for a write made without the lock), and the sha256 of the state's
+    compact JSON. Not a copy of the state: an apply writes after every component, and copies of a 10,000-host
+    state (20 MB) per write would fill any disk."""
 
     serial: int = Field(ge=1, le=MAX_SERIAL, strict=True)
     lineage: str
@@ -248,3 +250,4 @@ class HistoryEntry(_M):
     at: str
     operation: str
     run: str = ""
+    sha256: str = ""

@@ -64,7 +64,7 @@ MIGRATIONS: list[tuple[int, str, list[str]]] = [
              operation text NOT NULL,
              run text NOT NULL,
              db_user text NOT NULL DEFAULT current_user,
-             state jsonb NOT NULL)""",
+             state_sha256 text NOT NULL)""",
         "CREATE INDEX history_site ON sovkit.history (site, id)",
         """CREATE TABLE sovkit.locks (
              site text PRIMARY KEY,
@@ -248,7 +248,8 @@ class PostgresStateStore:
         except ValidationError as exc:
             err = exc.errors()[0]
             raise StateError(f"state {self.location} is corrupt at {'.'.join(map(str, err['loc']))}: {err['msg']}",
-                             "restore an earlier serial: `sovkit state history` lists them") from None
+                             "restore it from a backup (or `sovkit state push` a good local copy), then run "
+                             "`sovkit refresh`") from None
 
     def write(self, state: State) -> State:
         new = state.model_copy(update={"serial": state.serial + 1, "lineage": state.lineage or str(uuid.uuid4())})
@@ -297,32 +298,23 @@ class PostgresStateStore:
                         f"{self.location} moved to serial {now_at} meanwhile; serial {now_at} is kept",
                         "run `sovkit plan` again against the current state and apply that plan")
                 conn.execute(
-                    "INSERT INTO sovkit.history (site, lineage, serial, who, hostname, at, operation, run, state) "
-                    "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s::jsonb)",
+                    "INSERT INTO sovkit.history (site, lineage, serial, who, hostname, at, operation, run, "
+                    "state_sha256) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s)",
                     (self.site, new.lineage, new.serial, entry.who, entry.hostname,
                      datetime.strptime(entry.at, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC),
-                     entry.operation, entry.run, data))
+                     entry.operation, entry.run, entry.sha256))
         except psycopg.Error as exc:
             raise self._failed(exc, f"cannot write serial {new.serial} of the state") from None
 
     def history(self) -> list[HistoryEntry]:
         try:
             rows = self._data().execute(
-                "SELECT serial, lineage::text, who, hostname, at, operation, run FROM sovkit.history "
+                "SELECT serial, lineage::text, who, hostname, at, operation, run, state_sha256 FROM sovkit.history "
                 "WHERE site = %s ORDER BY id", (self.site,)).fetchall()
         except psycopg.Error as exc:
             raise self._failed(exc, "cannot read the state history") from None
-        return [HistoryEntry(serial=int(s), lineage=lin, who=w, hostname=h, at=_ts(at), operation=op, run=run)
-                for s, lin, w, h, at, op, run in rows]
-
-    def history_state(self, entry: HistoryEntry) -> State:
-        """The state as written at ``entry``."""
-        row = self._data().execute(
-            "SELECT state::text FROM sovkit.history WHERE site = %s AND lineage = %s AND serial = %s "
-            "ORDER BY id DESC LIMIT 1", (self.site, entry.lineage, entry.serial)).fetchone()
-        if row is None:
-            raise StateError(f"serial {entry.serial} is not in the history of {self.location}", "")
-        return State.model_validate_json(row[0])
+        return [HistoryEntry(serial=int(s), lineage=lin, who=w, hostname=h, at=_ts(at), operation=op, run=run,
+                             sha256=digest) for s, lin, w, h, at, op, run, digest in rows]
 
     # --- lock -----------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -120,11 +121,15 @@ def move_state(source: StateStore, target: StateStore, operation: str, force: bo
     return Moved(source.location, target.location, state.lineage, state.serial, replaced, True)
 
 
-def history_entry(state: State, held: LockInfo | None, operation: str | None = None) -> HistoryEntry:
-    """Who wrote ``state`` (an already bumped serial), when, and under which lock."""
+def history_entry(state: State, held: LockInfo | None, operation: str | None = None,
+                  compact: bytes | None = None) -> HistoryEntry:
+    """Who wrote ``state`` (an already bumped serial), when, under which lock, and the digest of what was written
+    (``compact``: the state's compact JSON, when the caller has it already)."""
+    data = compact if compact is not None else state.model_dump_json().encode()
     return HistoryEntry(serial=state.serial, lineage=state.lineage, who=getpass.getuser(),
                         hostname=socket.gethostname(), at=now(),
-                        operation=operation or (held.operation if held else "write"), run=held.id if held else "")
+                        operation=operation or (held.operation if held else "write"), run=held.id if held else "",
+                        sha256=hashlib.sha256(data).hexdigest())
 
 
 def _pid_alive(pid: int) -> bool:
@@ -221,7 +226,7 @@ class LocalStateStore:
 
     def _store(self, new: State, raw: bytes | None, entry: HistoryEntry) -> State:
         data = (new.model_dump_json(indent=2) + "\n").encode()
-        record = entry.model_dump_json().encode() + b"\n" + new.model_dump_json().encode() + b"\n"
+        record = entry.model_dump_json().encode() + b"\n"
         try:
             if raw is not None:
                 atomic_write(self.directory / "state.json.backup", raw)
@@ -251,12 +256,6 @@ class LocalStateStore:
                 raise StateError(f"state history file {path} is unreadable: {exc}",
                                  "move it away; the other serials are still listed") from exc
         return sorted(entries, key=lambda e: (e.at, e.serial))
-
-    def history_state(self, entry: HistoryEntry) -> State:
-        """The state as written at ``entry`` (line 2 of its file)."""
-        with self._history_file(entry).open("rb") as fh:
-            fh.readline()
-            return State.model_validate_json(fh.readline())
 
     def current_lock(self) -> LockInfo | None:
         try:

@@ -73,7 +73,7 @@ def test_apply_with_200k_free_fails_fast_and_touches_nothing(tmp_path: Path) -> 
 def test_state_write_failing_mid_apply_stops_the_run_and_names_what_is_unrecorded(tmp_path: Path) -> None:
     """The state directory fills up while the run's events (on another filesystem) still fit."""
     site = make_site(tmp_path)
-    with _tmpfs(tmp_path / "state", "16k") as state:
+    with _tmpfs(tmp_path / "state", "32k") as state:  # keys, then a few serials (state + history, a page each)
         (state / "keys").mkdir()
         for f in (site.root / ".sovkit/keys").iterdir():
             (state / "keys" / f.name).write_bytes(f.read_bytes())
