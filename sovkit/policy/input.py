@@ -191,22 +191,19 @@ class ServingPlacement(_Doc):
 
     deployment: str
     host: str
-    address: str
-    role: str
     group: str | None
-    side: str | None
     model: str
-    runtime: str
     runtime_family: str | None
     tensor_parallel: int
-    devices: list[int]
-    device_kinds: list[str]
     accelerator_vendors: list[str]
     device_memory_gb: float | None
+    # device_memory_gb x 1e9 and weights + KV cache per device, summed here: rego-cpp spends ~30 us per
+    # arithmetic operation and placement (SV-006 at 10,000 hosts); the rules only compare them
+    device_memory_bytes: float | None
     weights_bytes_per_device: float | None
-    kv_dtype: str | None
     kv_bytes_per_token: int | None
     kv_cache_bytes_per_device: float | None
+    need_bytes_per_device: float | None
     max_model_len: int
     max_batch: int
 
@@ -484,15 +481,15 @@ def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
             else:
                 weights = info[model.name].weights_bytes / d.tensor_parallel
             per_token = sv.kv_bytes_per_token(model, dtype) if dtype is not None else None
+        kv_cache = per_token * d.max_model_len * d.max_batch / d.tensor_parallel if per_token is not None else None
         out.append(ServingPlacement(
-            deployment=d.name, host=p.host, address=hosts[p.host].address, role=d.role, group=p.group,
-            side=p.side, model=d.model, runtime=d.runtime, runtime_family=families.get(d.runtime),
-            tensor_parallel=d.tensor_parallel, devices=list(p.devices), device_kinds=list(p.device_kinds),
+            deployment=d.name, host=p.host, group=p.group, model=d.model, runtime_family=families.get(d.runtime),
+            tensor_parallel=d.tensor_parallel,
             accelerator_vendors=sorted({v for k in kinds if (v := accelerator_vendor(k, catalog)) is not None}),
-            device_memory_gb=p.device_memory_gb, weights_bytes_per_device=weights, kv_dtype=dtype,
-            kv_bytes_per_token=per_token,
-            kv_cache_bytes_per_device=(per_token * d.max_model_len * d.max_batch / d.tensor_parallel
-                                       if per_token is not None else None),
+            device_memory_gb=p.device_memory_gb,
+            device_memory_bytes=p.device_memory_gb * 1e9 if p.device_memory_gb is not None else None,
+            weights_bytes_per_device=weights, kv_bytes_per_token=per_token, kv_cache_bytes_per_device=kv_cache,
+            need_bytes_per_device=weights + kv_cache if weights is not None and kv_cache is not None else None,
             max_model_len=d.max_model_len, max_batch=d.max_batch,
         ))
     drafts = []
