@@ -51,7 +51,8 @@ _cap002_warn := [lib.finding(
 
 # Placements (one per deployment and host) carry the joined facts: joins by name are quadratic in rego-cpp.
 
-# CAP-003: one replica's weights fit in the memory of the tensor_parallel devices it spans on each host.
+# CAP-003: one replica's weights fit in the memory of the tensor_parallel devices it spans on each host
+# (replica_memory_gb: (accelerator_memory_gb / accelerator_count) x tensor_parallel, computed in Python).
 _cap003_deny := [lib.finding(
 	"CAP-003", "deny",
 	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [p.deployment, p.model, p.weights_bytes / 1e9, p.tensor_parallel, p.host, usable]),
@@ -59,10 +60,9 @@ _cap003_deny := [lib.finding(
 	"raise tensor_parallel, use hosts with more accelerator memory, or a smaller (quantized) model",
 ) |
 	some p in input.placements
-	p.accelerator_count > 0
-	p.accelerator_memory_gb != null
+	usable := p.replica_memory_gb
+	usable != null
 	p.weights_bytes != null
-	usable := (p.accelerator_memory_gb / p.accelerator_count) * p.tensor_parallel
 	p.weights_bytes > usable * 1e9
 ]
 

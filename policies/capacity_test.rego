@@ -18,7 +18,12 @@ _rack2(draw, peak) := {
 
 _rack(peak) := _rack2(peak, peak)
 
-_place(tp, mem) := {"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
+# replica_memory_gb as sovkit/policy/input.py computes it (2 accelerators)
+_replica(mem, tp) := null if mem == null
+
+_replica(mem, tp) := (mem / 2) * tp if mem != null
+
+_place(tp, mem) := {"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "replica_memory_gb": _replica(mem, tp), "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
 
 test_cap_001_over_budget if {
 	rs := [_rack(1001)]

@@ -125,38 +125,39 @@ _sv005_deny := [lib.finding(
 ]
 
 # SV-006: weights per device plus the KV cache for max_model_len x max_batch fit the device, with headroom.
-_need(p) := p.weights_bytes_per_device + p.kv_cache_bytes_per_device
+# need_bytes_per_device (weights + KV cache) and device_memory_bytes are summed and scaled in Python: rego-cpp
+# spends ~30 us per arithmetic operation and placement. One pass keeps the placements over the warn threshold
+# (or over the device, if the headroom is negative); the deny and the warn split those few.
+_cut := min([1, 1 - _headroom])
 
-# The placements whose need can be sized, each once with its need and the device's bytes: [p, need, bytes].
-# (rego-cpp spends ~20 us per expression and element; the deny and the warn share this pass.)
-_sized := [[p, _need(p), p.device_memory_gb * 1e9] |
+_over := [p |
 	some p in input.serving.placements
-	p.kv_cache_bytes_per_device != null
-	p.device_memory_gb != null
-	p.weights_bytes_per_device != null
+	n := p.need_bytes_per_device
+	n != null
+	m := p.device_memory_bytes
+	m != null
+	n > _cut * m
 ]
 
 _sv006_deny := [lib.finding(
 	"SV-006", "deny",
-	sprintf("deployment %s on host %s needs %v GB per device (weights %v GB + KV cache %v GB for %d tokens x %d sequences), more than the %v GB a device has", [p.deployment, p.host, _gb(s[1]), _gb(p.weights_bytes_per_device), _gb(p.kv_cache_bytes_per_device), p.max_model_len, p.max_batch, p.device_memory_gb]),
+	sprintf("deployment %s on host %s needs %v GB per device (weights %v GB + KV cache %v GB for %d tokens x %d sequences), more than the %v GB a device has", [p.deployment, p.host, _gb(p.need_bytes_per_device), _gb(p.weights_bytes_per_device), _gb(p.kv_cache_bytes_per_device), p.max_model_len, p.max_batch, p.device_memory_gb]),
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use a smaller kv_dtype (fp8), raise tensor_parallel, or use devices with more memory",
 ) |
-	some s in _sized
-	s[1] > s[2]
-	p := s[0]
+	some p in _over
+	p.need_bytes_per_device > p.device_memory_bytes
 ]
 
 _sv006_warn := [lib.finding(
 	"SV-006", "warn",
-	sprintf("deployment %s on host %s needs %v GB of a device's %v GB: less than the %v%% headroom is left for activations and fragmentation", [p.deployment, p.host, _gb(s[1]), p.device_memory_gb, round(_headroom * 100)]),
+	sprintf("deployment %s on host %s needs %v GB of a device's %v GB: less than the %v%% headroom is left for activations and fragmentation", [p.deployment, p.host, _gb(p.need_bytes_per_device), p.device_memory_gb, round(_headroom * 100)]),
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use kv_dtype fp8, or raise tensor_parallel (headroom: serving_memory_headroom in the policy data)",
 ) |
-	some s in _sized
-	s[1] <= s[2]
-	s[1] > (1 - _headroom) * s[2]
-	p := s[0]
+	some p in _over
+	p.need_bytes_per_device <= p.device_memory_bytes
+	p.need_bytes_per_device > (1 - _headroom) * p.device_memory_bytes
 ]
 
 _sv006_warn_2 := [lib.finding(
@@ -178,9 +179,9 @@ _sv006_deny_2 := [lib.finding(
 ) |
 	some p in input.serving.placements
 	p.kv_bytes_per_token == null
-	p.device_memory_gb != null
+	p.device_memory_bytes != null
 	p.weights_bytes_per_device != null
-	p.weights_bytes_per_device > p.device_memory_gb * 1e9
+	p.weights_bytes_per_device > p.device_memory_bytes
 ]
 
 # SV-007: a speculative-decoding draft model is pinned and carries a verifying publisher signature.

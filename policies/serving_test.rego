@@ -15,11 +15,10 @@ _group := {
 
 # 8 B weights per device + 4 GB KV cache on an 80 GB device: fits with headroom.
 _place := {
-	"deployment": "p", "host": "h1", "address": "10.0.0.1", "role": "prefill", "group": "g", "side": "prefill",
-	"model": "m", "runtime": "rt", "runtime_family": "vllm", "tensor_parallel": 2, "devices": [0, 1],
-	"device_kinds": ["nvidia-h100-sxm", "nvidia-h100-sxm"], "accelerator_vendors": ["nvidia"],
-	"device_memory_gb": 80, "weights_bytes_per_device": 8e9, "kv_dtype": "bf16", "kv_bytes_per_token": 131072,
-	"kv_cache_bytes_per_device": 4e9, "max_model_len": 4096, "max_batch": 8,
+	"deployment": "p", "host": "h1", "group": "g", "model": "m", "runtime_family": "vllm", "tensor_parallel": 2,
+	"accelerator_vendors": ["nvidia"], "device_memory_gb": 80, "device_memory_bytes": 80e9,
+	"weights_bytes_per_device": 8e9, "kv_bytes_per_token": 131072, "kv_cache_bytes_per_device": 4e9,
+	"need_bytes_per_device": 12e9, "max_model_len": 4096, "max_batch": 8,
 }
 
 _sig := {"path": "d.sig", "format": "dsse", "signer": "pub", "checked": true, "verified": true, "keyid": "k", "reason": "ok"}
@@ -39,7 +38,24 @@ _serving := {
 
 _with(patch) := object.union(_serving, patch)
 
-_place_with(patch) := _with({"placements": [object.union(_place, patch)]})
+# A patched placement with its derived sizes recomputed as sovkit/policy/input.py does.
+_place_with(patch) := _with({"placements": [_sized(object.union(_place, patch))]})
+
+_sized(p) := object.union(p, {"device_memory_bytes": _times(p.device_memory_gb, 1e9), "need_bytes_per_device": _sum(p.weights_bytes_per_device, p.kv_cache_bytes_per_device)})
+
+_times(x, y) := null if x == null
+
+_times(x, y) := x * y if x != null
+
+_sum(x, y) := null if {
+	some v in [x, y]
+	v == null
+}
+
+_sum(x, y) := x + y if {
+	x != null
+	y != null
+}
 
 _group_with(patch) := _with({"groups": [object.union(_group, patch)]})
 

@@ -64,8 +64,13 @@ def _mutate(doc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             p = rng.choice(d["serving"]["placements"])
             if p["device_memory_gb"] is not None:
                 p["device_memory_gb"] = rng.choice([0.001, 0.01, None])
+                # the derived size, as sovkit/policy/input.py computes it (the baseline pack reads the gb)
+                p["device_memory_bytes"] = None if p["device_memory_gb"] is None else p["device_memory_gb"] * 1e9
         elif kind == "tp" and d["placements"]:
-            rng.choice(d["placements"])["tensor_parallel"] = 64
+            p = rng.choice(d["placements"])
+            p["tensor_parallel"] = 64
+            if p["replica_memory_gb"] is not None:  # the derived size, as sovkit/policy/input.py computes it
+                p["replica_memory_gb"] = (p["accelerator_memory_gb"] / p["accelerator_count"]) * 64
         elif kind == "residency" and d["data_stores"]:
             rng.choice(d["data_stores"])["jurisdiction"] = "US"
         elif kind == "license" and d["models"]:

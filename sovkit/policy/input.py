@@ -129,6 +129,10 @@ class Placement(_Doc):
     tensor_parallel: int
     accelerator_count: int
     accelerator_memory_gb: float | None
+    # the memory of the tensor_parallel devices one replica spans: (accelerator_memory_gb / accelerator_count) x
+    # tensor_parallel, null without devices or a memory figure; computed here because rego-cpp spends ~0.3 s per
+    # arithmetic operation over 10,000 placements (CAP-003 compares it with weights_bytes)
+    replica_memory_gb: float | None
     weights_bytes: int | None
     runtime_version: str | None
     recorded_runtime: str | None
@@ -191,22 +195,19 @@ class ServingPlacement(_Doc):
 
     deployment: str
     host: str
-    address: str
-    role: str
     group: str | None
-    side: str | None
     model: str
-    runtime: str
     runtime_family: str | None
     tensor_parallel: int
-    devices: list[int]
-    device_kinds: list[str]
     accelerator_vendors: list[str]
     device_memory_gb: float | None
+    # device_memory_gb x 1e9 and weights + KV cache per device, summed here: rego-cpp spends ~30 us per
+    # arithmetic operation and placement (SV-006 at 10,000 hosts); the rules only compare them
+    device_memory_bytes: float | None
     weights_bytes_per_device: float | None
-    kv_dtype: str | None
     kv_bytes_per_token: int | None
     kv_cache_bytes_per_device: float | None
+    need_bytes_per_device: float | None
     max_model_len: int
     max_batch: int
 
@@ -415,6 +416,8 @@ def _placements(hosts: list[HostInfo], models: list[ModelInfo], runtimes: list[R
             out.append(Placement(
                 deployment=d.name, host=name, model=d.model, runtime=d.runtime, tensor_parallel=d.tensor_parallel,
                 accelerator_count=h.accelerator_count, accelerator_memory_gb=h.accelerator_memory_gb,
+                replica_memory_gb=(h.accelerator_memory_gb / h.accelerator_count) * d.tensor_parallel
+                if h.accelerator_count > 0 and h.accelerator_memory_gb is not None else None,
                 weights_bytes=weights.get(d.model), runtime_version=versions.get(d.runtime),
                 recorded_runtime=h.recorded.runtimes.get(d.runtime) if h.recorded else None,
             ))
@@ -484,15 +487,15 @@ def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
             else:
                 weights = info[model.name].weights_bytes / d.tensor_parallel
             per_token = sv.kv_bytes_per_token(model, dtype) if dtype is not None else None
+        kv_cache = per_token * d.max_model_len * d.max_batch / d.tensor_parallel if per_token is not None else None
         out.append(ServingPlacement(
-            deployment=d.name, host=p.host, address=hosts[p.host].address, role=d.role, group=p.group,
-            side=p.side, model=d.model, runtime=d.runtime, runtime_family=families.get(d.runtime),
-            tensor_parallel=d.tensor_parallel, devices=list(p.devices), device_kinds=list(p.device_kinds),
+            deployment=d.name, host=p.host, group=p.group, model=d.model, runtime_family=families.get(d.runtime),
+            tensor_parallel=d.tensor_parallel,
             accelerator_vendors=sorted({v for k in kinds if (v := accelerator_vendor(k, catalog)) is not None}),
-            device_memory_gb=p.device_memory_gb, weights_bytes_per_device=weights, kv_dtype=dtype,
-            kv_bytes_per_token=per_token,
-            kv_cache_bytes_per_device=(per_token * d.max_model_len * d.max_batch / d.tensor_parallel
-                                       if per_token is not None else None),
+            device_memory_gb=p.device_memory_gb,
+            device_memory_bytes=p.device_memory_gb * 1e9 if p.device_memory_gb is not None else None,
+            weights_bytes_per_device=weights, kv_bytes_per_token=per_token, kv_cache_bytes_per_device=kv_cache,
+            need_bytes_per_device=weights + kv_cache if weights is not None and kv_cache is not None else None,
             max_model_len=d.max_model_len, max_batch=d.max_batch,
         ))
     drafts = []
