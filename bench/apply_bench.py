@@ -184,8 +184,13 @@ def bench_plan(args: argparse.Namespace, work: Path) -> None:
     fresh = timed(sovkit_cmd("plan", site.path), env, work / "plan-fresh.txt")
     lines = (work / "plan-fresh.txt").read_text().splitlines()
     assert fresh.rc == 0 and lines[-1].startswith(f"Plan: {4 * n} to create"), lines[-3:]
-    print(f"  no state ({4 * n:,} changes, human output): {fresh.wall:.1f}s wall, {fresh.cpu:.1f}s cpu, "
+    print(f"  no state ({4 * n:,} changes, summary output): {fresh.wall:.1f}s wall, {fresh.cpu:.1f}s cpu, "
           f"peak RSS {fresh.max_rss_kb / 1024:.0f} MiB")
+    detail = timed(sovkit_cmd("plan", site.path, "--detail"), env, work / "plan-detail.txt")
+    lines = (work / "plan-detail.txt").read_text().splitlines()
+    assert detail.rc == 0 and lines[-1].startswith(f"Plan: {4 * n} to create"), lines[-3:]
+    print(f"  no state, --detail (every change listed):  {detail.wall:.1f}s wall, {detail.cpu:.1f}s cpu, "
+          f"peak RSS {detail.max_rss_kb / 1024:.0f} MiB")
     as_json = timed(sovkit_cmd("plan", site.path, "--json"), env, work / "plan-fresh.json")
     assert as_json.rc == 0 and json.loads((work / "plan-fresh.json").read_text())["plan"]["summary"]["create"] == 4 * n
     print(f"  no state, --json:                          {as_json.wall:.1f}s wall, {as_json.cpu:.1f}s cpu, "

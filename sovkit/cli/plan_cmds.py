@@ -122,40 +122,42 @@ def plan(
     """Show what apply would change on each host and why, with the policy decision."""
     rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
                                        max_fail_percent=max_fail_percent, forks=forks)
-    engine = engine_from_options(opa_url, opa_token, opa_timeout)
-    ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
-                            policy_bundle=policy_bundle, bundle_keys=bundle_key, state_url=state_url)
-    with Progress(enabled=refresh and not json_out) as progress, _no_cycle_collection():
-        result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress, rollout=rollout)
-    attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
-    saved = None
-    if out is not None and result.decision.allowed:
-        saved = api.save_plan(workspace=ws, result=result, path=out)
-    if json_out:
-        emit_result(result.output(saved=str(out) if saved else None))
-    else:
-        _print_warnings(result)
-        if result.drift is not None:
-            if result.drift.empty:
-                console.print("Refresh: no drift — the hosts match the recorded state.")
-            else:
-                console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
-        for host, msg in result.unreachable.items():
-            console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
-        _print_plan(result, {h.name: h.rack for h in ws.inventory.site.hosts}, detail)
-        if saved:
-            console.print(f"Saved signed plan to {out} (apply it with `sovkit apply {out}`).")
-    if not result.decision.allowed:
-        raise PolicyDenied("policy denies this inventory", "fix the denials above (or waive them) and plan again")
-    if detailed_exitcode:
-        return 0 if result.plan.empty else 2
-    return 0
+    with _no_cycle_collection():
+        engine = engine_from_options(opa_url, opa_token, opa_timeout)
+        ws = api.open_workspace(inventory=inventory, state_dir=state_dir, policy_engine=engine, extra_policies=policies,
+                                policy_bundle=policy_bundle, bundle_keys=bundle_key, state_url=state_url)
+        with Progress(enabled=refresh and not json_out) as progress:
+            result = api.make_plan(workspace=ws, refresh=refresh, on_event=progress, rollout=rollout)
+        attest_decision(ws, result.decision, key, "plan", quiet=json_out, required=out is not None)
+        saved = None
+        if out is not None and result.decision.allowed:
+            saved = api.save_plan(workspace=ws, result=result, path=out)
+        if json_out:
+            emit_result(result.output(saved=str(out) if saved else None))
+        else:
+            _print_warnings(result)
+            if result.drift is not None:
+                if result.drift.empty:
+                    console.print("Refresh: no drift — the hosts match the recorded state.")
+                else:
+                    console.print(plan_text(result.drift, "Drift (hosts differ from the recorded state):"))
+            for host, msg in result.unreachable.items():
+                console.print(f"[red]✗[/] {escape(host)}: unreachable, not observed ({escape(msg)})")
+            _print_plan(result, {h.name: h.rack for h in ws.inventory.site.hosts}, detail)
+            if saved:
+                console.print(f"Saved signed plan to {out} (apply it with `sovkit apply {out}`).")
+        if not result.decision.allowed:
+            raise PolicyDenied("policy denies this inventory", "fix the denials above (or waive them) and plan again")
+        if detailed_exitcode:
+            return 0 if result.plan.empty else 2
+        return 0
 
 
 @contextmanager
 def _no_cycle_collection() -> Iterator[None]:
-    """Planning builds millions of acyclic objects at 10,000 hosts; the cycle collector's passes over them cost
-    about a quarter of the CPU and free nothing, so it is paused while the plan is made (refcounting still frees)."""
+    """Loading, planning and printing build millions of acyclic objects at 10,000 hosts; the cycle collector's
+    passes over them cost about a quarter of the CPU and free nothing, so it is paused for the command
+    (refcounting still frees)."""
     was = gc.isenabled()
     gc.disable()
     try:
