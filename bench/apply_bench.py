@@ -42,7 +42,7 @@ from sovkit.inventory import load_inventory  # noqa: E402
 from sovkit.simulator import install_simulator  # noqa: E402
 from sovkit.state.models import HostRecord, State  # noqa: E402
 from sovkit.state.store import LocalStateStore  # noqa: E402
-from tests.sitefactory import KIND, Site, make_lab_site, make_site  # noqa: E402
+from tests.sitefactory import KIND, Site, big_site, make_lab_site, make_site  # noqa: E402
 
 
 @dataclass
@@ -152,30 +152,6 @@ def bench_apply(args: argparse.Namespace, work: Path) -> None:
             lab.destroy()
 
 
-def big_site(tmp: Path, n: int) -> Site:
-    """N ssh hosts in racks of 20, two NPUs each, spread over deployments of 100 hosts (no simulators needed)."""
-    site = make_site(tmp)  # the demo's own hosts, then replaced (make_site cannot re-spread over no hosts)
-    site.data["serving_groups"] = []  # the demo's group names deployments this site replaces
-    site.data["racks"] = [{"name": f"rack-{r:04d}", "power_budget_w": 40000, "location": "hall"}
-                          for r in range((n + 19) // 20)]
-    site.data["hosts"] = [
-        {"name": f"node-{i:05d}", "rack": f"rack-{i // 20:04d}",
-         "address": f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}",
-         "arch": "aarch64", "cpu": "arm-neoverse-v2", "root": f"/srv/node-{i:05d}",
-         "accelerators": [{"kind": KIND, "count": 2, "firmware": "atom-max-fw-1.2.0"}]}
-        for i in range(n)
-    ]
-    names = [h["name"] for h in site.data["hosts"]]
-    site.data["deployments"] = [
-        {"name": f"chat-{d // 100:03d}", "model": "demo-ko-chat", "runtime": "simnpu-serve",
-         "hosts": names[d:d + 100], "role": "both",
-         "tensor_parallel": 2, "port": 8100 + (d // 100) % 2}
-        for d in range(0, n, 100)
-    ]
-    site.save()
-    return site
-
-
 def converge_state(site: Site) -> int:
     """Record the state a successful apply of ``site`` would leave (so the next plan has no changes)."""
     hosts: dict[str, Any] = {}
@@ -208,8 +184,13 @@ def bench_plan(args: argparse.Namespace, work: Path) -> None:
     fresh = timed(sovkit_cmd("plan", site.path), env, work / "plan-fresh.txt")
     lines = (work / "plan-fresh.txt").read_text().splitlines()
     assert fresh.rc == 0 and lines[-1].startswith(f"Plan: {4 * n} to create"), lines[-3:]
-    print(f"  no state ({4 * n:,} changes, human output): {fresh.wall:.1f}s wall, {fresh.cpu:.1f}s cpu, "
+    print(f"  no state ({4 * n:,} changes, summary output): {fresh.wall:.1f}s wall, {fresh.cpu:.1f}s cpu, "
           f"peak RSS {fresh.max_rss_kb / 1024:.0f} MiB")
+    detail = timed(sovkit_cmd("plan", site.path, "--detail"), env, work / "plan-detail.txt")
+    lines = (work / "plan-detail.txt").read_text().splitlines()
+    assert detail.rc == 0 and lines[-1].startswith(f"Plan: {4 * n} to create"), lines[-3:]
+    print(f"  no state, --detail (every change listed):  {detail.wall:.1f}s wall, {detail.cpu:.1f}s cpu, "
+          f"peak RSS {detail.max_rss_kb / 1024:.0f} MiB")
     as_json = timed(sovkit_cmd("plan", site.path, "--json"), env, work / "plan-fresh.json")
     assert as_json.rc == 0 and json.loads((work / "plan-fresh.json").read_text())["plan"]["summary"]["create"] == 4 * n
     print(f"  no state, --json:                          {as_json.wall:.1f}s wall, {as_json.cpu:.1f}s cpu, "

@@ -162,3 +162,27 @@ def make_lab_site(tmp: Path, lab: Any, roots: Path | None = None) -> Site:
     site.data["racks"][0]["power_budget_w"] = 6000
     site.save()
     return site
+
+
+def big_site(tmp: Path, n: int) -> Site:
+    """N ssh hosts in racks of 20, two NPUs each, spread over deployments of 100 hosts (no simulators needed)."""
+    site = make_site(tmp)  # the demo's own hosts, then replaced (make_site cannot re-spread over no hosts)
+    site.data["serving_groups"] = []  # the demo's group names deployments this site replaces
+    site.data["racks"] = [{"name": f"rack-{r:04d}", "power_budget_w": 40000, "location": "hall"}
+                          for r in range((n + 19) // 20)]
+    site.data["hosts"] = [
+        {"name": f"node-{i:05d}", "rack": f"rack-{i // 20:04d}",
+         "address": f"10.{i // 65536}.{(i // 256) % 256}.{i % 256}",
+         "arch": "aarch64", "cpu": "arm-neoverse-v2", "root": f"/srv/node-{i:05d}",
+         "accelerators": [{"kind": KIND, "count": 2, "firmware": "atom-max-fw-1.2.0"}]}
+        for i in range(n)
+    ]
+    names = [h["name"] for h in site.data["hosts"]]
+    site.data["deployments"] = [
+        {"name": f"chat-{d // 100:03d}", "model": "demo-ko-chat", "runtime": "simnpu-serve",
+         "hosts": names[d:d + 100], "role": "both",
+         "tensor_parallel": 2, "port": 8100 + (d // 100) % 2}
+        for d in range(0, n, 100)
+    ]
+    site.save()
+    return site

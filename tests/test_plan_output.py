@@ -14,7 +14,7 @@ from sovkit.inventory import load_inventory
 from sovkit.state.models import HostRecord, State
 from sovkit.state.store import LocalStateStore
 from tests.conftest import CliResult
-from tests.sitefactory import KIND, Site, make_site
+from tests.sitefactory import KIND, Site, big_site, make_site
 
 Cli = Callable[..., CliResult]
 
@@ -143,3 +143,63 @@ def test_detailed_exitcode_with_json(mixed: Site, cli: Cli) -> None:
     assert r.code == 2
     doc: dict[str, Any] = json.loads(r.out)
     assert doc["plan"]["summary"]["create"] == 4
+
+
+@pytest.fixture(scope="module")
+def big(tmp_path_factory: pytest.TempPathFactory) -> Site:
+    """60 hosts in 3 racks of 20, none applied: 240 changes, over the summary threshold (the bench's site, smaller)."""
+    return big_site(tmp_path_factory.mktemp("big"), 60)
+
+
+def test_big_plan_prints_a_summary_per_rack_and_the_first_changes(big: Site, cli: Cli) -> None:
+    r = cli("plan", big.path)
+    assert r.code == 0, r.text
+    lines = r.out.splitlines()
+    start = lines.index("Site demo:")
+    assert lines[start + 1:start + 6] == [
+        "  240 change(s) on 60 host(s) in 3 rack(s): 240 to create.",
+        "  Per rack:",
+        "    rack rack-0000: 80 change(s) on 20 host(s) (80 to create)",
+        "    rack rack-0001: 80 change(s) on 20 host(s) (80 to create)",
+        "    rack rack-0002: 80 change(s) on 20 host(s) (80 to create)",
+    ]
+    assert lines[start + 6] == "  First 10 change(s):"
+    assert lines[start + 7:start + 9] == ["    node-00000",
+                                          "      + firmware rebellions-atom-max: flash 1.2.0 on 2 device(s)"]
+    assert sum(1 for line in lines if line.lstrip().startswith(("+ ", "~ ", "- "))) == 10
+    assert "  … and 230 more: `sovkit plan --detail` shows every change, grouped per rack." in lines
+    assert "node-00059" not in r.out
+    assert lines[-1] == "Plan: 240 to create, 0 to update, 0 to delete."
+
+
+def test_big_plan_with_detail_lists_every_change_grouped_per_rack(big: Site, cli: Cli) -> None:
+    r = cli("plan", big.path, "--detail")
+    assert r.code == 0, r.text
+    lines = r.out.splitlines()
+    start = lines.index("Site demo:")
+    assert lines[start + 1:start + 4] == [
+        "  rack rack-0000: 80 change(s) on 20 host(s) (80 to create)",
+        "    node-00000",
+        "      + firmware rebellions-atom-max: flash 1.2.0 on 2 device(s)",
+    ]
+    racks = [line for line in lines if line.startswith("  rack ")]
+    assert [line.split(":")[0] for line in racks] == ["  rack rack-0000", "  rack rack-0001", "  rack rack-0002"]
+    assert sum(1 for line in lines if line.lstrip().startswith(("+ ", "~ ", "- "))) == 240
+    # each host sits under its own rack: node-00020 is the first host after rack-0001's line
+    assert lines[lines.index(racks[1]) + 1] == "    node-00020"
+    assert "--detail" not in r.out and lines[-1] == "Plan: 240 to create, 0 to update, 0 to delete."
+
+
+def test_small_plan_with_detail_groups_the_same_changes_per_rack(mixed: Site, cli: Cli) -> None:
+    full = [line.strip() for line in cli("plan", mixed.path).out.splitlines() if line.startswith("    ")]
+    r = cli("plan", mixed.path, "--detail")
+    assert r.code == 0, r.text
+    detail = [line.strip() for line in r.out.splitlines() if line.startswith("      ")]
+    assert detail == full and len(full) == 6
+    assert any(line.startswith("  rack ") for line in r.out.splitlines())
+
+
+def test_big_plan_json_is_not_summarised(big: Site, cli: Cli) -> None:
+    r = cli("plan", big.path, "--json")
+    assert r.code == 0, r.text
+    assert len(json.loads(r.out)["plan"]["changes"]) == 240

@@ -15,6 +15,7 @@ separates commands. Every word is quoted, so none of that can split or expand a 
 from __future__ import annotations
 
 import json
+import re
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -179,8 +180,13 @@ def render_launch(profile: RuntimeProfile, inp: LaunchInput) -> Launch:
 
 # --- systemd ---------------------------------------------------------------------------------------------
 
+_NEEDS_ESCAPE = re.compile(r'[\\"\x00-\x1f\x7f]')
+
+
 def _c_escape(value: str) -> str:
     """Backslash, double quote and control characters as systemd's C escapes (systemd.syntax, quoting)."""
+    if not _NEEDS_ESCAPE.search(value):  # the usual case, and a hot one on big sites: nothing to escape
+        return value
     out = []
     for ch in value:
         if ch == "\\":
