@@ -72,8 +72,8 @@ def test_apply_records_verifiable_provision_attestations(tmp_path: Path) -> None
     assert js.code == 0, js.text
     doc = json.loads(js.out)
     assert doc["ok"] is True and doc["facts"]["entries"] == 3
-    assert [s["name"] for s in doc["steps"]] == ["envelope-format", "keyid", "signature", "chain", "head", "anchor",
-                                                 "subjects"]
+    assert [s["name"] for s in doc["steps"]] == ["envelope-format", "keyid", "signature", "chain", "head", "keyring",
+                                                 "signing-time", "anchor", "subjects"]
 
     # a changed model file in the artifact store no longer matches its attested subject
     weights = site.store / "models/demo-ko-chat/1.0/model.safetensors"
