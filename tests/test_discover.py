@@ -66,7 +66,8 @@ def test_refresh_stops_on_another_cpu_and_hostile_cpuinfo(tmp_path: Path) -> Non
 
 
 def _fill_todos(path: Path, store: Path) -> None:
-    """What an operator does after discovery: country, trust roots, artifact store, rack budget."""
+    """What an operator does after discovery: country, trust roots, artifact store, rack budget, log sinks and the
+    documentation record the policy requires."""
     data: dict[str, Any] = yaml.safe_load(path.read_text())
     data["jurisdiction"]["country"] = "KR"
     data["residency"]["allowed_jurisdictions"] = ["KR"]
@@ -76,6 +77,10 @@ def _fill_todos(path: Path, store: Path) -> None:
     store.mkdir()
     data["artifact_store"]["path"] = store.name
     data["racks"][0]["power_budget_w"] = 6000
+    for sink in data["log_sinks"]:
+        sink.update(url=f"file:///var/log/sovkit/{sink['name']}", jurisdiction="KR", retention_days=365)
+    data["records"]["technical_documentation"] = {"location": "https://docs.example.internal/ai",
+                                                  "jurisdiction": "KR", "retention_years": 10}
     path.write_text(yaml.safe_dump(data, sort_keys=False))
 
 
@@ -105,7 +110,10 @@ def test_init_discover_round_trip(tmp_path: Path) -> None:
     for where in ("[jurisdiction.country] 'TODO' is a TODO left to fill in",
                   "[trust_roots.publishers[0].public_key] 'TODO: publisher public key' is a TODO",
                   "[artifact_store.path] 'TODO: artifact store directory' is a TODO",
-                  "[racks[0].power_budget_w] 'TODO: rack power budget in W' is a TODO"):
+                  "[racks[0].power_budget_w] 'TODO: rack power budget in W' is a TODO",
+                  "[log_sinks[0].url] 'TODO: decision log URL' is a TODO",
+                  "[log_sinks[1].retention_days] 'TODO: days kept, at least 183' is a TODO",
+                  "[records.technical_documentation.location] 'TODO: documentation location' is a TODO"):
         assert where in unfilled.err, unfilled.err
 
     again = run_cli("init", out, "--discover", "npu-a=127.0.0.1", "--connection", "local", "--root", roots)

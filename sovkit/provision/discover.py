@@ -178,7 +178,8 @@ def _dump(data: dict[str, Any]) -> str:
 def starting_inventory(name: str, hosts: list[DiscoveredHost], opts: DiscoverOptions, site_dir: Path,
                        country: str | None = None) -> str:
     """The text of a starting site.yaml: discovered hosts, and TODO values (racks, trust roots, artifact store,
-    jurisdiction when no country is given) that fail `sovkit validate` until filled. Host-reported values in it
+    the log sinks and documentation record the policy requires, jurisdiction when no country is given) that fail
+    `sovkit validate` until filled. Host-reported values in it
     were validated by :func:`sovkit.provision.facts.parse_facts`; comments carry only such values."""
     if not identifiers.matches(identifiers.NAME, name):
         raise SovkitError(f"{identifiers.describe(name)} is not a valid site name",
@@ -201,6 +202,17 @@ def starting_inventory(name: str, hosts: list[DiscoveredHost], opts: DiscoverOpt
         _dump({"artifact_store": {"kind": "local", "path": _todo("artifact store directory")}}),
         "# TODO: one entry per rack with its power budget; put each host in its rack\n",
         _dump({"racks": [{"name": TODO_RACK, "power_budget_w": _todo("rack power budget in W")}]}),
+        "# TODO: where policy decisions and inference logs are kept, and for how many days (AI Act Arts. 12, 19:\n"
+        "# at least six months, 183 days; policy rules LOG-001..004)\n",
+        _dump({"log_sinks": [
+            {"name": "decisions", "url": _todo("decision log URL"), "jurisdiction": where,
+             "retention_days": _todo("days kept, at least 183"), "decision_log": True},
+            {"name": "inference", "url": _todo("inference log URL"), "jurisdiction": where,
+             "retention_days": _todo("days kept, at least 183"), "inference_log": True}]}),
+        "# TODO: where the technical documentation is kept, and for how many years (AI Act Art. 18: ten; DOC-001)\n",
+        _dump({"records": {"technical_documentation": {
+            "location": _todo("documentation location"), "jurisdiction": where,
+            "retention_years": _todo("years kept, at least 10")}}}),
         "# Hosts as found:\n" + "\n".join(_found_comment(h) for h in hosts) + "\n",
         _dump({"hosts": [_host_entry(h, opts, site_dir) for h in hosts]}),
         "# TODO: firmware, runtimes, models and deployments (pinned artifacts from your bundle)\n",
