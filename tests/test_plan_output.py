@@ -13,7 +13,7 @@ from sovkit.components.host import desired_site
 from sovkit.inventory import load_inventory
 from sovkit.state.models import HostRecord, State
 from sovkit.state.store import LocalStateStore
-from tests.conftest import CliResult
+from tests.conftest import CliResult, run_cli
 from tests.sitefactory import KIND, Site, big_site, make_site
 
 Cli = Callable[..., CliResult]
@@ -203,3 +203,24 @@ def test_big_plan_json_is_not_summarised(big: Site, cli: Cli) -> None:
     r = cli("plan", big.path, "--json")
     assert r.code == 0, r.text
     assert len(json.loads(r.out)["plan"]["changes"]) == 240
+
+
+def test_apply_shows_a_big_plan_as_the_same_summary_before_asking(big: Site) -> None:
+    """`apply` of an inventory asks about the plan it shows: a summary per rack, not 240 change lines."""
+    declined = run_cli("apply", big.path, input="n\n")
+    assert declined.code == 1 and "Apply cancelled; nothing was changed." in declined.text, declined.text
+    assert "  240 change(s) on 60 host(s) in 3 rack(s): 240 to create." in declined.out.splitlines()
+    assert "node-00059" not in declined.out
+    assert sum(1 for line in declined.out.splitlines() if line.lstrip().startswith(("+ ", "~ ", "- "))) == 10
+    assert not (big.root / ".sovkit" / "state.json").exists()  # nothing applied, nothing recorded
+    detailed = run_cli("apply", big.path, "--detail", input="n\n")
+    assert detailed.code == 1, detailed.text
+    assert sum(1 for line in detailed.out.splitlines() if line.lstrip().startswith(("+ ", "~ ", "- "))) == 240
+    assert "    node-00059" in detailed.out.splitlines()
+
+
+def test_a_big_batch_is_named_by_its_first_hosts_and_counted() -> None:
+    from sovkit.cli.plan_cmds import _hosts_named
+
+    assert _hosts_named(["a", "b"]) == "a, b"
+    assert _hosts_named([f"n{i}" for i in range(2500)]) == "n0, n1, n2, n3, n4 and 2495 more (2500 hosts)"

@@ -201,8 +201,8 @@ def show_report(report: api.ApplyReport, json_out: bool) -> None:
     console.print(f"[bold]Apply {report.run_id}:[/] {done} component(s) recorded across {len(report.records)} "
                   f"host(s); state serial {report.state.serial}.")
     if len(report.batches) > 1:
-        console.print(f"Rollout: {len(report.batches)} batch(es) planned: "
-                      + "; ".join(f"{i + 1}: {', '.join(escape(h) for h in b)}" for i, b in enumerate(report.batches)))
+        console.print(f"Rollout: {len(report.batches)} batch(es) planned: " + "; ".join(
+            f"{i + 1}: {_hosts_named(b)}" for i, b in enumerate(report.batches)))
     if report.stopped:
         err_console.print(f"[red]Rollout {escape(report.stopped)}[/]")
     for c in report.serving_checks:
@@ -214,6 +214,12 @@ def show_report(report: api.ApplyReport, json_out: bool) -> None:
                       f"{escape(c.host)}, model {escape(c.model_version)}: {timing}")
     for host, task, msg in report.failures:
         err_console.print(f"[red]✗ {escape(host)}[/] failed at {escape(task)}: {escape(msg)}")
+
+
+def _hosts_named(hosts: list[str], most: int = 5) -> str:
+    """A batch's hosts, the first few by name: a 10,000-host rollout stays one readable line per batch."""
+    shown = ", ".join(escape(h) for h in hosts[:most])
+    return shown if len(hosts) <= most else f"{shown} and {len(hosts) - most} more ({len(hosts)} hosts)"
 
 
 def apply(
@@ -240,6 +246,9 @@ def apply(
     forks: ForksOpt = None,
     policy_bundle: PolicyBundleOpt = None,
     bundle_key: BundleKeyOpt = None,
+    detail: Annotated[bool, typer.Option("--detail", help="(inventory only) Show every change, grouped per rack, "
+                                                          f"before asking (plans over {BIG_PLAN} changes are "
+                                                          "otherwise shown as a summary).")] = False,
 ) -> int:
     """Apply a saved plan (refusing a stale or tampered one), or plan + confirm + apply an inventory."""
     rollout = api.rollout_from_options(limit=limit, batch_size=batch_size, canary=canary,
@@ -286,7 +295,7 @@ def apply(
             plan_progress.stop()
             _print_warnings(result)
             if not json_out:
-                _print_plan(result)
+                _print_plan(result, {h.name: h.rack for h in ws.inventory.site.hosts}, detail)
             if result.plan.empty:
                 if not json_out:
                     console.print("Nothing to apply.")
