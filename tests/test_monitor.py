@@ -329,6 +329,31 @@ def test_decision_log_sinks_file_http_and_unsupported_schemes(tmp_path: Path) ->
     assert headers["Content-Encoding"] == "gzip" and json.loads(gzip.decompress(body)) == [event]
 
 
+def test_file_sink_never_writes_through_a_planted_symlink_or_into_a_fifo(tmp_path: Path) -> None:
+    """A decision log's name made a symlink to another file (or a FIFO) is that sink's error; the target is
+    untouched."""
+    precious = tmp_path / "shadow"
+    precious.write_text("root:x:0:0\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "decision-log.jsonl").symlink_to(precious)
+    os.mkfifo(tmp_path / "pipe.jsonl")
+    sinks = [LogSink(name="linked", url=(tmp_path / "logs").as_uri(), jurisdiction="KR", retention_days=400,
+                     decision_log=True),
+             LogSink(name="fifo", url=(tmp_path / "pipe.jsonl").as_uri(), jurisdiction="KR", retention_days=400,
+                     decision_log=True)]
+    event = decision_event(decision_id="d-1", site="demo", timestamp="2026-01-01T00:00:00Z", input_digest=None,
+                           pack_digest=None, engine="embedded", result={"allowed": True}, error=None)
+    reader = os.open(tmp_path / "pipe.jsonl", os.O_RDONLY | os.O_NONBLOCK)  # so the FIFO opens for writing
+    try:
+        written = write_decision(sinks, event)
+        assert os.read(reader, 100) == b""
+    finally:
+        os.close(reader)
+    assert written["linked"].startswith("decision-log sink linked (") and "symbolic link" in written["linked"]
+    assert "is not a regular file" in written["fifo"], written
+    assert precious.read_text() == "root:x:0:0\n"
+
+
 # --- CLI --------------------------------------------------------------------------------------------------------------
 
 

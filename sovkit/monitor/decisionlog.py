@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import stat
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -59,9 +60,13 @@ def file_target(url: str) -> Path:
 
 
 def _append_line(path: Path, line: bytes) -> None:
+    """Append to a regular file only: a symlink planted at the log's name (to /etc/shadow, say) or a FIFO is
+    refused, never written through."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK, 0o640)
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{path} is not a regular file")
         os.write(fd, line)
         os.fsync(fd)
     finally:
