@@ -613,7 +613,7 @@ def load_signer_file(*, path: Path, passphrase: bytes | None = None) -> LocalSig
 
 def default_keyring_path(*, log_dir: Path) -> Path:
     """Where `sovkit keys rotate|revoke` keep the keyring by default: <state dir>/keys/keyring.json."""
-    return log_dir.parent / "keys" / "keyring.json"
+    return _keyring.keyring_path_for(log_dir)
 
 
 def load_keyring(*, path: Path, keys: list[PublicKey]) -> Keyring:

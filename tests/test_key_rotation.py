@@ -258,3 +258,52 @@ def test_publisher_revocation_and_window_apply_to_model_signatures(tmp_path: Pat
     site.save()
     (site.root / "keys" / "keyring.json").write_text('{"versions": []}')
     assert "does not verify" in _model_signature(site)["reason"]
+
+
+def test_audit_pack_carries_the_keyring_and_verify_judges_signers_with_it(rig: Rig, tmp_path: Path,
+                                                                          cli: Callable[..., CliResult]) -> None:
+    """After a rotation the pack is signed by the new key; a regulator pinning only the old key verifies it through
+    the keyring the pack carries. Without that keyring, or with it tampered, the new key is trusted nowhere."""
+    assert cli("keys", "rotate", "--key", rig.key("old"), "--new", rig.key("new"), "--log", rig.log).code == 0
+    pack = tmp_path / "pack"
+    made = cli("audit", DEMO / "site.yaml", "-o", pack, "--key", rig.key("new"), "--state-dir", rig.state_dir)
+    assert made.code == 0, made.text
+    assert (pack / "keys/keyring.json").read_bytes() == rig.keyring.read_bytes()
+    assert "keys/keyring.json" in (pack / "manifest.json").read_text()
+
+    def steps(target: Path, *extra: str | Path) -> dict[str, dict[str, Any]]:
+        r = cli("verify", target, "--key", rig.key("old", public=True), *extra, "--json")
+        return {s["name"]: {**s, "code": r.code} for s in json.loads(r.out)["steps"]}
+
+    ok = steps(pack)
+    assert ok["keyring"]["status"] == "ok" and "the pack's keyring, version 2" in ok["keyring"]["detail"]
+    assert ok["manifest-signature"]["status"] == ok["attestation-log"]["status"] == "ok"
+    assert ok["keyring"]["code"] == 0
+
+    bare = tmp_path / "bare"
+    shutil.copytree(pack, bare)
+    (bare / "keys/keyring.json").unlink()
+    no_ring = steps(bare)
+    assert no_ring["keyring"]["status"] == "not-checked" and no_ring["manifest-signature"]["status"] == "failed"
+    assert no_ring["keyring"]["code"] == 1
+
+    forged = tmp_path / "forged"
+    shutil.copytree(pack, forged)
+    ring = json.loads((forged / "keys/keyring.json").read_text())
+    ring["versions"] = ring["versions"][1:]  # drop the version the pinned key signed
+    (forged / "keys/keyring.json").write_text(json.dumps(ring))
+    bad = steps(forged)
+    assert bad["keyring"]["status"] == "failed" and bad["manifest-signature"]["status"] == "failed"
+
+    # later the new key is handed over and revoked as of a time before the pack was made; `--keyring` (the newer
+    # keyring, not the pack's) then judges the pack's signer invalid when it signed
+    assert cli("keys", "rotate", "--key", rig.key("new"), "--new", rig.key("stranger"), "--log", rig.log).code == 0
+    revoked = cli("keys", "revoke", rig.key("new", public=True), "--at", "2025-04-01T00:00:00Z", "--reason",
+                  "lost", "--key", rig.key("stranger"), "--log", rig.log)
+    assert revoked.code == 0, revoked.text
+    later = steps(pack, "--keyring", rig.keyring)
+    assert later["keyring"]["status"] == "ok" and "not the pack's" in later["keyring"]["detail"]
+    assert later["manifest-signature"]["status"] == "failed", later["manifest-signature"]
+    assert "not valid then" in " ".join(later["manifest-signature"]["problems"])
+    assert "revoked at 2025-04-01T00:00:00Z (lost)" in " ".join(later["manifest-signature"]["problems"])
+    assert later["keyring"]["code"] == 1

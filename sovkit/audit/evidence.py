@@ -26,7 +26,7 @@ from sovkit.policy.api import (
 )
 from sovkit.policy.input import build_input
 from sovkit.policy.pack import read_bundle
-from sovkit.signing.keyring import Keyring
+from sovkit.signing.keyring import KEYRING_RELPATH, Keyring, keyring_path_for
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.paths import path_problem
 from sovkit.state.models import State
@@ -52,6 +52,18 @@ def copy_log(source: Path, target: Path) -> bool:
     target.mkdir(parents=True)
     for name in present:
         shutil.copyfile(source / name, target / name)
+    return True
+
+
+def copy_keyring(state_dir: Path, root: Path) -> bool:
+    """Copy the operator's keyring (rotations, revocations) into the pack, so a regulator can judge each signer by
+    the time it signed with nothing but the pack and one pinned key; False when the site never rotated."""
+    source = keyring_path_for(log_dir(state_dir))
+    if not source.is_file():
+        return False
+    target = root / KEYRING_RELPATH
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
     return True
 
 

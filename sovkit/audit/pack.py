@@ -97,6 +97,7 @@ def _assemble(ws: AuditSource, root: Path, signer: Signer, extra: PolicySource, 
     copied = evidence.copy_log(evidence.log_dir(ws.directory), root / evidence.ATTESTATIONS_DIR)
     log_copy = evidence.ATTESTATIONS_DIR + "/" if copied else None
     entries = evidence.read_entries(root / evidence.ATTESTATIONS_DIR)
+    evidence.copy_keyring(ws.directory, root)
 
     if state.lineage:  # the state exactly as the report read it, not a later write
         (root / "evidence").mkdir()

@@ -1,6 +1,7 @@
 """Verify an audit pack offline, as named steps, each failure with its own message.
 
-Steps: manifest-signature, file-set (nothing missing, nothing extra, only
+Steps: keyring (the pack's ``keys/keyring.json``, or ``--keyring``, chained to a pinned key), manifest-signature,
+file-set (nothing missing, nothing extra, only
 regular files), file-digests (size and sha256 of every listed file), report
 (report.json is a sovkit audit report of a known schema), ml-bom (every BOM is
 strictly valid CycloneDX 1.6 with a model and its file hashes),
@@ -30,7 +31,7 @@ from sovkit.audit.model import REPORT_SCHEMA, AuditReport
 from sovkit.digest import sha256_file
 from sovkit.errors import SovkitError, VerificationError
 from sovkit.signing import dsse, paths
-from sovkit.signing.keyring import Keyring, parse_time, short
+from sovkit.signing.keyring import KEYRING_RELPATH, Keyring, load_keyring, parse_time, short
 from sovkit.signing.keys import PublicKey
 from sovkit.signing.manifest import ENVELOPE
 from sovkit.signing.steps import Step, Verification
@@ -282,6 +283,22 @@ def _manifest_signer_problem(root: Path, created: str, keys: list[PublicKey], ke
     return "; ".join(problems) or None
 
 
+def _pack_keyring(root: Path, keys: list[PublicKey]) -> tuple[Keyring | None, Step]:
+    """The operator's keyring the pack carries (``keys/keyring.json``), trusted only through a pinned key that
+    signed one of its versions. A keyring that does not verify fails its step, and is not used: its keys are
+    then trusted nowhere (fail closed)."""
+    path = root / KEYRING_RELPATH
+    if not path.is_file():
+        return None, Step.not_checked("keyring", "the pack has no keyring (the site never rotated or revoked a "
+                                                 "key): every signature is judged by the --key(s) alone")
+    try:
+        ring = load_keyring(path, keys)
+    except VerificationError as exc:
+        return None, Step.from_error("keyring", exc)
+    return ring, Step.passed("keyring", f"the pack's keyring, version {ring.version}, chained to a --key: each "
+                                        "signer is judged at the time it signed")
+
+
 def verify_audit_pack(root: Path, keys: list[PublicKey], keyring: Keyring | None = None) -> Verification:
     """Check everything in the pack that can be checked offline with the public keys alone (and the keyring:
     its keys count too, each judged at the time it signed)."""
@@ -289,10 +306,15 @@ def verify_audit_pack(root: Path, keys: list[PublicKey], keyring: Keyring | None
         raise VerificationError(f"{root} is not a directory", "pass the directory written by `sovkit audit -o`",
                                 step="manifest-signature")
     steps: list[Step] = []
+    if keyring is None:
+        keyring, ring_step = _pack_keyring(root, keys)
+    else:
+        ring_step = Step.passed("keyring", f"the keyring given (version {keyring.version}), not the pack's")
     manifest, problems = check_signed_manifest(root, [*keys, *(keyring.public_keys if keyring else [])])
     if manifest is not None and keyring is not None:
         problem = _manifest_signer_problem(root, manifest.created, keys, keyring)
         manifest, problems = (None, [problem]) if problem else (manifest, problems)
+    steps.append(ring_step)
     if manifest is not None:
         steps.append(Step.passed("manifest-signature", f"signed manifest of {len(manifest.files)} files"))
     else:

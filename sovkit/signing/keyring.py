@@ -41,6 +41,14 @@ from sovkit.signing.keys import PublicKey, Signer
 
 KEYRING_TYPE = "https://sovkit.dev/keyring/v1"
 PAYLOAD_TYPE = "application/vnd.sovkit.keyring+json"
+#: where the keyring sits beside the attestation log: ``<state dir>/keys/keyring.json`` (an audit pack keeps it at
+#: the same relative place, ``keys/keyring.json``)
+KEYRING_RELPATH = "keys/keyring.json"
+
+
+def keyring_path_for(log_dir: Path) -> Path:
+    """The keyring of the log in ``log_dir`` (``<state dir>/attestations``): ``<state dir>/keys/keyring.json``."""
+    return log_dir.parent / KEYRING_RELPATH
 STEP = "keyring"
 _HEX64 = r"^[0-9a-f]{64}$"
 
