@@ -285,6 +285,37 @@ def test_monitor_tracks_compliance_engine_failure_and_drift_and_stops_cleanly(ap
     assert "result" not in failed and "cannot connect" in failed["error"]["message"]
 
 
+@pytest.mark.slow
+@pytest.mark.timeout(600)
+def test_once_and_count_exit_codes_and_the_metrics_file(applied: Site, tmp_path: Path) -> None:
+    """The timer form: 0 compliant, 3 not compliant, 1 a failed check or an unwritable metrics file."""
+    from tests.conftest import run_cli
+
+    prom = tmp_path / "sovkit.prom"
+    ok = run_cli("monitor", applied.path, "--once", "--metrics-file", prom)
+    assert ok.code == 0, ok.text
+    assert "sovkit_compliant 1.0" in prom.read_text().splitlines()
+
+    tokenizer = applied.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat/current/tokenizer.json"
+    original = tokenizer.read_bytes()
+    tokenizer.write_bytes(original + b" ")
+    try:
+        drifted = run_cli("monitor", applied.path, "--count", "2", "--interval", "1s", "--metrics-file", prom, "--json")
+    finally:
+        tokenizer.write_bytes(original)
+    assert drifted.code == 3, drifted.text
+    assert [json.loads(line)["predicate"]["compliant"] for line in drifted.out.splitlines()] == [False, False]
+    assert "sovkit_compliant 0.0" in prom.read_text().splitlines()
+
+    dead = run_cli("monitor", applied.path, "--once", "--opa-url", f"http://127.0.0.1:{free_ports(1)[0]}")
+    assert dead.code == 1, dead.text  # the policy stage could not run: a failed check, not a verdict
+
+    before = prom.read_bytes()
+    unwritable = run_cli("monitor", applied.path, "--once", "--metrics-file", tmp_path / "no-such-dir" / "x.prom")
+    assert unwritable.code == 1 and "cannot write metrics to" in unwritable.err, unwritable.text
+    assert "Traceback" not in unwritable.text and prom.read_bytes() == before
+
+
 # --- decision-log sinks -------------------------------------------------------------------------------------------
 
 
