@@ -49,32 +49,35 @@ _cap002_warn := [lib.finding(
 	])
 ]
 
-# Placements (one per deployment and host) carry the joined facts: joins by name are quadratic in rego-cpp.
+# Placement shapes (a deployment on hosts with identical facts, input.placement_shapes) carry the joined facts:
+# joins by name are quadratic in rego-cpp. A rule judges a shape once and names each of its hosts.
 
 # CAP-003: one replica's weights fit in the memory of the tensor_parallel devices it spans on each host
 # (replica_memory_gb: (accelerator_memory_gb / accelerator_count) x tensor_parallel, computed in Python).
 _cap003_deny := [lib.finding(
 	"CAP-003", "deny",
-	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [p.deployment, p.model, p.weights_bytes / 1e9, p.tensor_parallel, p.host, usable]),
+	sprintf("deployment %s: model %s weights (%v GB) do not fit in %d device(s) of host %s (%v GB)", [p.deployment, p.model, p.weights_bytes / 1e9, p.tensor_parallel, host, usable]),
 	lib.res("deployments", p.deployment),
 	"raise tensor_parallel, use hosts with more accelerator memory, or a smaller (quantized) model",
 ) |
-	some p in input.placements
+	some p in input.placement_shapes
 	usable := p.replica_memory_gb
 	usable != null
 	p.weights_bytes != null
 	p.weights_bytes > usable * 1e9
+	some host in p.hosts
 ]
 
 # CAP-004: tensor_parallel cannot exceed the accelerators a host has.
 _cap004_deny := [lib.finding(
 	"CAP-004", "deny",
-	sprintf("deployment %s wants tensor_parallel %d on host %s, which has %d accelerator(s)", [p.deployment, p.tensor_parallel, p.host, p.accelerator_count]),
+	sprintf("deployment %s wants tensor_parallel %d on host %s, which has %d accelerator(s)", [p.deployment, p.tensor_parallel, host, p.accelerator_count]),
 	lib.res("deployments", p.deployment),
 	"lower tensor_parallel or deploy on hosts with enough accelerators",
 ) |
-	some p in input.placements
+	some p in input.placement_shapes
 	p.tensor_parallel > p.accelerator_count
+	some host in p.hosts
 ]
 
 # CAP-005: a figure the checks need is unknown in the catalog, so a limit cannot be proven.
@@ -90,12 +93,13 @@ _cap005_warn := [lib.finding(
 
 _cap005_warn_2 := [lib.finding(
 	"CAP-005", "warn",
-	sprintf("deployment %s: accelerator memory of host %s is unknown; cannot check that model %s fits", [p.deployment, p.host, p.model]),
+	sprintf("deployment %s: accelerator memory of host %s is unknown; cannot check that model %s fits", [p.deployment, host, p.model]),
 	lib.res("deployments", p.deployment),
 	"confirm the accelerator's memory and add it to the catalog",
 ) |
-	some p in input.placements
+	some p in input.placement_shapes
 	p.accelerator_memory_gb == null
+	some host in p.hosts
 ]
 
 # Rules over per-host collections build arrays: rego-cpp builds a set in quadratic time.

@@ -23,7 +23,7 @@ _replica(mem, tp) := null if mem == null
 
 _replica(mem, tp) := (mem / 2) * tp if mem != null
 
-_place(tp, mem) := {"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "replica_memory_gb": _replica(mem, tp), "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
+_place(tp, mem) := {"deployment": "dep", "hosts": ["h"], "model": "m", "runtime": "rt", "tensor_parallel": tp, "accelerator_count": 2, "accelerator_memory_gb": mem, "replica_memory_gb": _replica(mem, tp), "weights_bytes": 70000000000, "runtime_version": "1.0.0", "recorded_runtime": null}
 
 test_cap_001_over_budget if {
 	rs := [_rack(1001)]
@@ -50,23 +50,32 @@ test_cap_002_ratio_is_data if {
 
 test_cap_003_weights_do_not_fit if {
 	ps := [_place(1, 128)]
-	_ids(capacity.deny) == {"CAP-003"} with input.placements as ps
+	_ids(capacity.deny) == {"CAP-003"} with input.placement_shapes as ps
 }
 
 test_cap_003_weights_fit_with_tensor_parallel if {
 	ps := [_place(2, 128)]
-	count(capacity.deny) == 0 with input.placements as ps
+	count(capacity.deny) == 0 with input.placement_shapes as ps
 }
 
 test_cap_004_tensor_parallel_beyond_devices if {
 	ps := [_place(4, 1024)]
-	_ids(capacity.deny) == {"CAP-004"} with input.placements as ps
+	_ids(capacity.deny) == {"CAP-004"} with input.placement_shapes as ps
+}
+
+test_cap_004_names_each_host_of_a_shape if {
+	ps := [object.union(_place(4, 1024), {"hosts": ["h", "g"]})]
+	d := capacity.deny with input.placement_shapes as ps
+	{f.msg | some f in d} == {
+		"deployment dep wants tensor_parallel 4 on host h, which has 2 accelerator(s)",
+		"deployment dep wants tensor_parallel 4 on host g, which has 2 accelerator(s)",
+	}
 }
 
 test_cap_005_unknown_figures_warn if {
 	rs := [object.union(_rack(100), {"unknown_tdp": 2})]
 	ps := [_place(1, null)]
-	w := capacity.warn with input.racks as rs with input.placements as ps
+	w := capacity.warn with input.racks as rs with input.placement_shapes as ps
 	_ids(w) == {"CAP-005"}
 	count(w) == 2
 }

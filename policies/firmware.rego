@@ -54,23 +54,25 @@ _deny contains lib.finding(
 }
 
 # FW-005: no downgrade below the version recorded on a host (state given).
-# Per host a small set (two slots of one kind give one finding), flattened into an array.
-_fw005_deny := [f |
-	some h in input.hosts
-	h.recorded != null
-	some f in _fw005(h)
-]
-
-_fw005(h) := {lib.finding(
+# Judged once per host shape (input.host_shapes: hosts with identical facts), then named for each of its hosts.
+_fw005_deny := [lib.finding(
 	"FW-005", "deny",
-	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, slot.kind, recorded, fw.version]),
+	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, d[0], d[1], d[2]]),
 	lib.res("hosts", h.name),
 	"pin a firmware version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
-	some slot in h.accelerators
+	some s in input.host_shapes
+	s.recorded != null
+	some d in _fw005(s)
+	some h in s.hosts
+]
+
+# Per shape a small set of [kind, recorded, pinned] (two slots of one kind give one finding).
+_fw005(s) := {[slot.kind, recorded, fw.version] |
+	some slot in s.accelerators
 	some fw in input.firmware
 	fw.name == slot.firmware
-	recorded := h.recorded.firmware[slot.kind]
+	recorded := s.recorded.firmware[slot.kind]
 	lib.older(fw.version, recorded)
 }
 

@@ -53,12 +53,13 @@ _deny contains lib.finding(
 # RES-009: a host labelled with its own jurisdiction must lie in the site's country.
 _res009_deny := [lib.finding(
 	"RES-009", "deny",
-	sprintf("host %s is labelled as located in %s, but the site is in %s", [h.name, h.jurisdiction, input.site.jurisdiction.country]),
+	sprintf("host %s is labelled as located in %s, but the site is in %s", [h.name, s.jurisdiction, input.site.jurisdiction.country]),
 	lib.res("hosts", h.name),
 	"hosts of a site lie in the site's jurisdiction: move the host to its own site inventory, or fix its label",
 ) |
-	some h in input.hosts
-	lib.country(h.jurisdiction) != input.site.jurisdiction.country
+	some s in input.host_shapes
+	lib.country(s.jurisdiction) != input.site.jurisdiction.country
+	some h in s.hosts
 ]
 
 # RES-010: an air-gapped site has no egress at all.

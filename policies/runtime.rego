@@ -67,14 +67,15 @@ _deny contains lib.finding(
 # RT-005: no downgrade below the version recorded on a host that runs it (state given).
 _rt005_deny := [lib.finding(
 	"RT-005", "deny",
-	sprintf("host %s would downgrade runtime %s from %s to %s", [p.host, p.runtime, p.recorded_runtime, p.runtime_version]),
-	lib.res("hosts", p.host),
+	sprintf("host %s would downgrade runtime %s from %s to %s", [host, p.runtime, p.recorded_runtime, p.runtime_version]),
+	lib.res("hosts", host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
-	some p in input.placements
+	some p in input.placement_shapes
 	p.recorded_runtime != null
 	p.runtime_version != null
 	lib.older(p.runtime_version, p.recorded_runtime)
+	some host in p.hosts
 ]
 
 # RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
