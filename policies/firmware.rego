@@ -57,14 +57,21 @@ _deny contains lib.finding(
 # Judged once per host shape (input.host_shapes: hosts with identical facts), then named for each of its hosts.
 _fw005_deny := [lib.finding(
 	"FW-005", "deny",
-	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, d[0], d[1], d[2]]),
-	lib.res("hosts", h.name),
+	sprintf("host %s would downgrade %s firmware from %s to %s", [name, d[0], d[1], d[2]]),
+	lib.res("hosts", name),
 	"pin a firmware version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
+	some x in _fw005_found
+	d := x[1]
+	some r in x[0].racks
+	some name in r.hosts
+]
+
+# The failing shapes first, then each of their hosts (in one body rego-cpp may walk every host first).
+_fw005_found := [[s, d] |
 	some s in input.host_shapes
 	s.recorded != null
 	some d in _fw005(s)
-	some h in s.hosts
 ]
 
 # Per shape a small set of [kind, recorded, pinned] (two slots of one kind give one finding).

@@ -12,7 +12,7 @@ _fw := {
 	"signature": _sig,
 }
 
-_hosts := [{"hosts": [{"name": "h", "rack": "r"}], "accelerators": [{"kind": "rebellions-atom-max", "count": 2, "firmware": "fw"}]}]
+_hosts := [{"racks": [{"name": "r", "hosts": ["h"]}], "accelerators": [{"kind": "rebellions-atom-max", "count": 2, "firmware": "fw"}]}]
 
 _ids(fs) := {f.id | some f in fs}
 
@@ -70,7 +70,7 @@ test_fw_005_downgrade_against_state if {
 test_fw_005_names_each_host_of_a_shape if {
 	fws := [_fw]
 	recorded := {"recorded": {"firmware": {"rebellions-atom-max": "1.10.0"}, "runtimes": {}, "models": {}}}
-	hs := [object.union(_hosts[0], object.union(recorded, {"hosts": [{"name": "h", "rack": "r"}, {"name": "g", "rack": "r"}]}))]
+	hs := [object.union(_hosts[0], object.union(recorded, {"racks": [{"name": "r", "hosts": ["h"]}, {"name": "s", "hosts": ["g"]}]}))]
 	d := firmware.deny with input.firmware as fws with input.host_shapes as hs
 	{f.resource | some f in d} == {"hosts/h", "hosts/g"}
 	count(d) == 2

@@ -102,7 +102,7 @@ test_res_009_host_elsewhere if {
 	r := _res
 	s := _site
 	d := residency.deny with input.residency as r with input.site as s
-		with input.host_shapes as [{"hosts": [{"name": "h", "rack": "r"}, {"name": "i", "rack": "r"}], "jurisdiction": "JP"}, {"hosts": [{"name": "g", "rack": "r"}], "jurisdiction": "KR-11"}]
+		with input.host_shapes as [{"racks": [{"name": "r", "hosts": ["h", "i"]}], "jurisdiction": "JP"}, {"racks": [{"name": "r", "hosts": ["g"]}], "jurisdiction": "KR-11"}]
 	_ids(d) == {"RES-009"}
 	{f.resource | some f in d} == {"hosts/h", "hosts/i"}
 	count(d) == 2

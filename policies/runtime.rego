@@ -71,11 +71,16 @@ _rt005_deny := [lib.finding(
 	lib.res("hosts", host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
+	some p in _rt005
+	some host in p.hosts
+]
+
+# The failing shapes first, then each of their hosts (in one body rego-cpp may walk every host first).
+_rt005 := [p |
 	some p in input.placement_shapes
 	p.recorded_runtime != null
 	p.runtime_version != null
 	lib.older(p.runtime_version, p.recorded_runtime)
-	some host in p.hosts
 ]
 
 # RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).

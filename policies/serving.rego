@@ -1,7 +1,8 @@
 # Serving: prefill/decode pairs that match, runtimes on accelerators they support, devices and ports that do
 # not clash, models plus KV cache that fit, draft models that are pinned and signed.
 # input.serving is joined and placed in Python (sovkit/inventory/serving.py): these rules only compare.
-# serving.placement_shapes: a deployment on hosts with identical facts, judged once, each host named.
+# serving.placement_shapes: a deployment on hosts with identical facts, judged once, each host named (the failing
+# shapes are collected in an array first, then expanded: in one body rego-cpp may walk every host first).
 package sovkit.serving
 
 import rego.v1
@@ -64,17 +65,22 @@ _sv003_deny := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"use a runtime of a family that supports the host's accelerators (vllm: nvidia, vllm-rbln: rebellions, furiosa-llm: furiosa), or place the deployment on other hosts",
 ) |
-	some p in input.serving.placement_shapes
-	fam := _families[p.runtime_family]
-	some vendor in p.accelerator_vendors
-	not vendor in fam.vendors
+	some x in _sv003
+	p := x.shape
 	some host in p.hosts
 
 	# built with concat: rego-cpp leaves quotes in a sprintf %s of a joined list here (invalid JSON out)
 	msg := concat("", [
-		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, host, vendor]),
-		" (it supports: ", _list(fam.vendors), ")",
+		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, host, x.vendor]),
+		x.supports,
 	])
+]
+
+_sv003 := [{"shape": p, "vendor": vendor, "supports": concat("", [" (it supports: ", _list(fam.vendors), ")"])} |
+	some p in input.serving.placement_shapes
+	fam := _families[p.runtime_family]
+	some vendor in p.accelerator_vendors
+	not vendor in fam.vendors
 ]
 
 _sv003_deny_2 := [lib.finding(
@@ -147,10 +153,11 @@ _sv006_deny := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use a smaller kv_dtype (fp8), raise tensor_parallel, or use devices with more memory",
 ) |
-	some p in _over
-	p.need_bytes_per_device > p.device_memory_bytes
+	some p in _over_deny
 	some host in p.hosts
 ]
+
+_over_deny := [p | some p in _over; p.need_bytes_per_device > p.device_memory_bytes]
 
 _sv006_warn := [lib.finding(
 	"SV-006", "warn",
@@ -158,10 +165,14 @@ _sv006_warn := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use kv_dtype fp8, or raise tensor_parallel (headroom: serving_memory_headroom in the policy data)",
 ) |
+	some p in _over_warn
+	some host in p.hosts
+]
+
+_over_warn := [p |
 	some p in _over
 	p.need_bytes_per_device <= p.device_memory_bytes
 	p.need_bytes_per_device > (1 - _headroom) * p.device_memory_bytes
-	some host in p.hosts
 ]
 
 _sv006_warn_2 := [lib.finding(
@@ -181,12 +192,16 @@ _sv006_deny_2 := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"raise tensor_parallel, use devices with more memory, or a smaller (quantized) model",
 ) |
+	some p in _weights_over
+	some host in p.hosts
+]
+
+_weights_over := [p |
 	some p in input.serving.placement_shapes
 	p.kv_bytes_per_token == null
 	p.device_memory_bytes != null
 	p.weights_bytes_per_device != null
 	p.weights_bytes_per_device > p.device_memory_bytes
-	some host in p.hosts
 ]
 
 # SV-007: a speculative-decoding draft model is pinned and carries a verifying publisher signature.

@@ -197,22 +197,31 @@ def _mutate_racks(doc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
     d = _mutate(doc, rng)
     hosts = d["hosts"]
     racks = sorted({h["rack"] for h in hosts})
+    inside: list[tuple[str, str]] = []  # (rule, resource) of one host or rack inside a shape that fails whole
     for _ in range(rng.randint(2, 5)):
-        kind = rng.choice(["fw_down", "rt_down", "jurisdiction", "memory", "tp", "unknown_memory"])
+        kind = rng.choice(["fw_down", "rt_down", "jurisdiction", "memory", "tp", "unknown_memory", "power"])
         rack = rng.choice(racks)
         members = [h for h in hosts if h["rack"] == rack]
         names = {h["name"] for h in members}
-        if kind == "fw_down":
+        if kind == "power":  # every rack of the site over (or near) its budget
+            ratio = rng.choice([0.95, 1.5])
+            for r in d["racks"]:
+                r["peak_w"] = r["power_budget_w"] * ratio
+            inside.append(("CAP-001" if ratio > 1 else "CAP-002", f"racks/{rack}"))
+        elif kind == "fw_down":
             for h in members:
                 h["recorded"] = {"firmware": {s["kind"]: "1.5.0" for s in h["accelerators"]}, "runtimes": {},
                                  "models": {}}
+            inside.append(("FW-005", f"hosts/{rng.choice(members)['name']}"))
         elif kind == "jurisdiction":
             for h in members:
                 h["jurisdiction"] = "DE"
+            inside.append(("RES-009", f"hosts/{rng.choice(members)['name']}"))
         elif kind == "rt_down":
             for p in d["placements"]:
                 if p["host"] in names:
                     p["recorded_runtime"] = "99.0.0"
+            inside.append(("RT-005", f"hosts/{rng.choice(members)['name']}"))
         elif kind == "memory":
             for p in d["serving"]["placements"]:
                 if p["host"] in names:
@@ -228,10 +237,15 @@ def _mutate_racks(doc: dict[str, Any], rng: random.Random) -> dict[str, Any]:
             for p in d["placements"]:
                 if p["host"] in names:
                     p["accelerator_memory_gb"] = p["replica_memory_gb"] = None
-    for _ in range(rng.randint(1, 4)):  # single hosts inside a shape, some waived rules that fire on the whole rack
+    for rule, resource in inside:  # a single host (rack) inside a shape that fails as a whole
+        if rng.random() < 0.6:
+            d["waivers"].append({"rule": rule, "resource": resource, "reason": "one host under review",
+                                 "expires": "2099-01-01"})
+    for _ in range(rng.randint(1, 3)):  # and anywhere: waivers that match, expired or stale
         h = rng.choice(hosts)["name"]
-        rule = rng.choice(["FW-005", "RES-009", "RT-005", "CAP-005", "SV-006"])
+        rule = rng.choice(["FW-005", "RES-009", "RT-005", "CAP-005", "SV-006", "CAP-001", "CAP-002"])
         resource = f"hosts/{h}" if rule in ("FW-005", "RES-009", "RT-005") else \
+            f"racks/{rng.choice(racks)}" if rule in ("CAP-001", "CAP-002") else \
             f"deployments/{rng.choice(d['deployments'])['name']}"
         d["waivers"].append({"rule": rule, "resource": resource, "reason": "one host under review",
                              "expires": rng.choice(["2099-01-01", "2020-01-01"])})
@@ -257,18 +271,22 @@ def test_rack_mutations_reach_whole_shapes_and_single_host_waivers(rack_input: d
     for seed in RACK_SEEDS:
         found = _rack_findings(rack_input, seed)
         ids |= {f["id"] for f in found}
-        for rule in ("FW-005", "RES-009", "RT-005"):
+        for rule, shape in (("FW-005", RACK), ("RES-009", RACK), ("RT-005", RACK), ("CAP-001", 5), ("CAP-002", 5)):
             if {f["id"] for f in found if "waived" in f} & {rule} and \
-                    len([f for f in found if f["id"] == rule and "waived" not in f]) >= RACK - 1:
+                    len([f for f in found if f["id"] == rule and "waived" not in f]) >= shape - 1:
                 split.add(rule)
-    assert {"FW-005", "RES-009", "RT-005", "CAP-004", "CAP-005", "SV-006"} <= ids
+    assert {"FW-005", "RES-009", "RT-005", "CAP-001", "CAP-002", "CAP-004", "CAP-005", "SV-006"} <= ids
     assert split, "a waiver on one host inside a shape leaves the shape's other hosts found"
 
 
 def test_the_shaped_input_holds_every_host_and_placement(rack_input: dict[str, Any]) -> None:
     """Expanding the v2 shapes gives back the v1 per-host entries, no more, no less."""
     shaped = shape_input(rack_input)
-    hosts = [{**{k: v for k, v in s.items() if k != "hosts"}, **m} for s in shaped["host_shapes"] for m in s["hosts"]]
+    assert len(shaped["rack_shapes"]) < len(rack_input["racks"])
+    hosts = [{**{k: v for k, v in s.items() if k != "racks"}, "rack": r["name"], "name": h}
+             for s in shaped["host_shapes"] for r in s["racks"] for h in r["hosts"]]
+    racks = [{**{k: v for k, v in s.items() if k != "racks"}, "name": r}
+             for s in shaped["rack_shapes"] for r in s["racks"]]
     placed = [{**{k: v for k, v in s.items() if k != "hosts"}, "host": h}
               for s in shaped["placement_shapes"] for h in s["hosts"]]
     serving = [{**{k: v for k, v in s.items() if k != "hosts"}, "host": h}
@@ -278,12 +296,13 @@ def test_the_shaped_input_holds_every_host_and_placement(rack_input: dict[str, A
         return json.dumps(x, sort_keys=True)
 
     assert sorted(map(key, hosts)) == sorted(map(key, rack_input["hosts"]))
+    assert sorted(map(key, racks)) == sorted(map(key, rack_input["racks"]))
     assert sorted(map(key, placed)) == sorted(map(key, rack_input["placements"]))
     assert sorted(map(key, serving)) == sorted(map(key, rack_input["serving"]["placements"]))
     assert shaped["apiVersion"] == "sovkit.dev/policy-input/v2"
-    assert {k: v for k, v in shaped.items() if k not in ("host_shapes", "placement_shapes", "serving",
-                                                           "apiVersion")} == \
-        {k: v for k, v in rack_input.items() if k not in ("hosts", "placements", "serving", "apiVersion")}
+    assert {k: v for k, v in shaped.items() if k not in ("rack_shapes", "host_shapes", "placement_shapes",
+                                                           "serving", "apiVersion")} == \
+        {k: v for k, v in rack_input.items() if k not in ("racks", "hosts", "placements", "serving", "apiVersion")}
 
 
 def test_build_input_is_the_flat_input_grouped() -> None:

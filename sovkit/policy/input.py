@@ -6,9 +6,9 @@ totals, each artifact signature's check result, stored file sizes, the
 recorded state's installed versions (when given) and the evaluation date
 (for waiver expiry). `sovkit policy input INV` prints exactly this.
 
-Hosts and placements come grouped by shape (v2): hosts the rules cannot tell
-apart (same facts but name and rack) are one ``host_shapes[]`` entry listing
-them, and likewise for placements. A site is racks of identical hosts, so the
+Racks, hosts and placements come grouped by shape (v2): hosts the rules cannot
+tell apart (same facts but name and rack) are one ``host_shapes[]`` entry
+listing them, and likewise for racks and placements. A site is racks of identical hosts, so the
 per-host rules run once per shape and the document shrinks; the pack expands a
 shape's findings to each of its hosts, so the decision is the per-host one.
 :func:`build_flat_input` keeps the v1 per-host form (tests compare decisions
@@ -18,7 +18,6 @@ on both).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -182,15 +181,17 @@ class HostInfo(HostFacts):
     rack: str
 
 
-class HostMember(_Doc):
+class RackHosts(_Doc):
+    """The hosts of one shape in one rack."""
+
     name: str
-    rack: str
+    hosts: list[str]
 
 
 class HostShape(HostFacts):
-    """Hosts with identical facts (a rack of one build): the facts once, then each host's name and rack."""
+    """Hosts with identical facts (racks of one build): the facts once, then the hosts' names by rack."""
 
-    hosts: list[HostMember]
+    racks: list[RackHosts]
 
 
 class PowerTermInfo(_Doc):
@@ -203,10 +204,9 @@ class PowerTermInfo(_Doc):
     watts_each: float
 
 
-class RackInfo(_Doc):
+class RackFacts(_Doc):
     """A rack's power: ``draw_w`` sums catalog TDPs; ``peak_w`` is its peak by phase (CAP-001/002 judge it)."""
 
-    name: str
     power_budget_w: float
     hosts: int
     accelerators: int
@@ -216,6 +216,18 @@ class RackInfo(_Doc):
     peak_terms: list[PowerTermInfo]
     phase_devices: int
     tdp_devices: int
+
+
+class RackInfo(RackFacts):
+    """v1 (flat) form: one per rack."""
+
+    name: str
+
+
+class RackShape(RackFacts):
+    """Racks with identical power figures (same budget, same hosts): the figures once, the racks' names."""
+
+    racks: list[str]
 
 
 class StateInfo(_Doc):
@@ -381,7 +393,7 @@ class PolicyInput(_Doc):
     residency: Residency
     trust_roots: dict[str, list[str]]
     artifact_store: ArtifactStore
-    racks: list[RackInfo]
+    rack_shapes: list[RackShape]
     host_shapes: list[HostShape]
     firmware: list[FirmwareInfo]
     runtimes: list[RuntimeInfo]
@@ -636,33 +648,49 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
     return shape_input(build_flat_input(inv, state, today))
 
 
-def _group(items: list[dict[str, Any]], member: Callable[[dict[str, Any]], Any], own: tuple[str, ...]
-           ) -> list[dict[str, Any]]:
-    """Items with equal facts (all keys but ``own``) as one entry: the facts, then ``hosts``, in first-seen order."""
+def _group(items: list[dict[str, Any]], own: str, members: str) -> list[dict[str, Any]]:
+    """Items equal but for key ``own`` as one entry: the other keys, then the ``own`` values listed under
+    ``members``; entries and members in first-seen order."""
     groups: dict[str, dict[str, Any]] = {}
     for item in items:
-        facts = {k: v for k, v in item.items() if k not in own}
+        facts = {k: v for k, v in item.items() if k != own}
         key = json.dumps(facts, sort_keys=True)
         group = groups.get(key)
         if group is None:
-            group = groups[key] = {**facts, "hosts": []}
-        group["hosts"].append(member(item))
+            group = groups[key] = {**facts, members: []}
+        group[members].append(item[own])
     return list(groups.values())
 
 
+def _host_shapes(hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hosts equal but for name and rack as one entry, their names by rack (``racks[]`` {name, hosts})."""
+    groups: dict[str, tuple[dict[str, Any], dict[str, list[str]]]] = {}
+    for h in hosts:
+        facts = {k: v for k, v in h.items() if k not in ("name", "rack")}
+        key = json.dumps(facts, sort_keys=True)
+        if key not in groups:
+            groups[key] = (facts, {})
+        groups[key][1].setdefault(h["rack"], []).append(h["name"])
+    return [{**facts, "racks": [{"name": rack, "hosts": names} for rack, names in by_rack.items()]}
+            for facts, by_rack in groups.values()]
+
+
 def shape_input(flat: dict[str, Any]) -> dict[str, Any]:
-    """The v2 document from the v1 per-host one: ``hosts``, ``placements`` and ``serving.placements`` grouped."""
+    """The v2 document from the v1 per-host one: ``racks``, ``hosts``, ``placements`` and ``serving.placements``
+    grouped by shape (``rack_shapes``, ``host_shapes``, ``placement_shapes``, ``serving.placement_shapes``)."""
     out: dict[str, Any] = {}
     for key, value in flat.items():
         if key == "apiVersion":
             out[key] = INPUT_API_VERSION
+        elif key == "racks":
+            out["rack_shapes"] = _group(value, "name", "racks")
         elif key == "hosts":
-            out["host_shapes"] = _group(value, lambda h: {"name": h["name"], "rack": h["rack"]}, ("name", "rack"))
+            out["host_shapes"] = _host_shapes(value)
         elif key == "placements":
-            out["placement_shapes"] = _group(value, lambda p: p["host"], ("host",))
+            out["placement_shapes"] = _group(value, "host", "hosts")
         elif key == "serving":
             out[key] = {("placement_shapes" if k == "placements" else k):
-                        (_group(v, lambda p: p["host"], ("host",)) if k == "placements" else v)
+                        (_group(v, "host", "hosts") if k == "placements" else v)
                         for k, v in value.items()}
         else:
             out[key] = value
