@@ -14,6 +14,8 @@ shapes a site has. Two sites: "uniform" (racks of 8 identical hosts, the rack po
 the worst case: every rack its own power budget and a recorded state in which every host has its own installed
 firmware and runtime versions (a site mid-rollout), so every rack, host and placement is a shape of its own (the
 serving placements, which carry no recorded versions, still group by deployment).
+``--v1-pack REF`` also times the pack of git revision REF (before input v2) on the v1 per-host document
+(sovkit.policy.input.build_flat_input) of the same sites, sovkit's engine only: what the shapes changed.
 OPA's venv: python3 -m venv /work/opa-venv && /work/opa-venv/bin/pip install --no-deps --ignore-requires-python
 opa-golib-python-bindings
 """
@@ -108,11 +110,25 @@ print(json.dumps({"seconds": seconds, "allowed": value["allowed"], "findings": l
 """
 
 
-def child(input_json: Path) -> None:
+def v1_pack(ref: str) -> Any:
+    """The pack's modules and data at git revision ``ref`` (tests left out)."""
+    from sovkit.policy.pack import PolicyPack
+
+    def show(path: str) -> str:
+        return subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:{path}"], capture_output=True, text=True,
+                              check=True).stdout
+
+    names = subprocess.run(["git", "-C", str(ROOT), "ls-tree", "--name-only", ref, "policies/"], capture_output=True,
+                           text=True, check=True).stdout.split()
+    modules = {Path(n).name: show(n) for n in names if n.endswith(".rego") and not n.endswith("_test.rego")}
+    return PolicyPack(modules=modules, data=json.loads(show("policies/data.json")))
+
+
+def child(input_json: Path, ref: str | None) -> None:
     from sovkit.policy.embedded import EmbeddedEngine
     from sovkit.policy.pack import load_pack
 
-    pack = load_pack()
+    pack = v1_pack(ref) if ref else load_pack()
     doc = json.loads(input_json.read_text())  # as sovkit.policy.input.build_input returned it to the parent
     started = _cpu()
     decision = EmbeddedEngine().evaluate(pack, doc)
@@ -128,12 +144,14 @@ def main() -> None:
     parser.add_argument("--distinct-sizes", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--opa-python", default="/work/opa-venv/bin/python")
     parser.add_argument("--child")
+    parser.add_argument("--child-pack")
+    parser.add_argument("--v1-pack", help="git revision whose pack to time on the v1 per-host input too")
     args = parser.parse_args()
     if args.child:
-        child(Path(args.child))
+        child(Path(args.child), args.child_pack)
         return
     from sovkit.inventory.loader import load_inventory
-    from sovkit.policy.input import build_input
+    from sovkit.policy.input import build_flat_input, build_input
     from sovkit.policy.pack import load_pack
 
     pack = load_pack()
@@ -143,7 +161,8 @@ def main() -> None:
             with tempfile.TemporaryDirectory() as tmp:
                 d = Path(tmp)
                 site = make_site(d / "site", n, kind == "distinct")
-                doc = build_input(load_inventory(site), distinct_state(site) if kind == "distinct" else None)
+                inv, state = load_inventory(site), distinct_state(site) if kind == "distinct" else None
+                doc = build_input(inv, state)
                 shapes = f"{len(doc['rack_shapes'])} rack / {len(doc['host_shapes'])} host / " \
                     f"{len(doc['placement_shapes'])} placement shapes"
                 (d / "input.json").write_text(json.dumps(doc))
@@ -156,6 +175,11 @@ def main() -> None:
                                      text=True, check=True)
                 results[n] = {"sovkit": json.loads(own.stdout.strip().splitlines()[-1]),
                               "opa": json.loads(opa.stdout.strip().splitlines()[-1])}
+                if args.v1_pack:
+                    (d / "flat.json").write_text(json.dumps(build_flat_input(inv, state)))
+                    old = subprocess.run([sys.executable, __file__, "--child", str(d / "flat.json"), "--child-pack",
+                                          args.v1_pack], capture_output=True, text=True, check=True)
+                    results[n]["v1"] = json.loads(old.stdout.strip().splitlines()[-1])
             r = results[n]
             same = r["sovkit"]["ids"] == r["opa"]["ids"] and r["sovkit"]["allowed"] == r["opa"]["allowed"]
             ratio = float(r["sovkit"]["seconds"]) / float(r["opa"]["seconds"])  # type: ignore[arg-type]
@@ -163,6 +187,12 @@ def main() -> None:
                   f"(peak RSS {r['sovkit']['peak_mb']:.0f} MB), opa {r['opa']['seconds']:.2f} s CPU, ratio sovkit/opa "
                   f"{ratio:.1f}x (goal <= 3x); findings {r['sovkit']['findings']} / {r['opa']['findings']}, "
                   f"same: {same}", flush=True)
+            if "v1" in r:
+                v1 = r["v1"]
+                print(f"{kind:>8} {n:>6} hosts, pack {args.v1_pack} on the v1 per-host input: sovkit "
+                      f"{v1['seconds']:.2f} s CPU (peak RSS {v1['peak_mb']:.0f} MB), same findings: "
+                      f"{v1['ids'] == r['sovkit']['ids']}",
+                      flush=True)
         if len(sizes) >= 2:
             lo, hi = sizes[0], sizes[-1]
             for eng in ("sovkit", "opa"):
