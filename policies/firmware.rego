@@ -80,8 +80,12 @@ _fw005(s) := {[slot.kind, recorded, fw.version] |
 	some fw in input.firmware
 	fw.name == slot.firmware
 	recorded := s.recorded.firmware[slot.kind]
-	lib.older(fw.version, recorded)
+	_keys[fw.version] < lib.version_key(recorded) # lib.older, the pinned side's key computed once
 }
+
+# The ordering key of each pinned firmware version (lib.version_key), once: rego-cpp caches no function results,
+# and the downgrade check runs once per host shape (one per host when every host has its own recorded versions).
+_keys := {v: lib.version_key(v) | some fw in input.firmware; v := fw.version}
 
 # FW-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 _warn contains lib.finding(

@@ -80,8 +80,12 @@ _rt005 := [p |
 	some p in input.placement_shapes
 	p.recorded_runtime != null
 	p.runtime_version != null
-	lib.older(p.runtime_version, p.recorded_runtime)
+	_keys[p.runtime_version] < lib.version_key(p.recorded_runtime) # lib.older, the pinned side's key once
 ]
+
+# The ordering key of each pinned runtime version (lib.version_key), once: rego-cpp caches no function results,
+# and the downgrade check runs once per placement shape (one per placement when every host has its own versions).
+_keys := {v: lib.version_key(v) | some p in input.placement_shapes; v := p.runtime_version; v != null}
 
 # RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 _warn contains lib.finding(
