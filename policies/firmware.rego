@@ -54,25 +54,38 @@ _deny contains lib.finding(
 }
 
 # FW-005: no downgrade below the version recorded on a host (state given).
-# Per host a small set (two slots of one kind give one finding), flattened into an array.
-_fw005_deny := [f |
-	some h in input.hosts
-	h.recorded != null
-	some f in _fw005(h)
-]
-
-_fw005(h) := {lib.finding(
+# Judged once per host shape (input.host_shapes: hosts with identical facts), then named for each of its hosts.
+_fw005_deny := [lib.finding(
 	"FW-005", "deny",
-	sprintf("host %s would downgrade %s firmware from %s to %s", [h.name, slot.kind, recorded, fw.version]),
-	lib.res("hosts", h.name),
+	sprintf("host %s would downgrade %s firmware from %s to %s", [name, d[0], d[1], d[2]]),
+	lib.res("hosts", name),
 	"pin a firmware version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
-	some slot in h.accelerators
+	some x in _fw005_found
+	d := x[1]
+	some r in x[0].racks
+	some name in r.hosts
+]
+
+# The failing shapes first, then each of their hosts (in one body rego-cpp may walk every host first).
+_fw005_found := [[s, d] |
+	some s in input.host_shapes
+	s.recorded != null
+	some d in _fw005(s)
+]
+
+# Per shape a small set of [kind, recorded, pinned] (two slots of one kind give one finding).
+_fw005(s) := {[slot.kind, recorded, fw.version] |
+	some slot in s.accelerators
 	some fw in input.firmware
 	fw.name == slot.firmware
-	recorded := h.recorded.firmware[slot.kind]
-	lib.older(fw.version, recorded)
+	recorded := s.recorded.firmware[slot.kind]
+	_keys[fw.version] < lib.version_key(recorded) # lib.older, the pinned side's key computed once
 }
+
+# The ordering key of each pinned firmware version (lib.version_key), once: rego-cpp caches no function results,
+# and the downgrade check runs once per host shape (one per host when every host has its own recorded versions).
+_keys := {v: lib.version_key(v) | some fw in input.firmware; v := fw.version}
 
 # FW-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 _warn contains lib.finding(

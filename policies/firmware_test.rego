@@ -12,7 +12,7 @@ _fw := {
 	"signature": _sig,
 }
 
-_hosts := [{"name": "h", "accelerators": [{"kind": "rebellions-atom-max", "count": 2, "firmware": "fw"}]}]
+_hosts := [{"racks": [{"name": "r", "hosts": ["h"]}], "accelerators": [{"kind": "rebellions-atom-max", "count": 2, "firmware": "fw"}]}]
 
 _ids(fs) := {f.id | some f in fs}
 
@@ -61,10 +61,19 @@ test_fw_004_signature_does_not_verify if {
 test_fw_005_downgrade_against_state if {
 	fws := [_fw]
 	hs := [object.union(_hosts[0], {"recorded": {"firmware": {"rebellions-atom-max": "1.10.0"}, "runtimes": {}, "models": {}}})]
-	d := firmware.deny with input.firmware as fws with input.hosts as hs
+	d := firmware.deny with input.firmware as fws with input.host_shapes as hs
 	_ids(d) == {"FW-005"}
 	some f in d
 	f.resource == "hosts/h"
+}
+
+test_fw_005_names_each_host_of_a_shape if {
+	fws := [_fw]
+	recorded := {"recorded": {"firmware": {"rebellions-atom-max": "1.10.0"}, "runtimes": {}, "models": {}}}
+	hs := [object.union(_hosts[0], object.union(recorded, {"racks": [{"name": "r", "hosts": ["h"]}, {"name": "s", "hosts": ["g"]}]}))]
+	d := firmware.deny with input.firmware as fws with input.host_shapes as hs
+	{f.resource | some f in d} == {"hosts/h", "hosts/g"}
+	count(d) == 2
 }
 
 test_fw_005_upgrade_and_same_pass if {
@@ -72,14 +81,14 @@ test_fw_005_upgrade_and_same_pass if {
 	hs := _hosts
 	every recorded in ["1.2.0", "1.3.0", "1.2.10"] {
 		hr := [object.union(hs[0], {"recorded": {"firmware": {"rebellions-atom-max": recorded}, "runtimes": {}, "models": {}}})]
-		count(firmware.deny) == 0 with input.firmware as fws with input.hosts as hr
+		count(firmware.deny) == 0 with input.firmware as fws with input.host_shapes as hr
 	}
 }
 
 test_fw_005_no_state_passes if {
 	fws := [_fw]
 	hs := _hosts
-	count(firmware.deny) == 0 with input.firmware as fws with input.hosts as hs
+	count(firmware.deny) == 0 with input.firmware as fws with input.host_shapes as hs
 }
 
 test_fw_006_unchecked_warns if {

@@ -53,13 +53,17 @@ _deny contains lib.finding(
 # RES-009: a host labelled with its own jurisdiction must lie in the site's country.
 _res009_deny := [lib.finding(
 	"RES-009", "deny",
-	sprintf("host %s is labelled as located in %s, but the site is in %s", [h.name, h.jurisdiction, input.site.jurisdiction.country]),
-	lib.res("hosts", h.name),
+	sprintf("host %s is labelled as located in %s, but the site is in %s", [name, s.jurisdiction, input.site.jurisdiction.country]),
+	lib.res("hosts", name),
 	"hosts of a site lie in the site's jurisdiction: move the host to its own site inventory, or fix its label",
 ) |
-	some h in input.hosts
-	lib.country(h.jurisdiction) != input.site.jurisdiction.country
+	some s in _res009
+	some r in s.racks
+	some name in r.hosts
 ]
+
+# The failing host shapes first, then each of their hosts (in one body rego-cpp may walk every host first).
+_res009 := [s | some s in input.host_shapes; lib.country(s.jurisdiction) != input.site.jurisdiction.country]
 
 # RES-010: an air-gapped site has no egress at all.
 _deny contains lib.finding(

@@ -102,9 +102,10 @@ test_res_009_host_elsewhere if {
 	r := _res
 	s := _site
 	d := residency.deny with input.residency as r with input.site as s
-		with input.hosts as [{"name": "h", "jurisdiction": "JP"}, {"name": "g", "jurisdiction": "KR-11"}]
+		with input.host_shapes as [{"racks": [{"name": "r", "hosts": ["h", "i"]}], "jurisdiction": "JP"}, {"racks": [{"name": "r", "hosts": ["g"]}], "jurisdiction": "KR-11"}]
 	_ids(d) == {"RES-009"}
-	count(d) == 1
+	{f.resource | some f in d} == {"hosts/h", "hosts/i"}
+	count(d) == 2
 }
 
 test_res_010_air_gapped_egress if {

@@ -67,15 +67,25 @@ _deny contains lib.finding(
 # RT-005: no downgrade below the version recorded on a host that runs it (state given).
 _rt005_deny := [lib.finding(
 	"RT-005", "deny",
-	sprintf("host %s would downgrade runtime %s from %s to %s", [p.host, p.runtime, p.recorded_runtime, p.runtime_version]),
-	lib.res("hosts", p.host),
+	sprintf("host %s would downgrade runtime %s from %s to %s", [host, p.runtime, p.recorded_runtime, p.runtime_version]),
+	lib.res("hosts", host),
 	"pin a runtime version at least as new as the installed one (a deliberate downgrade needs a waiver)",
 ) |
-	some p in input.placements
+	some p in _rt005
+	some host in p.hosts
+]
+
+# The failing shapes first, then each of their hosts (in one body rego-cpp may walk every host first).
+_rt005 := [p |
+	some p in input.placement_shapes
 	p.recorded_runtime != null
 	p.runtime_version != null
-	lib.older(p.runtime_version, p.recorded_runtime)
+	_keys[p.runtime_version] < lib.version_key(p.recorded_runtime) # lib.older, the pinned side's key once
 ]
+
+# The ordering key of each pinned runtime version (lib.version_key), once: rego-cpp caches no function results,
+# and the downgrade check runs once per placement shape (one per placement when every host has its own versions).
+_keys := {v: lib.version_key(v) | some p in input.placement_shapes; v := p.runtime_version; v != null}
 
 # RT-006: the signature could not be checked here (OCI registry store: checked at apply, after the pull).
 _warn contains lib.finding(

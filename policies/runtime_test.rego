@@ -52,13 +52,13 @@ test_rt_004_signature_does_not_verify if {
 }
 
 test_rt_005_downgrade_against_state if {
-	ps := [{"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": 1, "accelerator_count": 1, "accelerator_memory_gb": 64, "weights_bytes": 1, "runtime_version": "1.0.0", "recorded_runtime": "1.1.0"}]
-	_ids(runtime.deny) == {"RT-005"} with input.placements as ps
+	ps := [{"deployment": "dep", "hosts": ["h"], "model": "m", "runtime": "rt", "tensor_parallel": 1, "accelerator_count": 1, "accelerator_memory_gb": 64, "weights_bytes": 1, "runtime_version": "1.0.0", "recorded_runtime": "1.1.0"}]
+	_ids(runtime.deny) == {"RT-005"} with input.placement_shapes as ps
 }
 
 test_rt_005_same_version_passes if {
-	ps := [{"deployment": "dep", "host": "h", "model": "m", "runtime": "rt", "tensor_parallel": 1, "accelerator_count": 1, "accelerator_memory_gb": 64, "weights_bytes": 1, "runtime_version": "1.0.0", "recorded_runtime": "1.0.0"}]
-	count(runtime.deny) == 0 with input.placements as ps
+	ps := [{"deployment": "dep", "hosts": ["h"], "model": "m", "runtime": "rt", "tensor_parallel": 1, "accelerator_count": 1, "accelerator_memory_gb": 64, "weights_bytes": 1, "runtime_version": "1.0.0", "recorded_runtime": "1.0.0"}]
+	count(runtime.deny) == 0 with input.placement_shapes as ps
 }
 
 test_rt_006_unchecked_warns if {

@@ -1,6 +1,8 @@
 # Serving: prefill/decode pairs that match, runtimes on accelerators they support, devices and ports that do
 # not clash, models plus KV cache that fit, draft models that are pinned and signed.
 # input.serving is joined and placed in Python (sovkit/inventory/serving.py): these rules only compare.
+# serving.placement_shapes: a deployment on hosts with identical facts, judged once, each host named (the failing
+# shapes are collected in an array first, then expanded: in one body rego-cpp may walk every host first).
 package sovkit.serving
 
 import rego.v1
@@ -63,16 +65,22 @@ _sv003_deny := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"use a runtime of a family that supports the host's accelerators (vllm: nvidia, vllm-rbln: rebellions, furiosa-llm: furiosa), or place the deployment on other hosts",
 ) |
-	some p in input.serving.placements
-	fam := _families[p.runtime_family]
-	some vendor in p.accelerator_vendors
-	not vendor in fam.vendors
+	some x in _sv003
+	p := x.shape
+	some host in p.hosts
 
 	# built with concat: rego-cpp leaves quotes in a sprintf %s of a joined list here (invalid JSON out)
 	msg := concat("", [
-		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, p.host, vendor]),
-		" (it supports: ", _list(fam.vendors), ")",
+		sprintf("deployment %s runs runtime family %s on host %s, whose %s accelerators it does not support", [p.deployment, p.runtime_family, host, x.vendor]),
+		x.supports,
 	])
+]
+
+_sv003 := [{"shape": p, "vendor": vendor, "supports": concat("", [" (it supports: ", _list(fam.vendors), ")"])} |
+	some p in input.serving.placement_shapes
+	fam := _families[p.runtime_family]
+	some vendor in p.accelerator_vendors
+	not vendor in fam.vendors
 ]
 
 _sv003_deny_2 := [lib.finding(
@@ -81,7 +89,7 @@ _sv003_deny_2 := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"add the family (vendors, connectors, sources) to runtime_families in the policy data",
 ) |
-	some p in input.serving.placements
+	some p in input.serving.placement_shapes
 	p.runtime_family != null
 	not _families[p.runtime_family]
 ]
@@ -131,7 +139,7 @@ _sv005_deny := [lib.finding(
 _cut := min([1, 1 - _headroom])
 
 _over := [p |
-	some p in input.serving.placements
+	some p in input.serving.placement_shapes
 	n := p.need_bytes_per_device
 	n != null
 	m := p.device_memory_bytes
@@ -141,20 +149,27 @@ _over := [p |
 
 _sv006_deny := [lib.finding(
 	"SV-006", "deny",
-	sprintf("deployment %s on host %s needs %v GB per device (weights %v GB + KV cache %v GB for %d tokens x %d sequences), more than the %v GB a device has", [p.deployment, p.host, _gb(p.need_bytes_per_device), _gb(p.weights_bytes_per_device), _gb(p.kv_cache_bytes_per_device), p.max_model_len, p.max_batch, p.device_memory_gb]),
+	sprintf("deployment %s on host %s needs %v GB per device (weights %v GB + KV cache %v GB for %d tokens x %d sequences), more than the %v GB a device has", [p.deployment, host, _gb(p.need_bytes_per_device), _gb(p.weights_bytes_per_device), _gb(p.kv_cache_bytes_per_device), p.max_model_len, p.max_batch, p.device_memory_gb]),
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use a smaller kv_dtype (fp8), raise tensor_parallel, or use devices with more memory",
 ) |
-	some p in _over
-	p.need_bytes_per_device > p.device_memory_bytes
+	some p in _over_deny
+	some host in p.hosts
 ]
+
+_over_deny := [p | some p in _over; p.need_bytes_per_device > p.device_memory_bytes]
 
 _sv006_warn := [lib.finding(
 	"SV-006", "warn",
-	sprintf("deployment %s on host %s needs %v GB of a device's %v GB: less than the %v%% headroom is left for activations and fragmentation", [p.deployment, p.host, _gb(p.need_bytes_per_device), p.device_memory_gb, round(_headroom * 100)]),
+	sprintf("deployment %s on host %s needs %v GB of a device's %v GB: less than the %v%% headroom is left for activations and fragmentation", [p.deployment, host, _gb(p.need_bytes_per_device), p.device_memory_gb, round(_headroom * 100)]),
 	lib.res("deployments", p.deployment),
 	"lower max_model_len or max_batch, use kv_dtype fp8, or raise tensor_parallel (headroom: serving_memory_headroom in the policy data)",
 ) |
+	some p in _over_warn
+	some host in p.hosts
+]
+
+_over_warn := [p |
 	some p in _over
 	p.need_bytes_per_device <= p.device_memory_bytes
 	p.need_bytes_per_device > (1 - _headroom) * p.device_memory_bytes
@@ -166,18 +181,23 @@ _sv006_warn_2 := [lib.finding(
 	lib.res("deployments", p.deployment),
 	"add models[].architecture {layers, kv_heads, head_dim} (from the model's config.json)",
 ) |
-	some p in input.serving.placements
+	some p in input.serving.placement_shapes
 	p.kv_bytes_per_token == null
 	p.weights_bytes_per_device != null
 ]
 
 _sv006_deny_2 := [lib.finding(
 	"SV-006", "deny",
-	sprintf("deployment %s on host %s: the weights alone need %v GB per device, more than the %v GB a device has", [p.deployment, p.host, _gb(p.weights_bytes_per_device), p.device_memory_gb]),
+	sprintf("deployment %s on host %s: the weights alone need %v GB per device, more than the %v GB a device has", [p.deployment, host, _gb(p.weights_bytes_per_device), p.device_memory_gb]),
 	lib.res("deployments", p.deployment),
 	"raise tensor_parallel, use devices with more memory, or a smaller (quantized) model",
 ) |
-	some p in input.serving.placements
+	some p in _weights_over
+	some host in p.hosts
+]
+
+_weights_over := [p |
+	some p in input.serving.placement_shapes
 	p.kv_bytes_per_token == null
 	p.device_memory_bytes != null
 	p.weights_bytes_per_device != null

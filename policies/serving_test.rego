@@ -15,7 +15,7 @@ _group := {
 
 # 8 B weights per device + 4 GB KV cache on an 80 GB device: fits with headroom.
 _place := {
-	"deployment": "p", "host": "h1", "group": "g", "model": "m", "runtime_family": "vllm", "tensor_parallel": 2,
+	"deployment": "p", "hosts": ["h1"], "group": "g", "model": "m", "runtime_family": "vllm", "tensor_parallel": 2,
 	"accelerator_vendors": ["nvidia"], "device_memory_gb": 80, "device_memory_bytes": 80e9,
 	"weights_bytes_per_device": 8e9, "kv_bytes_per_token": 131072, "kv_cache_bytes_per_device": 4e9,
 	"need_bytes_per_device": 12e9, "max_model_len": 4096, "max_batch": 8,
@@ -31,7 +31,7 @@ _serving := {
 		{"name": "d", "role": "decode", "group": "g", "side": "decode"},
 	],
 	"groups": [_group],
-	"placements": [_place],
+	"placement_shapes": [_place],
 	"conflicts": [],
 	"drafts": [_draft],
 }
@@ -39,7 +39,7 @@ _serving := {
 _with(patch) := object.union(_serving, patch)
 
 # A patched placement with its derived sizes recomputed as sovkit/policy/input.py does.
-_place_with(patch) := _with({"placements": [_sized(object.union(_place, patch))]})
+_place_with(patch) := _with({"placement_shapes": [_sized(object.union(_place, patch))]})
 
 _sized(p) := object.union(p, {"device_memory_bytes": _times(p.device_memory_gb, 1e9), "need_bytes_per_device": _sum(p.weights_bytes_per_device, p.kv_cache_bytes_per_device)})
 

@@ -444,10 +444,12 @@ def test_operator_policies_are_evaluated_and_shipped_in_the_bundle(tmp_path: Pat
 
 import rego.v1
 
-warn contains {"id": "OPS-001", "severity": "warn", "msg": sprintf("host %s has no owner label", [h.name]),
-    "resource": sprintf("hosts/%s", [h.name]), "remediation": "add labels.owner"} if {
-	some h in input.hosts
-	not h.labels.owner
+warn contains {"id": "OPS-001", "severity": "warn", "msg": sprintf("host %s has no owner label", [name]),
+    "resource": sprintf("hosts/%s", [name]), "remediation": "add labels.owner"} if {
+	some s in input.host_shapes
+	not s.labels.owner
+	some r in s.racks
+	some name in r.hosts
 }
 """
     (extra / "labels.rego").write_text(rule)

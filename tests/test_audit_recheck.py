@@ -62,7 +62,7 @@ def test_pack_holds_the_input_and_the_keys_under_its_signed_manifest(denied_pack
     report = json.loads((pack / "report.json").read_text())
     assert report["policy"]["input"] == "policy/input.json"
     doc = json.loads((pack / "policy/input.json").read_text())
-    assert doc["apiVersion"] == "sovkit.dev/policy-input/v1"
+    assert doc["apiVersion"] == "sovkit.dev/policy-input/v2"
     assert any(s["name"] == "offshore" for s in doc["log_sinks"])
     roots = {(t["section"], t["name"]): t for t in report["policy"]["trust_roots"]}
     assert roots[("vendors", "nvidia")]["path"] == "inventory/keys/nvidia.pub"

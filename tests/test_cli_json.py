@@ -85,7 +85,7 @@ def test_policy_bundle_input_schema_json(cli: Cli, tmp_path: Path) -> None:
     plain = cli("policy", "input", DEMO, "--state-dir", tmp_path / "s")
     with_json = cli("policy", "input", DEMO, "--state-dir", tmp_path / "s", "--json")
     assert with_json.code == 0 and json.loads(with_json.out) == json.loads(plain.out)
-    assert json.loads(with_json.out)["apiVersion"] == "sovkit.dev/policy-input/v1"
+    assert json.loads(with_json.out)["apiVersion"] == "sovkit.dev/policy-input/v2"
     assert json.loads(cli("policy", "schema", "--json").out) == json.loads(cli("policy", "schema").out)
 
 

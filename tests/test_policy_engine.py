@@ -35,10 +35,12 @@ ACME = """\
 
     import rego.v1
 
-    deny contains {"id": "ACME-001", "severity": "deny", "msg": sprintf("host %s has no owner label", [h.name]),
-        "resource": concat("/", ["hosts", h.name]), "remediation": "label it owner: <team>"} if {
-        some h in input.hosts
-        not h.labels.owner
+    deny contains {"id": "ACME-001", "severity": "deny", "msg": sprintf("host %s has no owner label", [name]),
+        "resource": concat("/", ["hosts", name]), "remediation": "label it owner: <team>"} if {
+        some s in input.host_shapes
+        not s.labels.owner
+        some r in s.racks
+        some name in r.hosts
     }
 """
 
@@ -63,13 +65,13 @@ def test_policy_test_cli_reports_each_test_and_fails_on_one(tmp_path: Path, cli:
         import data.sovkit.custom.acme
 
         test_unlabelled_host_denied if {
-            hs := [{"name": "h", "labels": {}}]
-            count(acme.deny) == 1 with input.hosts as hs
+            hs := [{"racks": [{"name": "r", "hosts": ["h"]}], "labels": {}}]
+            count(acme.deny) == 1 with input.host_shapes as hs
         }
 
         test_wrong_expectation if {
-            hs := [{"name": "h", "labels": {"owner": "ml"}}]
-            count(acme.deny) == 1 with input.hosts as hs
+            hs := [{"racks": [{"name": "r", "hosts": ["h"]}], "labels": {"owner": "ml"}}]
+            count(acme.deny) == 1 with input.host_shapes as hs
         }
     """})
     r = cli("policy", "test", extra)
@@ -163,7 +165,7 @@ def test_policy_input_cli_prints_the_document_and_it_matches_the_schema(cli: Cal
     assert r.code == 0
     doc = json.loads(r.out)
     jsonschema.validate(doc, input_schema())
-    assert doc["racks"][0] == {"name": "gasan-r01", "power_budget_w": 15000.0, "hosts": 2, "accelerators": 8,
+    assert doc["rack_shapes"][0] == {"racks": ["gasan-r01"], "power_budget_w": 15000.0, "hosts": 2, "accelerators": 8,
                                "draw_w": 5400.0, "unknown_tdp": 0, "peak_w": 5400.0, "phase_devices": 8,
                                "tdp_devices": 0, "peak_terms": [
                                    {"state": "cpu", "kind": "arm-neoverse-v3-agi", "count": 2, "watts_each": 300.0},

@@ -93,7 +93,7 @@ def _phase_w(state: str) -> float:
 
 def test_rack_is_judged_at_its_phase_peak_not_its_tdp_sum(tmp_path: Path, cli: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
-    rack = build_input(load_inventory(site.save()))["racks"][0]
+    rack = build_input(load_inventory(site.save()))["rack_shapes"][0]
     catalog = load_catalog()
     cpu_w = catalog.cpus["arm-neoverse-v2"].tdp_w.value
     tdp_w = catalog.accelerators[KIND].tdp_w.value
@@ -126,7 +126,7 @@ def test_unassigned_devices_count_idle(tmp_path: Path) -> None:
     site = make_site(tmp_path)
     for h in site.data["hosts"]:
         h["accelerators"][0]["count"] = 4  # three devices per host that no deployment uses (the demo's use index 0)
-    rack = build_input(load_inventory(site.save()))["racks"][0]
+    rack = build_input(load_inventory(site.save()))["rack_shapes"][0]
     idle = next(t for t in rack["peak_terms"] if t["state"] == "idle")
     assert idle == {"state": "idle", "kind": KIND, "count": 6, "watts_each": _phase_w("idle")}
 

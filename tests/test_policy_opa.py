@@ -102,7 +102,7 @@ def test_loads_the_pack_through_the_policy_api_and_queries_the_data_api(opa: tup
     assert (query["method"], query["path"]) == ("POST", "/v1/data/sovkit/main/decision")
     sent = json.loads(query["body"])
     assert set(sent) == {"input"}
-    assert sent["input"]["site"]["name"] == "demo" and sent["input"]["apiVersion"] == "sovkit.dev/policy-input/v1"
+    assert sent["input"]["site"]["name"] == "demo" and sent["input"]["apiVersion"] == "sovkit.dev/policy-input/v2"
     assert {r["auth"] for r in replay.requests} == {"Bearer s3cret"}
 
 

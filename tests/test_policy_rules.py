@@ -105,7 +105,7 @@ def _unknown_tdp(site: Site) -> None:
 def _budget_of_peak(ratio: float) -> Mutation:
     """A rack budget at ``ratio`` of the rack's peak power by phase (as the policy input computes it)."""
     def mutate(site: Site) -> None:
-        rack = build_input(load_inventory(site.save()))["racks"][0]
+        rack = build_input(load_inventory(site.save()))["rack_shapes"][0]
         site.data["racks"][0]["power_budget_w"] = round(rack["peak_w"] * ratio)
     return mutate
 
@@ -264,6 +264,6 @@ def test_recorded_state_is_part_of_the_input(tmp_path: Path, cli: Callable[..., 
     r = cli("policy", "input", site.save())
     assert r.code == 0
     doc = json.loads(r.out)
-    host = next(h for h in doc["hosts"] if h["name"] == "npu-node-1")
+    host = next(s for s in doc["host_shapes"] if any("npu-node-1" in r["hosts"] for r in s["racks"]))
     assert host["recorded"]["firmware"] == {"rebellions-atom-max": "1.10.0"}
     assert doc["state"]["serial"] == 1

@@ -5,10 +5,19 @@ cannot compute itself: catalog figures (TDP, accelerator memory) and rack
 totals, each artifact signature's check result, stored file sizes, the
 recorded state's installed versions (when given) and the evaluation date
 (for waiver expiry). `sovkit policy input INV` prints exactly this.
+
+Racks, hosts and placements come grouped by shape (v2): hosts the rules cannot
+tell apart (same facts but name and rack) are one ``host_shapes[]`` entry
+listing them, and likewise for racks and placements. A site is racks of identical hosts, so the
+per-host rules run once per shape and the document shrinks; the pack expands a
+shape's findings to each of its hosts, so the decision is the per-host one.
+:func:`build_flat_input` keeps the v1 per-host form (tests compare decisions
+on both).
 """
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -42,7 +51,8 @@ from sovkit.planner.forecast import SitePredictor, forecast_deployments, rack_pe
 from sovkit.signing.artifacts import Claim, verify_artifact_signature
 from sovkit.state.models import State
 
-INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
+INPUT_API_VERSION: Literal["sovkit.dev/policy-input/v2"] = "sovkit.dev/policy-input/v2"
+FLAT_API_VERSION: Literal["sovkit.dev/policy-input/v1"] = "sovkit.dev/policy-input/v1"
 
 
 class _Doc(BaseModel):
@@ -116,14 +126,13 @@ class HostState(_Doc):
     models: dict[str, str]
 
 
-class Placement(_Doc):
-    """One deployment on one host, joined with the facts capacity and downgrade rules need.
+class PlacementFacts(_Doc):
+    """One deployment on a host, joined with the facts capacity and downgrade rules need.
 
     Precomputed here because joins by name are quadratic in rego-cpp at 10,000 hosts.
     """
 
     deployment: str
-    host: str
     model: str
     runtime: str
     tensor_parallel: int
@@ -138,9 +147,21 @@ class Placement(_Doc):
     recorded_runtime: str | None
 
 
-class HostInfo(_Doc):
-    name: str
-    rack: str
+class Placement(PlacementFacts):
+    """v1 (flat) form: one per (deployment, host)."""
+
+    host: str
+
+
+class PlacementShape(PlacementFacts):
+    """The placements of one deployment on hosts it cannot tell apart: the facts once, the hosts listed."""
+
+    hosts: list[str]
+
+
+class HostFacts(_Doc):
+    """What the rules judge of a host, its name and rack aside."""
+
     jurisdiction: str
     arch: str
     cpu: str
@@ -153,6 +174,26 @@ class HostInfo(_Doc):
     recorded: HostState | None
 
 
+class HostInfo(HostFacts):
+    """v1 (flat) form: one per host."""
+
+    name: str
+    rack: str
+
+
+class RackHosts(_Doc):
+    """The hosts of one shape in one rack."""
+
+    name: str
+    hosts: list[str]
+
+
+class HostShape(HostFacts):
+    """Hosts with identical facts (racks of one build): the facts once, then the hosts' names by rack."""
+
+    racks: list[RackHosts]
+
+
 class PowerTermInfo(_Doc):
     """``count`` devices of ``kind`` at ``watts_each`` in one state (prefill, decode, idle; tdp: no phase figure;
     cpu: a CPU at its TDP)."""
@@ -163,10 +204,9 @@ class PowerTermInfo(_Doc):
     watts_each: float
 
 
-class RackInfo(_Doc):
+class RackFacts(_Doc):
     """A rack's power: ``draw_w`` sums catalog TDPs; ``peak_w`` is its peak by phase (CAP-001/002 judge it)."""
 
-    name: str
     power_budget_w: float
     hosts: int
     accelerators: int
@@ -176,6 +216,18 @@ class RackInfo(_Doc):
     peak_terms: list[PowerTermInfo]
     phase_devices: int
     tdp_devices: int
+
+
+class RackInfo(RackFacts):
+    """v1 (flat) form: one per rack."""
+
+    name: str
+
+
+class RackShape(RackFacts):
+    """Racks with identical power figures (same budget, same hosts): the figures once, the racks' names."""
+
+    racks: list[str]
 
 
 class StateInfo(_Doc):
@@ -190,11 +242,10 @@ class SiteInfo(_Doc):
     location: str
 
 
-class ServingPlacement(_Doc):
-    """One deployment on one host as it will be served: devices, family, memory per device."""
+class ServingPlacementFacts(_Doc):
+    """One deployment on a host as it will be served: devices, family, memory per device."""
 
     deployment: str
-    host: str
     group: str | None
     model: str
     runtime_family: str | None
@@ -210,6 +261,18 @@ class ServingPlacement(_Doc):
     need_bytes_per_device: float | None
     max_model_len: int
     max_batch: int
+
+
+class ServingPlacement(ServingPlacementFacts):
+    """v1 (flat) form: one per (deployment, host)."""
+
+    host: str
+
+
+class ServingPlacementShape(ServingPlacementFacts):
+    """The serving placements of one deployment on hosts it cannot tell apart, the hosts listed."""
+
+    hosts: list[str]
 
 
 class ServingSide(_Doc):
@@ -288,12 +351,23 @@ class PredictionInfo(_Doc):
     error: str | None
 
 
+class FlatServingInfo(_Doc):
+    """Serving joined and placed in Python (sovkit/inventory/serving.py): Rego only compares. v1 (flat) form."""
+
+    deployments: list[ServingDeployment]
+    groups: list[ServingGroupInfo]
+    placements: list[ServingPlacement]
+    conflicts: list[ServingConflict]
+    drafts: list[DraftInfo]
+    predictions: list[PredictionInfo]
+
+
 class ServingInfo(_Doc):
     """Serving joined and placed in Python (sovkit/inventory/serving.py): Rego only compares."""
 
     deployments: list[ServingDeployment]
     groups: list[ServingGroupInfo]
-    placements: list[ServingPlacement]
+    placement_shapes: list[ServingPlacementShape]
     conflicts: list[ServingConflict]
     drafts: list[DraftInfo]
     predictions: list[PredictionInfo]
@@ -311,6 +385,36 @@ class LabellingInfo(_Doc):
 
 class PolicyInput(_Doc):
     """The policy input document (its JSON Schema is published in docs/policy-input.md)."""
+
+    apiVersion: Literal["sovkit.dev/policy-input/v2"]
+    evaluated_on: str
+    inventory_digest: str
+    site: SiteInfo
+    residency: Residency
+    trust_roots: dict[str, list[str]]
+    artifact_store: ArtifactStore
+    rack_shapes: list[RackShape]
+    host_shapes: list[HostShape]
+    firmware: list[FirmwareInfo]
+    runtimes: list[RuntimeInfo]
+    models: list[ModelInfo]
+    deployments: list[Deployment]
+    data_stores: list[DataStore]
+    endpoints: list[Endpoint]
+    telemetry: list[TelemetrySink]
+    log_sinks: list[LogSink]
+    backups: list[Backup]
+    model_registries: list[ModelRegistry]
+    records: Records
+    output_labelling: list[LabellingInfo]
+    waivers: list[Waiver]
+    placement_shapes: list[PlacementShape]
+    serving: ServingInfo
+    state: StateInfo | None
+
+
+class FlatPolicyInput(_Doc):
+    """The v1 per-host form of the input: what :func:`shape_input` groups (and the pack before v2 read)."""
 
     apiVersion: Literal["sovkit.dev/policy-input/v1"]
     evaluated_on: str
@@ -335,7 +439,7 @@ class PolicyInput(_Doc):
     output_labelling: list[LabellingInfo]
     waivers: list[Waiver]
     placements: list[Placement]
-    serving: ServingInfo
+    serving: FlatServingInfo
     state: StateInfo | None
 
 
@@ -445,7 +549,7 @@ def _predictions(sp: SitePredictor) -> list[PredictionInfo]:
     return out
 
 
-def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
+def _serving(sp: SitePredictor, models: list[ModelInfo]) -> FlatServingInfo:
     site, catalog = sp.site, sp.catalog
     placed = sp.placements()
     by_model = {m.name: m for m in site.models}
@@ -507,7 +611,7 @@ def _serving(sp: SitePredictor, models: list[ModelInfo]) -> ServingInfo:
                                 method=d.speculative.method, num_tokens=d.speculative.num_tokens,
                                 found=draft is not None, version=draft.version if draft else None,
                                 signature=draft.signature if draft else None))
-    return ServingInfo(
+    return FlatServingInfo(
         deployments=[ServingDeployment(name=d.name, role=d.role, group=groups[d.name][0].name if d.name in groups
                                        else None, side=groups[d.name][1] if d.name in groups else None)
                      for d in site.deployments],
@@ -540,7 +644,62 @@ def _labelling(site: Site) -> list[LabellingInfo]:
 
 
 def build_input(inv: LoadedInventory, state: State | None = None, today: date | None = None) -> dict[str, Any]:
-    """The policy input for ``inv`` (and the recorded ``state``, when there is one)."""
+    """The policy input for ``inv`` (and the recorded ``state``, when there is one), hosts grouped by shape."""
+    return shape_input(build_flat_input(inv, state, today))
+
+
+def _group(items: list[dict[str, Any]], own: str, members: str) -> list[dict[str, Any]]:
+    """Items equal but for key ``own`` as one entry: the other keys, then the ``own`` values listed under
+    ``members``; entries and members in first-seen order."""
+    groups: dict[str, dict[str, Any]] = {}
+    for item in items:
+        facts = {k: v for k, v in item.items() if k != own}
+        key = json.dumps(facts, sort_keys=True)
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = {**facts, members: []}
+        group[members].append(item[own])
+    return list(groups.values())
+
+
+def _host_shapes(hosts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Hosts equal but for name and rack as one entry, their names by rack (``racks[]`` {name, hosts})."""
+    groups: dict[str, tuple[dict[str, Any], dict[str, list[str]]]] = {}
+    for h in hosts:
+        facts = {k: v for k, v in h.items() if k not in ("name", "rack")}
+        key = json.dumps(facts, sort_keys=True)
+        if key not in groups:
+            groups[key] = (facts, {})
+        groups[key][1].setdefault(h["rack"], []).append(h["name"])
+    return [{**facts, "racks": [{"name": rack, "hosts": names} for rack, names in by_rack.items()]}
+            for facts, by_rack in groups.values()]
+
+
+def shape_input(flat: dict[str, Any]) -> dict[str, Any]:
+    """The v2 document from the v1 per-host one: ``racks``, ``hosts``, ``placements`` and ``serving.placements``
+    grouped by shape (``rack_shapes``, ``host_shapes``, ``placement_shapes``, ``serving.placement_shapes``)."""
+    out: dict[str, Any] = {}
+    for key, value in flat.items():
+        if key == "apiVersion":
+            out[key] = INPUT_API_VERSION
+        elif key == "racks":
+            out["rack_shapes"] = _group(value, "name", "racks")
+        elif key == "hosts":
+            out["host_shapes"] = _host_shapes(value)
+        elif key == "placements":
+            out["placement_shapes"] = _group(value, "host", "hosts")
+        elif key == "serving":
+            out[key] = {("placement_shapes" if k == "placements" else k):
+                        (_group(v, "host", "hosts") if k == "placements" else v)
+                        for k, v in value.items()}
+        else:
+            out[key] = value
+    return out
+
+
+def build_flat_input(inv: LoadedInventory, state: State | None = None, today: date | None = None
+                     ) -> dict[str, Any]:
+    """The v1 per-host input document (one entry per host and per placement); :func:`build_input` groups it."""
     site = inv.site
     catalog = load_catalog()
     sigs = _Signatures(inv)
@@ -573,8 +732,8 @@ def build_input(inv: LoadedInventory, state: State | None = None, today: date | 
              for r in rack_power(site, catalog)]
     recorded = _recorded(state)
     hosts = [_host(h, catalog, location, recorded.get(h.name)) for h in site.hosts]
-    doc = PolicyInput(
-        apiVersion=INPUT_API_VERSION,
+    doc = FlatPolicyInput(
+        apiVersion=FLAT_API_VERSION,
         evaluated_on=(today or datetime.now(UTC).date()).isoformat(),
         inventory_digest=inv.digest,
         site=SiteInfo(name=site.metadata.name, operator=site.metadata.operator,
