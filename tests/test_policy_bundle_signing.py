@@ -278,3 +278,27 @@ def test_unsigned_bundle_still_loads_without_a_key(site: Path, tmp_path: Path, c
     assert SIGS not in _members(out)
     code, plain = _check(cli, site)
     assert _check(cli, site, "--policy-bundle", out) == (code, plain)
+
+
+def test_rules_written_for_input_v1_are_refused_not_silently_passed(site: Path, tmp_path: Path, cli: Cli) -> None:
+    """Input v2 groups hosts by shape: a custom rule (or an older sovkit's bundle) reading input.hosts would find
+    nothing and pass everything, so it is refused before anything is evaluated, naming the file and line."""
+    custom = tmp_path / "custom"
+    custom.mkdir()
+    (custom / "owner.rego").write_text(
+        "package sovkit.custom.owner\n\nimport rego.v1\n\n# v1 read input.hosts here; a comment is fine\n"
+        "deny contains {\"id\": \"OWN-1\"} if {\n\tsome h in input.hosts\n\tnot h.labels.owner\n}\n")
+    r = cli("check", site, "--policies", custom)
+    assert r.code == 1 and "reads policy input v1 keys" in r.err and f"{custom}/owner.rego:7" in r.err, r.text
+    assert "Traceback" not in r.text and "owner.rego:5" not in r.err
+
+    # a bundle as an older sovkit built it: its own (v1) rules read input.hosts
+    out = tmp_path / "plain.tar.gz"
+    assert cli("policy", "bundle", "-o", out).code == 0
+    files = _members(out)
+    files["sovkit/capacity.rego"] += b"\n_v1_hosts := [h | some h in input.hosts]\n"
+    old = _write(tmp_path / "v1.tar.gz", files)
+    refused = cli("check", site, "--policy-bundle", old)
+    assert refused.code == 1 and "policy bundle" in refused.err and "shape: capacity.rego:" in refused.err, \
+        refused.text
+    assert "built again with `sovkit policy bundle`" in refused.err

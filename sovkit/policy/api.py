@@ -11,7 +11,7 @@ from sovkit.inventory.loader import LoadedInventory
 from sovkit.policy.embedded import EmbeddedEngine
 from sovkit.policy.engine import Decision, PolicyEngine
 from sovkit.policy.input import build_input
-from sovkit.policy.pack import PolicyPack, load_pack, read_bundle, write_bundle
+from sovkit.policy.pack import PolicyPack, load_pack, read_bundle, refuse_v1_rules, write_bundle
 from sovkit.signing.keys import PublicKey, Signer
 from sovkit.state.models import State
 
@@ -80,8 +80,12 @@ def write_policy_bundle(path: Path, extra: PolicySource = None, signer: Signer |
 
 
 def load_policy_bundle(path: Path, keys: list[PublicKey] | None) -> PolicyPack:
-    """The pack of a policy bundle, verified against ``keys`` first (see :func:`~sovkit.policy.pack.read_bundle`)."""
-    return read_bundle(path, keys)
+    """The pack of a policy bundle, verified against ``keys`` first (see :func:`~sovkit.policy.pack.read_bundle`),
+    to evaluate live input with: refused when its rules read input v1 keys (an audit pack's own bundle is not
+    loaded here, it is re-evaluated on the input it recorded)."""
+    pack = read_bundle(path, keys)
+    refuse_v1_rules(pack.modules, f"policy bundle {path}")
+    return pack
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,34 @@ def _scan(root: Path, prefix: str) -> tuple[dict[str, str], dict[str, str], list
     return modules, tests, sorted(root.rglob("data.json"))
 
 
+#: keys of policy input v1 that v2 replaced by shapes (docs/policy-input.md, "Shapes (v2)"): a rule reading them
+#: would find nothing (a missing key is undefined in Rego) and so pass everything
+_V1_INPUT = re.compile(r"\binput\.(?:hosts|racks|placements)\b|\binput\.serving\.placements\b"
+                       r"|\binput\[\"(?:hosts|racks|placements)\"\]")
+
+
+def v1_input_references(modules: dict[str, str]) -> list[str]:
+    """``module:line`` of every reference to a v1-only input key outside comments."""
+    found = []
+    for name, source in sorted(modules.items()):
+        for number, line in enumerate(source.splitlines(), 1):
+            if _V1_INPUT.search(line.split("#", 1)[0]):
+                found.append(f"{name}:{number}")
+    return found
+
+
+def refuse_v1_rules(modules: dict[str, str], where: str) -> None:
+    """Fail closed on rules written for policy input v1: on the v2 input they would silently find nothing."""
+    found = v1_input_references(modules)
+    if found:
+        shown = ", ".join(found[:5]) + (f" and {len(found) - 5} more" if len(found) > 5 else "")
+        raise PolicyError(f"{where} reads policy input v1 keys (input.hosts, input.racks, input.placements or "
+                          f"input.serving.placements), which input v2 groups by shape: {shown}",
+                          "rewrite the rules over host_shapes, rack_shapes, placement_shapes and "
+                          "serving.placement_shapes (docs/policy-input.md, \"Shapes (v2)\"); a bundle built by an "
+                          "older sovkit must be built again with `sovkit policy bundle`")
+
+
 def load_pack(extra: Path | None = None, shipped: Path | None = None) -> PolicyPack:
     """The shipped pack, plus the modules, tests and data under ``extra`` when given."""
     root = shipped or policies_dir()
@@ -115,6 +143,8 @@ def load_pack(extra: Path | None = None, shipped: Path | None = None) -> PolicyP
                     f"extra policy {extra / name.removeprefix('custom/')} declares package {pkg}",
                     f"operator rules go in a package under {CUSTOM_PREFIX}<name> (deny/warn sets of findings)",
                 )
+        refuse_v1_rules({f"{extra}/{n.removeprefix('custom/')}": src for n, src in x_modules.items()},
+                        f"extra policies in {extra}")
         modules.update(x_modules)
         tests.update(x_tests)
         for f in x_data:
