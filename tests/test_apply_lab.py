@@ -2,8 +2,11 @@
 
 Every host is a lab host (tests/hostlab.py) reached over SSH through
 ansible-runner; NPUs are the simulator behind the vendor profile. The CLI is the
-real one (`python -m sovkit ...`), except where a test must act at an exact moment
-of a run (the pulled cable), which it does through the CLI's own progress hook.
+real one: the saved plan's apply and the corrupt-firmware apply run as `python -m sovkit ...`; the other
+commands go through the same ``main()`` and error boundary in-process (``cli``, ``cli_env``), which saves an
+interpreter start and sovkit's imports per command (about 2.5 s each) while Ansible still runs for real over
+SSH. A test that must act at an exact moment of a run (the pulled cable) does so through the CLI's own progress
+hook.
 """
 
 from __future__ import annotations
@@ -79,16 +82,17 @@ def lab_site(lab: HostLab, tmp_path: Path) -> tuple[Site, dict[str, str]]:
 
 
 def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[Site, dict[str, str]],
-                                                 tmp_path: Path) -> None:
+                                                 tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     site, env = lab_site
+    run = cli_env
     logins_before = _accepted_logins(lab)
 
     # 1. a saved, signed plan for three fresh hosts, applied over SSH
     plan_file = tmp_path / "first.plan"
-    made = run_cli("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
+    made = run("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
     assert made.code == 2, made.text
     assert "Plan: 13 to create, 0 to update, 0 to delete." in made.out
-    applied = run_cli("apply", plan_file, env=env)
+    applied = run_cli("apply", plan_file, env=env)  # the real `python -m sovkit`
     assert applied.code == 0, applied.text
     assert "13 component(s) recorded across 3 host(s)" in applied.out
     logins = _accepted_logins(lab)
@@ -109,52 +113,52 @@ def test_apply_over_ssh_update_drift_and_converge(lab: HostLab, lab_site: tuple[
     state = _state(site)
     assert set(state.hosts) == set(HOSTS)
     assert all(state.hosts[h].firmware["rebellions-atom-max"].version == "1.2.0" for h in HOSTS)
-    assert run_cli("plan", site.path, "--detailed-exitcode").code == 0
+    assert run("plan", site.path, "--detailed-exitcode").code == 0
 
     # 2. firmware bump and a new model version: the plan shows exactly those updates, and apply does them
     for h in site.data["hosts"]:
         h["accelerators"][0]["firmware"] = "atom-max-fw-1.3.0"
     site.bump_model("demo-ko-chat", "1.1", _model_files(DEMO_CONFIG))
     site.save()
-    planned = run_cli("plan", site.path, "--json", "--detailed-exitcode")
+    planned = run("plan", site.path, "--json", "--detailed-exitcode")
     assert planned.code == 2, planned.text
     assert _changes(planned) == _all("update", components=("firmware", "model", "serving"))
     reasons = {(c["host"], c["component"]): c["reason"] for c in json.loads(planned.out)["plan"]["changes"]}
     assert all(reasons[(h, "firmware")] == "upgrade 1.2.0 → 1.3.0" for h in HOSTS)
     assert all(reasons[(h, "model")].startswith("1.0 → 1.1") for h in HOSTS)
-    applied = run_cli("apply", site.path, "--auto-approve")
+    applied = run("apply", site.path, "--auto-approve")
     assert applied.code == 0, applied.text
     assert "10 component(s) recorded across 3 host(s)" in applied.out
     for host in HOSTS:
         assert _installed(site, host) == {"firmware": {"1.3.0"}, "runtime": True, "model": "1.1", "serving": True}
         models = site.host_root(host) / "opt/sovkit/models/demo-ko-chat"
         assert os.readlink(models / "previous").endswith("/1.0")
-    assert run_cli("plan", site.path, "--detailed-exitcode").code == 0
+    assert run("plan", site.path, "--detailed-exitcode").code == 0
 
     # 3. someone edits a model file on h2: plan --refresh reads the hosts back and names host and file
     tampered = site.host_root("h2") / "opt/sovkit/models/demo-ko-chat/current/tokenizer.json"
     tampered.write_bytes(b'{"vocab": "edited by hand"}\n')
-    assert run_cli("plan", site.path, "--detailed-exitcode").code == 0, "recorded state alone cannot see drift"
+    assert run("plan", site.path, "--detailed-exitcode").code == 0, "recorded state alone cannot see drift"
     serial = _state(site).serial
-    refreshed = run_cli("plan", site.path, "--refresh", "--json", "--detailed-exitcode")
+    refreshed = run("plan", site.path, "--refresh", "--json", "--detailed-exitcode")
     assert refreshed.code == 2, refreshed.text
     doc = json.loads(refreshed.out)
     drift = [(c["host"], c["component"], c["name"], c["reason"]) for c in doc["drift"]["changes"]]
     assert drift == [("h2", "model", "demo-ko-chat", "file digests differ from the recorded ones: tokenizer.json")]
     assert _changes(refreshed) == {("h2", "update", "model", "demo-ko-chat")}
     assert doc["plan"]["changes"][0]["reason"] == "file digests differ on host (drift): tokenizer.json"
-    human = run_cli("plan", site.path, "--refresh")
+    human = run("plan", site.path, "--refresh")
     assert re.search(r"Drift \(hosts differ from the recorded state\):\n  h2\n    ~ model demo-ko-chat: "
                      r"file digests differ from the recorded ones: tokenizer\.json\n", human.out), human.out
     assert _state(site).serial == serial, "plan --refresh must not write state"
 
     # 4. apply --refresh repairs exactly that file's model on h2, and everything converges
-    repaired = run_cli("apply", site.path, "--refresh", "--auto-approve")
+    repaired = run("apply", site.path, "--refresh", "--auto-approve")
     assert repaired.code == 0, repaired.text
     assert "1 component(s) recorded across 1 host(s)" in repaired.out
     assert tampered.read_bytes() == (site.store / "models/demo-ko-chat/1.1/tokenizer.json").read_bytes()
     assert _state(site).hosts["h2"].models["demo-ko-chat"].previous == "1.0", "rollback target must survive"
-    final = run_cli("plan", site.path, "--refresh", "--detailed-exitcode")
+    final = run("plan", site.path, "--refresh", "--detailed-exitcode")
     assert final.code == 0, final.text
     assert "no drift" in final.out
 

@@ -1,4 +1,8 @@
-"""plan/apply on local-connection demo hosts (real Ansible, simulated NPUs): failures, kills, saved plans."""
+"""plan/apply on local-connection demo hosts (real Ansible, simulated NPUs): failures, kills, saved plans.
+
+Applies that install run as `python -m sovkit`; commands refused before Ansible starts, and the plans and
+rollbacks that follow an apply, go through the same ``main()`` in-process (``cli_env``), which saves an
+interpreter start and sovkit's imports (about 2.5 s) per command."""
 
 from __future__ import annotations
 
@@ -10,13 +14,14 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from sovkit.simulator import read_devices
 from sovkit.state.models import State
-from tests.conftest import ROOT, run_cli
+from tests.conftest import ROOT, CliResult, run_cli
 from tests.sitefactory import corrupt_image, make_site
 from tests.test_serving_apply import DEMO_CONFIG, _model_files
 
@@ -31,7 +36,7 @@ def _firmware(root: Path) -> set[str]:
     return {d["firmware"] for d in read_devices(root)}
 
 
-def test_apply_installs_everything_and_converges(tmp_path: Path) -> None:
+def test_apply_installs_everything_and_converges(tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
     r = run_cli("apply", site.path, "--auto-approve")
     assert r.code == 0, r.text
@@ -50,7 +55,7 @@ def test_apply_installs_everything_and_converges(tmp_path: Path) -> None:
     state = _state(site.root)
     assert set(state.hosts) == {"npu-node-1", "npu-node-2"}
     assert state.hosts["npu-node-2"].models["demo-ko-chat"].signature_verified is True
-    again = run_cli("plan", site.path, "--detailed-exitcode")
+    again = cli_env("plan", site.path, "--detailed-exitcode")
     assert again.code == 0, again.text
     assert "No changes" in again.out
 
@@ -98,7 +103,7 @@ def test_model_with_wrong_digest_is_refused_before_the_host_is_touched(tmp_path:
     assert (site.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat/current").is_symlink()
 
 
-def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
+def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     """Policy denies it (PRV-003); even with that waived, preflight still refuses the signature (defence in depth)."""
     from sovkit.signing.artifacts import sign_artifacts
     from sovkit.signing.keys import LocalSigner
@@ -108,7 +113,7 @@ def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
     rogue = sign_artifacts({f["path"]: f["sha256"] for f in model["files"]}, LocalSigner.generate(), "model",
                            "demo-ko-chat", "1.0")
     (site.store / model["signature"]).write_text(rogue.to_json())
-    r = run_cli("apply", site.path, "--auto-approve")
+    r = cli_env("apply", site.path, "--auto-approve")
     assert r.code == 3
     assert "PRV-003" in r.out and "does not verify" in r.out
     site.data["waivers"] = [
@@ -117,7 +122,7 @@ def test_model_signed_by_an_untrusted_key_is_refused(tmp_path: Path) -> None:
                           ("PRV-007", "deployments/chat-decode"))
     ]
     site.save()
-    r = run_cli("apply", site.path, "--auto-approve")
+    r = cli_env("apply", site.path, "--auto-approve")
     assert r.code == 1
     assert "signature by sovkit-demo-lab does not verify" in r.err
     assert "unknown key" in r.err
@@ -139,7 +144,8 @@ def _kill_orphaned_playbooks(root: Path) -> None:
                 os.kill(int(proc_dir.name), signal.SIGKILL)
 
 
-def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path) -> None:
+def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path,
+                                                                cli_env: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, "-m", "sovkit", "apply", str(site.path), "--auto-approve"],
@@ -158,25 +164,25 @@ def test_sigkill_mid_apply_leaves_valid_state_and_a_stale_lock(tmp_path: Path) -
     _kill_orphaned_playbooks(site.root)
     state = _state(site.root)  # parses: the file is whole
     assert 2 <= state.serial < 8
-    locked = run_cli("apply", site.path, "--auto-approve")
+    locked = cli_env("apply", site.path, "--auto-approve")
     assert locked.code == 1
     assert "stale lock" in locked.err and "Traceback" not in locked.err
     lock_id = re.search(r"sovkit force-unlock ([0-9a-f-]{36})", locked.err)
     assert lock_id, locked.err
     assert _state(site.root).serial == state.serial, "a refused run must not touch the state"
-    unlocked = run_cli("force-unlock", lock_id.group(1), site.path)
+    unlocked = cli_env("force-unlock", lock_id.group(1), site.path)
     assert unlocked.code == 0, unlocked.text
     done = run_cli("apply", site.path, "--auto-approve")
     assert done.code == 0, done.text
-    assert run_cli("plan", site.path, "--detailed-exitcode").code == 0
+    assert cli_env("plan", site.path, "--detailed-exitcode").code == 0
 
 
-def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None:
+def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
     key = site.root / ".sovkit" / "keys" / "operator.key"
     env = {"SOVKIT_SIGNING_KEY": str(key)}
     plan_file = tmp_path / "p.json"
-    made = run_cli("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
+    made = cli_env("plan", site.path, "-o", plan_file, "--detailed-exitcode", env=env)
     assert made.code == 2, made.text
     envelope = json.loads(plan_file.read_text())
     assert envelope["payloadType"] == "application/vnd.sovkit.plan+json"
@@ -185,45 +191,46 @@ def test_saved_plan_is_bound_to_what_it_was_made_against(tmp_path: Path) -> None
     payload = bytearray(envelope["payload"].encode())
     payload[40] = ord("A") if payload[40] != ord("A") else ord("B")
     tampered.write_text(json.dumps({**envelope, "payload": payload.decode()}))
-    r = run_cli("apply", tampered, env=env)
+    r = cli_env("apply", tampered, env=env)
     assert r.code == 1 and "failed verification" in r.err, r.text
 
     other = tmp_path / "other.json"
     from sovkit.signing.keys import LocalSigner, write_keypair
 
     write_keypair(LocalSigner.generate(), tmp_path / "other.key", None)
-    r = run_cli("apply", plan_file, "--plan-key", tmp_path / "other.key.pub", env=env)
+    r = cli_env("apply", plan_file, "--plan-key", tmp_path / "other.key.pub", env=env)
     assert r.code == 1 and "unknown key" in r.err, r.text
     del other
 
     store_file = site.store / "runtime/simnpu_serve-1.0.0-py3-none-any.whl"
     original = store_file.read_bytes()
     store_file.write_bytes(original[:-1] + bytes([original[-1] ^ 1]))  # same size, one bit flipped
-    r = run_cli("apply", plan_file, env=env)
+    r = cli_env("apply", plan_file, env=env)
     assert r.code == 1 and "artifact runtime/simnpu_serve-1.0.0-py3-none-any.whl changed" in r.err, r.text
     store_file.write_bytes(original)
 
     site.data["racks"][0]["power_budget_w"] = 3100
     site.save()
-    r = run_cli("apply", plan_file, env=env)
+    r = cli_env("apply", plan_file, env=env)
     assert r.code == 1 and "the inventory changed" in r.err, r.text
     site.data["racks"][0]["power_budget_w"] = 3000
     site.save()
 
     ok = run_cli("apply", plan_file, env=env)
     assert ok.code == 0, ok.text
-    r = run_cli("apply", plan_file, env=env)
+    r = cli_env("apply", plan_file, env=env)
     assert r.code == 1 and "state serial changed" in r.err, r.text
     for host in ("npu-node-1", "npu-node-2"):
         assert _firmware(site.host_root(host)) == {"1.2.0"}
 
 
-def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: Path) -> None:
+def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: Path,
+                                                                     cli_env: Callable[..., CliResult]) -> None:
     site = make_site(tmp_path)
     assert run_cli("apply", site.path, "--auto-approve").code == 0
     site.bump_model("demo-ko-chat", "1.1", _model_files(DEMO_CONFIG))
     site.save()
-    plan = run_cli("plan", site.path)
+    plan = cli_env("plan", site.path)
     assert "~ model demo-ko-chat: 1.0 → 1.1; previous kept for rollback" in plan.out, plan.out
     assert run_cli("apply", site.path, "--auto-approve").code == 0
     models = site.host_root("npu-node-1") / "opt/sovkit/models/demo-ko-chat"
@@ -233,7 +240,7 @@ def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: P
         site.store / "models/demo-ko-chat/1.1/config.json").read_bytes()
     assert _state(site.root).hosts["npu-node-1"].models["demo-ko-chat"].previous == "1.0"
 
-    back = run_cli("rollback", site.path, "--model", "demo-ko-chat", "--host", "npu-node-1")
+    back = cli_env("rollback", site.path, "--model", "demo-ko-chat", "--host", "npu-node-1")
     assert back.code == 0, back.text
     assert os.readlink(models / "current").endswith("/1.0")
     assert os.readlink(models / "previous").endswith("/1.1")
@@ -241,7 +248,7 @@ def test_new_model_version_keeps_previous_and_rollback_switches_back(tmp_path: P
     assert (rec.version, rec.previous) == ("1.0", "1.1")
     assert "tokenizer.json" in rec.files
     assert os.readlink(site.host_root("npu-node-2") / "opt/sovkit/models/demo-ko-chat/current").endswith("/1.1")
-    again = run_cli("plan", site.path)
+    again = cli_env("plan", site.path)
     assert "~ model demo-ko-chat: 1.0 → 1.1" in again.out and "npu-node-2" not in again.out, again.out
 
 

@@ -28,7 +28,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,7 +41,7 @@ from sovkit.simulator import install_simulator, read_devices
 from sovkit.simulator.simcore import HARDWARE
 from sovkit.state.models import State
 from tests.bundlekit import SIGNER, make_bundle
-from tests.conftest import INVENTORIES, run_cli
+from tests.conftest import INVENTORIES, CliResult, run_cli
 from tests.hostlab import HostLab, create_lab, unavailable_reason
 from tests.registrykit import LoopbackRegistry, running_registry
 from tests.servingkit import running, stop_all
@@ -149,7 +149,9 @@ def _pulled(registry: LoopbackRegistry, repo: str) -> set[str]:
     return set(pattern.findall(registry.access_log_file.read_text(errors="replace")))
 
 
-def _apply_and_check(ex: Example, registry: LoopbackRegistry) -> State:
+def _apply_and_check(ex: Example, registry: LoopbackRegistry, run: Callable[..., CliResult]) -> State:
+    """The apply runs as `python -m sovkit`; the checks after it through the same ``main()`` in-process (``run``,
+    the ``cli_env`` fixture: no interpreter start and imports per command)."""
     before = _pulled(registry, ex.shipped_store["repository"])
     assert not before & ex.digests(), "nothing may have been pulled before the apply"
     r = run_cli("apply", ex.path, "--auto-approve", env=ex.env)
@@ -183,11 +185,11 @@ def _apply_and_check(ex: Example, registry: LoopbackRegistry) -> State:
             prefix = ex.host_root(host) / "opt/sovkit/runtimes" / rt["name"] / str(rt["version"])
             script = "furiosa-llm" if rt["package"] == "furiosa-llm" else "vllm"
             assert (prefix / "bin" / script).is_file(), f"the wheelhouse's console script on {host}"
-    status = run_cli("serving", "status", ex.path, "--json", env=ex.env)
+    status = run("serving", "status", ex.path, "--json", env=ex.env)
     assert status.code == 0, status.text
-    verified = run_cli("attest", "verify", ex.path, "--key", f"{ex.env['SOVKIT_SIGNING_KEY']}.pub", env=ex.env)
+    verified = run("attest", "verify", ex.path, "--key", f"{ex.env['SOVKIT_SIGNING_KEY']}.pub", env=ex.env)
     assert verified.code == 0, verified.text
-    again = run_cli("plan", ex.path, "--refresh", "--detailed-exitcode", env=ex.env)
+    again = run("plan", ex.path, "--refresh", "--detailed-exitcode", env=ex.env)
     assert again.code == 0, again.text
     return state
 
@@ -197,12 +199,12 @@ def _launch_logs(ex: Example) -> str:
 
 
 def test_kr_telco_applies_end_to_end_from_the_registry(example_lab: HostLab, registry: LoopbackRegistry,
-                                                       tmp_path: Path) -> None:
+                                                       tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     ex = Example("kr-telco", tmp_path, example_lab, registry)
     try:
-        _apply_and_check(ex, registry)
+        _apply_and_check(ex, registry, cli_env)
         assert set(running(ex.hosts_dir)) >= {"sovkit-care-prefill", "sovkit-care-decode", "sovkit-care-router"}
-        answer = run_cli("serving", "request", ex.path, "--to", "care", "--json", env=ex.env)
+        answer = cli_env("serving", "request", ex.path, "--to", "care", "--json", env=ex.env)
         assert answer.code == 0, answer.text
         assert "version 4.0" in json.loads(answer.out)["text"]
         logs = _launch_logs(ex)
@@ -212,14 +214,14 @@ def test_kr_telco_applies_end_to_end_from_the_registry(example_lab: HostLab, reg
 
 
 def test_eu_sovereign_applies_end_to_end_from_the_registry(example_lab: HostLab, registry: LoopbackRegistry,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, cli_env: Callable[..., CliResult]) -> None:
     ex = Example("eu-sovereign", tmp_path, example_lab, registry)
     try:
-        _apply_and_check(ex, registry)
-        answer = run_cli("serving", "request", ex.path, "--to", "assist", "--json", env=ex.env)
+        _apply_and_check(ex, registry, cli_env)
+        answer = cli_env("serving", "request", ex.path, "--to", "assist", "--json", env=ex.env)
         assert answer.code == 0, answer.text
         assert "version 24b-2503" in json.loads(answer.out)["text"]
-        batch = run_cli("serving", "request", ex.path, "--to", "assist-batch", "--json", env=ex.env)
+        batch = cli_env("serving", "request", ex.path, "--to", "assist-batch", "--json", env=ex.env)
         assert batch.code == 0, batch.text
         logs = _launch_logs(ex)
         assert "furiosa-llm (sovkit stand-in): accepted" in logs and "NixlConnector" in logs
