@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import run_cli
 from tests.hostlab import HostLab, create_lab, unavailable_reason
-from tests.servingkit import running
+from tests.servingkit import pidfiles
 from tests.sitefactory import Site, make_lab_site
 from tests.test_serving_apply import DEMO_CONFIG, _model_files, _state
 from tests.test_serving_apply import _provision_predicates as _provision
@@ -36,17 +36,24 @@ pytestmark = [pytest.mark.netns, pytest.mark.slow, pytest.mark.timeout(1800)]
 SERVICES = {"h1": ("chat-prefill", "chat-router"), "h2": ("chat-decode",)}
 
 
-@pytest.fixture(scope="module")
-def sdlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[HostLab]:
-    """Two hosts, each with a real systemd as PID 1 running its sshd; killed (PID 1 first) however the test ends."""
+@pytest.fixture
+def sdlab(tmp_path: Path) -> Iterator[Callable[[int], HostLab]]:
+    """Builds labs whose hosts each have a real systemd as PID 1 running their sshd; every lab is torn down (its
+    systemds killed, PID 1 first) however the test ends. One lab per test: the hosts' roots are the lab's."""
     reason = unavailable_reason()
     if reason:
         pytest.skip(reason)
-    built = create_lab(2, tmp_path_factory.mktemp("sdlab"), init="systemd")
+    built: list[HostLab] = []
+
+    def build(n_hosts: int) -> HostLab:
+        built.append(create_lab(n_hosts, tmp_path / f"sdlab{len(built)}", init="systemd"))
+        return built[-1]
+
     try:
-        yield built
+        yield build
     finally:
-        built.destroy()
+        for lab in built:
+            lab.destroy()
 
 
 def _systemctl(lab: HostLab, host: str, *args: str) -> str:
@@ -57,6 +64,18 @@ def _systemctl(lab: HostLab, host: str, *args: str) -> str:
 def _show(lab: HostLab, host: str, service: str, *props: str) -> dict[str, str]:
     out = _systemctl(lab, host, "show", f"sovkit-{service}.service", *(f"-p {p}" for p in props))
     return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
+
+
+def _supervised(lab: HostLab, site: Site, host: str) -> set[str]:
+    """Services sovkit's supervisor runs on ``host``: its pidfile's pid alive *in the host's PID namespace*
+    (a systemd host's processes have other pids there than here, so tests.servingkit.running cannot tell)."""
+    out = set()
+    for f in pidfiles(site.host_root(host)):
+        rec = json.loads(f.read_text())
+        stat = lab.ssh(host, f"cat /proc/{int(rec['pid'])}/stat").stdout
+        if stat and int(stat.rsplit(")", 1)[1].split()[19]) == rec["start_time"]:
+            out.add(f.stem)
+    return out
 
 
 def _wait_answer(site: Site, env: dict[str, str], version: str, deadline_s: float = 60) -> str:
@@ -70,8 +89,9 @@ def _wait_answer(site: Site, env: dict[str, str], version: str, deadline_s: floa
         time.sleep(0.5)
 
 
-def test_serving_under_real_systemd_start_restart_drift_and_rollback(sdlab: HostLab, tmp_path: Path) -> None:
-    lab = sdlab
+def test_serving_under_real_systemd_start_restart_drift_and_rollback(sdlab: Callable[[int], HostLab],
+                                                                     tmp_path: Path) -> None:
+    lab = sdlab(2)
     site = make_lab_site(tmp_path, lab, roots=lab.labdir / "hosts")  # the roots the hosts' systemd reads
     for h in site.data["hosts"]:
         h["service_manager"] = "systemd"
@@ -97,7 +117,7 @@ def test_serving_under_real_systemd_start_restart_drift_and_rollback(sdlab: Host
             assert lab.ssh(host, f"cat {shown['FragmentPath']}").stdout == unit.read_text()
             cgroup = lab.ssh(host, f"cat /proc/{shown['MainPID']}/cgroup").stdout
             assert f"/system.slice/sovkit-{name}.service" in cgroup  # systemd's process, in the unit's cgroup
-    assert running(site.root.parent) == {}  # and nothing was started by sovkit's supervisor
+    assert [pidfiles(site.host_root(h)) for h in SERVICES] == [[], []]  # nothing started by sovkit's supervisor
     state = _state(site)
     assert {(h, n, s.status) for h, rec in state.hosts.items() for n, s in rec.serving.items()} == {
         ("h1", "chat-prefill", "ready"), ("h2", "chat-decode", "ready"), ("h1", "chat-router", "ready")}
@@ -160,3 +180,49 @@ def test_serving_under_real_systemd_start_restart_drift_and_rollback(sdlab: Host
     assert {("h2", "chat-decode", "apply", False), ("h2", "chat-decode", "rollback", True),
             ("h1", "chat-prefill", "rollback", True)} <= checks
     assert "demo-ko-chat version 1.0" in _wait_answer(site, env, "1.0", 5)
+
+
+def _site(tmp_path: Path, lab: HostLab, manager: str) -> tuple[Site, dict[str, str]]:
+    site = make_lab_site(tmp_path, lab, roots=lab.labdir / "hosts")
+    for h in site.data["hosts"]:
+        h["service_manager"] = manager
+    site.save()
+    return site, {"SOVKIT_SIGNING_KEY": str(site.root / ".sovkit" / "keys" / "operator.key")}
+
+
+def test_switching_a_host_between_supervisor_and_systemd(sdlab: Callable[[int], HostLab], tmp_path: Path) -> None:
+    """An operator changes a host's service_manager: apply moves the processes to the other manager; nothing of
+    the old one is left holding the port (and answering in place of the new one)."""
+    lab = sdlab(1)
+    site, env = _site(tmp_path, lab, "supervisor")
+    names = ("chat-prefill", "chat-decode", "chat-router")
+    r = run_cli("apply", site.path, "--auto-approve", env=env)
+    assert r.code == 0, r.text
+    assert _supervised(lab, site, "h1") == {f"sovkit-{n}" for n in names}
+
+    # supervisor -> systemd
+    site.host("h1")["service_manager"] = "systemd"
+    site.save()
+    r = run_cli("apply", site.path, "--auto-approve", env=env)
+    assert r.code == 0, r.text
+    assert _supervised(lab, site, "h1") == set()  # the supervisor's processes were stopped
+    for n in names:
+        assert _systemctl(lab, "h1", "is-active", f"sovkit-{n}.service") == "active", n
+        assert _show(lab, "h1", n, "NRestarts")["NRestarts"] == "0", n  # never crash-looped on a taken port
+    _wait_answer(site, env, "1.0", 5)
+    planned = run_cli("plan", site.path, "--refresh", "--json", env=env)
+    assert planned.code == 0 and json.loads(planned.out)["drift"]["changes"] == [], planned.text
+
+    # systemd -> supervisor
+    site.host("h1")["service_manager"] = "supervisor"
+    site.save()
+    r = run_cli("apply", site.path, "--auto-approve", env=env)
+    assert r.code == 0, r.text
+    assert _supervised(lab, site, "h1") == {f"sovkit-{n}" for n in names}
+    for n in names:
+        assert _systemctl(lab, "h1", "is-active", f"sovkit-{n}.service") != "active", n
+        assert not (site.host_root("h1") / f"etc/systemd/system/sovkit-{n}.service").exists(), n
+    assert not list((site.host_root("h1") / "etc/systemd/system").glob("*.wants/sovkit-*"))
+    _wait_answer(site, env, "1.0", 5)
+    planned = run_cli("plan", site.path, "--refresh", "--json", env=env)
+    assert planned.code == 0 and json.loads(planned.out)["drift"]["changes"] == [], planned.text
