@@ -44,6 +44,7 @@ Traffic only ever goes to the lab's own addresses.
 Command line (handy for trying sovkit by hand)::
 
     python -m tests.hostlab up [--hosts 3] [--dir DIR]   # builds a lab, prints an Ansible inventory, waits for Ctrl-C
+    python -m tests.hostlab up --init systemd            # the same with systemd-managed hosts
     python -m tests.hostlab down DIR                      # tears down a lab left behind (reads DIR/lab.json)
 """
 
@@ -845,6 +846,8 @@ def _main(argv: list[str]) -> int:
     up = sub.add_parser("up", help="build a lab and keep it until Ctrl-C")
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--dir", type=Path, default=None)
+    up.add_argument("--init", choices=("sshd", "systemd"), default="sshd",
+                    help="systemd: each host's PID 1 is a real systemd running its sshd")
     down = sub.add_parser("down", help="tear down a lab left behind")
     down.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
@@ -857,7 +860,7 @@ def _main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    with create_lab(args.hosts, labdir) as lab:
+    with create_lab(args.hosts, labdir, init=args.init) as lab:
         inv = labdir / "inventory.json"
         inv.write_text(json.dumps(lab.ansible_inventory(), indent=2) + "\n", encoding="utf-8")
         print(f"lab {lab.prefix} on {lab.subnet}: " + ", ".join(f"{h.name}={h.address}" for h in lab.hosts))

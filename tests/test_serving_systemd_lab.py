@@ -135,7 +135,8 @@ def test_serving_under_real_systemd_start_restart_drift_and_rollback(sdlab: Call
     deadline = time.monotonic() + 30
     while True:
         after = _show(lab, "h2", "chat-decode", "MainPID", "NRestarts", "ActiveState")
-        if after["NRestarts"] == "1" and after["ActiveState"] == "active" and after["MainPID"] not in ("0", before["MainPID"]):
+        restarted = after["MainPID"] not in ("0", before["MainPID"])
+        if after["NRestarts"] == "1" and after["ActiveState"] == "active" and restarted:
             break
         assert time.monotonic() < deadline, after
         time.sleep(0.2)
@@ -226,3 +227,21 @@ def test_switching_a_host_between_supervisor_and_systemd(sdlab: Callable[[int], 
     _wait_answer(site, env, "1.0", 5)
     planned = run_cli("plan", site.path, "--refresh", "--json", env=env)
     assert planned.code == 0 and json.loads(planned.out)["drift"]["changes"] == [], planned.text
+
+
+def test_first_install_that_fails_its_check_is_stopped_and_disabled(sdlab: Callable[[int], HostLab],
+                                                                    tmp_path: Path) -> None:
+    """Nothing to roll back to: the unit's new services are stopped *and disabled*, so that a reboot does not
+    start again what failed its check (the state says stopped; the next apply enables them again)."""
+    lab = sdlab(1)
+    site, env = _site(tmp_path, lab, "systemd")
+    site.bump_model("demo-ko-chat", "2.0", _model_files({**DEMO_CONFIG, "max_position_embeddings": 2048}))
+    site.save()
+    r = run_cli("apply", site.path, "--auto-approve", env=env)
+    assert r.code == 1, r.text
+    assert "nothing to roll back to (first install): its new processes were stopped" in r.text
+    for n in ("chat-prefill", "chat-decode", "chat-router"):
+        assert _systemctl(lab, "h1", "is-active", f"sovkit-{n}.service") in ("inactive", "failed"), n
+        assert _systemctl(lab, "h1", "is-enabled", f"sovkit-{n}.service") == "disabled", n
+    assert {n: s.status for n, s in _state(site).hosts["h1"].serving.items()} == {
+        "chat-prefill": "stopped", "chat-decode": "stopped", "chat-router": "stopped"}
