@@ -666,17 +666,15 @@ def _start_systemd(lab: HostLab, h: LabHost, authorized_keys: Path, sshd: str) -
     cgroups = _cgroup_dirs(lab.prefix, h.name)
     for cg in cgroups:
         cg.mkdir(exist_ok=True)
-
-    def _own_cgroup() -> None:  # in the child, before exec: each systemd owns a cgroup of its own
-        for cg in cgroups:
-            (cg / "cgroup.procs").write_text(str(os.getpid()))
-
+    # each systemd owns a cgroup of its own (two would otherwise both manage the same system.slice/…): the
+    # shell moves itself there, while it still sees the machine's /sys, then becomes the namespaced systemd
+    argv = ["ip", "netns", "exec", h.netns, "unshare", "--pid", "--fork", "--kill-child", "--mount",
+            "--mount-proc", "--uts", "--propagation", "private", "sh", str(script)]
+    enter = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} && " for cg in cgroups)
     with open(h.systemd_dir / "systemd.log", "wb") as out:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", h.netns, "unshare", "--pid", "--fork", "--kill-child", "--mount",
-             "--mount-proc", "--uts", "--propagation", "private", "sh", str(script)],
+            ["sh", "-c", f"{enter}exec {shlex.join(argv)}"],
             stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
-            preexec_fn=_own_cgroup,
         )
     deadline = time.monotonic() + READY_TIMEOUT
     while True:  # the forked child of unshare is the namespace's PID 1

@@ -227,6 +227,7 @@ def test_systemd_host_runs_sshd_as_its_unit_loads_only_lab_units_and_dies_with_t
         h = lab.host("h1")
         pid1 = lab.manifest()["systemd_pid1"]["h1"]
         assert Path(f"/proc/{pid1}/comm").read_text().strip() == "systemd"
+        assert f":name=systemd:/{lab.prefix}-h1/" in Path(f"/proc/{pid1}/cgroup").read_text()  # its own cgroup
         assert lab.ssh(h, "cat /proc/1/comm").stdout.strip() == "systemd"  # the session sees it as its PID 1
         assert lab.ssh(h, "systemctl is-system-running").stdout.strip() == "running"
         assert "/sovkit-lab-sshd.service" in lab.ssh(h, "cat /proc/self/cgroup").stdout  # sshd is its unit
