@@ -17,6 +17,22 @@ so several labs can coexist on one machine)::
   really checked. Hosts share this machine's filesystem; each gets its own
   root directory ``{labdir}/hosts/{name}/`` for the files it "installs".
 * The Python interpreter on the hosts is ``sys.executable`` (pip available).
+* ``create_lab(..., init="systemd")`` makes every host systemd-managed: a real
+  ``systemd --system`` (Debian's ``/lib/systemd/systemd``) runs as PID 1 of its
+  own PID, mount and UTS namespaces inside the host's network namespace, and the
+  host's sshd is a unit of it — so commands arriving over SSH share its mount
+  namespace and ``systemctl`` talks to that systemd (``/run`` is a tmpfs of its
+  own). It loads units ONLY from lab-owned directories (``SYSTEMD_UNIT_PATH``
+  without a trailing ``:``, so none of the OS's units, and no generators): the
+  lab's own ``{labdir}/systemd/{name}/units`` (an empty ``sysinit``/``basic``/
+  ``network``/``multi-user`` target set, ``sovkit-lab.target``, the sshd unit)
+  and ``/etc/systemd/system``, over which the host root's
+  ``{root}/etc/systemd/system`` is bind-mounted — where sovkit writes its units
+  and where ``systemctl enable`` links them. Each systemd gets its own cgroup
+  (``/sys/fs/cgroup/{systemd,unified}/{prefix}-{name}``), its log is
+  ``{labdir}/systemd/{name}/systemd.log`` (services' output included), and
+  teardown SIGKILLs its PID 1, which ends everything in its PID namespace.
+  The default (``init="sshd"``) is a bare sshd per host, as before.
 * :meth:`HostLab.link_down` takes the host's veth (root-namespace end) down:
   the host becomes unreachable, as if its cable were pulled.
 * :meth:`HostLab.destroy` removes exactly what was created, by name (sshd and
@@ -28,6 +44,7 @@ Traffic only ever goes to the lab's own addresses.
 Command line (handy for trying sovkit by hand)::
 
     python -m tests.hostlab up [--hosts 3] [--dir DIR]   # builds a lab, prints an Ansible inventory, waits for Ctrl-C
+    python -m tests.hostlab up --init systemd            # the same with systemd-managed hosts
     python -m tests.hostlab down DIR                      # tears down a lab left behind (reads DIR/lab.json)
 """
 
@@ -132,6 +149,12 @@ class LabHost:
     root: Path
     sshd_dir: Path  # host key, sshd_config, pid, log
     remote_tmp: Path  # Ansible's remote temp dir, kept out of ``root`` so ``root`` holds only what was installed
+    init: str = "sshd"  # "systemd": a systemd is PID 1 of the host and runs its sshd (see the module docstring)
+
+    @property
+    def systemd_dir(self) -> Path:
+        """The lab's own files for this host's systemd: ``units/``, ``empty/``, ``boot.sh``, ``systemd.log``."""
+        return self.sshd_dir.parent.parent / "systemd" / self.name
 
     @property
     def sshd_pidfile(self) -> Path:
@@ -155,6 +178,7 @@ class HostLab:
     _netns: list[str] = field(default_factory=list, repr=False)
     _links: list[str] = field(default_factory=list, repr=False)
     _routes: list[str] = field(default_factory=list, repr=False)
+    _pid1: dict[str, int] = field(default_factory=dict, repr=False)  # systemd hosts: PID 1 of each, as seen here
     gateway_host: LabHost | None = None
     _destroyed: bool = field(default=False, repr=False)
 
@@ -380,6 +404,8 @@ class HostLab:
             "links": list(self._links),
             "routes": list(self._routes),
             "sshd_pids": {name: p.pid for name, p in self._procs.items()},
+            "systemd_pid1": dict(self._pid1),
+            "cgroups": [str(c) for h in self.hosts if h.init == "systemd" for c in _cgroup_dirs(self.prefix, h.name)],
             "owner_pid": os.getpid(),
         }
 
@@ -391,6 +417,8 @@ class HostLab:
         if self._destroyed:
             return
         errors: list[str] = []
+        for pid in self._pid1.values():  # a PID namespace ends with its PID 1: systemd, sshd, every service
+            _kill_pid1(pid)
         for proc in self._procs.values():
             _stop(proc)
         for ns in self._netns:
@@ -406,6 +434,9 @@ class HostLab:
             res = _run("ip", "link", "del", link, check=False)
             if res.returncode != 0 and "Cannot find device" not in res.stderr and "does not exist" not in res.stderr:
                 errors.append(res.stderr.strip())
+        for h in self.hosts:
+            if h.init == "systemd":
+                _remove_cgroups(self.prefix, h.name)
         if errors:
             raise LabError("teardown incomplete: " + "; ".join(errors))
         self._destroyed = True
@@ -504,6 +535,166 @@ def _start_sshd(h: LabHost, authorized_keys: Path, sshd: str) -> subprocess.Pope
         )
 
 
+# --------------------------------------------------------------------------- systemd hosts
+
+SYSTEMD = "/lib/systemd/systemd"
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+#: empty targets, so that a unit's default dependencies (sysinit, basic, shutdown) and sovkit's
+#: After=/Wants=network-online.target, WantedBy=multi-user.target resolve to something that does nothing
+_EMPTY_TARGETS = ("sysinit", "basic", "shutdown", "network", "network-online", "multi-user", "default")
+
+
+def find_systemd() -> str | None:
+    return SYSTEMD if os.access(SYSTEMD, os.X_OK) else None
+
+
+def _cgroup_dirs(prefix: str, name: str) -> list[Path]:
+    """The host's own cgroups: one per hierarchy systemd uses (named v1 ``systemd``, and cgroup2)."""
+    return [CGROUP_ROOT / hier / f"{prefix}-{name}" for hier in ("systemd", "unified")
+            if (CGROUP_ROOT / hier / "cgroup.procs").exists()]
+
+
+def _rmdir_tree(path: Path) -> None:
+    """Remove an (emptied) cgroup and its children, deepest first; cgroup dirs are removed with rmdir only."""
+    if not path.is_dir():
+        return
+    for sub in sorted((p for p in path.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+        with contextlib.suppress(OSError):
+            sub.rmdir()
+    with contextlib.suppress(OSError):
+        path.rmdir()
+
+
+def _remove_cgroups(prefix: str, name: str) -> None:
+    for cg in _cgroup_dirs(prefix, name):
+        deadline = time.monotonic() + 5
+        while cg.exists() and time.monotonic() < deadline:  # the killed processes leave their cgroups late
+            _rmdir_tree(cg)
+            if cg.exists():
+                time.sleep(0.05)
+
+
+def _start_time_of(pid: int) -> int | None:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _netns_name_of(pid: int) -> str:
+    """The ``ip netns`` name whose namespace ``pid`` is in ('' when none is)."""
+    try:
+        ino = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return ""
+    for entry in Path("/run/netns").iterdir() if Path("/run/netns").is_dir() else ():
+        with contextlib.suppress(OSError):
+            if entry.stat().st_ino == ino:
+                return entry.name
+    return ""
+
+
+def _kill_pid1(pid: int) -> None:
+    """SIGKILL a PID namespace's init (as seen from here): the kernel then kills everything in that namespace."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while _start_time_of(pid) is not None and time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                return  # dead, waiting for its parent (unshare) to reap it
+        time.sleep(0.05)
+
+
+def _unit_files(h: LabHost, authorized_keys: Path, sshd: str) -> dict[str, str]:
+    files = {f"{t}.target": f"[Unit]\nDescription={t} (empty on a sovkit lab host)\n" for t in _EMPTY_TARGETS}
+    files["sovkit-lab.target"] = (
+        "[Unit]\nDescription=sovkit host lab: what this host runs at boot\n"
+        "Wants=sovkit-lab-sshd.service multi-user.target\n")
+    files["sovkit-lab-sshd.service"] = (
+        "[Unit]\nDescription=sshd of lab host {name}\nDefaultDependencies=no\n\n"
+        "[Service]\nType=simple\nExecStart={sshd} -D -f {conf} -E {log}\nKillMode=process\n"
+        .format(name=h.name, sshd=sshd, conf=h.sshd_dir / "sshd_config", log=h.sshd_log))
+    return files
+
+
+def _boot_script(h: LabHost, systemd: str) -> str:
+    """What runs inside the new namespaces before systemd: a private /run, the host root's unit directory as
+    /etc/systemd/system, then systemd with a unit path of lab directories only (never the OS's units)."""
+    units, empty = h.systemd_dir / "units", h.systemd_dir / "empty"
+    etc_units = h.root / "etc" / "systemd" / "system"
+    env = {
+        "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "container": "sovkit-hostlab",  # container mode: no kernel command line, no hardware set-up
+        "SYSTEMD_UNIT_PATH": f"{units}:/etc/systemd/system",  # no trailing ':': nothing of the OS's is added
+        "SYSTEMD_GENERATOR_PATH": str(empty),
+        "SYSTEMD_ENVIRONMENT_GENERATOR_PATH": str(empty),
+        "SYSTEMD_LOG_TARGET": "console",
+    }
+    q = shlex.quote
+    return "\n".join([
+        "set -eu",
+        "mount --make-rprivate /",
+        "mount -t tmpfs -o mode=0755 sovkit-lab-run /run",
+        "mkdir -p /run/sshd",
+        f"mount --bind {q(str(etc_units))} /etc/systemd/system",
+        # PID 1 writes its log (and, with the options below, its services' output) to /dev/console: make that
+        # the host's log file rather than the machine's console
+        f"mount --bind {q(str(h.systemd_dir / 'systemd.log'))} /dev/console",
+        "exec env -i " + " ".join(q(f"{k}={v}") for k, v in env.items()) + f" {q(systemd)} --system"
+        " --unit=sovkit-lab.target --log-target=console"
+        " --default-standard-output=inherit --default-standard-error=inherit",
+        "",
+    ])
+
+
+def _start_systemd(lab: HostLab, h: LabHost, authorized_keys: Path, sshd: str) -> subprocess.Popen[bytes]:
+    """Boot a systemd as PID 1 of new PID/mount/UTS namespaces inside the host's network namespace, with the
+    host's sshd as its unit; record its PID 1 so that teardown can kill it (and with it the namespace)."""
+    systemd = find_systemd()
+    assert systemd is not None
+    config = h.sshd_dir / "sshd_config"
+    config.write_text(_sshd_config(h, authorized_keys), encoding="utf-8")
+    units = h.systemd_dir / "units"
+    units.mkdir(parents=True, exist_ok=True)
+    (h.systemd_dir / "empty").mkdir(exist_ok=True)
+    (h.root / "etc" / "systemd" / "system").mkdir(parents=True, exist_ok=True)
+    for fname, text in _unit_files(h, authorized_keys, sshd).items():
+        (units / fname).write_text(text, encoding="utf-8")
+    script = h.systemd_dir / "boot.sh"
+    script.write_text(_boot_script(h, systemd), encoding="utf-8")
+    cgroups = _cgroup_dirs(lab.prefix, h.name)
+    for cg in cgroups:
+        cg.mkdir(exist_ok=True)
+    # each systemd owns a cgroup of its own (two would otherwise both manage the same system.slice/…): the
+    # shell moves itself there, while it still sees the machine's /sys, then becomes the namespaced systemd
+    argv = ["ip", "netns", "exec", h.netns, "unshare", "--pid", "--fork", "--kill-child", "--mount",
+            "--mount-proc", "--uts", "--propagation", "private", "sh", str(script)]
+    enter = "".join(f"echo $$ > {shlex.quote(str(cg / 'cgroup.procs'))} && " for cg in cgroups)
+    with open(h.systemd_dir / "systemd.log", "wb") as out:
+        proc = subprocess.Popen(
+            ["sh", "-c", f"{enter}exec {shlex.join(argv)}"],
+            stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+    deadline = time.monotonic() + READY_TIMEOUT
+    while True:  # the forked child of unshare is the namespace's PID 1
+        children = _children_of(proc.pid)
+        if children:
+            lab._pid1[h.name] = children[0]
+            return proc
+        if proc.poll() is not None or time.monotonic() > deadline:
+            log = (h.systemd_dir / "systemd.log").read_text(errors="replace")
+            raise LabError(f"systemd for lab host {h.name} did not start: {log.strip()[-2000:]}")
+        time.sleep(0.02)
+
+
+def _children_of(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+
+
 def _choose_subnet() -> ipaddress.IPv4Network:
     used = _used_subnets()
     free = [s for s in LAB_NETWORK.subnets(new_prefix=24) if s not in used]
@@ -524,11 +715,18 @@ def _new_prefix() -> str:
 # --------------------------------------------------------------------------- build
 
 
-def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True) -> HostLab:
-    """Build a lab of ``n_hosts`` hosts named ``h1``..``hN`` under ``labdir``; tear down on any failure."""
+def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True, init: str = "sshd") -> HostLab:
+    """Build a lab of ``n_hosts`` hosts named ``h1``..``hN`` under ``labdir``; tear down on any failure.
+
+    ``init="systemd"``: every host is systemd-managed (see the module docstring); ``"sshd"``: a bare sshd.
+    """
     reason = unavailable_reason()
     if reason:
         raise LabError(reason)
+    if init not in ("sshd", "systemd"):
+        raise LabError(f"init is 'sshd' or 'systemd', not {init!r}")
+    if init == "systemd" and find_systemd() is None:
+        raise LabError(f"a systemd lab host needs {SYSTEMD} (Debian package systemd)")
     if not 1 <= n_hosts <= 200:
         raise LabError("a lab has between 1 and 200 hosts")
     sshd = find_sshd()
@@ -552,14 +750,14 @@ def create_lab(n_hosts: int, labdir: Path, *, register_atexit: bool = True) -> H
             _quiet_destroy(lab)
             raise
     try:
-        _build_hosts(lab, n_hosts, sshd)
+        _build_hosts(lab, n_hosts, sshd, init)
     except BaseException:
         _quiet_destroy(lab)
         raise
     return lab
 
 
-def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
+def _build_hosts(lab: HostLab, n_hosts: int, sshd: str, init: str = "sshd") -> None:
     client_pub = _keygen(lab.key_path, f"sovkit-hostlab-{lab.prefix}")
     authorized = lab.labdir / "client" / "authorized_keys"
     authorized.write_text(client_pub + "\n", encoding="utf-8")
@@ -576,6 +774,7 @@ def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
             root=lab.labdir / "hosts" / name,
             sshd_dir=lab.labdir / "sshd" / name,
             remote_tmp=lab.labdir / "remote-tmp" / name,
+            init=init,
         )
         lab.hosts.append(h)
         h.root.mkdir(parents=True, exist_ok=True)
@@ -590,7 +789,10 @@ def _build_hosts(lab: HostLab, n_hosts: int, sshd: str) -> None:
         _run("ip", "-n", h.netns, "link", "set", "eth0", "up")
         host_pub = _keygen(h.sshd_dir / "ssh_host_ed25519_key", f"{lab.prefix}-{name}")
         known.append(f"{h.address} {' '.join(host_pub.split()[:2])}")
-        lab._procs[name] = _start_sshd(h, authorized, sshd)
+        if init == "systemd":
+            lab._procs[name] = _start_systemd(lab, h, authorized, sshd)
+        else:
+            lab._procs[name] = _start_sshd(h, authorized, sshd)
         lab._save_manifest()
     lab.known_hosts.write_text("\n".join(known) + "\n", encoding="utf-8")
     for h in lab.hosts:
@@ -618,6 +820,13 @@ def destroy_from_manifest(labdir: Path) -> None:
     for link in sorted({*data["links"], data["bridge"], *(n for n in links if n.startswith(prefix))}):
         if link.startswith(prefix):
             _run("ip", "link", "del", link, check=False)
+    for pid in data.get("systemd_pid1", {}).values():  # normally already gone with its network namespace
+        if _start_time_of(pid) is not None and _netns_name_of(pid).startswith(prefix + "-"):
+            _kill_pid1(pid)
+    for cg in data.get("cgroups", []):
+        path = Path(cg)
+        if path.parent.parent == CGROUP_ROOT and path.name.startswith(prefix + "-"):
+            _rmdir_tree(path)
     for route in data.get("routes", []):
         if ipaddress.ip_network(route).subnet_of(LAB_NETWORK):  # only a lab subnet's unreachable route
             _run("ip", "route", "del", "unreachable", route, check=False)
@@ -635,6 +844,8 @@ def _main(argv: list[str]) -> int:
     up = sub.add_parser("up", help="build a lab and keep it until Ctrl-C")
     up.add_argument("--hosts", type=int, default=3)
     up.add_argument("--dir", type=Path, default=None)
+    up.add_argument("--init", choices=("sshd", "systemd"), default="sshd",
+                    help="systemd: each host's PID 1 is a real systemd running its sshd")
     down = sub.add_parser("down", help="tear down a lab left behind")
     down.add_argument("dir", type=Path)
     args = parser.parse_args(argv)
@@ -647,7 +858,7 @@ def _main(argv: list[str]) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _terminate)
-    with create_lab(args.hosts, labdir) as lab:
+    with create_lab(args.hosts, labdir, init=args.init) as lab:
         inv = labdir / "inventory.json"
         inv.write_text(json.dumps(lab.ansible_inventory(), indent=2) + "\n", encoding="utf-8")
         print(f"lab {lab.prefix} on {lab.subnet}: " + ", ".join(f"{h.name}={h.address}" for h in lab.hosts))

@@ -213,3 +213,40 @@ def test_lab_left_by_killed_process_is_removed_by_down(tmp_path: Path) -> None:
         deadline -= 1
         assert deadline, "sshd survived `down`"
         time.sleep(0.1)
+
+
+def test_systemd_host_runs_sshd_as_its_unit_loads_only_lab_units_and_dies_with_the_lab(tmp_path: Path) -> None:
+    """init="systemd": a real systemd is the host's PID 1 and its sshd a unit of it; it loads no unit of the OS
+    (whose sysinit would run systemd-tmpfiles and wipe the shared /tmp), and teardown kills it and its
+    namespace. Canaries in /tmp and in the lab directory prove that nothing outside the host was cleaned."""
+    canaries = [Path("/tmp") / f"sovkit-hostlab-canary-{tmp_path.name}", tmp_path / "canary"]
+    for c in canaries:
+        c.write_text("still here\n")
+    lab = create_lab(1, tmp_path / "lab", register_atexit=False, init="systemd")
+    try:
+        h = lab.host("h1")
+        pid1 = lab.manifest()["systemd_pid1"]["h1"]
+        assert Path(f"/proc/{pid1}/comm").read_text().strip() == "systemd"
+        assert f":name=systemd:/{lab.prefix}-h1/" in Path(f"/proc/{pid1}/cgroup").read_text()  # its own cgroup
+        assert lab.ssh(h, "cat /proc/1/comm").stdout.strip() == "systemd"  # the session sees it as its PID 1
+        assert lab.ssh(h, "systemctl is-system-running").stdout.strip() == "running"
+        assert "/sovkit-lab-sshd.service" in lab.ssh(h, "cat /proc/self/cgroup").stdout  # sshd is its unit
+        files = lab.ssh(h, "systemctl list-unit-files --no-legend --no-pager").stdout
+        assert {line.split()[0] for line in files.splitlines()} == {
+            p.name for p in (h.systemd_dir / "units").iterdir()}  # the lab's units and nothing of the OS
+        loaded = lab.ssh(h, "systemctl list-units --all --no-legend --no-pager --plain").stdout
+        assert "tmpfiles" not in loaded and "journald" not in loaded, loaded
+        # what a unit file written under the host's root is: a unit of this host's systemd
+        (h.root / "etc/systemd/system/lab-probe.service").write_text(
+            "[Service]\nType=oneshot\nRemainAfterExit=yes\nExecStart=/bin/true\n")
+        assert lab.ssh(h, "systemctl start lab-probe.service && systemctl is-active lab-probe.service"
+                       ).stdout.strip() == "active"
+        cgroups = lab.manifest()["cgroups"]
+        assert cgroups and all(Path(c).is_dir() for c in cgroups)
+    finally:
+        lab.destroy()
+    assert all(c.read_text() == "still here\n" for c in canaries)
+    canaries[0].unlink()
+    assert not Path(f"/proc/{pid1}").exists()
+    assert not any(Path(c).exists() for c in cgroups)
+    assert lab.prefix not in _lab_names()
