@@ -383,64 +383,50 @@ class LabellingInfo(_Doc):
     declared_on: Literal["deployment", "serving_group", "site"] | None
 
 
-class PolicyInput(_Doc):
+class _InputCommon(_Doc):
+    """The sections v1 and v2 share: everything but how racks, hosts and placements are listed."""
+
+    apiVersion: str  # each version narrows it to its own literal
+    evaluated_on: str
+    inventory_digest: str
+    site: SiteInfo
+    residency: Residency
+    trust_roots: dict[str, list[str]]
+    artifact_store: ArtifactStore
+    firmware: list[FirmwareInfo]
+    runtimes: list[RuntimeInfo]
+    models: list[ModelInfo]
+    deployments: list[Deployment]
+    data_stores: list[DataStore]
+    endpoints: list[Endpoint]
+    telemetry: list[TelemetrySink]
+    log_sinks: list[LogSink]
+    backups: list[Backup]
+    model_registries: list[ModelRegistry]
+    records: Records
+    output_labelling: list[LabellingInfo]
+    waivers: list[Waiver]
+    state: StateInfo | None
+
+
+class PolicyInput(_InputCommon):
     """The policy input document (its JSON Schema is published in docs/policy-input.md)."""
 
     apiVersion: Literal["sovkit.dev/policy-input/v2"]
-    evaluated_on: str
-    inventory_digest: str
-    site: SiteInfo
-    residency: Residency
-    trust_roots: dict[str, list[str]]
-    artifact_store: ArtifactStore
     rack_shapes: list[RackShape]
     host_shapes: list[HostShape]
-    firmware: list[FirmwareInfo]
-    runtimes: list[RuntimeInfo]
-    models: list[ModelInfo]
-    deployments: list[Deployment]
-    data_stores: list[DataStore]
-    endpoints: list[Endpoint]
-    telemetry: list[TelemetrySink]
-    log_sinks: list[LogSink]
-    backups: list[Backup]
-    model_registries: list[ModelRegistry]
-    records: Records
-    output_labelling: list[LabellingInfo]
-    waivers: list[Waiver]
     placement_shapes: list[PlacementShape]
     serving: ServingInfo
-    state: StateInfo | None
 
 
-class FlatPolicyInput(_Doc):
+class FlatPolicyInput(_InputCommon):
     """The v1 per-host form of the input: what :func:`shape_input` groups (and the pack before v2 read)."""
 
     apiVersion: Literal["sovkit.dev/policy-input/v1"]
-    evaluated_on: str
-    inventory_digest: str
-    site: SiteInfo
-    residency: Residency
-    trust_roots: dict[str, list[str]]
-    artifact_store: ArtifactStore
     racks: list[RackInfo]
     hosts: list[HostInfo]
-    firmware: list[FirmwareInfo]
-    runtimes: list[RuntimeInfo]
-    models: list[ModelInfo]
-    deployments: list[Deployment]
-    data_stores: list[DataStore]
-    endpoints: list[Endpoint]
-    telemetry: list[TelemetrySink]
-    log_sinks: list[LogSink]
-    backups: list[Backup]
-    model_registries: list[ModelRegistry]
-    records: Records
-    output_labelling: list[LabellingInfo]
-    waivers: list[Waiver]
     placements: list[Placement]
     serving: FlatServingInfo
-    state: StateInfo | None
 
 
 class _Signatures:
